@@ -1,0 +1,1 @@
+//! The admin REST API (axum) with its OpenAPI document.

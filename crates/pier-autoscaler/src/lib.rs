@@ -1,0 +1,1 @@
+//! Pure scaling decisions: desired instance counts from observed concurrency.

@@ -1,0 +1,1 @@
+//! The data plane: TLS termination, host routing and the streaming reverse proxy.

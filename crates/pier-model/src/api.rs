@@ -1,0 +1,268 @@
+//! The JSON bodies of Pier's admin API, shared by the server (which produces them) and the CLI (which reads
+//! them). Field names are camelCase, as in Cloud Run's and Knative's APIs.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::names::{InstanceId, ProjectName, RevisionName, ServiceName, Tag};
+use crate::spec::RevisionTemplate;
+use crate::traffic::TrafficTarget;
+
+/// Asks for a new revision of a service (creating the service on its first deploy).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeployRequest {
+    /// What the new revision runs.
+    pub template: RevisionTemplate,
+    /// Make the service public (`true`) or private (`false`); absent leaves it as it is (new services are
+    /// private).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_unauthenticated: Option<bool>,
+    /// Create the revision without sending it any traffic.
+    #[serde(default)]
+    pub no_traffic: bool,
+    /// Give the new revision this tag (and so its own URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<Tag>,
+}
+
+/// Where a revision stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RevisionState {
+    /// Its first instance is starting; traffic has not moved.
+    Deploying,
+    /// Proved it starts and listens; may serve traffic.
+    Ready,
+    /// Failed to start or to listen on PORT; never serves.
+    Failed,
+}
+
+/// Where an instance stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InstanceState {
+    /// Started, not yet accepting connections on PORT.
+    Starting,
+    /// Serving requests.
+    Ready,
+    /// Finishing its in-flight requests before it stops.
+    Draining,
+}
+
+/// One running instance of a revision.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceView {
+    /// Instance id, as it appears in logs.
+    pub id: InstanceId,
+    /// Its state.
+    pub state: InstanceState,
+    /// Requests it is serving now.
+    pub in_flight: u32,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+}
+
+/// A revision as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionView {
+    /// Revision name.
+    pub name: RevisionName,
+    /// Its service.
+    pub service: ServiceName,
+    /// Its project.
+    pub project: ProjectName,
+    /// What it runs.
+    pub template: RevisionTemplate,
+    /// Where it stands.
+    pub state: RevisionState,
+    /// Why it failed, or other detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The instance's last log lines when the revision failed to start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// When it became ready (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<String>,
+    /// Share of the service's default URL it serves now.
+    pub percent: u8,
+    /// Tags pointing at it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+    /// Running instances.
+    #[serde(default)]
+    pub instances: Vec<InstanceView>,
+}
+
+/// A traffic entry with LATEST resolved and its URL when tagged.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficStatus {
+    /// The revision serving (LATEST resolved); absent while no revision is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_name: Option<RevisionName>,
+    /// Whether this entry follows the latest ready revision.
+    #[serde(default)]
+    pub latest_revision: bool,
+    /// Share of the default URL.
+    pub percent: u8,
+    /// Tag, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<Tag>,
+    /// The tag's own URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// A service as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceView {
+    /// Service name.
+    pub name: ServiceName,
+    /// Its project.
+    pub project: ProjectName,
+    /// The stable URL.
+    pub url: String,
+    /// Whether the service is public (anyone may invoke it).
+    pub allow_unauthenticated: bool,
+    /// The template of the latest revision created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<RevisionTemplate>,
+    /// The traffic list as configured.
+    pub traffic_spec: Vec<TrafficTarget>,
+    /// The traffic as it is served now.
+    pub traffic: Vec<TrafficStatus>,
+    /// Newest revision created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_created_revision: Option<RevisionName>,
+    /// Newest revision that became ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_ready_revision: Option<RevisionName>,
+    /// True when the latest created revision is ready and serving as configured.
+    pub ready: bool,
+    /// Why the service is not ready, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+}
+
+/// One `--to-revisions` assignment: a revision name, a tag or `LATEST`, and its percent.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrafficAssignment {
+    /// Revision name, tag name or `LATEST`.
+    pub target: String,
+    /// Share, 0 to 100.
+    pub percent: u8,
+}
+
+/// One tag assignment: the tag and the revision name (or `LATEST`) it points at.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TagAssignment {
+    /// Tag name.
+    pub tag: Tag,
+    /// Revision name or `LATEST`.
+    pub revision: String,
+}
+
+/// Changes a service's traffic, as `update-traffic` does.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateTrafficRequest {
+    /// Percent assignments; a sum under 100 leaves the rest to what serves now, in proportion.
+    #[serde(default)]
+    pub to_revisions: Vec<TrafficAssignment>,
+    /// Send all traffic to the latest ready revision.
+    #[serde(default)]
+    pub to_latest: bool,
+    /// Tags to create or move.
+    #[serde(default)]
+    pub update_tags: Vec<TagAssignment>,
+    /// Tags to remove.
+    #[serde(default)]
+    pub remove_tags: Vec<Tag>,
+    /// Remove every tag.
+    #[serde(default)]
+    pub clear_tags: bool,
+}
+
+/// Service settings that change without a new revision.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateServiceRequest {
+    /// Make the service public or private.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_unauthenticated: Option<bool>,
+}
+
+/// Which stream a log line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// The instance's standard output.
+    Stdout,
+    /// The instance's standard error.
+    Stderr,
+    /// Pier's own note about the instance (started, ready, exited, killed).
+    System,
+}
+
+/// One line an instance wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    /// When Pier read it (RFC 3339, microseconds).
+    pub timestamp: String,
+    /// Instance that wrote it.
+    pub instance: String,
+    /// Its revision.
+    pub revision: String,
+    /// Stream.
+    pub stream: LogStream,
+    /// The line, without its newline.
+    pub message: String,
+}
+
+/// The body of every API error, in the shape of Google APIs' errors.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Detail of an API error.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// HTTP status code.
+    pub code: u16,
+    /// Canonical status (`NOT_FOUND`, `INVALID_ARGUMENT`, ...).
+    pub status: String,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+/// What the server tells a client about itself.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerInfo {
+    /// Pier's version.
+    pub version: String,
+    /// Base domain of service URLs.
+    pub domain: String,
+    /// Gateway HTTPS port.
+    pub https_port: u16,
+    /// Gateway HTTP port.
+    pub http_port: u16,
+    /// Path of the CA certificate clients should trust.
+    pub ca_path: String,
+}

@@ -1,0 +1,18 @@
+//! Pier's domain vocabulary, shared by every other crate: validated names, the revision template a deploy
+//! records, traffic lists, the URL scheme, Knative manifests and the admin API's JSON shapes.
+//!
+//! This crate does no I/O.
+
+pub mod api;
+pub mod error;
+pub mod hosts;
+pub mod manifest;
+pub mod names;
+pub mod spec;
+pub mod traffic;
+
+pub use error::{NameError, SpecError};
+pub use hosts::UrlScheme;
+pub use names::{InstanceId, ProjectName, RevisionName, ServiceName, Tag};
+pub use spec::{EnvVar, RevisionTemplate};
+pub use traffic::{Traffic, TrafficKey, TrafficTarget};

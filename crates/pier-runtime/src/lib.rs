@@ -1,0 +1,1 @@
+//! Runs revision instances: the runtime trait, the host-process runtime and instance log capture.

@@ -1,0 +1,210 @@
+//! Store tests against real SQLite databases (in memory and on disk).
+
+use super::*;
+use pier_model::TrafficKey;
+
+fn p() -> ProjectName {
+    ProjectName::default_project()
+}
+fn svc(s: &str) -> ServiceName {
+    s.parse().unwrap()
+}
+fn template(cmd: &str) -> RevisionTemplate {
+    RevisionTemplate {
+        command: vec![cmd.to_owned()],
+        ..Default::default()
+    }
+}
+
+fn store() -> Store {
+    let s = Store::open_in_memory().unwrap();
+    s.ensure_project(&p(), || "abc123".into()).unwrap();
+    s
+}
+
+#[test]
+fn project_hash_is_stable_and_unique() {
+    let s = Store::open_in_memory().unwrap();
+    let a = s.ensure_project(&p(), || "aaaaaa".into()).unwrap();
+    let again = s.ensure_project(&p(), || "zzzzzz".into()).unwrap();
+    assert_eq!(a, again, "an existing project keeps its hash");
+    let mut hashes = vec!["aaaaaa".to_owned(), "bbbbbb".to_owned()].into_iter();
+    let b = s
+        .ensure_project(&"other".parse().unwrap(), || hashes.next().unwrap())
+        .unwrap();
+    assert_eq!(b.hash, "bbbbbb", "a taken hash is skipped");
+}
+
+#[test]
+fn first_deploy_creates_service_and_numbered_revision() {
+    let s = store();
+    let (service, rev) = s
+        .create_revision(&p(), &svc("hello"), &template("a"), &NewRevision::default(), "xyz")
+        .unwrap();
+    assert_eq!(rev.name.as_str(), "hello-00001-xyz");
+    assert_eq!(rev.state, RevisionState::Deploying);
+    assert!(!service.public, "services are private unless asked");
+    assert_eq!(service.latest_created, Some(rev.name.clone()));
+    assert_eq!(service.latest_ready, None);
+    let (_, rev2) = s
+        .create_revision(&p(), &svc("hello"), &template("b"), &NewRevision::default(), "qqq")
+        .unwrap();
+    assert_eq!(rev2.seq, 2);
+    assert_eq!(rev2.name.as_str(), "hello-00002-qqq");
+}
+
+#[test]
+fn ready_moves_latest_but_never_backwards() {
+    let s = store();
+    let wishes = NewRevision::default();
+    let (_, r1) = s.create_revision(&p(), &svc("a"), &template("1"), &wishes, "aaa").unwrap();
+    let (_, r2) = s.create_revision(&p(), &svc("a"), &template("2"), &wishes, "bbb").unwrap();
+    let after2 = s.mark_ready(&p(), &r2.name).unwrap();
+    assert_eq!(after2.latest_ready, Some(r2.name.clone()));
+    // r1 finishing later must not take LATEST back.
+    let after1 = s.mark_ready(&p(), &r1.name).unwrap();
+    assert_eq!(after1.latest_ready, Some(r2.name));
+}
+
+#[test]
+fn failed_revision_keeps_previous_serving() {
+    let s = store();
+    let w = NewRevision::default();
+    let (_, r1) = s.create_revision(&p(), &svc("a"), &template("1"), &w, "aaa").unwrap();
+    s.mark_ready(&p(), &r1.name).unwrap();
+    let (_, r2) = s.create_revision(&p(), &svc("a"), &template("2"), &w, "bbb").unwrap();
+    s.mark_failed(&p(), &r2.name, "exited with status 1", &["boom".into()])
+        .unwrap();
+    let service = s.service(&p(), &svc("a")).unwrap().unwrap();
+    assert_eq!(service.latest_ready, Some(r1.name));
+    let r2 = s.revision(&p(), &r2.name).unwrap().unwrap();
+    assert_eq!(r2.state, RevisionState::Failed);
+    assert_eq!(r2.log_tail, vec!["boom".to_owned()]);
+}
+
+#[test]
+fn no_traffic_pins_latest_and_tag_lands_when_ready() {
+    let s = store();
+    let (_, r1) = s
+        .create_revision(&p(), &svc("a"), &template("1"), &NewRevision::default(), "aaa")
+        .unwrap();
+    s.mark_ready(&p(), &r1.name).unwrap();
+    let wishes = NewRevision {
+        no_traffic: true,
+        tag: Some("green".parse().unwrap()),
+        public: Some(true),
+    };
+    let (service, r2) = s
+        .create_revision(&p(), &svc("a"), &template("2"), &wishes, "bbb")
+        .unwrap();
+    assert!(service.public);
+    assert_eq!(
+        service.traffic.percents(),
+        vec![(TrafficKey::Revision(r1.name.clone()), 100)]
+    );
+    assert!(service.traffic.tags().is_empty(), "tag waits for readiness");
+    let service = s.mark_ready(&p(), &r2.name).unwrap();
+    assert_eq!(
+        service.traffic.tags(),
+        vec![("green".parse().unwrap(), TrafficKey::Revision(r2.name))]
+    );
+    assert_eq!(
+        service.traffic.percents(),
+        vec![(TrafficKey::Revision(r1.name), 100)]
+    );
+}
+
+#[test]
+fn interrupted_deploys_fail_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pier.db");
+    let name = {
+        let s = Store::open(&path).unwrap();
+        s.ensure_project(&p(), || "abc123".into()).unwrap();
+        let (_, r) = s
+            .create_revision(&p(), &svc("a"), &template("1"), &NewRevision::default(), "aaa")
+            .unwrap();
+        r.name
+    };
+    let s = Store::open(&path).unwrap();
+    let failed = s.fail_interrupted_deploys("server restarted").unwrap();
+    assert_eq!(failed, vec![name.clone()]);
+    let r = s.revision(&p(), &name).unwrap().unwrap();
+    assert_eq!(r.state, RevisionState::Failed);
+    assert_eq!(r.message.as_deref(), Some("server restarted"));
+}
+
+#[test]
+fn delete_revision_respects_check_and_resets_latest() {
+    let s = store();
+    let w = NewRevision::default();
+    let (_, r1) = s.create_revision(&p(), &svc("a"), &template("1"), &w, "aaa").unwrap();
+    s.mark_ready(&p(), &r1.name).unwrap();
+    let (_, r2) = s.create_revision(&p(), &svc("a"), &template("2"), &w, "bbb").unwrap();
+    s.mark_ready(&p(), &r2.name).unwrap();
+    let refused = s.delete_revision(&p(), &r2.name, |_, _| {
+        Err(StoreError::Conflict("serving".into()))
+    });
+    assert!(matches!(refused, Err(StoreError::Conflict(_))));
+    assert!(s.revision(&p(), &r2.name).unwrap().is_some(), "refusal rolls back");
+    s.delete_revision(&p(), &r2.name, |_, _| Ok(())).unwrap();
+    let service = s.service(&p(), &svc("a")).unwrap().unwrap();
+    assert_eq!(service.latest_ready, Some(r1.name));
+}
+
+#[test]
+fn delete_service_cascades() {
+    let s = store();
+    let (_, r) = s
+        .create_revision(&p(), &svc("a"), &template("1"), &NewRevision::default(), "aaa")
+        .unwrap();
+    let gone = s.delete_service(&p(), &svc("a")).unwrap();
+    assert_eq!(gone, vec![r.name.clone()]);
+    assert!(s.revision(&p(), &r.name).unwrap().is_none());
+    assert!(matches!(
+        s.delete_service(&p(), &svc("a")),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn update_service_validates_inside_transaction() {
+    let s = store();
+    s.create_revision(&p(), &svc("a"), &template("1"), &NewRevision::default(), "aaa")
+        .unwrap();
+    let bad = s.update_service(&p(), &svc("a"), |cur| {
+        let mut t = cur.traffic.clone();
+        t.0[0].percent = 10;
+        Ok((t, true))
+    });
+    assert!(matches!(bad, Err(StoreError::Invalid(_))));
+    let still = s.service(&p(), &svc("a")).unwrap().unwrap();
+    assert!(!still.public, "a refused change leaves everything as it was");
+}
+
+#[test]
+fn reopening_keeps_data_and_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pier.db");
+    {
+        let s = Store::open(&path).unwrap();
+        s.meta_or_insert("installation", || "one".into()).unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(
+        s.meta_or_insert("installation", || "two".into()).unwrap(),
+        "one"
+    );
+}
+
+#[test]
+fn newer_schema_is_refused_with_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pier.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 999).unwrap();
+    }
+    let err = Store::open(&path).unwrap_err().to_string();
+    assert!(err.contains("newer"), "{err}");
+}

@@ -1,0 +1,2 @@
+//! The `pier` binary.
+fn main() {}
