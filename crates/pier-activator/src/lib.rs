@@ -1,1 +1,255 @@
-//! Per-revision instance pools: request slots, the cold-start queue and the scaling loop.
+//! The activator: one pool of instances per revision, handing each request a slot on an instance.
+//!
+//! - **Slots.** An instance takes at most `containerConcurrency` requests at once (a hard limit). A request
+//!   gets the ready instance with the fewest requests in flight (least outstanding requests).
+//! - **Queue.** When no slot is free (every instance is full, or there are none: the revision is scaled to
+//!   zero), the request waits in a bounded FIFO queue while the scaler starts instances. It is never
+//!   dropped: it gets a slot, or an error that says why (start failed, no capacity, queue full, timeout).
+//! - **Scaler.** A task per pool samples concurrency (in flight plus queued), asks
+//!   [`pier_autoscaler::decide`] for a count on every tick and at once whenever a request queues, then starts
+//!   or stops instances to match. Stopping only takes idle instances.
+//! - **Drain.** Closing a pool refuses new requests, lets those in flight finish, then stops its instances.
+//!
+//! Locking: one short `std::sync::Mutex` per pool guards slot counts and the queue; it is never held across
+//! an await, and the control plane never holds it while doing I/O.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use pier_model::{ProjectName, RevisionName, RevisionTemplate, ServiceName};
+use pier_runtime::{InstanceSpec, Runtime};
+use thiserror::Error;
+
+mod pool;
+pub use pool::{Lease, RevisionPool, Slot};
+
+/// Settings shared by every pool.
+#[derive(Clone, Debug)]
+pub struct ActivatorConfig {
+    /// Stable window of the autoscaler.
+    pub stable_window: Duration,
+    /// Panic window of the autoscaler.
+    pub panic_window: Duration,
+    /// Idle time before a revision scales to zero.
+    pub scale_to_zero_grace: Duration,
+    /// Share of `containerConcurrency` the autoscaler aims for.
+    pub target_utilization: f64,
+    /// How long a request may wait for a slot while the revision is at `max-instances`.
+    pub pending_timeout: Duration,
+    /// Requests that may wait per revision; more get 429 at once.
+    pub queue_limit: usize,
+    /// How often the scaler samples and decides.
+    pub tick: Duration,
+    /// SIGTERM-to-SIGKILL grace when stopping instances.
+    pub stop_grace: Duration,
+    /// How long a new instance has to listen on PORT.
+    pub startup_timeout: Duration,
+}
+
+impl Default for ActivatorConfig {
+    fn default() -> Self {
+        Self {
+            stable_window: Duration::from_secs(60),
+            panic_window: Duration::from_secs(6),
+            scale_to_zero_grace: Duration::from_secs(60),
+            target_utilization: 0.7,
+            pending_timeout: Duration::from_secs(10),
+            queue_limit: 10_000,
+            tick: Duration::from_millis(500),
+            stop_grace: pier_runtime::STOP_GRACE,
+            startup_timeout: pier_runtime::STARTUP_TIMEOUT,
+        }
+    }
+}
+
+/// Why a request got no slot. The gateway maps each to a status code in one place.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum AcquireError {
+    /// Too many requests already wait for this revision.
+    #[error("too many requests are waiting for an instance of this revision")]
+    QueueFull,
+    /// The revision is at `max-instances` and none freed a slot in time.
+    #[error("no available instance: the revision is at its maximum of {max} instances")]
+    NoCapacity {
+        /// The revision's `max-instances`.
+        max: u32,
+    },
+    /// No instance could be started.
+    #[error("the instance failed to start: {0}")]
+    StartFailed(String),
+    /// The request's deadline passed while it waited.
+    #[error("timed out waiting for an instance")]
+    Timeout,
+    /// The revision is being removed.
+    #[error("the revision is shutting down")]
+    Closed,
+}
+
+/// Which runtime runs a revision.
+pub trait RuntimeSelector: Send + Sync + 'static {
+    /// The runtime for `template`, or why there is none.
+    fn runtime_for(&self, template: &RevisionTemplate) -> Result<Arc<dyn Runtime>, String>;
+}
+
+impl<R: Runtime> RuntimeSelector for Arc<R> {
+    fn runtime_for(&self, _: &RevisionTemplate) -> Result<Arc<dyn Runtime>, String> {
+        Ok(self.clone())
+    }
+}
+
+/// Extra environment for every instance (for example the metadata server's address).
+pub type EnvHook = Arc<dyn Fn(&InstanceSpec) -> Vec<(String, String)> + Send + Sync>;
+
+/// Identifies a pool.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Project.
+    pub project: ProjectName,
+    /// Revision.
+    pub revision: RevisionName,
+}
+
+/// All revision pools.
+pub struct Activator {
+    config: ActivatorConfig,
+    runtimes: Arc<dyn RuntimeSelector>,
+    env_hook: Option<EnvHook>,
+    pools: Mutex<HashMap<PoolKey, Arc<RevisionPool>>>,
+}
+
+impl std::fmt::Debug for Activator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activator")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Activator {
+    /// An activator starting instances with `runtimes`.
+    pub fn new(config: ActivatorConfig, runtimes: Arc<dyn RuntimeSelector>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            runtimes,
+            env_hook: None,
+            pools: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// An activator that adds `env_hook`'s variables to every instance.
+    pub fn with_env_hook(
+        config: ActivatorConfig,
+        runtimes: Arc<dyn RuntimeSelector>,
+        env_hook: EnvHook,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            runtimes,
+            env_hook: Some(env_hook),
+            pools: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn pools(&self) -> MutexGuard<'_, HashMap<PoolKey, Arc<RevisionPool>>> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pool of a revision, if it exists.
+    pub fn pool(&self, key: &PoolKey) -> Option<Arc<RevisionPool>> {
+        self.pools().get(key).cloned()
+    }
+
+    /// The pool of a revision, created (with its scaler task) if needed. `serving` says whether the
+    /// revision receives traffic, which decides whether `min-instances` applies.
+    pub fn ensure_pool(
+        &self,
+        project: &ProjectName,
+        service: &ServiceName,
+        revision: &RevisionName,
+        template: Arc<RevisionTemplate>,
+        serving: bool,
+    ) -> Result<Arc<RevisionPool>, String> {
+        let key = PoolKey {
+            project: project.clone(),
+            revision: revision.clone(),
+        };
+        let mut pools = self.pools();
+        if let Some(p) = pools.get(&key) {
+            p.set_serving(serving);
+            return Ok(p.clone());
+        }
+        let runtime = self.runtimes.runtime_for(&template)?;
+        let pool = RevisionPool::new(
+            project.clone(),
+            service.clone(),
+            revision.clone(),
+            template,
+            serving,
+            runtime,
+            self.env_hook.clone(),
+            self.config.clone(),
+        );
+        pools.insert(key, pool.clone());
+        Ok(pool)
+    }
+
+    /// Removes a revision's pool: refuses new requests, waits for those in flight, stops its instances.
+    pub async fn remove_pool(&self, key: &PoolKey) {
+        let pool = self.pools().remove(key);
+        if let Some(pool) = pool {
+            pool.close().await;
+        }
+    }
+
+    /// Keys of every pool.
+    pub fn keys(&self) -> Vec<PoolKey> {
+        self.pools().keys().cloned().collect()
+    }
+
+    /// Closes every pool (server shutdown): in-flight requests finish, then instances stop.
+    pub async fn shutdown(&self) {
+        let pools: Vec<_> = self.pools().drain().map(|(_, p)| p).collect();
+        let closes = pools.into_iter().map(|p| async move { p.close().await });
+        futures_join_all(closes).await;
+    }
+}
+
+/// Runs futures concurrently and waits for all (a tiny `join_all` without another dependency).
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+fn random_suffix(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// The origin of the pools' monotonic clocks (the autoscaler takes time as durations).
+static ORIGIN: OnceLock<Instant> = OnceLock::new();
+
+fn since_origin(t: Instant) -> Duration {
+    t.duration_since(*ORIGIN.get_or_init(Instant::now))
+}
+
+/// Counts and timings a pool keeps for `describe` and benchmarks.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Instances started.
+    pub started: AtomicU64,
+    /// Instances that failed to start.
+    pub failed: AtomicU64,
+    /// Sum of microseconds from asking the runtime to start an instance until it was ready.
+    pub startup_micros: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests;

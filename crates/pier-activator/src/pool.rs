@@ -1,0 +1,663 @@
+//! One revision's pool: its instances, their slots, the queue of waiting requests, and the scaler task.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use pier_autoscaler::{Observation, Policy, Sample, ScalerState, decide};
+use pier_model::api::{InstanceState, InstanceView};
+use pier_model::{InstanceId, ProjectName, RevisionName, RevisionTemplate, ServiceName};
+use pier_runtime::probe::wait_ready;
+use pier_runtime::{Endpoint, ExitReason, Instance, InstanceSpec, Runtime};
+use tokio::sync::{Notify, oneshot};
+
+use crate::{AcquireError, ActivatorConfig, EnvHook, PoolStats, random_suffix, since_origin};
+
+/// A running instance as the gateway sees it: where to connect, plus a place for the gateway to keep its
+/// per-instance connection pool.
+pub struct Slot {
+    instance: Arc<dyn Instance>,
+    started_at: String,
+    ext: OnceLock<Arc<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("id", self.instance.id())
+            .field("endpoint", self.instance.endpoint())
+            .finish()
+    }
+}
+
+impl Slot {
+    /// The instance id.
+    pub fn id(&self) -> &InstanceId {
+        self.instance.id()
+    }
+
+    /// Where to connect.
+    pub fn endpoint(&self) -> &Endpoint {
+        self.instance.endpoint()
+    }
+
+    /// Per-instance state the gateway attaches (its idle connections), created on first use.
+    pub fn ext<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<Arc<T>> {
+        self.ext
+            .get_or_init(|| Arc::new(init()))
+            .clone()
+            .downcast::<T>()
+            .ok()
+    }
+}
+
+struct Entry {
+    slot: Arc<Slot>,
+    in_flight: u32,
+    state: InstanceState,
+}
+
+struct Waiter {
+    tx: oneshot::Sender<Result<Lease, AcquireError>>,
+    since: Instant,
+}
+
+struct PoolState {
+    entries: Vec<Entry>,
+    starting: u32,
+    waiters: VecDeque<Waiter>,
+    in_flight: u32,
+    last_active: Option<Instant>,
+    samples: VecDeque<Sample>,
+    scaler: ScalerState,
+    closed: bool,
+    serving: bool,
+    failures: u32,
+    next_start: Option<Instant>,
+    last_failure: Option<String>,
+}
+
+/// The pool of one revision.
+pub struct RevisionPool {
+    project: ProjectName,
+    service: ServiceName,
+    revision: RevisionName,
+    template: Arc<RevisionTemplate>,
+    runtime: Arc<dyn Runtime>,
+    env_hook: Option<EnvHook>,
+    config: ActivatorConfig,
+    state: Mutex<PoolState>,
+    wake: Notify,
+    drained: Notify,
+    /// Counters for `describe` and benchmarks.
+    pub stats: PoolStats,
+}
+
+impl std::fmt::Debug for RevisionPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevisionPool")
+            .field("revision", &self.revision)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A slot on an instance, held for the life of one request (including streaming its response). Dropping it
+/// frees the slot, handing it straight to the next queued request if there is one.
+pub struct Lease {
+    pool: Arc<RevisionPool>,
+    slot: Arc<Slot>,
+    armed: bool,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("slot", &self.slot).finish()
+    }
+}
+
+impl Lease {
+    /// The instance this lease is on.
+    pub fn slot(&self) -> &Arc<Slot> {
+        &self.slot
+    }
+
+    /// The revision's template (timeout, HTTP/2, ...).
+    pub fn template(&self) -> &Arc<RevisionTemplate> {
+        &self.pool.template
+    }
+
+    /// Tells the pool the instance misbehaved (refused a connection): it is taken out of rotation.
+    pub fn report_unreachable(&self) {
+        self.pool.evict(&self.slot);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.release(&self.slot);
+        }
+    }
+}
+
+impl RevisionPool {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        project: ProjectName,
+        service: ServiceName,
+        revision: RevisionName,
+        template: Arc<RevisionTemplate>,
+        serving: bool,
+        runtime: Arc<dyn Runtime>,
+        env_hook: Option<EnvHook>,
+        config: ActivatorConfig,
+    ) -> Arc<Self> {
+        let pool = Arc::new(Self {
+            project,
+            service,
+            revision,
+            template,
+            runtime,
+            env_hook,
+            config,
+            state: Mutex::new(PoolState {
+                entries: Vec::new(),
+                starting: 0,
+                waiters: VecDeque::new(),
+                in_flight: 0,
+                last_active: None,
+                samples: VecDeque::new(),
+                scaler: ScalerState::default(),
+                closed: false,
+                serving,
+                failures: 0,
+                next_start: None,
+                last_failure: None,
+            }),
+            wake: Notify::new(),
+            drained: Notify::new(),
+            stats: PoolStats::default(),
+        });
+        tokio::spawn(scaler(Arc::downgrade(&pool)));
+        pool
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The revision.
+    pub fn revision(&self) -> &RevisionName {
+        &self.revision
+    }
+
+    /// The service.
+    pub fn service(&self) -> &ServiceName {
+        &self.service
+    }
+
+    /// The revision's template.
+    pub fn template(&self) -> &Arc<RevisionTemplate> {
+        &self.template
+    }
+
+    /// Whether the revision receives traffic (so `min-instances` applies).
+    pub fn set_serving(&self, serving: bool) {
+        let changed = {
+            let mut st = self.lock();
+            std::mem::replace(&mut st.serving, serving) != serving
+        };
+        if changed {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Gets a slot, waiting (until `deadline`) for one to free up or for a new instance to start.
+    pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Lease, AcquireError> {
+        let rx = {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(AcquireError::Closed);
+            }
+            st.last_active = Some(Instant::now());
+            if let Some(lease) = self.take_slot(&mut st) {
+                return Ok(lease);
+            }
+            if st.waiters.len() >= self.config.queue_limit {
+                return Err(AcquireError::QueueFull);
+            }
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push_back(Waiter {
+                tx,
+                since: Instant::now(),
+            });
+            rx
+        };
+        self.wake.notify_one();
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(AcquireError::Closed),
+            Err(_) => Err(AcquireError::Timeout),
+        }
+    }
+
+    /// Picks the ready instance with the fewest requests in flight that has a free slot.
+    fn take_slot(self: &Arc<Self>, st: &mut PoolState) -> Option<Lease> {
+        let limit = self.template.container_concurrency;
+        let best = st
+            .entries
+            .iter_mut()
+            .filter(|e| e.state == InstanceState::Ready && e.in_flight < limit)
+            .min_by_key(|e| e.in_flight)?;
+        best.in_flight += 1;
+        let slot = best.slot.clone();
+        st.in_flight += 1;
+        Some(Lease {
+            pool: self.clone(),
+            slot,
+            armed: true,
+        })
+    }
+
+    /// Gives free slots to queued requests, oldest first.
+    fn dispatch(self: &Arc<Self>, st: &mut PoolState) {
+        while !st.waiters.is_empty() {
+            let Some(mut lease) = self.take_slot(st) else {
+                return;
+            };
+            loop {
+                let Some(w) = st.waiters.pop_front() else {
+                    // Nobody left to take it: give the slot back without re-locking.
+                    lease.armed = false;
+                    self.uncount(st, &lease.slot);
+                    return;
+                };
+                match w.tx.send(Ok(lease)) {
+                    Ok(()) => break,
+                    Err(Ok(back)) => lease = back,
+                    Err(Err(_)) => unreachable!("we sent Ok"),
+                }
+            }
+        }
+    }
+
+    fn uncount(&self, st: &mut PoolState, slot: &Arc<Slot>) {
+        st.in_flight = st.in_flight.saturating_sub(1);
+        if let Some(e) = st.entries.iter_mut().find(|e| Arc::ptr_eq(&e.slot, slot)) {
+            e.in_flight = e.in_flight.saturating_sub(1);
+        }
+    }
+
+    fn release(self: &Arc<Self>, slot: &Arc<Slot>) {
+        let mut st = self.lock();
+        self.uncount(&mut st, slot);
+        st.last_active = Some(Instant::now());
+        self.dispatch(&mut st);
+        if st.in_flight == 0 {
+            self.drained.notify_waiters();
+        }
+    }
+
+    fn evict(&self, slot: &Arc<Slot>) {
+        let mut st = self.lock();
+        if let Some(e) = st.entries.iter_mut().find(|e| Arc::ptr_eq(&e.slot, slot)) {
+            e.state = InstanceState::Draining;
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// The instances, for `describe`.
+    pub fn instances(&self) -> Vec<InstanceView> {
+        self.lock()
+            .entries
+            .iter()
+            .map(|e| InstanceView {
+                id: e.slot.id().clone(),
+                state: e.state,
+                in_flight: e.in_flight,
+                started_at: e.slot.started_at.clone(),
+            })
+            .collect()
+    }
+
+    /// Ready plus starting instances.
+    pub fn instance_count(&self) -> u32 {
+        let st = self.lock();
+        st.starting
+            + st.entries
+                .iter()
+                .filter(|e| e.state != InstanceState::Draining)
+                .count() as u32
+    }
+
+    /// Requests waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.lock().waiters.len()
+    }
+
+    /// Starts one instance now and waits until it is ready (used by deploys to prove a revision works).
+    /// On failure, returns the reason and the instance's last log lines.
+    pub async fn start_one(self: &Arc<Self>) -> Result<(), (String, Vec<String>)> {
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(("the revision is shutting down".into(), Vec::new()));
+            }
+            st.starting += 1;
+            // Counts as activity so the fresh instance stays through the idle grace.
+            st.last_active = Some(Instant::now());
+        }
+        self.start_instance().await
+    }
+
+    /// Starts an instance (the caller has counted it in `starting`).
+    async fn start_instance(self: &Arc<Self>) -> Result<(), (String, Vec<String>)> {
+        let begin = Instant::now();
+        let id = InstanceId::for_revision(&self.revision, &random_suffix(5));
+        let mut spec = InstanceSpec {
+            id: id.clone(),
+            project: self.project.clone(),
+            service: self.service.clone(),
+            revision: self.revision.clone(),
+            template: self.template.clone(),
+            extra_env: Vec::new(),
+        };
+        if let Some(hook) = &self.env_hook {
+            spec.extra_env = hook(&spec);
+        }
+        let instance = match self.runtime.start(spec).await {
+            Ok(i) => i,
+            Err(e) => {
+                let msg = e.to_string();
+                self.start_failed(&msg);
+                return Err((msg, Vec::new()));
+            }
+        };
+        let ready = wait_ready(
+            instance.endpoint(),
+            instance.exit_watch(),
+            self.config.startup_timeout,
+        )
+        .await;
+        if let Err(why) = ready {
+            instance.stop(self.config.stop_grace).await;
+            // Give the log pumps a moment to catch the instance's last words.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let tail = instance.log_tail(20);
+            let msg = why.to_string();
+            self.start_failed(&msg);
+            return Err((msg, tail));
+        }
+        let micros = begin.elapsed().as_micros() as u64;
+        self.stats.started.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .startup_micros
+            .fetch_add(micros, Ordering::Relaxed);
+        tracing::debug!(revision = %self.revision, instance = %id, micros, "instance ready");
+        let slot = Arc::new(Slot {
+            instance: instance.clone(),
+            started_at: pier_runtime::logs::timestamp(),
+            ext: OnceLock::new(),
+        });
+        let closed = {
+            let mut st = self.lock();
+            st.starting = st.starting.saturating_sub(1);
+            st.failures = 0;
+            st.next_start = None;
+            if !st.closed {
+                st.entries.push(Entry {
+                    slot: slot.clone(),
+                    in_flight: 0,
+                    state: InstanceState::Ready,
+                });
+                self.dispatch(&mut st);
+            }
+            st.closed
+        };
+        if closed {
+            instance.stop(self.config.stop_grace).await;
+            return Ok(());
+        }
+        // Watch for the instance ending by itself.
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut exit = slot.instance.exit_watch();
+            let _ = exit.wait_for(Option::is_some).await;
+            let reason = exit.borrow().clone();
+            if let Some(pool) = weak.upgrade() {
+                pool.instance_ended(&slot, reason);
+            }
+        });
+        Ok(())
+    }
+
+    fn start_failed(&self, msg: &str) {
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(revision = %self.revision, "instance failed to start: {msg}");
+        let mut st = self.lock();
+        st.starting = st.starting.saturating_sub(1);
+        st.failures += 1;
+        let backoff = Duration::from_millis(500) * 2u32.saturating_pow(st.failures.min(6));
+        st.next_start = Some(Instant::now() + backoff.min(Duration::from_secs(30)));
+        st.last_failure = Some(msg.to_owned());
+        let ready = st
+            .entries
+            .iter()
+            .any(|e| e.state == InstanceState::Ready);
+        if !ready && st.starting == 0 {
+            // Nobody will free a slot soon: tell the waiting requests why rather than letting them hang.
+            for w in st.waiters.drain(..) {
+                let _ = w.tx.send(Err(AcquireError::StartFailed(msg.to_owned())));
+            }
+        }
+    }
+
+    fn instance_ended(self: &Arc<Self>, slot: &Arc<Slot>, reason: Option<ExitReason>) {
+        let mut st = self.lock();
+        let before = st.entries.len();
+        st.entries.retain(|e| !Arc::ptr_eq(&e.slot, slot));
+        let removed = before != st.entries.len();
+        let stopped = matches!(reason, Some(ExitReason::Stopped) | None);
+        if removed && !stopped {
+            tracing::warn!(
+                revision = %self.revision,
+                instance = %slot.id(),
+                "instance {}",
+                reason.map(|r| r.to_string()).unwrap_or_default()
+            );
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Refuses new requests, waits for in-flight ones (up to the request timeout), stops every instance.
+    pub async fn close(self: &Arc<Self>) {
+        {
+            let mut st = self.lock();
+            st.closed = true;
+            for w in st.waiters.drain(..) {
+                let _ = w.tx.send(Err(AcquireError::Closed));
+            }
+        }
+        let limit = Duration::from_secs(u64::from(self.template.timeout_seconds));
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let drained = self.drained.notified();
+                if self.lock().in_flight == 0 {
+                    break;
+                }
+                drained.await;
+            }
+        })
+        .await;
+        let entries: Vec<Arc<Slot>> = {
+            let mut st = self.lock();
+            st.entries.drain(..).map(|e| e.slot).collect()
+        };
+        let grace = self.config.stop_grace;
+        let stops: Vec<_> = entries
+            .into_iter()
+            .map(|s| tokio::spawn(async move { s.instance.stop(grace).await }))
+            .collect();
+        for s in stops {
+            let _ = s.await;
+        }
+        self.wake.notify_one();
+    }
+
+    /// One scaler step: sample (on ticks), decide, start or stop instances.
+    fn step(self: &Arc<Self>, sample: bool) -> Option<()> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if st.closed {
+            return None;
+        }
+        let t = since_origin(now);
+        let demand = st.in_flight + st.waiters.len() as u32;
+        if sample {
+            st.samples.push_back(Sample {
+                at: t,
+                concurrency: f64::from(demand),
+            });
+            while st
+                .samples
+                .front()
+                .is_some_and(|s| s.at + self.config.stable_window < t)
+            {
+                st.samples.pop_front();
+            }
+        }
+        if demand > 0 {
+            st.last_active = Some(now);
+        }
+        // Instances taken out of rotation (unreachable) are stopped once idle.
+        let mut gone = Vec::new();
+        st.entries.retain(|e| {
+            let drop_it = e.state == InstanceState::Draining && e.in_flight == 0;
+            if drop_it {
+                gone.push(e.slot.clone());
+            }
+            !drop_it
+        });
+        let grace = self.config.stop_grace;
+        for v in gone {
+            tokio::spawn(async move { v.instance.stop(grace).await });
+        }
+        let mut policy = Policy::new(
+            self.template.container_concurrency,
+            if st.serving {
+                self.template.min_instances
+            } else {
+                0
+            },
+            self.template.max_instances,
+        );
+        policy.stable_window = self.config.stable_window;
+        policy.panic_window = self.config.panic_window;
+        policy.scale_to_zero_grace = self.config.scale_to_zero_grace;
+        policy.target_utilization = self.config.target_utilization;
+        let active: Vec<usize> = st
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.state != InstanceState::Draining)
+            .map(|(i, _)| i)
+            .collect();
+        let current = st.starting + active.len() as u32;
+        let samples: Vec<Sample> = st.samples.iter().copied().collect();
+        let d = decide(
+            &policy,
+            &Observation {
+                now: t,
+                samples: &samples,
+                current,
+                in_flight: st.in_flight,
+                queued: st.waiters.len() as u32,
+                last_active: st.last_active.map(since_origin),
+            },
+            st.scaler,
+        );
+        st.scaler = d.state;
+
+        // Requests waiting too long while the revision is full get Cloud Run's "no available instance".
+        if current >= policy.max_instances && st.starting == 0 {
+            let pending = self.config.pending_timeout;
+            while st
+                .waiters
+                .front()
+                .is_some_and(|w| now.duration_since(w.since) >= pending)
+            {
+                if let Some(w) = st.waiters.pop_front() {
+                    let _ = w.tx.send(Err(AcquireError::NoCapacity {
+                        max: policy.max_instances,
+                    }));
+                }
+            }
+        }
+        st.waiters.retain(|w| !w.tx.is_closed());
+
+        if d.desired > current {
+            if st.next_start.is_some_and(|t| t > now) {
+                return Some(());
+            }
+            let n = d.desired - current;
+            st.starting += n;
+            drop(st);
+            tracing::debug!(revision = %self.revision, from = current, to = d.desired, reason = ?d.reason, "scaling up");
+            for _ in 0..n {
+                let pool = self.clone();
+                tokio::spawn(async move {
+                    let _ = pool.start_instance().await;
+                });
+            }
+        } else if d.desired < current {
+            // Stop idle instances only, newest first; busy ones are reconsidered next tick.
+            let mut excess = current - d.desired;
+            let mut victims = Vec::new();
+            for i in active.into_iter().rev() {
+                if excess == 0 {
+                    break;
+                }
+                if st.entries[i].in_flight == 0 && st.entries[i].state == InstanceState::Ready {
+                    st.entries[i].state = InstanceState::Draining;
+                    victims.push(st.entries[i].slot.clone());
+                    excess -= 1;
+                }
+            }
+            st.entries
+                .retain(|e| !victims.iter().any(|v| Arc::ptr_eq(v, &e.slot)));
+            drop(st);
+            if !victims.is_empty() {
+                tracing::debug!(revision = %self.revision, from = current, to = d.desired, reason = ?d.reason, "scaling down");
+            }
+            for v in victims {
+                tokio::spawn(async move { v.instance.stop(grace).await });
+            }
+        }
+        Some(())
+    }
+}
+
+/// The scaler task of one pool; ends when the pool is closed.
+async fn scaler(pool: std::sync::Weak<RevisionPool>) {
+    let Some(tick) = pool.upgrade().map(|p| p.config.tick) else {
+        return;
+    };
+    let mut next_tick = tokio::time::Instant::now() + tick;
+    loop {
+        let Some(p) = pool.upgrade() else { return };
+        let sample = tokio::select! {
+            _ = tokio::time::sleep_until(next_tick) => {
+                next_tick += tick;
+                true
+            }
+            _ = p.wake.notified() => false,
+        };
+        if p.step(sample).is_none() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Activator tests. Instances come from `SocketRuntime`, a test double that "starts" an instance by
+//! opening a real loopback listener in this process, so slot accounting, queueing and scaling run at full
+//! speed; the process runtime itself is tested for real in its own crate and end to end.
+
+use super::*;
+use async_trait::async_trait;
+use pier_runtime::{Endpoint, ExitReason, Instance, RuntimeError};
+use std::sync::atomic::{AtomicU32, Ordering};
+use tokio::sync::watch;
+
+#[derive(Default)]
+struct SocketRuntime {
+    started: AtomicU32,
+    running: Arc<AtomicU32>,
+    fail: bool,
+    start_delay: Duration,
+}
+
+struct SocketInstance {
+    id: pier_model::InstanceId,
+    endpoint: Endpoint,
+    exit_tx: watch::Sender<Option<ExitReason>>,
+    running: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[async_trait]
+impl Runtime for SocketRuntime {
+    fn name(&self) -> &'static str {
+        "socket-test-double"
+    }
+    async fn start(&self, spec: InstanceSpec) -> Result<Arc<dyn Instance>, RuntimeError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        if self.fail {
+            return Err(RuntimeError::CommandNotFound {
+                program: "nope".into(),
+            });
+        }
+        tokio::time::sleep(self.start_delay).await;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = Endpoint::Tcp(l.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        self.running.fetch_add(1, Ordering::SeqCst);
+        Ok(Arc::new(SocketInstance {
+            id: spec.id,
+            endpoint,
+            exit_tx: watch::channel(None).0,
+            running: self.running.clone(),
+            task,
+        }))
+    }
+    async fn cleanup_leftovers(&self) -> Result<usize, RuntimeError> {
+        Ok(0)
+    }
+}
+
+#[async_trait]
+impl Instance for SocketInstance {
+    fn id(&self) -> &pier_model::InstanceId {
+        &self.id
+    }
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+    fn exit_watch(&self) -> watch::Receiver<Option<ExitReason>> {
+        self.exit_tx.subscribe()
+    }
+    fn log_tail(&self, _: usize) -> Vec<String> {
+        vec!["test double".into()]
+    }
+    async fn stop(&self, _: Duration) {
+        if self.exit_tx.borrow().is_none() {
+            self.task.abort();
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            let _ = self.exit_tx.send(Some(ExitReason::Stopped));
+        }
+    }
+}
+
+fn fast_config() -> ActivatorConfig {
+    ActivatorConfig {
+        tick: Duration::from_millis(20),
+        scale_to_zero_grace: Duration::from_millis(300),
+        pending_timeout: Duration::from_millis(300),
+        stable_window: Duration::from_secs(2),
+        panic_window: Duration::from_millis(200),
+        stop_grace: Duration::from_millis(100),
+        startup_timeout: Duration::from_secs(5),
+        ..ActivatorConfig::default()
+    }
+}
+
+fn template(concurrency: u32, min: u32, max: u32) -> Arc<RevisionTemplate> {
+    Arc::new(RevisionTemplate {
+        command: vec!["x".into()],
+        container_concurrency: concurrency,
+        min_instances: min,
+        max_instances: max,
+        timeout_seconds: 5,
+        ..Default::default()
+    })
+}
+
+fn pool_with(
+    rt: Arc<SocketRuntime>,
+    config: ActivatorConfig,
+    t: Arc<RevisionTemplate>,
+    serving: bool,
+) -> (Arc<Activator>, Arc<RevisionPool>) {
+    let act = Activator::new(config, Arc::new(rt));
+    let pool = act
+        .ensure_pool(
+            &ProjectName::default(),
+            &"svc".parse().unwrap(),
+            &"svc-00001-abc".parse().unwrap(),
+            t,
+            serving,
+        )
+        .unwrap();
+    (act, pool)
+}
+
+fn soon(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms)
+}
+
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..250 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test]
+async fn cold_start_holds_the_request_then_serves_it() {
+    let rt = Arc::new(SocketRuntime {
+        start_delay: Duration::from_millis(50),
+        ..Default::default()
+    });
+    let (_act, pool) = pool_with(rt.clone(), fast_config(), template(10, 0, 5), true);
+    assert_eq!(pool.instance_count(), 0);
+    let lease = pool.acquire(soon(5000)).await.unwrap();
+    assert_eq!(rt.started.load(Ordering::SeqCst), 1);
+    // The slot points at a live instance.
+    lease.slot().endpoint().connect().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrency_is_a_hard_limit_and_the_queue_is_fifo() {
+    let rt = Arc::new(SocketRuntime::default());
+    let (_act, pool) = pool_with(rt.clone(), fast_config(), template(2, 0, 1), true);
+    let a = pool.acquire(soon(2000)).await.unwrap();
+    let b = pool.acquire(soon(2000)).await.unwrap();
+    let p2 = pool.clone();
+    let third = tokio::spawn(async move { p2.acquire(soon(2000)).await });
+    eventually("third request queued", || pool.queued() == 1).await;
+    assert!(!third.is_finished());
+    drop(a);
+    let c = third.await.unwrap().unwrap();
+    assert!(Arc::ptr_eq(c.slot(), b.slot()), "the freed slot went to the queued request");
+    assert_eq!(rt.started.load(Ordering::SeqCst), 1, "max-instances 1 holds");
+}
+
+#[tokio::test]
+async fn least_outstanding_requests_spreads_load() {
+    let rt = Arc::new(SocketRuntime::default());
+    let (_act, pool) = pool_with(rt.clone(), fast_config(), template(10, 2, 2), true);
+    eventually("two warm instances", || pool.instances().len() == 2).await;
+    let leases: Vec<Lease> = futures_collect(&pool, 6).await;
+    let first = leases
+        .iter()
+        .filter(|l| Arc::ptr_eq(l.slot(), leases[0].slot()))
+        .count();
+    assert_eq!(first, 3, "six requests over two instances split three and three");
+}
+
+async fn futures_collect(pool: &Arc<RevisionPool>, n: usize) -> Vec<Lease> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(pool.acquire(soon(2000)).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn burst_from_zero_scales_to_max_and_serves_everyone() {
+    let rt = Arc::new(SocketRuntime {
+        start_delay: Duration::from_millis(30),
+        ..Default::default()
+    });
+    let (_act, pool) = pool_with(rt.clone(), fast_config(), template(10, 0, 20), true);
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let p = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let lease = p.acquire(soon(10_000)).await?;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            drop(lease);
+            Ok::<(), AcquireError>(())
+        }));
+    }
+    let mut errors = 0;
+    for t in tasks {
+        if t.await.unwrap().is_err() {
+            errors += 1;
+        }
+    }
+    assert_eq!(errors, 0);
+    let started = rt.started.load(Ordering::SeqCst);
+    assert!(started <= 20, "never above max-instances: {started}");
+    assert!(started >= 15, "a burst uses the headroom: {started}");
+}
+
+#[tokio::test]
+async fn full_queue_is_refused_at_once() {
+    let rt = Arc::new(SocketRuntime::default());
+    let config = ActivatorConfig {
+        queue_limit: 2,
+        ..fast_config()
+    };
+    let (_act, pool) = pool_with(rt, config, template(1, 0, 1), true);
+    let _a = pool.acquire(soon(2000)).await.unwrap();
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let p = pool.clone();
+        waiting.push(tokio::spawn(async move { p.acquire(soon(2000)).await }));
+    }
+    eventually("two queued", || pool.queued() == 2).await;
+    assert_eq!(
+        pool.acquire(soon(2000)).await.unwrap_err(),
+        AcquireError::QueueFull
+    );
+}
+
+#[tokio::test]
+async fn start_failures_reach_waiting_requests() {
+    let rt = Arc::new(SocketRuntime {
+        fail: true,
+        ..Default::default()
+    });
+    let (_act, pool) = pool_with(rt, fast_config(), template(1, 0, 1), true);
+    let err = pool.acquire(soon(3000)).await.unwrap_err();
+    match err {
+        AcquireError::StartFailed(msg) => assert!(msg.contains("not found"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn at_max_instances_waiters_get_no_capacity() {
+    let rt = Arc::new(SocketRuntime::default());
+    let (_act, pool) = pool_with(rt, fast_config(), template(1, 0, 1), true);
+    let _busy = pool.acquire(soon(5000)).await.unwrap();
+    let err = pool.acquire(soon(5000)).await.unwrap_err();
+    assert_eq!(err, AcquireError::NoCapacity { max: 1 });
+    assert!(err.to_string().contains("no available instance"));
+}
+
+#[tokio::test]
+async fn deadline_gives_timeout() {
+    let rt = Arc::new(SocketRuntime::default());
+    let config = ActivatorConfig {
+        pending_timeout: Duration::from_secs(60),
+        ..fast_config()
+    };
+    let (_act, pool) = pool_with(rt, config, template(1, 0, 1), true);
+    let _busy = pool.acquire(soon(5000)).await.unwrap();
+    assert_eq!(
+        pool.acquire(soon(100)).await.unwrap_err(),
+        AcquireError::Timeout
+    );
+    eventually("abandoned waiter is forgotten", || pool.queued() == 0).await;
+}
+
+#[tokio::test]
+async fn idle_revisions_scale_to_zero_after_grace() {
+    let rt = Arc::new(SocketRuntime::default());
+    let (_act, pool) = pool_with(rt.clone(), fast_config(), template(10, 0, 3), true);
+    drop(pool.acquire(soon(2000)).await.unwrap());
+    assert_eq!(rt.running.load(Ordering::SeqCst), 1);
+    let released = Instant::now();
+    eventually("scaled to zero", || rt.running.load(Ordering::SeqCst) == 0).await;
+    assert!(released.elapsed() >= Duration::from_millis(250), "not before the grace");
+    // And the next request cold-starts again.
+    drop(pool.acquire(soon(2000)).await.unwrap());
+    assert_eq!(rt.started.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn min_instances_apply_only_while_serving() {
+    let rt = Arc::new(SocketRuntime::default());
+    let (_act, pool) = pool_with(rt.clone(), fast_config(), template(10, 2, 3), true);
+    eventually("two warm", || rt.running.load(Ordering::SeqCst) == 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rt.running.load(Ordering::SeqCst), 2, "kept past the grace");
+    pool.set_serving(false);
+    eventually("released when traffic moves away", || {
+        rt.running.load(Ordering::SeqCst) == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn closing_drains_in_flight_requests_first() {
+    let rt = Arc::new(SocketRuntime::default());
+    let (act, pool) = pool_with(rt.clone(), fast_config(), template(10, 0, 3), true);
+    let lease = pool.acquire(soon(2000)).await.unwrap();
+    let key = PoolKey {
+        project: ProjectName::default(),
+        revision: "svc-00001-abc".parse().unwrap(),
+    };
+    let act2 = act.clone();
+    let closing = tokio::spawn(async move { act2.remove_pool(&key).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!closing.is_finished(), "waits for the request in flight");
+    assert_eq!(rt.running.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        pool.acquire(soon(100)).await.unwrap_err(),
+        AcquireError::Closed,
+        "new requests are refused"
+    );
+    drop(lease);
+    closing.await.unwrap();
+    assert_eq!(rt.running.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn deploy_probe_reports_failure_with_reason() {
+    let rt = Arc::new(SocketRuntime {
+        fail: true,
+        ..Default::default()
+    });
+    let (_act, pool) = pool_with(rt, fast_config(), template(1, 0, 1), false);
+    let (msg, _) = pool.start_one().await.unwrap_err();
+    assert!(msg.contains("not found"));
+}
