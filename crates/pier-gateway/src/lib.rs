@@ -1,1 +1,227 @@
-//! The data plane: TLS termination, host routing and the streaming reverse proxy.
+//! The data plane: terminates TLS, routes by host, and streams requests to revision instances.
+//!
+//! The gateway reads routes from an immutable [`routes::RouteTable`] snapshot the control plane publishes
+//! (`arc-swap`: no lock on the request path), holds requests through cold starts via the activator, and maps
+//! every failure to a response in one place ([`error`]). Listeners shut down gracefully: they stop
+//! accepting, let in-flight requests finish, and close idle connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub mod body;
+pub mod error;
+pub mod headers;
+pub mod proxy;
+pub mod routes;
+pub mod upstream;
+
+pub use body::GatewayBody;
+pub use proxy::Scheme;
+pub use routes::{Route, RouteTable};
+
+/// Cloud Run's limit on HTTP/1 request bodies.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 32 * 1024 * 1024;
+
+/// Gateway settings.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// The HTTPS port clients use (for redirects); 443 is left out of URLs.
+    pub public_https_port: u16,
+    /// Largest request body accepted, in bytes.
+    pub max_request_body: u64,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed for a client to send request headers.
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            public_https_port: 8443,
+            max_request_body: DEFAULT_MAX_REQUEST_BODY,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Checks a request before it is forwarded: ingress, authentication, authorization. Returning a response
+/// refuses the request with it. It may rewrite headers (for example to strip a verified token's signature).
+pub trait Guard: Send + Sync + 'static {
+    /// Lets the request through or answers it.
+    fn check(
+        &self,
+        route: &Route,
+        peer: SocketAddr,
+        req: &mut Request<Incoming>,
+    ) -> Result<(), Response<GatewayBody>>;
+}
+
+/// The gateway.
+pub struct Gateway {
+    config: GatewayConfig,
+    routes: ArcSwap<RouteTable>,
+    guard: ArcSwapOption<Box<dyn Guard>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("config", &self.config)
+            .field("hosts", &self.routes.load().len())
+            .finish()
+    }
+}
+
+impl Gateway {
+    /// A gateway with an empty routing table.
+    pub fn new(config: GatewayConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            routes: ArcSwap::from_pointee(RouteTable::new()),
+            guard: ArcSwapOption::empty(),
+        })
+    }
+
+    /// Replaces the routing table.
+    pub fn publish(&self, table: RouteTable) {
+        self.routes.store(Arc::new(table));
+    }
+
+    /// The current routing table.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes.load_full()
+    }
+
+    /// Installs the request guard.
+    pub fn set_guard(&self, guard: Box<dyn Guard>) {
+        self.guard.store(Some(Arc::new(guard)));
+    }
+
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_read_timeout)
+            .keep_alive(true);
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(1000);
+        b
+    }
+
+    /// Serves HTTPS on `listener` until `shutdown` turns true, then drains.
+    pub async fn serve_https(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        self.serve(listener, Some(acceptor), Scheme::Https, shutdown)
+            .await;
+    }
+
+    /// Serves plain HTTP on `listener`: redirects to HTTPS, or proxies when `serve` is true.
+    pub async fn serve_http(
+        self: Arc<Self>,
+        listener: TcpListener,
+        serve: bool,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let scheme = if serve {
+            Scheme::HttpServe
+        } else {
+            Scheme::HttpRedirect
+        };
+        self.serve(listener, None, scheme, shutdown).await;
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        scheme: Scheme,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let graceful = GracefulShutdown::new();
+        let builder = Arc::new(self.builder());
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let gw = self.clone();
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let tls = tls.clone();
+            let handshake_timeout = self.config.handshake_timeout;
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    proxy::handle(gw.clone(), peer, scheme, req)
+                });
+                match tls {
+                    Some(acceptor) => {
+                        let tls_stream = match tokio::time::timeout(
+                            handshake_timeout,
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                        let _ = watcher.watch(conn.into_owned()).await;
+                    }
+                    None => {
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let _ = watcher.watch(conn.into_owned()).await;
+                    }
+                }
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(self.config.drain_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("gateway drain timed out; closing remaining connections");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! Every way a request can fail in the gateway, and the one place they become HTTP responses.
+//!
+//! As in pingora, an error records where it came from (the client, the instance, or Pier itself), which
+//! decides its status code. Bodies are short, plain text, and say what to do; internals (addresses, OS
+//! errors) go to the log, not to the client.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use pier_activator::AcquireError;
+
+use crate::body::GatewayBody;
+
+/// Where an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The client sent something wrong.
+    Downstream,
+    /// The instance failed.
+    Upstream,
+    /// Pier could not serve (no route, no capacity).
+    Internal,
+}
+
+/// A failed request.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// No usable `Host` header or `:authority`.
+    BadHost,
+    /// No service at this host.
+    UnknownHost,
+    /// The route exists but has nothing ready to serve.
+    Unavailable(String),
+    /// No instance slot.
+    Acquire(AcquireError),
+    /// The body is larger than the limit.
+    BodyTooLarge(u64),
+    /// Could not connect to the instance.
+    Connect(String),
+    /// The instance broke the connection or sent garbage.
+    UpstreamBroken(String),
+    /// No response within the revision's timeout.
+    Timeout(u32),
+}
+
+impl ProxyError {
+    /// Where the error came from.
+    pub fn source(&self) -> Source {
+        match self {
+            ProxyError::BadHost | ProxyError::BodyTooLarge(_) => Source::Downstream,
+            ProxyError::UnknownHost | ProxyError::Unavailable(_) | ProxyError::Acquire(_) => {
+                Source::Internal
+            }
+            ProxyError::Connect(_) | ProxyError::UpstreamBroken(_) | ProxyError::Timeout(_) => {
+                Source::Upstream
+            }
+        }
+    }
+
+    /// Status code and body.
+    pub fn status_and_message(&self) -> (StatusCode, String) {
+        match self {
+            ProxyError::BadHost => (
+                StatusCode::BAD_REQUEST,
+                "Bad Request: the request has no valid Host header.".into(),
+            ),
+            ProxyError::UnknownHost => (
+                StatusCode::NOT_FOUND,
+                "Not Found: no service is deployed at this host. Check the URL (`pier services list` shows them).".into(),
+            ),
+            ProxyError::Unavailable(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("Service Unavailable: {why}."),
+            ),
+            ProxyError::Acquire(e) => match e {
+                AcquireError::QueueFull | AcquireError::NoCapacity { .. } => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "Rejected: no available instance ({e}). Try again later, or raise --max-instances or --concurrency."
+                    ),
+                ),
+                AcquireError::StartFailed(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Service Unavailable: the instance failed to start. `pier logs SERVICE` shows why.".into(),
+                ),
+                AcquireError::Timeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Gateway Timeout: no instance became available within the request timeout.".into(),
+                ),
+                AcquireError::Closed => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Service Unavailable: the revision is shutting down; retry.".into(),
+                ),
+            },
+            ProxyError::BodyTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Payload Too Large: request bodies are limited to {limit} bytes."),
+            ),
+            ProxyError::Connect(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable: the instance refused the connection. `pier logs SERVICE` shows why.".into(),
+            ),
+            ProxyError::UpstreamBroken(_) => (
+                StatusCode::BAD_GATEWAY,
+                "Bad Gateway: the instance closed the connection before sending a complete response. `pier logs SERVICE` shows why.".into(),
+            ),
+            ProxyError::Timeout(secs) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("Gateway Timeout: the instance did not answer within the request timeout ({secs}s)."),
+            ),
+        }
+    }
+
+    /// The response the client gets.
+    pub fn into_response(self) -> Response<GatewayBody> {
+        let (status, msg) = self.status_and_message();
+        plain(status, format!("{msg}\n"))
+    }
+}
+
+/// A short plain-text response.
+pub fn plain(status: StatusCode, body: String) -> Response<GatewayBody> {
+    let mut resp = Response::new(GatewayBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

@@ -1,0 +1,215 @@
+//! Header rules of the proxy: hop-by-hop headers are removed in both directions, forwarding headers
+//! (`X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded`) are appended, and a W3C `traceparent` is passed
+//! through when valid and created when absent.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Whether a request asks to switch protocols (WebSocket and the like).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names. With `keep_upgrade`, the
+/// `Upgrade` header and a `Connection: upgrade` survive (for protocol switches).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && *n == header::UPGRADE))
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in &HOP_BY_HOP {
+        headers.remove(n);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Appends this hop to `X-Forwarded-For`, `X-Forwarded-Proto` (replaced) and `Forwarded`.
+pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: &str) {
+    let xff_name = HeaderName::from_static("x-forwarded-for");
+    let ip = client.to_string();
+    let xff = match headers.get(&xff_name).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip.clone(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(xff_name, v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(proto),
+    );
+    let node = match client {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(_) => format!("\"[{ip}]\""),
+    };
+    let element = format!("for={node};proto={proto};host={host}");
+    let fwd = match headers
+        .get(header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {element}"),
+        _ => element,
+    };
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// Whether `value` is a well-formed W3C trace context `traceparent` (version 00).
+pub fn valid_traceparent(value: &[u8]) -> bool {
+    if value.len() != 55 {
+        return false;
+    }
+    let hex = |r: std::ops::Range<usize>| {
+        value[r]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    };
+    let all_zero = |r: std::ops::Range<usize>| value[r].iter().all(|b| *b == b'0');
+    value[2] == b'-'
+        && value[35] == b'-'
+        && value[52] == b'-'
+        && hex(0..2)
+        && &value[0..2] != b"ff"
+        && hex(3..35)
+        && !all_zero(3..35)
+        && hex(36..52)
+        && !all_zero(36..52)
+        && hex(53..55)
+}
+
+/// Keeps a valid `traceparent`, or sets a new one (sampled) when it is absent or malformed.
+pub fn ensure_traceparent(headers: &mut HeaderMap) {
+    let name = HeaderName::from_static("traceparent");
+    if headers
+        .get(&name)
+        .is_some_and(|v| valid_traceparent(v.as_bytes()))
+    {
+        return;
+    }
+    let trace = loop {
+        let t = fastrand::u128(..);
+        if t != 0 {
+            break t;
+        }
+    };
+    let span = loop {
+        let s = fastrand::u64(..);
+        if s != 0 {
+            break s;
+        }
+    };
+    let value = format!("00-{trace:032x}-{span:016x}-01");
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("x-app", "kept"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-app"]);
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn forwarding_headers_append() {
+        let mut h = map(&[("x-forwarded-for", "203.0.113.7"), ("x-forwarded-proto", "http")]);
+        add_forwarding(&mut h, "127.0.0.1".parse().unwrap(), "https", "a.pier.localhost");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["forwarded"], "for=127.0.0.1;proto=https;host=a.pier.localhost");
+        let mut h6 = HeaderMap::new();
+        add_forwarding(&mut h6, "::1".parse().unwrap(), "https", "h");
+        assert_eq!(h6["forwarded"], "for=\"[::1]\";proto=https;host=h");
+    }
+
+    #[test]
+    fn traceparent_is_kept_or_created() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = map(&[("traceparent", good)]);
+        ensure_traceparent(&mut h);
+        assert_eq!(h["traceparent"], good);
+        for bad in [
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        ] {
+            let mut h = map(&[("traceparent", bad)]);
+            ensure_traceparent(&mut h);
+            let v = h["traceparent"].as_bytes();
+            assert!(valid_traceparent(v), "{bad} replaced by a valid one");
+            assert_ne!(v, bad.as_bytes());
+        }
+        let mut empty = HeaderMap::new();
+        ensure_traceparent(&mut empty);
+        assert!(valid_traceparent(empty["traceparent"].as_bytes()));
+    }
+}

@@ -1,0 +1,264 @@
+//! The request path, phase by phase:
+//!
+//! ```text
+//! route by host ─▶ (ingress, authentication, authorization: the guard) ─▶ pick revision by weight
+//!   ─▶ acquire a slot (waits for a cold start) ─▶ rewrite headers ─▶ forward ─▶ stream the response back
+//! ```
+//!
+//! Bodies stream both ways; nothing buffers a whole body. A WebSocket (or any HTTP/1.1 upgrade) becomes a
+//! byte tunnel that holds its slot until either side closes or the request timeout passes.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use pier_activator::Lease;
+use pier_model::hosts::normalize_host;
+
+use crate::Gateway;
+use crate::body::{GatewayBody, ProxyBody};
+use crate::error::{ProxyError, plain};
+use crate::headers::{add_forwarding, ensure_traceparent, is_upgrade, strip_hop_by_hop};
+use crate::routes::Route;
+use crate::upstream::{BodyTooLarge, Conns, RequestBody, Sender};
+
+/// How a listener treats requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// TLS: proxy.
+    Https,
+    /// Plain HTTP that proxies (when configured to serve).
+    HttpServe,
+    /// Plain HTTP that redirects to HTTPS.
+    HttpRedirect,
+}
+
+impl Scheme {
+    fn proto(self) -> &'static str {
+        match self {
+            Scheme::Https => "https",
+            Scheme::HttpServe | Scheme::HttpRedirect => "http",
+        }
+    }
+}
+
+/// Serves one request; never fails (errors become responses).
+pub async fn handle(
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    scheme: Scheme,
+    req: Request<Incoming>,
+) -> Result<Response<GatewayBody>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let result = if scheme == Scheme::HttpRedirect {
+        redirect(&gw, &req)
+    } else {
+        proxy(&gw, peer, scheme, req).await
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let (status, _) = e.status_and_message();
+            tracing::debug!(%method, %path, status = status.as_u16(), source = ?e.source(), error = ?e, "request failed");
+            e.into_response()
+        }
+    };
+    tracing::trace!(%method, %path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    Ok(resp)
+}
+
+fn request_host(req: &Request<Incoming>) -> Option<&str> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+}
+
+fn redirect(gw: &Gateway, req: &Request<Incoming>) -> Result<Response<GatewayBody>, ProxyError> {
+    let host = request_host(req)
+        .and_then(normalize_host)
+        .ok_or(ProxyError::BadHost)?;
+    let port = gw.config.public_https_port;
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let location = if port == 443 {
+        format!("https://{host}{pq}")
+    } else {
+        format!("https://{host}:{port}{pq}")
+    };
+    let mut resp = plain(StatusCode::FOUND, format!("Moved: {location}\n"));
+    resp.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).map_err(|_| ProxyError::BadHost)?,
+    );
+    Ok(resp)
+}
+
+fn is_body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<BodyTooLarge>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+async fn proxy(
+    gw: &Arc<Gateway>,
+    peer: SocketAddr,
+    scheme: Scheme,
+    mut req: Request<Incoming>,
+) -> Result<Response<GatewayBody>, ProxyError> {
+    // Route by host.
+    let raw_host = request_host(&req).ok_or(ProxyError::BadHost)?.to_owned();
+    let host = normalize_host(&raw_host).ok_or(ProxyError::BadHost)?;
+    let route: Arc<Route> = gw
+        .routes
+        .load()
+        .get(&host)
+        .cloned()
+        .ok_or(ProxyError::UnknownHost)?;
+
+    // Ingress, authentication and authorization.
+    if let Some(guard) = gw.guard.load().as_ref()
+        && let Err(resp) = guard.check(&route, peer, &mut req)
+    {
+        return Ok(resp);
+    }
+
+    // Pick a revision.
+    let pool = route
+        .pick()
+        .ok_or_else(|| {
+            ProxyError::Unavailable(route.unavailable.clone().unwrap_or_default())
+        })?
+        .clone();
+
+    let limit = gw.config.max_request_body;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ProxyError::BodyTooLarge(limit));
+    }
+
+    // Get a slot, waiting for a cold start if needed.
+    let timeout_secs = pool.template().timeout_seconds;
+    let deadline = Instant::now() + Duration::from_secs(u64::from(timeout_secs));
+    let lease = pool.acquire(deadline).await.map_err(ProxyError::Acquire)?;
+
+    // Rewrite the request for the instance.
+    let client_version = req.version();
+    let upgrade = client_version == Version::HTTP_11 && is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    add_forwarding(&mut parts.headers, peer.ip(), scheme.proto(), &host);
+    ensure_traceparent(&mut parts.headers);
+    if let Ok(v) = HeaderValue::from_str(&raw_host) {
+        parts.headers.insert(header::HOST, v);
+    }
+    let h2 = lease.template().http2;
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_owned();
+    if h2 {
+        parts.version = Version::HTTP_2;
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(host.as_str())
+            .path_and_query(pq.as_str())
+            .build()
+            .map_err(|_| ProxyError::BadHost)?;
+    } else {
+        parts.version = Version::HTTP_11;
+        parts.uri = pq.parse().map_err(|_| ProxyError::BadHost)?;
+    }
+    let upstream_req = Request::from_parts(parts, RequestBody::new(body, limit));
+
+    // Forward.
+    let conns: Arc<Conns> = lease
+        .slot()
+        .ext(Conns::default)
+        .expect("the gateway is the only user of slot extensions");
+    let sender = match conns.checkout(lease.slot().endpoint(), h2).await {
+        Ok(s) => s,
+        Err(e) => {
+            lease.report_unreachable();
+            return Err(ProxyError::Connect(e.to_string()));
+        }
+    };
+    let (fut, h1) = match sender {
+        Sender::H1(mut s) => {
+            let fut = s.send_request(upstream_req);
+            (futures_util::future::Either::Left(fut), Some(s))
+        }
+        Sender::H2(mut s) => (
+            futures_util::future::Either::Right(s.send_request(upstream_req)),
+            None,
+        ),
+    };
+    let mut resp = match tokio::time::timeout_at(deadline.into(), fut).await {
+        Err(_) => return Err(ProxyError::Timeout(timeout_secs)),
+        Ok(Err(e)) if is_body_too_large(&e) => return Err(ProxyError::BodyTooLarge(limit)),
+        Ok(Err(e)) => return Err(ProxyError::UpstreamBroken(e.to_string())),
+        Ok(Ok(r)) => r,
+    };
+
+    if let Some(client_upgrade) = client_upgrade
+        && resp.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, lease, deadline));
+        let (mut parts, _) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, true);
+        return Ok(Response::from_parts(parts, GatewayBody::empty()));
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    parts.version = client_version;
+    let conn = h1.map(|s| (conns, s));
+    Ok(Response::from_parts(
+        parts,
+        GatewayBody::Proxy(ProxyBody::new(body, lease, conn, deadline.into())),
+    ))
+}
+
+/// Copies bytes both ways between an upgraded client connection and the instance, holding the slot.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    lease: Lease,
+    deadline: Instant,
+) {
+    let _lease = lease;
+    let (c, u) = tokio::join!(client, upstream);
+    let (Ok(c), Ok(u)) = (c, u) else {
+        return;
+    };
+    let mut c = TokioIo::new(c);
+    let mut u = TokioIo::new(u);
+    let _ = tokio::time::timeout_at(
+        deadline.into(),
+        tokio::io::copy_bidirectional(&mut c, &mut u),
+    )
+    .await;
+}

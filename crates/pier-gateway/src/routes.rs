@@ -1,0 +1,123 @@
+//! The routing table: an immutable snapshot mapping each host to a service's revisions and their shares.
+//!
+//! The control plane builds a new table on every change and publishes it with one atomic swap; the
+//! request path reads the current table without taking any lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pier_activator::RevisionPool;
+use pier_model::{ProjectName, ServiceName, Tag};
+
+/// Where one host's requests go.
+#[derive(Debug)]
+pub struct Route {
+    /// Project.
+    pub project: ProjectName,
+    /// Service.
+    pub service: ServiceName,
+    /// The tag this host belongs to, for tag URLs.
+    pub tag: Option<Tag>,
+    /// Revision pools with cumulative percentages (each entry's upper bound, the last is 100).
+    pub targets: Vec<(Arc<RevisionPool>, u8)>,
+    /// Why the route has no target, when it has none (answered with 503).
+    pub unavailable: Option<String>,
+    /// Whether anyone may invoke the service.
+    pub public: bool,
+}
+
+impl Route {
+    /// A route splitting traffic over `shares` (pool and percent; zero shares are dropped).
+    pub fn split(
+        project: ProjectName,
+        service: ServiceName,
+        tag: Option<Tag>,
+        shares: Vec<(Arc<RevisionPool>, u8)>,
+        public: bool,
+    ) -> Self {
+        let mut acc = 0u8;
+        let targets: Vec<(Arc<RevisionPool>, u8)> = shares
+            .into_iter()
+            .filter(|(_, p)| *p > 0)
+            .map(|(pool, p)| {
+                acc = acc.saturating_add(p);
+                (pool, acc)
+            })
+            .collect();
+        let unavailable = targets
+            .is_empty()
+            .then(|| format!("service {service} has no ready revision to serve this URL"));
+        Self {
+            project,
+            service,
+            tag,
+            targets,
+            unavailable,
+            public,
+        }
+    }
+
+    /// A route that answers 503 with `reason`.
+    pub fn unavailable(
+        project: ProjectName,
+        service: ServiceName,
+        tag: Option<Tag>,
+        reason: String,
+        public: bool,
+    ) -> Self {
+        Self {
+            project,
+            service,
+            tag,
+            targets: Vec::new(),
+            unavailable: Some(reason),
+            public,
+        }
+    }
+
+    /// Picks a revision by weight.
+    pub fn pick(&self) -> Option<&Arc<RevisionPool>> {
+        match self.targets.as_slice() {
+            [] => None,
+            [(only, _)] => Some(only),
+            many => {
+                let total = many.last().map(|(_, c)| *c).unwrap_or(100).max(1);
+                let roll = fastrand::u8(..total);
+                many.iter().find(|(_, upto)| roll < *upto).map(|(p, _)| p)
+            }
+        }
+    }
+}
+
+/// Every host the gateway serves.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    hosts: HashMap<String, Arc<Route>>,
+}
+
+impl RouteTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a host (lowercase, no port).
+    pub fn insert(&mut self, host: String, route: Arc<Route>) {
+        self.hosts.insert(host, route);
+    }
+
+    /// The route for a normalized host.
+    pub fn get(&self, host: &str) -> Option<&Arc<Route>> {
+        self.hosts.get(host)
+    }
+
+    /// Number of hosts.
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+}
