@@ -443,10 +443,7 @@ impl RevisionPool {
         let backoff = Duration::from_millis(500) * 2u32.saturating_pow(st.failures.min(6));
         st.next_start = Some(Instant::now() + backoff.min(Duration::from_secs(30)));
         st.last_failure = Some(msg.to_owned());
-        let ready = st
-            .entries
-            .iter()
-            .any(|e| e.state == InstanceState::Ready);
+        let ready = st.entries.iter().any(|e| e.state == InstanceState::Ready);
         if !ready && st.starting == 0 {
             // Nobody will free a slot soon: tell the waiting requests why rather than letting them hang.
             for w in st.waiters.drain(..) {

@@ -165,8 +165,15 @@ async fn concurrency_is_a_hard_limit_and_the_queue_is_fifo() {
     assert!(!third.is_finished());
     drop(a);
     let c = third.await.unwrap().unwrap();
-    assert!(Arc::ptr_eq(c.slot(), b.slot()), "the freed slot went to the queued request");
-    assert_eq!(rt.started.load(Ordering::SeqCst), 1, "max-instances 1 holds");
+    assert!(
+        Arc::ptr_eq(c.slot(), b.slot()),
+        "the freed slot went to the queued request"
+    );
+    assert_eq!(
+        rt.started.load(Ordering::SeqCst),
+        1,
+        "max-instances 1 holds"
+    );
 }
 
 #[tokio::test]
@@ -179,7 +186,10 @@ async fn least_outstanding_requests_spreads_load() {
         .iter()
         .filter(|l| Arc::ptr_eq(l.slot(), leases[0].slot()))
         .count();
-    assert_eq!(first, 3, "six requests over two instances split three and three");
+    assert_eq!(
+        first, 3,
+        "six requests over two instances split three and three"
+    );
 }
 
 async fn futures_collect(pool: &Arc<RevisionPool>, n: usize) -> Vec<Lease> {
@@ -288,7 +298,10 @@ async fn idle_revisions_scale_to_zero_after_grace() {
     assert_eq!(rt.running.load(Ordering::SeqCst), 1);
     let released = Instant::now();
     eventually("scaled to zero", || rt.running.load(Ordering::SeqCst) == 0).await;
-    assert!(released.elapsed() >= Duration::from_millis(250), "not before the grace");
+    assert!(
+        released.elapsed() >= Duration::from_millis(250),
+        "not before the grace"
+    );
     // And the next request cold-starts again.
     drop(pool.acquire(soon(2000)).await.unwrap());
     assert_eq!(rt.started.load(Ordering::SeqCst), 2);

@@ -94,7 +94,11 @@ fn panic_scales_fast_and_holds_through_the_dip() {
     let d = replay(&policy(), &load);
     let burst_end = 72;
     assert_eq!(d[69].desired, 1, "one instance before the burst");
-    assert!(d[burst_end].desired >= 6, "panic scales to the burst: {:?}", d[burst_end]);
+    assert!(
+        d[burst_end].desired >= 6,
+        "panic scales to the burst: {:?}",
+        d[burst_end]
+    );
     assert_eq!(d[burst_end].reason, Reason::Panic);
     // During the stable window after the last over-threshold moment it never scales down.
     let peak = d[burst_end].desired;
@@ -133,7 +137,10 @@ fn min_instances_stay_warm_and_max_caps() {
     let mut p = policy();
     p.min_instances = 2;
     let d = replay(&p, &[0; 10]);
-    assert!(d.iter().all(|d| d.desired == 2 && d.reason == Reason::Minimum));
+    assert!(
+        d.iter()
+            .all(|d| d.desired == 2 && d.reason == Reason::Minimum)
+    );
     let d = replay(&p, &[10_000; 5]);
     assert!(d.iter().all(|d| d.desired == 20));
 }

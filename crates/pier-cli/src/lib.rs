@@ -1,1 +1,257 @@
-//! The pier command line: gcloud-like verbs over the admin API; the only crate that prints to stdout.
+//! The `pier` command line: gcloud-like verbs (`deploy`, `services`, `revisions`, `logs`) over the admin
+//! API, plus the arguments of `pier server` and `pier up`, which the binary runs.
+//!
+//! Architecture invariant: this is the only crate that prints to stdout. Results go to stdout, progress and
+//! errors to stderr; `--format json` prints machine-readable results.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pier_model::ProjectName;
+
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod output;
+
+pub use client::Client;
+
+/// Pier: a self-hosted serverless platform. Deploy a command or container image, get a stable HTTPS URL,
+/// instances start on demand and scale with traffic.
+#[derive(Debug, Parser)]
+#[command(name = "pier", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Project (namespace) to work in.
+    #[arg(long, global = true, env = "PIER_PROJECT")]
+    pub project: Option<String>,
+
+    /// Output format of results.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// JSON, as the API returns it.
+    Json,
+    /// Knative YAML (services) or YAML.
+    Yaml,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Pier server (gateway, admin API, instances) in the foreground.
+    Server(ServerArgs),
+    /// Start a server in the foreground and deploy the service manifests at PATH (the dev loop).
+    Up(UpArgs),
+    /// Deploy a new revision of a service (creating it if needed).
+    Deploy(commands::deploy::DeployArgs),
+    /// Manage services.
+    #[command(subcommand)]
+    Services(commands::services::ServicesCommand),
+    /// Manage revisions.
+    #[command(subcommand)]
+    Revisions(commands::revisions::RevisionsCommand),
+    /// Read a service's instance logs.
+    Logs(commands::logs::LogsArgs),
+}
+
+/// Arguments of `pier server`.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Where Pier keeps its state, certificates and logs [default: $PIER_DATA_DIR or ~/.local/share/pier].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+
+    /// Base domain of service URLs (needs wildcard DNS to this machine unless it ends in .localhost).
+    #[arg(long, default_value = "pier.localhost")]
+    pub domain: String,
+
+    /// HTTPS port of the gateway (0 picks a free one).
+    #[arg(long, default_value_t = 8443)]
+    pub https_port: u16,
+
+    /// HTTP port of the gateway: redirects to HTTPS unless --http-serve (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+
+    /// Serve services on the HTTP port too, instead of redirecting to HTTPS.
+    #[arg(long)]
+    pub http_serve: bool,
+
+    /// Address of the admin API (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8079")]
+    pub api_addr: std::net::SocketAddr,
+
+    /// Address the gateway listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen: std::net::IpAddr,
+
+    /// Certificate chain (PEM) for the domain instead of one from Pier's local CA.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Worker threads of the server (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+
+    /// Idle time before a revision scales to zero (e.g. 60s, 500ms, 2m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub scale_to_zero_grace: Duration,
+
+    /// Autoscaler stable window.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub stable_window: Duration,
+
+    /// Autoscaler panic window.
+    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    pub panic_window: Duration,
+
+    /// How long a request may wait for a slot while its revision is at max instances.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub pending_timeout: Duration,
+
+    /// How long a new instance has to listen on PORT (Cloud Run's startup probe allows 240s).
+    #[arg(long, default_value = "240s", value_parser = parse_duration)]
+    pub startup_timeout: Duration,
+
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    pub max_request_body: u64,
+}
+
+/// Arguments of `pier up`.
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// A Knative Service manifest, or a folder of them (*.yaml, *.yml).
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+
+    /// Server settings.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Parses `500ms`, `60s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: use e.g. 300s, 5m, 500ms"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The context every client command gets.
+#[derive(Debug)]
+pub struct Ctx {
+    /// API client.
+    pub client: Client,
+    /// Project.
+    pub project: ProjectName,
+    /// Output format.
+    pub format: Format,
+}
+
+impl Ctx {
+    /// Builds the context from the CLI config (or the data dir when there is no config).
+    pub fn from_env(project: Option<&str>, format: Format) -> Result<Self> {
+        let path = config::config_path();
+        let cfg = config::CliConfig::load(&path)?;
+        let (api, token, cfg_project) = match cfg {
+            Some(c) => (c.api_url.clone(), c.token()?, c.project.clone()),
+            None => {
+                let dir = config::default_data_dir();
+                let token_file = dir.join("admin-token");
+                let token = std::fs::read_to_string(&token_file)
+                    .map(|t| t.trim().to_owned())
+                    .map_err(|_| {
+                        anyhow!(
+                            "no CLI config at {} and no server data at {}: start `pier server` first",
+                            path.display(),
+                            dir.display()
+                        )
+                    })?;
+                let api = std::fs::read_to_string(dir.join("api-url"))
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_else(|_| "http://127.0.0.1:8079".into());
+                (api, token, None)
+            }
+        };
+        let project = project
+            .map(str::to_owned)
+            .or(cfg_project)
+            .unwrap_or_else(|| "default".into())
+            .parse::<ProjectName>()
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(Self {
+            client: Client::new(&api, token)?,
+            project,
+            format,
+        })
+    }
+}
+
+/// Runs a client command (everything except `server` and `up`, which the binary runs).
+pub async fn run_client(cli: Cli) -> Result<()> {
+    let ctx = Ctx::from_env(cli.project.as_deref(), cli.format)?;
+    match cli.command {
+        Command::Deploy(args) => commands::deploy::run(&ctx, args).await,
+        Command::Services(c) => commands::services::run(&ctx, c).await,
+        Command::Revisions(c) => commands::revisions::run(&ctx, c).await,
+        Command::Logs(args) => commands::logs::run(&ctx, args).await,
+        Command::Server(_) | Command::Up(_) => {
+            Err(anyhow!("internal: server commands are run by the binary"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("15").unwrap(), Duration::from_secs(15));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

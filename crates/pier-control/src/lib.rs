@@ -1,1 +1,857 @@
-//! The control plane: deploys, traffic, recovery at start, and the route snapshots the gateway serves.
+//! The control plane: what the admin API asks for, done safely.
+//!
+//! - **Deploy** records a revision (DEPLOYING), then proves it: one instance must start and listen on PORT.
+//!   Only then is it marked READY and does traffic move (LATEST re-resolves). A revision that fails is marked
+//!   FAILED with the reason and its last log lines; the previous revision never stops serving.
+//! - **Routes.** After every change the control plane rebuilds the gateway's routing table from the store
+//!   and publishes it atomically. Revisions that lose traffic keep their pool until idle, so requests in
+//!   flight finish and instances drain.
+//! - **Recovery.** At start, deploys a killed server left unfinished are marked failed, leftover instances
+//!   are killed, and routes are rebuilt from the store: the same revisions at the same URLs.
+//!
+//! All store access runs on blocking threads; nothing here holds a lock the gateway needs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pier_activator::{Activator, PoolKey};
+use pier_gateway::{Gateway, Route, RouteTable};
+use pier_model::api::{
+    DeployRequest, LogEntry, RevisionState, RevisionView, ServiceView, TrafficStatus,
+    UpdateServiceRequest, UpdateTrafficRequest,
+};
+use pier_model::{
+    ProjectName, RevisionName, ServiceName, SpecError, Tag, Traffic, TrafficKey, UrlScheme,
+};
+use pier_runtime::logs::{LogQuery, LogStore};
+use pier_store::{NewRevision, RevisionRecord, ServiceRecord, Store, StoreError};
+use thiserror::Error;
+use tokio::sync::watch;
+
+/// What went wrong, classified for the API's status codes.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    /// The named thing does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is invalid (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The request conflicts with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Pier failed (500); the message is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ControlError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => ControlError::NotFound(m),
+            StoreError::Conflict(m) => ControlError::Conflict(m),
+            StoreError::Invalid(m) => ControlError::Invalid(m),
+            other => ControlError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<SpecError> for ControlError {
+    fn from(e: SpecError) -> Self {
+        ControlError::Invalid(e.to_string())
+    }
+}
+
+type Result<T, E = ControlError> = std::result::Result<T, E>;
+
+/// The control plane.
+pub struct Platform {
+    store: Arc<Store>,
+    activator: Arc<Activator>,
+    gateway: Arc<Gateway>,
+    logs: Arc<LogStore>,
+    scheme: UrlScheme,
+    changes: watch::Sender<u64>,
+    publish: tokio::sync::Mutex<()>,
+    unrouted_since: Mutex<HashMap<PoolKey, Instant>>,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform")
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_chars(n: usize, alphabet: &[u8]) -> String {
+    (0..n)
+        .map(|_| alphabet[fastrand::usize(..alphabet.len())] as char)
+        .collect()
+}
+
+fn project_hash() -> String {
+    random_chars(6, b"0123456789abcdef")
+}
+
+fn revision_suffix() -> String {
+    random_chars(3, b"abcdefghijklmnopqrstuvwxyz0123456789")
+}
+
+/// How long unrouted, idle pools are kept before they are dropped.
+const POOL_LINGER: Duration = Duration::from_secs(120);
+
+impl Platform {
+    /// Wires the control plane. Call [`Platform::recover`] before serving.
+    pub fn new(
+        store: Arc<Store>,
+        activator: Arc<Activator>,
+        gateway: Arc<Gateway>,
+        logs: Arc<LogStore>,
+        scheme: UrlScheme,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            activator,
+            gateway,
+            logs,
+            scheme,
+            changes: watch::channel(0).0,
+            publish: tokio::sync::Mutex::new(()),
+            unrouted_since: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The URL scheme.
+    pub fn scheme(&self) -> &UrlScheme {
+        &self.scheme
+    }
+
+    /// The gateway this control plane publishes to.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| ControlError::Internal(format!("store task failed: {e}")))?
+            .map_err(ControlError::from)
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|g| *g += 1);
+    }
+
+    /// Brings the platform back after a start: unfinished deploys are failed, routes rebuilt, warm
+    /// instances started.
+    pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        let failed = self
+            .db(|s| {
+                s.fail_interrupted_deploys(
+                    "the server stopped before this revision became ready; deploy again",
+                )
+            })
+            .await?;
+        for r in failed {
+            tracing::warn!(revision = %r, "marked an interrupted deploy as failed");
+        }
+        self.db(|s| s.ensure_project(&ProjectName::default(), project_hash))
+            .await?;
+        self.publish_routes().await?;
+        Ok(())
+    }
+
+    /// Rebuilds and publishes the routing table from the store.
+    pub async fn publish_routes(self: &Arc<Self>) -> Result<()> {
+        let _guard = self.publish.lock().await;
+        let (projects, services, revisions) = self
+            .db(|s| Ok((s.projects()?, s.services(None)?, s.all_revisions()?)))
+            .await?;
+        let hashes: HashMap<ProjectName, String> =
+            projects.into_iter().map(|p| (p.name, p.hash)).collect();
+        let revs: HashMap<(ProjectName, RevisionName), RevisionRecord> = revisions
+            .into_iter()
+            .map(|r| ((r.project.clone(), r.name.clone()), r))
+            .collect();
+        let mut table = RouteTable::new();
+        let mut routed: HashSet<PoolKey> = HashSet::new();
+        for svc in &services {
+            let Some(hash) = hashes.get(&svc.project) else {
+                continue;
+            };
+            let resolve = |key: &TrafficKey| -> Option<&RevisionRecord> {
+                let name = match key {
+                    TrafficKey::Latest => svc.latest_ready.as_ref()?,
+                    TrafficKey::Revision(r) => r,
+                };
+                revs.get(&(svc.project.clone(), name.clone()))
+                    .filter(|r| r.state == RevisionState::Ready)
+            };
+            let mut shares = Vec::new();
+            for (key, pct) in svc.traffic.percents() {
+                if let Some(rec) = resolve(&key) {
+                    let pool = self.pool_for(rec, true).map_err(ControlError::Internal)?;
+                    routed.insert(PoolKey {
+                        project: rec.project.clone(),
+                        revision: rec.name.clone(),
+                    });
+                    shares.push((pool, pct));
+                }
+            }
+            let host = self.scheme.service_host(&svc.name, hash);
+            table.insert(
+                host,
+                Arc::new(Route::split(
+                    svc.project.clone(),
+                    svc.name.clone(),
+                    None,
+                    shares,
+                    svc.public,
+                )),
+            );
+            for (tag, key) in svc.traffic.tags() {
+                let Ok(host) = self.scheme.tag_host(&tag, &svc.name, hash) else {
+                    continue;
+                };
+                let route = match resolve(&key) {
+                    Some(rec) => {
+                        let key = PoolKey {
+                            project: rec.project.clone(),
+                            revision: rec.name.clone(),
+                        };
+                        let serving = routed.contains(&key);
+                        let pool = self
+                            .pool_for(rec, serving)
+                            .map_err(ControlError::Internal)?;
+                        routed.insert(key);
+                        Route::split(
+                            svc.project.clone(),
+                            svc.name.clone(),
+                            Some(tag.clone()),
+                            vec![(pool, 100)],
+                            svc.public,
+                        )
+                    }
+                    None => Route::unavailable(
+                        svc.project.clone(),
+                        svc.name.clone(),
+                        Some(tag.clone()),
+                        format!(
+                            "tag {tag} of service {} points at no ready revision",
+                            svc.name
+                        ),
+                        svc.public,
+                    ),
+                };
+                table.insert(host, Arc::new(route));
+            }
+        }
+        self.gateway.publish(table);
+        // Pools that lost their traffic stop keeping min-instances warm and are dropped once idle.
+        let deploying: HashSet<PoolKey> = revs
+            .values()
+            .filter(|r| r.state == RevisionState::Deploying)
+            .map(|r| PoolKey {
+                project: r.project.clone(),
+                revision: r.name.clone(),
+            })
+            .collect();
+        let mut unrouted = self
+            .unrouted_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for key in self.activator.keys() {
+            if routed.contains(&key) || deploying.contains(&key) {
+                unrouted.remove(&key);
+            } else {
+                if let Some(pool) = self.activator.pool(&key) {
+                    pool.set_serving(false);
+                }
+                unrouted.entry(key).or_insert_with(Instant::now);
+            }
+        }
+        Ok(())
+    }
+
+    fn pool_for(
+        &self,
+        rec: &RevisionRecord,
+        serving: bool,
+    ) -> std::result::Result<Arc<pier_activator::RevisionPool>, String> {
+        self.activator.ensure_pool(
+            &rec.project,
+            &rec.service,
+            &rec.name,
+            Arc::new(rec.template.clone()),
+            serving,
+        )
+    }
+
+    /// Drops pools that have served no traffic for a while and have no instances left.
+    pub async fn sweep_pools(&self) {
+        let expired: Vec<PoolKey> = {
+            let unrouted = self
+                .unrouted_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            unrouted
+                .iter()
+                .filter(|(_, since)| since.elapsed() >= POOL_LINGER)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        for key in expired {
+            let idle = self
+                .activator
+                .pool(&key)
+                .is_none_or(|p| p.instance_count() == 0 && p.queued() == 0);
+            if idle {
+                self.activator.remove_pool(&key).await;
+                self.unrouted_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+            }
+        }
+    }
+
+    /// Creates a revision and starts proving it in the background. Returns at once with the revision in
+    /// state DEPLOYING; [`Platform::wait_revision`] waits for the outcome.
+    pub async fn deploy(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        service: &ServiceName,
+        req: DeployRequest,
+    ) -> Result<RevisionView> {
+        req.template.validate()?;
+        if let Some(tag) = &req.tag {
+            // Refuse tags that cannot make a URL before anything is recorded.
+            self.scheme.tag_host(tag, service, "000000")?;
+        }
+        let project = project.clone();
+        let service = service.clone();
+        let wishes = NewRevision {
+            public: req.allow_unauthenticated,
+            no_traffic: req.no_traffic,
+            tag: req.tag.clone(),
+        };
+        let template = req.template.clone();
+        let (p2, s2) = (project.clone(), service.clone());
+        let (_svc, rev) = self
+            .db(move |s| {
+                s.ensure_project(&p2, project_hash)?;
+                s.create_revision(&p2, &s2, &template, &wishes, &revision_suffix())
+            })
+            .await?;
+        tracing::info!(project = %project, service = %service, revision = %rev.name, "deploying");
+        self.changed();
+        // A revision the runtimes cannot run fails at once, with the reason.
+        let pool = match self.pool_for(&rev, false) {
+            Ok(p) => p,
+            Err(why) => {
+                self.fail_revision(&rev, &why, Vec::new()).await;
+                return Err(ControlError::Invalid(why));
+            }
+        };
+        let this = self.clone();
+        let rec = rev.clone();
+        tokio::spawn(async move {
+            match pool.start_one().await {
+                Ok(()) => {
+                    let (p, r) = (rec.project.clone(), rec.name.clone());
+                    match this.db(move |s| s.mark_ready(&p, &r)).await {
+                        Ok(_) => {
+                            tracing::info!(revision = %rec.name, "revision ready");
+                            if let Err(e) = this.publish_routes().await {
+                                tracing::error!(error = %e, "publishing routes failed");
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "recording a ready revision failed"),
+                    }
+                    this.changed();
+                }
+                Err((why, tail)) => this.fail_revision(&rec, &why, tail).await,
+            }
+        });
+        self.revision_view(&rev).await
+    }
+
+    async fn fail_revision(self: &Arc<Self>, rec: &RevisionRecord, why: &str, tail: Vec<String>) {
+        tracing::warn!(revision = %rec.name, "revision failed: {why}");
+        let (p, r, w) = (rec.project.clone(), rec.name.clone(), why.to_owned());
+        if let Err(e) = self.db(move |s| s.mark_failed(&p, &r, &w, &tail)).await {
+            tracing::error!(error = %e, "recording a failed revision failed");
+        }
+        self.activator
+            .remove_pool(&PoolKey {
+                project: rec.project.clone(),
+                revision: rec.name.clone(),
+            })
+            .await;
+        self.changed();
+    }
+
+    /// Waits until a revision leaves DEPLOYING (or `timeout` passes) and returns it.
+    pub async fn wait_revision(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        name: &RevisionName,
+        timeout: Duration,
+    ) -> Result<RevisionView> {
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let view = self.get_revision(project, name).await?;
+            if view.state != RevisionState::Deploying {
+                return Ok(view);
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return Ok(view);
+            }
+        }
+    }
+
+    fn url_for(&self, svc: &ServiceRecord, hash: &str) -> String {
+        self.scheme.url(&self.scheme.service_host(&svc.name, hash))
+    }
+
+    async fn hash_of(&self, project: &ProjectName) -> Result<String> {
+        let p = project.clone();
+        Ok(self
+            .db(move |s| s.project(&p))
+            .await?
+            .map(|p| p.hash)
+            .unwrap_or_default())
+    }
+
+    fn resolved(
+        svc: &ServiceRecord,
+        revs: &[RevisionRecord],
+    ) -> Vec<(Option<RevisionName>, bool, u8, Option<Tag>)> {
+        let ready = |n: &RevisionName| {
+            revs.iter()
+                .any(|r| r.name == *n && r.state == RevisionState::Ready)
+        };
+        svc.traffic
+            .0
+            .iter()
+            .map(|t| {
+                let rev = match t.key() {
+                    TrafficKey::Latest => svc.latest_ready.clone(),
+                    TrafficKey::Revision(r) => Some(r),
+                }
+                .filter(ready);
+                (rev, t.latest_revision, t.percent, t.tag.clone())
+            })
+            .collect()
+    }
+
+    async fn service_view(&self, svc: ServiceRecord) -> Result<ServiceView> {
+        let hash = self.hash_of(&svc.project).await?;
+        let (p, n) = (svc.project.clone(), svc.name.clone());
+        let revs = self.db(move |s| s.revisions(&p, Some(&n))).await?;
+        let latest = svc
+            .latest_created
+            .as_ref()
+            .and_then(|n| revs.iter().find(|r| r.name == *n));
+        let traffic = Self::resolved(&svc, &revs)
+            .into_iter()
+            .map(
+                |(revision_name, latest_revision, percent, tag)| TrafficStatus {
+                    url: tag.as_ref().and_then(|t| {
+                        self.scheme
+                            .tag_host(t, &svc.name, &hash)
+                            .ok()
+                            .map(|h| self.scheme.url(&h))
+                    }),
+                    revision_name,
+                    latest_revision,
+                    percent,
+                    tag,
+                },
+            )
+            .collect();
+        let (ready, message) = match latest {
+            Some(r) if r.state == RevisionState::Failed => (
+                false,
+                Some(format!(
+                    "revision {} failed: {}",
+                    r.name,
+                    r.message.clone().unwrap_or_default()
+                )),
+            ),
+            Some(r) if r.state == RevisionState::Deploying => {
+                (false, Some(format!("revision {} is deploying", r.name)))
+            }
+            Some(_) => (true, None),
+            None => (false, Some("no revision".into())),
+        };
+        Ok(ServiceView {
+            url: self.url_for(&svc, &hash),
+            template: latest.map(|r| r.template.clone()),
+            traffic_spec: svc.traffic.0.clone(),
+            traffic,
+            latest_created_revision: svc.latest_created.clone(),
+            latest_ready_revision: svc.latest_ready.clone(),
+            ready,
+            message,
+            allow_unauthenticated: svc.public,
+            created_at: svc.created_at.clone(),
+            updated_at: svc.updated_at.clone(),
+            name: svc.name,
+            project: svc.project,
+        })
+    }
+
+    async fn revision_view(&self, rec: &RevisionRecord) -> Result<RevisionView> {
+        let (p, n) = (rec.project.clone(), rec.service.clone());
+        let svc = self.db(move |s| s.service(&p, &n)).await?;
+        let (mut percent, mut tags) = (0u8, Vec::new());
+        if let Some(svc) = &svc {
+            let (p, n) = (svc.project.clone(), svc.name.clone());
+            let revs = self.db(move |s| s.revisions(&p, Some(&n))).await?;
+            for (rev, _, pct, tag) in Self::resolved(svc, &revs) {
+                if rev.as_ref() == Some(&rec.name) {
+                    percent = percent.saturating_add(pct);
+                    tags.extend(tag);
+                }
+            }
+        }
+        let instances = self
+            .activator
+            .pool(&PoolKey {
+                project: rec.project.clone(),
+                revision: rec.name.clone(),
+            })
+            .map(|p| p.instances())
+            .unwrap_or_default();
+        Ok(RevisionView {
+            name: rec.name.clone(),
+            service: rec.service.clone(),
+            project: rec.project.clone(),
+            template: rec.template.clone(),
+            state: rec.state,
+            message: rec.message.clone(),
+            log_tail: rec.log_tail.clone(),
+            created_at: rec.created_at.clone(),
+            ready_at: rec.ready_at.clone(),
+            percent,
+            tags,
+            instances,
+        })
+    }
+
+    /// One service.
+    pub async fn get_service(
+        &self,
+        project: &ProjectName,
+        name: &ServiceName,
+    ) -> Result<ServiceView> {
+        let (p, n) = (project.clone(), name.clone());
+        let svc = self
+            .db(move |s| s.service(&p, &n))
+            .await?
+            .ok_or_else(|| not_found_service(project, name))?;
+        self.service_view(svc).await
+    }
+
+    /// Services of a project.
+    pub async fn list_services(&self, project: &ProjectName) -> Result<Vec<ServiceView>> {
+        let p = project.clone();
+        let services = self.db(move |s| s.services(Some(&p))).await?;
+        let mut out = Vec::with_capacity(services.len());
+        for svc in services {
+            out.push(self.service_view(svc).await?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes a service: its URLs stop at once, its instances drain and stop, its logs go.
+    pub async fn delete_service(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        name: &ServiceName,
+    ) -> Result<()> {
+        let (p, n) = (project.clone(), name.clone());
+        let revisions = self.db(move |s| s.delete_service(&p, &n)).await?;
+        self.publish_routes().await?;
+        for r in revisions {
+            self.activator
+                .remove_pool(&PoolKey {
+                    project: project.clone(),
+                    revision: r,
+                })
+                .await;
+        }
+        self.logs.remove(project, name);
+        self.changed();
+        tracing::info!(project = %project, service = %name, "deleted service");
+        Ok(())
+    }
+
+    /// Revisions of a project, optionally of one service.
+    pub async fn list_revisions(
+        &self,
+        project: &ProjectName,
+        service: Option<&ServiceName>,
+    ) -> Result<Vec<RevisionView>> {
+        let (p, s2) = (project.clone(), service.cloned());
+        if let Some(svc) = service {
+            let (p, n) = (project.clone(), svc.clone());
+            if self.db(move |s| s.service(&p, &n)).await?.is_none() {
+                return Err(not_found_service(project, svc));
+            }
+        }
+        let revs = self.db(move |s| s.revisions(&p, s2.as_ref())).await?;
+        let mut out = Vec::with_capacity(revs.len());
+        for r in &revs {
+            out.push(self.revision_view(r).await?);
+        }
+        Ok(out)
+    }
+
+    /// One revision.
+    pub async fn get_revision(
+        &self,
+        project: &ProjectName,
+        name: &RevisionName,
+    ) -> Result<RevisionView> {
+        let (p, n) = (project.clone(), name.clone());
+        let rec = self.db(move |s| s.revision(&p, &n)).await?.ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "revision {name} does not exist in project {project}: `pier revisions list` shows them"
+            ))
+        })?;
+        self.revision_view(&rec).await
+    }
+
+    /// Deletes a revision that serves no traffic and has no tag.
+    pub async fn delete_revision(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        name: &RevisionName,
+    ) -> Result<()> {
+        let (p, n) = (project.clone(), name.clone());
+        self.db(move |s| {
+            s.delete_revision(&p, &n, |svc, rev, revs| {
+                let serving = Self::resolved(svc, revs)
+                    .into_iter()
+                    .any(|(r, _, pct, tag)| r.as_ref() == Some(&rev.name) && (pct > 0 || tag.is_some()));
+                let named = svc.traffic.named_revisions().any(|r| *r == rev.name);
+                if serving || named {
+                    return Err(StoreError::Conflict(format!(
+                        "revision {} is serving traffic or tagged: move its traffic and tags away first (pier services update-traffic)",
+                        rev.name
+                    )));
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        self.publish_routes().await?;
+        self.activator
+            .remove_pool(&PoolKey {
+                project: project.clone(),
+                revision: name.clone(),
+            })
+            .await;
+        self.changed();
+        Ok(())
+    }
+
+    /// Changes a service's traffic and tags.
+    pub async fn update_traffic(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        name: &ServiceName,
+        req: UpdateTrafficRequest,
+    ) -> Result<ServiceView> {
+        let (p, n) = (project.clone(), name.clone());
+        let hash = self.hash_of(project).await?;
+        let scheme = self.scheme.clone();
+        let svc = self
+            .db(move |s| {
+                s.update_service(&p, &n, |svc, revs| {
+                    let traffic = plan_traffic(svc, revs, &req)
+                        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                    for (tag, _) in traffic.tags() {
+                        scheme
+                            .tag_host(&tag, &svc.name, &hash)
+                            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                    }
+                    Ok((traffic, svc.public))
+                })
+            })
+            .await?;
+        self.publish_routes().await?;
+        self.changed();
+        self.service_view(svc).await
+    }
+
+    /// Changes service settings that need no new revision.
+    pub async fn update_service(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        name: &ServiceName,
+        req: UpdateServiceRequest,
+    ) -> Result<ServiceView> {
+        let (p, n) = (project.clone(), name.clone());
+        let svc = self
+            .db(move |s| {
+                s.update_service(&p, &n, |svc, _| {
+                    Ok((
+                        svc.traffic.clone(),
+                        req.allow_unauthenticated.unwrap_or(svc.public),
+                    ))
+                })
+            })
+            .await?;
+        self.publish_routes().await?;
+        self.changed();
+        self.service_view(svc).await
+    }
+
+    /// Replaces a service's traffic list wholesale (from a manifest).
+    pub async fn set_traffic(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        name: &ServiceName,
+        traffic: Traffic,
+    ) -> Result<ServiceView> {
+        self.update_traffic(
+            project,
+            name,
+            UpdateTrafficRequest {
+                to_revisions: traffic
+                    .percents()
+                    .into_iter()
+                    .map(|(k, p)| pier_model::api::TrafficAssignment {
+                        target: k.to_string(),
+                        percent: p,
+                    })
+                    .collect(),
+                update_tags: traffic
+                    .tags()
+                    .into_iter()
+                    .map(|(t, k)| pier_model::api::TagAssignment {
+                        tag: t,
+                        revision: k.to_string(),
+                    })
+                    .collect(),
+                clear_tags: true,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// A service's newest log lines.
+    pub async fn logs(
+        &self,
+        project: &ProjectName,
+        service: &ServiceName,
+        query: LogQuery,
+    ) -> Result<Vec<LogEntry>> {
+        let (p, n) = (project.clone(), service.clone());
+        if self.db(move |s| s.service(&p, &n)).await?.is_none() {
+            return Err(not_found_service(project, service));
+        }
+        let logs = self.logs.clone();
+        let (p, n) = (project.clone(), service.clone());
+        tokio::task::spawn_blocking(move || logs.read(&p, &n, &query))
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .map_err(|e| ControlError::Internal(format!("reading logs: {e}")))
+    }
+
+    /// The log store (for following logs live).
+    pub fn log_store(&self) -> &Arc<LogStore> {
+        &self.logs
+    }
+
+    /// Stops everything: in-flight requests finish, then instances stop.
+    pub async fn shutdown(&self) {
+        self.activator.shutdown().await;
+    }
+}
+
+fn not_found_service(project: &ProjectName, name: &ServiceName) -> ControlError {
+    ControlError::NotFound(format!(
+        "service {name} does not exist in project {project}: `pier services list` shows them"
+    ))
+}
+
+/// Computes a service's new traffic from an `update-traffic` request. Targets may be revision names,
+/// tags, or `LATEST`; revisions must belong to the service and be ready.
+pub fn plan_traffic(
+    svc: &ServiceRecord,
+    revs: &[RevisionRecord],
+    req: &UpdateTrafficRequest,
+) -> std::result::Result<Traffic, SpecError> {
+    let tags = svc.traffic.tags();
+    let resolve = |target: &str| -> std::result::Result<TrafficKey, SpecError> {
+        if target == "LATEST" {
+            return Ok(TrafficKey::Latest);
+        }
+        if let Some(r) = revs.iter().find(|r| r.name.as_str() == target) {
+            if r.state != RevisionState::Ready {
+                return Err(SpecError::new(format!(
+                    "revision {target} is not ready ({:?}): only ready revisions can serve",
+                    r.state
+                )));
+            }
+            return Ok(TrafficKey::Revision(r.name.clone()));
+        }
+        if let Some((_, key)) = tags.iter().find(|(t, _)| t.as_str() == target) {
+            return Ok(key.clone());
+        }
+        Err(SpecError::new(format!(
+            "{target} is neither a revision of service {} nor one of its tags nor LATEST",
+            svc.name
+        )))
+    };
+    let mut traffic = svc.traffic.clone();
+    if req.clear_tags {
+        traffic = traffic.clear_tags();
+    }
+    if !req.remove_tags.is_empty() {
+        traffic = traffic.remove_tags(&req.remove_tags)?;
+    }
+    if !req.update_tags.is_empty() {
+        let updates = req
+            .update_tags
+            .iter()
+            .map(|t| Ok((t.tag.clone(), resolve(&t.revision)?)))
+            .collect::<std::result::Result<Vec<_>, SpecError>>()?;
+        traffic = traffic.set_tags(&updates);
+    }
+    if req.to_latest {
+        traffic = Traffic::from_parts(&[(TrafficKey::Latest, 100)], &traffic.tags());
+    } else if !req.to_revisions.is_empty() {
+        let assignments = req
+            .to_revisions
+            .iter()
+            .map(|a| Ok((resolve(&a.target)?, a.percent)))
+            .collect::<std::result::Result<Vec<_>, SpecError>>()?;
+        traffic = traffic.assign(&assignments)?;
+    }
+    traffic.validate()?;
+    Ok(traffic)
+}
+
+#[cfg(test)]
+mod tests;

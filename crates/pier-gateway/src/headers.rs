@@ -75,10 +75,7 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, proto: &'static s
         IpAddr::V6(_) => format!("\"[{ip}]\""),
     };
     let element = format!("for={node};proto={proto};host={host}");
-    let fwd = match headers
-        .get(header::FORWARDED)
-        .and_then(|v| v.to_str().ok())
-    {
+    let fwd = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => format!("{prev}, {element}"),
         _ => element,
     };
@@ -180,11 +177,22 @@ mod tests {
 
     #[test]
     fn forwarding_headers_append() {
-        let mut h = map(&[("x-forwarded-for", "203.0.113.7"), ("x-forwarded-proto", "http")]);
-        add_forwarding(&mut h, "127.0.0.1".parse().unwrap(), "https", "a.pier.localhost");
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "http"),
+        ]);
+        add_forwarding(
+            &mut h,
+            "127.0.0.1".parse().unwrap(),
+            "https",
+            "a.pier.localhost",
+        );
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["forwarded"], "for=127.0.0.1;proto=https;host=a.pier.localhost");
+        assert_eq!(
+            h["forwarded"],
+            "for=127.0.0.1;proto=https;host=a.pier.localhost"
+        );
         let mut h6 = HeaderMap::new();
         add_forwarding(&mut h6, "::1".parse().unwrap(), "https", "h");
         assert_eq!(h6["forwarded"], "for=\"[::1]\";proto=https;host=h");

@@ -68,7 +68,7 @@ pub trait Guard: Send + Sync + 'static {
         route: &Route,
         peer: SocketAddr,
         req: &mut Request<Incoming>,
-    ) -> Result<(), Response<GatewayBody>>;
+    ) -> Result<(), Box<Response<GatewayBody>>>;
 }
 
 /// The gateway.
@@ -185,22 +185,20 @@ impl Gateway {
                 });
                 match tls {
                     Some(acceptor) => {
-                        let tls_stream = match tokio::time::timeout(
-                            handshake_timeout,
-                            acceptor.accept(stream),
-                        )
-                        .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
+                        let tls_stream =
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
                         let conn = builder
                             .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
                         let _ = watcher.watch(conn.into_owned()).await;

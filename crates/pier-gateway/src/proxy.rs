@@ -135,15 +135,13 @@ async fn proxy(
     if let Some(guard) = gw.guard.load().as_ref()
         && let Err(resp) = guard.check(&route, peer, &mut req)
     {
-        return Ok(resp);
+        return Ok(*resp);
     }
 
     // Pick a revision.
     let pool = route
         .pick()
-        .ok_or_else(|| {
-            ProxyError::Unavailable(route.unavailable.clone().unwrap_or_default())
-        })?
+        .ok_or_else(|| ProxyError::Unavailable(route.unavailable.clone().unwrap_or_default()))?
         .clone();
 
     let limit = gw.config.max_request_body;

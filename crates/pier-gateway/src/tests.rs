@@ -20,7 +20,9 @@ use tokio::sync::mpsc;
 type AppBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 fn full(s: impl Into<Bytes>) -> AppBody {
-    Full::new(s.into()).map_err(|e: Infallible| match e {}).boxed()
+    Full::new(s.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed()
 }
 
 /// What the test app saw, for assertions.
@@ -31,10 +33,7 @@ struct Seen {
     gate: Mutex<Option<mpsc::Receiver<()>>>,
 }
 
-async fn app(
-    seen: Arc<Seen>,
-    req: Request<Incoming>,
-) -> Result<Response<AppBody>, Infallible> {
+async fn app(seen: Arc<Seen>, req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
     seen.requests
         .lock()
         .unwrap()
@@ -48,27 +47,36 @@ async fn app(
         "/gated-stream" => {
             // First chunk at once, the rest only when the test says so.
             let mut gate = seen.gate.lock().unwrap().take().unwrap();
-            let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>(4);
+            let (tx, rx) =
+                mpsc::channel::<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>(4);
             tokio::spawn(async move {
-                tx.send(Ok(Frame::data(Bytes::from("first;")))).await.unwrap();
+                tx.send(Ok(Frame::data(Bytes::from("first;"))))
+                    .await
+                    .unwrap();
                 gate.recv().await;
-                tx.send(Ok(Frame::data(Bytes::from("second")))).await.unwrap();
+                tx.send(Ok(Frame::data(Bytes::from("second"))))
+                    .await
+                    .unwrap();
             });
             Response::new(StreamBody::new(ReceiverStream(rx)).boxed())
         }
         "/echo-body" => {
             // Echo the request body frame by frame as it arrives.
-            let body = req.into_body().map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
+            let body = req
+                .into_body()
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
             Response::new(body.boxed())
         }
         "/die" => {
             // Headers promise a body that never comes: the connection is dropped mid-response.
-            let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>(1);
+            let (tx, rx) =
+                mpsc::channel::<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>(1);
             tokio::spawn(async move {
                 tx.send(Err("instance crashed".into())).await.ok();
             });
             let mut r = Response::new(StreamBody::new(ReceiverStream(rx)).boxed());
-            r.headers_mut().insert("content-length", HeaderValue::from_static("100"));
+            r.headers_mut()
+                .insert("content-length", HeaderValue::from_static("100"));
             r
         }
         "/upgrade" => {
@@ -86,14 +94,18 @@ async fn app(
             });
             let mut r = Response::new(full(""));
             *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
-            r.headers_mut().insert("upgrade", HeaderValue::from_static("echo"));
-            r.headers_mut().insert("connection", HeaderValue::from_static("upgrade"));
+            r.headers_mut()
+                .insert("upgrade", HeaderValue::from_static("echo"));
+            r.headers_mut()
+                .insert("connection", HeaderValue::from_static("upgrade"));
             r
         }
         _ => {
             let mut r = Response::new(full(format!("hello {:?}", req.version())));
-            r.headers_mut().insert("keep-alive", HeaderValue::from_static("timeout=5"));
-            r.headers_mut().insert("x-app", HeaderValue::from_static("yes"));
+            r.headers_mut()
+                .insert("keep-alive", HeaderValue::from_static("timeout=5"));
+            r.headers_mut()
+                .insert("x-app", HeaderValue::from_static("yes"));
             r
         }
     })
@@ -284,7 +296,10 @@ async fn proxies_with_forwarding_headers_and_without_hop_headers() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-app"], "yes");
-    assert!(resp.headers().get("keep-alive").is_none(), "hop headers stripped from responses");
+    assert!(
+        resp.headers().get("keep-alive").is_none(),
+        "hop headers stripped from responses"
+    );
     let seen = h.last_headers();
     assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(seen["x-forwarded-proto"], "https");
@@ -299,7 +314,10 @@ async fn unknown_hosts_get_404_and_http_redirects() {
     let h = harness(template(), GatewayConfig::default()).await;
     let resp = h
         .client()
-        .get(format!("https://nobody-abc123.pier.localhost:{}/", h.https.port()))
+        .get(format!(
+            "https://nobody-abc123.pier.localhost:{}/",
+            h.https.port()
+        ))
         .send()
         .await
         .unwrap();
@@ -342,7 +360,15 @@ async fn h2c_end_to_end_when_the_revision_asks() {
         GatewayConfig::default(),
     )
     .await;
-    let body = h.client().get(h.url("/")).send().await.unwrap().text().await.unwrap();
+    let body = h
+        .client()
+        .get(h.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(body, "hello HTTP/2.0");
 }
 
@@ -488,8 +514,10 @@ async fn upgrades_become_tunnels() {
     .await;
     let mut s = tls_stream(&h).await;
     s.write_all(
-        format!("GET /upgrade HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "GET /upgrade HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .await
     .unwrap();
@@ -497,7 +525,10 @@ async fn upgrades_become_tunnels() {
     let n = s.read(&mut buf).await.unwrap();
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: echo"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
     for msg in ["hello tunnel", "second message"] {
         s.write_all(msg.as_bytes()).await.unwrap();
         let n = s.read(&mut buf).await.unwrap();
@@ -528,7 +559,13 @@ async fn garbage_and_huge_headers_do_not_hurt_the_gateway() {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out);
-    assert!(text.is_empty() || text.starts_with("HTTP/1.1 431"), "{text}");
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 431"),
+        "{text}"
+    );
     // Still serving.
-    assert_eq!(h.client().get(h.url("/")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        h.client().get(h.url("/")).send().await.unwrap().status(),
+        200
+    );
 }

@@ -120,7 +120,10 @@ mod tests {
 
     #[test]
     fn normalizes_hosts() {
-        assert_eq!(normalize_host("Hello-1.Pier.Localhost:8443").unwrap(), "hello-1.pier.localhost");
+        assert_eq!(
+            normalize_host("Hello-1.Pier.Localhost:8443").unwrap(),
+            "hello-1.pier.localhost"
+        );
         assert_eq!(normalize_host("a.b.").unwrap(), "a.b");
         assert_eq!(normalize_host("[::1]:8443").unwrap(), "::1");
         assert!(normalize_host("").is_none());

@@ -371,11 +371,29 @@ spec:
     #[test]
     fn refuses_what_it_cannot_honour() {
         let cases = [
-            (HELLO.replace("kind: Service", "kind: Deployment"), "Pier reads"),
-            (HELLO.replace("pier.dev/build", "pier.dev/biuld"), "unknown annotation"),
-            (HELLO.replace("containerConcurrency: 10", "containerConcurrency: 10\n      bogus: 1"), "unknown field"),
-            (HELLO.replace("name: hello", "name: Hello"), "invalid service name"),
-            (HELLO.replace("memory: 256Mi", "gpu: \"1\""), "not supported"),
+            (
+                HELLO.replace("kind: Service", "kind: Deployment"),
+                "Pier reads",
+            ),
+            (
+                HELLO.replace("pier.dev/build", "pier.dev/biuld"),
+                "unknown annotation",
+            ),
+            (
+                HELLO.replace(
+                    "containerConcurrency: 10",
+                    "containerConcurrency: 10\n      bogus: 1",
+                ),
+                "unknown field",
+            ),
+            (
+                HELLO.replace("name: hello", "name: Hello"),
+                "invalid service name",
+            ),
+            (
+                HELLO.replace("memory: 256Mi", "gpu: \"1\""),
+                "not supported",
+            ),
             (HELLO.replace("percent: 100", "percent: 50"), "add up to 50"),
             (HELLO.replace("\"5\"", "\"five\""), "whole number"),
         ];

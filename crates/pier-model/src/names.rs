@@ -225,7 +225,11 @@ mod tests {
             assert!(err.contains(why), "{bad:?}: {err}");
             assert!(err.starts_with("invalid service name"), "{err}");
         }
-        let err = "x".repeat(50).parse::<ServiceName>().unwrap_err().to_string();
+        let err = "x"
+            .repeat(50)
+            .parse::<ServiceName>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("longer than 49"), "{err}");
     }
 

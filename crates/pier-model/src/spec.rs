@@ -331,9 +331,13 @@ mod tests {
 
     #[test]
     fn out_of_range_flags_name_the_flag() {
-        let cases: Vec<(Box<dyn Fn(&mut RevisionTemplate)>, &str)> = vec![
+        type Mutate = Box<dyn Fn(&mut RevisionTemplate)>;
+        let cases: Vec<(Mutate, &str)> = vec![
             (Box::new(|t| t.container_concurrency = 0), "--concurrency"),
-            (Box::new(|t| t.container_concurrency = 1001), "--concurrency"),
+            (
+                Box::new(|t| t.container_concurrency = 1001),
+                "--concurrency",
+            ),
             (Box::new(|t| t.max_instances = 0), "--max-instances"),
             (
                 Box::new(|t| {

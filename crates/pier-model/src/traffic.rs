@@ -93,7 +93,11 @@ pub struct Traffic(pub Vec<TrafficTarget>);
 impl Default for Traffic {
     /// All traffic to the latest ready revision: what a new service gets.
     fn default() -> Self {
-        Traffic(vec![TrafficTarget::from_key(&TrafficKey::Latest, 100, None)])
+        Traffic(vec![TrafficTarget::from_key(
+            &TrafficKey::Latest,
+            100,
+            None,
+        )])
     }
 }
 
@@ -264,7 +268,11 @@ impl Traffic {
             TrafficKey::Latest => TrafficKey::Revision(revision.clone()),
             other => other,
         };
-        let percents: Vec<_> = self.percents().into_iter().map(|(k, p)| (pin(k), p)).collect();
+        let percents: Vec<_> = self
+            .percents()
+            .into_iter()
+            .map(|(k, p)| (pin(k), p))
+            .collect();
         let tags: Vec<_> = self.tags().into_iter().map(|(t, k)| (t, pin(k))).collect();
         Self::from_parts(&percents, &tags)
     }
@@ -319,10 +327,7 @@ mod tests {
 
     #[test]
     fn remainder_goes_to_current_targets_in_proportion() {
-        let t = Traffic::from_parts(
-            &[(rev("a-00001-abc"), 60), (rev("a-00002-abc"), 40)],
-            &[],
-        );
+        let t = Traffic::from_parts(&[(rev("a-00001-abc"), 60), (rev("a-00002-abc"), 40)], &[]);
         let t2 = t.assign(&[(rev("a-00003-abc"), 50)]).unwrap();
         assert_eq!(
             t2.percents(),
@@ -352,7 +357,10 @@ mod tests {
         let err = t.assign(&[(rev("a-00001-abc"), 60), (TrafficKey::Latest, 60)]);
         assert!(err.unwrap_err().to_string().contains("more than 100"));
         let err = t.assign(&[(TrafficKey::Latest, 50)]).unwrap_err();
-        assert!(err.to_string().contains("name where the other 50% go"), "{err}");
+        assert!(
+            err.to_string().contains("name where the other 50% go"),
+            "{err}"
+        );
         let err = t
             .assign(&[(TrafficKey::Latest, 50), (TrafficKey::Latest, 50)])
             .unwrap_err();

@@ -107,7 +107,9 @@ impl std::fmt::Display for ExitReason {
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     /// The command to run does not exist.
-    #[error("command {program:?} not found: check --command (is it on PATH, or give its full path)")]
+    #[error(
+        "command {program:?} not found: check --command (is it on PATH, or give its full path)"
+    )]
     CommandNotFound {
         /// The program.
         program: String,

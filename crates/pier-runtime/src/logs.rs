@@ -28,13 +28,18 @@ pub fn timestamp() -> String {
     now.format(&fmt).unwrap_or_default()
 }
 
+type ServiceKey = (ProjectName, ServiceName);
+
+/// A line as followers receive it: project, service, entry.
+pub type LiveLine = Arc<(ProjectName, ServiceName, LogEntry)>;
+
 /// Where the logs of every service go.
 pub struct LogStore {
     dir: PathBuf,
     max_file_bytes: u64,
     keep: usize,
-    files: Mutex<HashMap<(ProjectName, ServiceName), Arc<Mutex<ServiceFile>>>>,
-    live: broadcast::Sender<Arc<(ProjectName, ServiceName, LogEntry)>>,
+    files: Mutex<HashMap<ServiceKey, Arc<Mutex<ServiceFile>>>>,
+    live: broadcast::Sender<LiveLine>,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -92,7 +97,11 @@ impl LogStore {
             .join(format!("{service}.log"))
     }
 
-    fn service_file(&self, project: &ProjectName, service: &ServiceName) -> Arc<Mutex<ServiceFile>> {
+    fn service_file(
+        &self,
+        project: &ProjectName,
+        service: &ServiceName,
+    ) -> Arc<Mutex<ServiceFile>> {
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         files
             .entry((project.clone(), service.clone()))
@@ -126,7 +135,7 @@ impl LogStore {
     }
 
     /// Subscribes to lines as they are written (all services; filter on the receiving side).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<(ProjectName, ServiceName, LogEntry)>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveLine> {
         self.live.subscribe()
     }
 
@@ -138,12 +147,13 @@ impl LogStore {
         query: &LogQuery,
     ) -> std::io::Result<Vec<LogEntry>> {
         let base = self.path(project, service);
-        let mut paths: Vec<PathBuf> = (1..=self.keep)
-            .rev()
-            .map(|i| rotated(&base, i))
-            .collect();
+        let mut paths: Vec<PathBuf> = (1..=self.keep).rev().map(|i| rotated(&base, i)).collect();
         paths.push(base);
-        let limit = if query.limit == 0 { usize::MAX } else { query.limit };
+        let limit = if query.limit == 0 {
+            usize::MAX
+        } else {
+            query.limit
+        };
         let mut out: VecDeque<LogEntry> = VecDeque::new();
         for p in paths {
             let f = match File::open(&p) {
@@ -221,10 +231,7 @@ impl LogStore {
             } else {
                 fs::remove_file(&f.path)?;
             }
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&f.path)?;
+            let file = OpenOptions::new().create(true).append(true).open(&f.path)?;
             f.size = 0;
             f.file = Some(file);
         }
@@ -303,10 +310,11 @@ impl InstanceLog {
             tail.push_back(message.to_owned());
         }
         self.store.append(&self.file, &entry);
-        let _ = self
-            .store
-            .live
-            .send(Arc::new((self.project.clone(), self.service.clone(), entry)));
+        let _ = self.store.live.send(Arc::new((
+            self.project.clone(),
+            self.service.clone(),
+            entry,
+        )));
     }
 
     /// Pier's own note about the instance.
@@ -317,7 +325,10 @@ impl InstanceLog {
     /// The last `n` lines.
     pub fn tail(&self, n: usize) -> Vec<String> {
         let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        tail.iter().skip(tail.len().saturating_sub(n)).cloned().collect()
+        tail.iter()
+            .skip(tail.len().saturating_sub(n))
+            .cloned()
+            .collect()
     }
 }
 
@@ -350,7 +361,14 @@ mod tests {
         assert_eq!(all[10].stream, LogStream::System);
         assert_eq!(all[0].instance, "svc-00001-abc-x1");
         let last3 = store
-            .read(&p, &s, &LogQuery { limit: 3, ..Default::default() })
+            .read(
+                &p,
+                &s,
+                &LogQuery {
+                    limit: 3,
+                    ..Default::default()
+                },
+            )
             .unwrap();
         assert_eq!(last3.len(), 3);
         assert_eq!(last3[2].message, "stopped");
@@ -385,7 +403,10 @@ mod tests {
         let back = store.read(&p, &s, &LogQuery::default()).unwrap();
         assert_eq!(back.last().unwrap().message[..4], *"0999");
         // Order survives rotation.
-        let nums: Vec<u32> = back.iter().map(|e| e.message[..4].parse().unwrap()).collect();
+        let nums: Vec<u32> = back
+            .iter()
+            .map(|e| e.message[..4].parse().unwrap())
+            .collect();
         assert!(nums.windows(2).all(|w| w[1] == w[0] + 1));
     }
 
@@ -401,7 +422,9 @@ mod tests {
         f.write_all(b"{\"timestamp\":\"torn").unwrap();
         // A new writer (as after a restart) starts on a fresh line.
         let store = Arc::new(LogStore::new(dir.path()));
-        store.instance_writer(&p, &s, &r, &i).line(LogStream::Stdout, "after");
+        store
+            .instance_writer(&p, &s, &r, &i)
+            .line(LogStream::Stdout, "after");
         let back = store.read(&p, &s, &LogQuery::default()).unwrap();
         assert_eq!(back.len(), 3);
         assert_eq!(back[2].message, "after");

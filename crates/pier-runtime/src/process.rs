@@ -35,7 +35,14 @@ use crate::{
 
 /// Variables passed from the server's environment to every instance, when set.
 const PASSED_ENV: [&str; 8] = [
-    "PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE",
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "SSL_CERT_FILE",
 ];
 
 /// Runs instances as host processes.
@@ -65,10 +72,8 @@ struct Leftover {
 impl ProcessRuntime {
     /// A runtime that logs to `logs` and records running instances under `run_dir`.
     pub fn new(logs: Arc<LogStore>, run_dir: &Path) -> Result<Self, RuntimeError> {
-        fs::create_dir_all(run_dir).map_err(RuntimeError::io(format!(
-            "creating {}",
-            run_dir.display()
-        )))?;
+        fs::create_dir_all(run_dir)
+            .map_err(RuntimeError::io(format!("creating {}", run_dir.display())))?;
         let base_env = PASSED_ENV
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))

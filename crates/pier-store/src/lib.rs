@@ -123,7 +123,6 @@ fn now() -> String {
         .unwrap_or_else(|_| now.unix_timestamp().to_string())
 }
 
-
 fn parse_state(s: &str) -> Result<RevisionState> {
     Ok(match s {
         "DEPLOYING" => RevisionState::Deploying,
@@ -302,7 +301,10 @@ impl Store {
                 return Ok(v);
             }
             let v = make();
-            tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![key, v])?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, v],
+            )?;
             Ok(v)
         })
     }
@@ -362,7 +364,11 @@ impl Store {
     }
 
     /// One service, if it exists.
-    pub fn service(&self, project: &ProjectName, name: &ServiceName) -> Result<Option<ServiceRecord>> {
+    pub fn service(
+        &self,
+        project: &ProjectName,
+        name: &ServiceName,
+    ) -> Result<Option<ServiceRecord>> {
         service_in(&self.conn(), project, name)
     }
 
@@ -459,7 +465,11 @@ impl Store {
 
     /// Marks a revision ready: it becomes the service's latest ready revision (unless a newer one already
     /// is), and its pending tag is applied. Returns the updated service.
-    pub fn mark_ready(&self, project: &ProjectName, revision: &RevisionName) -> Result<ServiceRecord> {
+    pub fn mark_ready(
+        &self,
+        project: &ProjectName,
+        revision: &RevisionName,
+    ) -> Result<ServiceRecord> {
         self.write(|tx| {
             let rev = revision_in(tx, project, revision)?.ok_or_else(|| {
                 StoreError::NotFound(format!("revision {revision} does not exist"))
@@ -536,19 +546,20 @@ impl Store {
         })
     }
 
-    /// Replaces a service's traffic and public flag. `check` sees the current record inside the
-    /// transaction and may refuse the change.
+    /// Replaces a service's traffic and public flag. `change` sees the current record and the service's
+    /// revisions inside the transaction and may refuse the change.
     pub fn update_service(
         &self,
         project: &ProjectName,
         name: &ServiceName,
-        change: impl FnOnce(&ServiceRecord) -> Result<(Traffic, bool)>,
+        change: impl FnOnce(&ServiceRecord, &[RevisionRecord]) -> Result<(Traffic, bool)>,
     ) -> Result<ServiceRecord> {
         self.write(|tx| {
             let svc = service_in(tx, project, name)?.ok_or_else(|| {
                 StoreError::NotFound(format!("service {name} does not exist in project {project}"))
             })?;
-            let (traffic, public) = change(&svc)?;
+            let revs = revisions_in(tx, project, Some(name))?;
+            let (traffic, public) = change(&svc, &revs)?;
             traffic
                 .validate()
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
@@ -562,7 +573,11 @@ impl Store {
     }
 
     /// Deletes a service and its revisions. Returns the deleted revisions' names.
-    pub fn delete_service(&self, project: &ProjectName, name: &ServiceName) -> Result<Vec<RevisionName>> {
+    pub fn delete_service(
+        &self,
+        project: &ProjectName,
+        name: &ServiceName,
+    ) -> Result<Vec<RevisionName>> {
         self.write(|tx| {
             let revs = revisions_in(tx, project, Some(name))?;
             let n = tx.execute(
@@ -578,13 +593,13 @@ impl Store {
         })
     }
 
-    /// Deletes one revision; `check` sees the service inside the transaction and may refuse (for example
-    /// while the revision serves traffic).
+    /// Deletes one revision; `check` sees the service, the revision and all the service's revisions inside
+    /// the transaction and may refuse (for example while the revision serves traffic).
     pub fn delete_revision(
         &self,
         project: &ProjectName,
         name: &RevisionName,
-        check: impl FnOnce(&ServiceRecord, &RevisionRecord) -> Result<()>,
+        check: impl FnOnce(&ServiceRecord, &RevisionRecord, &[RevisionRecord]) -> Result<()>,
     ) -> Result<RevisionRecord> {
         self.write(|tx| {
             let rev = revision_in(tx, project, name)?.ok_or_else(|| {
@@ -592,7 +607,8 @@ impl Store {
             })?;
             let svc = service_in(tx, project, &rev.service)?
                 .ok_or_else(|| StoreError::Corrupt("revision without service".into()))?;
-            check(&svc, &rev)?;
+            let revs = revisions_in(tx, project, Some(&rev.service))?;
+            check(&svc, &rev, &revs)?;
             tx.execute(
                 "DELETE FROM revisions WHERE project = ?1 AND name = ?2",
                 params![project.as_str(), name.as_str()],
@@ -617,7 +633,11 @@ impl Store {
     }
 
     /// One revision, if it exists.
-    pub fn revision(&self, project: &ProjectName, name: &RevisionName) -> Result<Option<RevisionRecord>> {
+    pub fn revision(
+        &self,
+        project: &ProjectName,
+        name: &RevisionName,
+    ) -> Result<Option<RevisionRecord>> {
         revision_in(&self.conn(), project, name)
     }
 
@@ -633,7 +653,8 @@ impl Store {
     /// Every revision of every project.
     pub fn all_revisions(&self) -> Result<Vec<RevisionRecord>> {
         let conn = self.conn();
-        let sql = format!("SELECT {REVISION_COLS} FROM revisions ORDER BY project, service, seq DESC");
+        let sql =
+            format!("SELECT {REVISION_COLS} FROM revisions ORDER BY project, service, seq DESC");
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map([], RawRevision::from_row)?;
         rows.map(|r| r?.decode()).collect()
@@ -660,10 +681,14 @@ fn service_in(
     name: &ServiceName,
 ) -> Result<Option<ServiceRecord>> {
     let sql = format!("SELECT {SERVICE_COLS} FROM services WHERE project = ?1 AND name = ?2");
-    conn.query_row(&sql, params![project.as_str(), name.as_str()], RawService::from_row)
-        .optional()?
-        .map(RawService::decode)
-        .transpose()
+    conn.query_row(
+        &sql,
+        params![project.as_str(), name.as_str()],
+        RawService::from_row,
+    )
+    .optional()?
+    .map(RawService::decode)
+    .transpose()
 }
 
 fn revision_in(
@@ -672,10 +697,14 @@ fn revision_in(
     name: &RevisionName,
 ) -> Result<Option<RevisionRecord>> {
     let sql = format!("SELECT {REVISION_COLS} FROM revisions WHERE project = ?1 AND name = ?2");
-    conn.query_row(&sql, params![project.as_str(), name.as_str()], RawRevision::from_row)
-        .optional()?
-        .map(RawRevision::decode)
-        .transpose()
+    conn.query_row(
+        &sql,
+        params![project.as_str(), name.as_str()],
+        RawRevision::from_row,
+    )
+    .optional()?
+    .map(RawRevision::decode)
+    .transpose()
 }
 
 fn revisions_in(

@@ -39,7 +39,13 @@ fn project_hash_is_stable_and_unique() {
 fn first_deploy_creates_service_and_numbered_revision() {
     let s = store();
     let (service, rev) = s
-        .create_revision(&p(), &svc("hello"), &template("a"), &NewRevision::default(), "xyz")
+        .create_revision(
+            &p(),
+            &svc("hello"),
+            &template("a"),
+            &NewRevision::default(),
+            "xyz",
+        )
         .unwrap();
     assert_eq!(rev.name.as_str(), "hello-00001-xyz");
     assert_eq!(rev.state, RevisionState::Deploying);
@@ -47,7 +53,13 @@ fn first_deploy_creates_service_and_numbered_revision() {
     assert_eq!(service.latest_created, Some(rev.name.clone()));
     assert_eq!(service.latest_ready, None);
     let (_, rev2) = s
-        .create_revision(&p(), &svc("hello"), &template("b"), &NewRevision::default(), "qqq")
+        .create_revision(
+            &p(),
+            &svc("hello"),
+            &template("b"),
+            &NewRevision::default(),
+            "qqq",
+        )
         .unwrap();
     assert_eq!(rev2.seq, 2);
     assert_eq!(rev2.name.as_str(), "hello-00002-qqq");
@@ -57,8 +69,12 @@ fn first_deploy_creates_service_and_numbered_revision() {
 fn ready_moves_latest_but_never_backwards() {
     let s = store();
     let wishes = NewRevision::default();
-    let (_, r1) = s.create_revision(&p(), &svc("a"), &template("1"), &wishes, "aaa").unwrap();
-    let (_, r2) = s.create_revision(&p(), &svc("a"), &template("2"), &wishes, "bbb").unwrap();
+    let (_, r1) = s
+        .create_revision(&p(), &svc("a"), &template("1"), &wishes, "aaa")
+        .unwrap();
+    let (_, r2) = s
+        .create_revision(&p(), &svc("a"), &template("2"), &wishes, "bbb")
+        .unwrap();
     let after2 = s.mark_ready(&p(), &r2.name).unwrap();
     assert_eq!(after2.latest_ready, Some(r2.name.clone()));
     // r1 finishing later must not take LATEST back.
@@ -70,9 +86,13 @@ fn ready_moves_latest_but_never_backwards() {
 fn failed_revision_keeps_previous_serving() {
     let s = store();
     let w = NewRevision::default();
-    let (_, r1) = s.create_revision(&p(), &svc("a"), &template("1"), &w, "aaa").unwrap();
+    let (_, r1) = s
+        .create_revision(&p(), &svc("a"), &template("1"), &w, "aaa")
+        .unwrap();
     s.mark_ready(&p(), &r1.name).unwrap();
-    let (_, r2) = s.create_revision(&p(), &svc("a"), &template("2"), &w, "bbb").unwrap();
+    let (_, r2) = s
+        .create_revision(&p(), &svc("a"), &template("2"), &w, "bbb")
+        .unwrap();
     s.mark_failed(&p(), &r2.name, "exited with status 1", &["boom".into()])
         .unwrap();
     let service = s.service(&p(), &svc("a")).unwrap().unwrap();
@@ -86,7 +106,13 @@ fn failed_revision_keeps_previous_serving() {
 fn no_traffic_pins_latest_and_tag_lands_when_ready() {
     let s = store();
     let (_, r1) = s
-        .create_revision(&p(), &svc("a"), &template("1"), &NewRevision::default(), "aaa")
+        .create_revision(
+            &p(),
+            &svc("a"),
+            &template("1"),
+            &NewRevision::default(),
+            "aaa",
+        )
         .unwrap();
     s.mark_ready(&p(), &r1.name).unwrap();
     let wishes = NewRevision {
@@ -122,7 +148,13 @@ fn interrupted_deploys_fail_on_restart() {
         let s = Store::open(&path).unwrap();
         s.ensure_project(&p(), || "abc123".into()).unwrap();
         let (_, r) = s
-            .create_revision(&p(), &svc("a"), &template("1"), &NewRevision::default(), "aaa")
+            .create_revision(
+                &p(),
+                &svc("a"),
+                &template("1"),
+                &NewRevision::default(),
+                "aaa",
+            )
             .unwrap();
         r.name
     };
@@ -138,16 +170,23 @@ fn interrupted_deploys_fail_on_restart() {
 fn delete_revision_respects_check_and_resets_latest() {
     let s = store();
     let w = NewRevision::default();
-    let (_, r1) = s.create_revision(&p(), &svc("a"), &template("1"), &w, "aaa").unwrap();
+    let (_, r1) = s
+        .create_revision(&p(), &svc("a"), &template("1"), &w, "aaa")
+        .unwrap();
     s.mark_ready(&p(), &r1.name).unwrap();
-    let (_, r2) = s.create_revision(&p(), &svc("a"), &template("2"), &w, "bbb").unwrap();
+    let (_, r2) = s
+        .create_revision(&p(), &svc("a"), &template("2"), &w, "bbb")
+        .unwrap();
     s.mark_ready(&p(), &r2.name).unwrap();
-    let refused = s.delete_revision(&p(), &r2.name, |_, _| {
+    let refused = s.delete_revision(&p(), &r2.name, |_, _, _| {
         Err(StoreError::Conflict("serving".into()))
     });
     assert!(matches!(refused, Err(StoreError::Conflict(_))));
-    assert!(s.revision(&p(), &r2.name).unwrap().is_some(), "refusal rolls back");
-    s.delete_revision(&p(), &r2.name, |_, _| Ok(())).unwrap();
+    assert!(
+        s.revision(&p(), &r2.name).unwrap().is_some(),
+        "refusal rolls back"
+    );
+    s.delete_revision(&p(), &r2.name, |_, _, _| Ok(())).unwrap();
     let service = s.service(&p(), &svc("a")).unwrap().unwrap();
     assert_eq!(service.latest_ready, Some(r1.name));
 }
@@ -156,7 +195,13 @@ fn delete_revision_respects_check_and_resets_latest() {
 fn delete_service_cascades() {
     let s = store();
     let (_, r) = s
-        .create_revision(&p(), &svc("a"), &template("1"), &NewRevision::default(), "aaa")
+        .create_revision(
+            &p(),
+            &svc("a"),
+            &template("1"),
+            &NewRevision::default(),
+            "aaa",
+        )
         .unwrap();
     let gone = s.delete_service(&p(), &svc("a")).unwrap();
     assert_eq!(gone, vec![r.name.clone()]);
@@ -170,16 +215,25 @@ fn delete_service_cascades() {
 #[test]
 fn update_service_validates_inside_transaction() {
     let s = store();
-    s.create_revision(&p(), &svc("a"), &template("1"), &NewRevision::default(), "aaa")
-        .unwrap();
-    let bad = s.update_service(&p(), &svc("a"), |cur| {
+    s.create_revision(
+        &p(),
+        &svc("a"),
+        &template("1"),
+        &NewRevision::default(),
+        "aaa",
+    )
+    .unwrap();
+    let bad = s.update_service(&p(), &svc("a"), |cur, _| {
         let mut t = cur.traffic.clone();
         t.0[0].percent = 10;
         Ok((t, true))
     });
     assert!(matches!(bad, Err(StoreError::Invalid(_))));
     let still = s.service(&p(), &svc("a")).unwrap().unwrap();
-    assert!(!still.public, "a refused change leaves everything as it was");
+    assert!(
+        !still.public,
+        "a refused change leaves everything as it was"
+    );
 }
 
 #[test]

@@ -366,7 +366,10 @@ impl DomainCert {
 
     /// When the current certificate expires (issued leaves only).
     pub fn not_after(&self) -> Option<SystemTime> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).not_after
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .not_after
     }
 
     /// Renews an issued leaf that expires within [`LEAF_RENEW_BEFORE`] of `now`, or reloads user files
@@ -404,7 +407,8 @@ impl DomainCert {
                     {
                         let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
                         if not_after > now + LEAF_RENEW_BEFORE
-                            && let Ok(ck) = certified_key_from_pem(&chain, &keypem, &crt_path, &key_path)
+                            && let Ok(ck) =
+                                certified_key_from_pem(&chain, &keypem, &crt_path, &key_path)
                         {
                             let ck = Arc::new(ck);
                             self.resolver.set(&self.names(), ck.clone());

@@ -44,10 +44,11 @@ fn handshake(
         let mut buf = [0u8; 5];
         tls.read_exact(&mut buf).map_err(|e| e.to_string())?;
         assert_eq!(&buf, b"world");
-        let cert = tls.conn.peer_certificates().unwrap()[0].clone().into_owned();
+        let cert = tls.conn.peer_certificates().unwrap()[0]
+            .clone()
+            .into_owned();
         Ok((cert, tls.conn.alpn_protocol().map(|a| a.to_vec())))
     })();
-    drop(tls);
     drop(sock);
     let _ = srv.join();
     result
@@ -107,7 +108,10 @@ fn other_names_and_untrusting_clients_fail() {
         "a.b.pier.localhost",
     )
     .unwrap_err();
-    assert!(err.contains("NotValidForName") || err.contains("not valid"), "{err}");
+    assert!(
+        err.contains("NotValidForName") || err.contains("not valid"),
+        "{err}"
+    );
     let other = tempfile::tempdir().unwrap();
     let other_ca = LocalCa::load_or_create(other.path(), "someone else").unwrap();
     let err = handshake(
@@ -116,7 +120,10 @@ fn other_names_and_untrusting_clients_fail() {
         "a.pier.localhost",
     )
     .unwrap_err();
-    assert!(err.contains("UnknownIssuer") || err.contains("invalid peer certificate"), "{err}");
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("invalid peer certificate"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -152,7 +159,10 @@ fn leaf_is_rotated_before_expiry() {
     let (_dir, ca, resolver, dc) = setup();
     let before = resolver.lookup(Some("x.pier.localhost")).unwrap();
     let not_after = dc.not_after().unwrap();
-    assert!(!dc.refresh(&ca, SystemTime::now(), false).unwrap(), "fresh leaf stays");
+    assert!(
+        !dc.refresh(&ca, SystemTime::now(), false).unwrap(),
+        "fresh leaf stays"
+    );
     // 61 days on, fewer than 30 remain: a new leaf replaces it.
     let later = SystemTime::now() + Duration::from_secs(61 * 24 * 3600);
     assert!(dc.refresh(&ca, later, false).unwrap());
@@ -205,5 +215,8 @@ fn user_supplied_certificate_serves_its_domain() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("user.key") && err.contains("private key"), "{err}");
+    assert!(
+        err.contains("user.key") && err.contains("private key"),
+        "{err}"
+    );
 }

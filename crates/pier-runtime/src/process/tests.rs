@@ -1,8 +1,8 @@
 //! Process runtime tests with real processes, signals and sockets.
 
 use super::*;
-use crate::probe::{ProbeFailure, wait_ready};
 use crate::logs::LogQuery;
+use crate::probe::{ProbeFailure, wait_ready};
 use pier_model::{ProjectName, RevisionTemplate};
 
 struct Fixture {
@@ -72,7 +72,11 @@ async fn group_becomes(pgid: i32, f: impl Fn(usize) -> bool) -> bool {
 
 fn pid_of(logs: &LogStore) -> i32 {
     let lines = logs
-        .read(&ProjectName::default(), &"svc".parse().unwrap(), &LogQuery::default())
+        .read(
+            &ProjectName::default(),
+            &"svc".parse().unwrap(),
+            &LogQuery::default(),
+        )
         .unwrap();
     let started = lines
         .iter()
@@ -89,7 +93,11 @@ fn pid_of(logs: &LogStore) -> i32 {
 async fn wait_log(logs: &LogStore, needle: &str) -> Vec<String> {
     for _ in 0..200 {
         let lines: Vec<String> = logs
-            .read(&ProjectName::default(), &"svc".parse().unwrap(), &LogQuery::default())
+            .read(
+                &ProjectName::default(),
+                &"svc".parse().unwrap(),
+                &LogQuery::default(),
+            )
             .unwrap()
             .into_iter()
             .map(|e| e.message)
@@ -105,11 +113,10 @@ async fn wait_log(logs: &LogStore, needle: &str) -> Vec<String> {
 #[tokio::test]
 async fn serves_on_port_and_becomes_ready() {
     let f = fixture();
-    let inst = f
-        .rt
-        .start(sh(1, "exec python3 -m http.server $PORT --bind 127.0.0.1"))
-        .await
-        .unwrap();
+    let inst =
+        f.rt.start(sh(1, "exec python3 -m http.server $PORT --bind 127.0.0.1"))
+            .await
+            .unwrap();
     let took = wait_ready(inst.endpoint(), inst.exit_watch(), Duration::from_secs(20))
         .await
         .unwrap();
@@ -140,11 +147,10 @@ async fn environment_is_clean_with_reserved_variables() {
 #[tokio::test]
 async fn an_instance_that_exits_fails_the_probe_with_its_logs() {
     let f = fixture();
-    let inst = f
-        .rt
-        .start(sh(1, "echo 'cannot bind: config missing' >&2; exit 3"))
-        .await
-        .unwrap();
+    let inst =
+        f.rt.start(sh(1, "echo 'cannot bind: config missing' >&2; exit 3"))
+            .await
+            .unwrap();
     let err = wait_ready(inst.endpoint(), inst.exit_watch(), Duration::from_secs(20))
         .await
         .unwrap_err();
@@ -152,16 +158,24 @@ async fn an_instance_that_exits_fails_the_probe_with_its_logs() {
     assert!(err.to_string().contains("exited with status 3"));
     // The pump may lag the exit by a moment.
     wait_log(&f.logs, "config missing").await;
-    assert!(inst.log_tail(5).iter().any(|l| l.contains("config missing")));
+    assert!(
+        inst.log_tail(5)
+            .iter()
+            .any(|l| l.contains("config missing"))
+    );
 }
 
 #[tokio::test]
 async fn an_instance_that_never_listens_times_out() {
     let f = fixture();
     let inst = f.rt.start(sh(1, "sleep 30")).await.unwrap();
-    let err = wait_ready(inst.endpoint(), inst.exit_watch(), Duration::from_millis(300))
-        .await
-        .unwrap_err();
+    let err = wait_ready(
+        inst.endpoint(),
+        inst.exit_watch(),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ProbeFailure::Timeout(_)));
     assert!(err.to_string().contains("0.0.0.0:$PORT"));
     inst.stop(Duration::from_secs(1)).await;
@@ -170,33 +184,30 @@ async fn an_instance_that_never_listens_times_out() {
 #[tokio::test]
 async fn missing_commands_are_named() {
     let f = fixture();
-    let err = f
-        .rt
-        .start(spec(1, vec!["/nonexistent/app"]))
-        .await
-        .err()
-        .unwrap();
+    let err =
+        f.rt.start(spec(1, vec!["/nonexistent/app"]))
+            .await
+            .err()
+            .unwrap();
     assert!(matches!(err, RuntimeError::CommandNotFound { .. }));
     assert!(err.to_string().contains("/nonexistent/app"));
     let plain = f._dir.path().join("not-executable");
     fs::write(&plain, "data").unwrap();
-    let err = f
-        .rt
-        .start(spec(2, vec![plain.to_str().unwrap()]))
-        .await
-        .err()
-        .unwrap();
+    let err =
+        f.rt.start(spec(2, vec![plain.to_str().unwrap()]))
+            .await
+            .err()
+            .unwrap();
     assert!(err.to_string().contains("cannot be run"), "{err}");
 }
 
 #[tokio::test]
 async fn stop_kills_the_whole_group() {
     let f = fixture();
-    let inst = f
-        .rt
-        .start(sh(1, "sleep 1000 & sleep 1000 & echo started; wait"))
-        .await
-        .unwrap();
+    let inst =
+        f.rt.start(sh(1, "sleep 1000 & sleep 1000 & echo started; wait"))
+            .await
+            .unwrap();
     wait_log(&f.logs, "started").await;
     let pid = pid_of(&f.logs);
     assert!(group_becomes(pid, |n| n >= 3).await, "sh and two sleeps");
@@ -207,9 +218,11 @@ async fn stop_kills_the_whole_group() {
 #[tokio::test]
 async fn sigterm_ignorers_get_sigkill_after_grace() {
     let f = fixture();
-    let inst = f
-        .rt
-        .start(sh(1, "trap '' TERM; echo trapped; while :; do sleep 0.05; done"))
+    let inst =
+        f.rt.start(sh(
+            1,
+            "trap '' TERM; echo trapped; while :; do sleep 0.05; done",
+        ))
         .await
         .unwrap();
     wait_log(&f.logs, "trapped").await;
@@ -224,11 +237,10 @@ async fn sigterm_ignorers_get_sigkill_after_grace() {
 #[tokio::test]
 async fn leader_exit_takes_its_group_along() {
     let f = fixture();
-    let inst = f
-        .rt
-        .start(sh(1, "sleep 1000 & echo bg; sleep 0.2; exit 7"))
-        .await
-        .unwrap();
+    let inst =
+        f.rt.start(sh(1, "sleep 1000 & echo bg; sleep 0.2; exit 7"))
+            .await
+            .unwrap();
     wait_log(&f.logs, "bg").await;
     let pid = pid_of(&f.logs);
     let mut exit = inst.exit_watch();
@@ -240,14 +252,17 @@ async fn leader_exit_takes_its_group_along() {
 #[tokio::test]
 async fn leftovers_of_a_killed_server_are_cleaned_at_next_start() {
     let f = fixture();
-    let inst = f
-        .rt
-        .start(sh(1, "sleep 1000 & echo up; wait"))
-        .await
-        .unwrap();
+    let inst =
+        f.rt.start(sh(1, "sleep 1000 & echo up; wait"))
+            .await
+            .unwrap();
     wait_log(&f.logs, "up").await;
     let pid = pid_of(&f.logs);
-    assert_eq!(fs::read_dir(&f.run_dir).unwrap().count(), 1, "state recorded");
+    assert_eq!(
+        fs::read_dir(&f.run_dir).unwrap().count(),
+        1,
+        "state recorded"
+    );
     // A new server (same run dir) finds and kills them.
     let rt2 = ProcessRuntime::new(f.logs.clone(), &f.run_dir).unwrap();
     assert_eq!(rt2.cleanup_leftovers().await.unwrap(), 1);
@@ -264,6 +279,16 @@ async fn args_expand_and_run_without_a_shell() {
     let _inst = f.rt.start(s).await.unwrap();
     let lines = wait_log(&f.logs, "port=").await;
     let line = lines.iter().find(|l| l.starts_with("port=")).unwrap();
-    assert!(line.parse::<String>().unwrap().ends_with(" $HOME"), "no shell expansion: {line}");
-    assert!(line["port=".len()..].split(' ').next().unwrap().parse::<u16>().is_ok());
+    assert!(
+        line.parse::<String>().unwrap().ends_with(" $HOME"),
+        "no shell expansion: {line}"
+    );
+    assert!(
+        line["port=".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse::<u16>()
+            .is_ok()
+    );
 }

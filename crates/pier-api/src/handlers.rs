@@ -1,0 +1,287 @@
+//! The `/v1` handlers. Each is a thin translation between HTTP and the control plane.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use pier_model::api::{
+    DeployRequest, LogEntry, RevisionView, ServerInfo, ServiceView, UpdateServiceRequest,
+    UpdateTrafficRequest,
+};
+use pier_model::{RevisionName, ServiceName};
+use pier_runtime::logs::LogQuery;
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ProjectPath, RevisionPath, ServicePath};
+
+/// Longest a client may ask `?wait=` to hold a revision request.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/info", get(info))
+        .route("/v1/projects/{project}/services", get(list_services))
+        .route(
+            "/v1/projects/{project}/services/{service}",
+            get(get_service)
+                .delete(delete_service)
+                .patch(update_service),
+        )
+        .route(
+            "/v1/projects/{project}/services/{service}/revisions",
+            post(deploy),
+        )
+        .route(
+            "/v1/projects/{project}/services/{service}/traffic",
+            post(update_traffic),
+        )
+        .route("/v1/projects/{project}/services/{service}/logs", get(logs))
+        .route("/v1/projects/{project}/revisions", get(list_revisions))
+        .route(
+            "/v1/projects/{project}/revisions/{revision}",
+            get(get_revision).delete(delete_revision),
+        )
+}
+
+/// Server version, domain, ports and CA path.
+#[utoipa::path(get, path = "/v1/info", tag = "server",
+    responses((status = 200, body = ServerInfo)))]
+pub(crate) async fn info(State(s): State<AppState>) -> axum::Json<ServerInfo> {
+    axum::Json(ServerInfo::clone(&s.info))
+}
+
+/// Lists a project's services.
+#[utoipa::path(get, path = "/v1/projects/{project}/services", tag = "services",
+    params(("project" = String, Path, description = "project name")),
+    responses((status = 200, body = Vec<ServiceView>), (status = 400, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn list_services(
+    State(s): State<AppState>,
+    ProjectPath(project): ProjectPath,
+) -> Result<axum::Json<Vec<ServiceView>>, ApiError> {
+    Ok(axum::Json(s.platform.list_services(&project).await?))
+}
+
+/// Describes a service.
+#[utoipa::path(get, path = "/v1/projects/{project}/services/{service}", tag = "services",
+    params(("project" = String, Path), ("service" = String, Path)),
+    responses((status = 200, body = ServiceView), (status = 404, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn get_service(
+    State(s): State<AppState>,
+    ServicePath(project, service): ServicePath,
+) -> Result<axum::Json<ServiceView>, ApiError> {
+    Ok(axum::Json(
+        s.platform.get_service(&project, &service).await?,
+    ))
+}
+
+/// Deletes a service, its revisions and logs.
+#[utoipa::path(delete, path = "/v1/projects/{project}/services/{service}", tag = "services",
+    params(("project" = String, Path), ("service" = String, Path)),
+    responses((status = 204), (status = 404, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn delete_service(
+    State(s): State<AppState>,
+    ServicePath(project, service): ServicePath,
+) -> Result<StatusCode, ApiError> {
+    s.platform.delete_service(&project, &service).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Changes service settings that need no new revision.
+#[utoipa::path(patch, path = "/v1/projects/{project}/services/{service}", tag = "services",
+    params(("project" = String, Path), ("service" = String, Path)),
+    request_body = UpdateServiceRequest,
+    responses((status = 200, body = ServiceView), (status = 404, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn update_service(
+    State(s): State<AppState>,
+    ServicePath(project, service): ServicePath,
+    ApiJson(req): ApiJson<UpdateServiceRequest>,
+) -> Result<axum::Json<ServiceView>, ApiError> {
+    Ok(axum::Json(
+        s.platform.update_service(&project, &service, req).await?,
+    ))
+}
+
+/// Deploys a new revision (creating the service on first deploy). Answers at once with the revision in
+/// state DEPLOYING; `GET .../revisions/{revision}?wait=N` waits for the outcome.
+#[utoipa::path(post, path = "/v1/projects/{project}/services/{service}/revisions", tag = "services",
+    params(("project" = String, Path), ("service" = String, Path)),
+    request_body = DeployRequest,
+    responses((status = 202, body = RevisionView), (status = 400, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn deploy(
+    State(s): State<AppState>,
+    ServicePath(project, service): ServicePath,
+    ApiJson(req): ApiJson<DeployRequest>,
+) -> Result<(StatusCode, axum::Json<RevisionView>), ApiError> {
+    let rev = s.platform.deploy(&project, &service, req).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(rev)))
+}
+
+/// Changes traffic and tags.
+#[utoipa::path(post, path = "/v1/projects/{project}/services/{service}/traffic", tag = "services",
+    params(("project" = String, Path), ("service" = String, Path)),
+    request_body = UpdateTrafficRequest,
+    responses((status = 200, body = ServiceView), (status = 400, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn update_traffic(
+    State(s): State<AppState>,
+    ServicePath(project, service): ServicePath,
+    ApiJson(req): ApiJson<UpdateTrafficRequest>,
+) -> Result<axum::Json<ServiceView>, ApiError> {
+    Ok(axum::Json(
+        s.platform.update_traffic(&project, &service, req).await?,
+    ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub(crate) struct LogParams {
+    /// Newest lines to return (default 100, at most 10000).
+    limit: Option<usize>,
+    /// Only this revision.
+    revision: Option<String>,
+    /// Only this instance.
+    instance: Option<String>,
+    /// Keep the response open and stream new lines (NDJSON).
+    #[serde(default)]
+    follow: bool,
+}
+
+/// A service's instance logs, oldest first; with `follow=true`, an NDJSON stream that stays open.
+#[utoipa::path(get, path = "/v1/projects/{project}/services/{service}/logs", tag = "services",
+    params(("project" = String, Path), ("service" = String, Path), LogParams),
+    responses((status = 200, body = Vec<LogEntry>), (status = 404, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn logs(
+    State(s): State<AppState>,
+    ServicePath(project, service): ServicePath,
+    Query(q): Query<LogParams>,
+) -> Result<Response, ApiError> {
+    let revision = q
+        .revision
+        .as_deref()
+        .map(str::parse::<RevisionName>)
+        .transpose()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let query = LogQuery {
+        revision: revision.clone(),
+        instance: q.instance.clone(),
+        limit: q.limit.unwrap_or(100).min(10_000),
+    };
+    let live = s.platform.log_store().subscribe();
+    let lines = s.platform.logs(&project, &service, query.clone()).await?;
+    if !q.follow {
+        return Ok(axum::Json(lines).into_response());
+    }
+    let first: String = lines
+        .iter()
+        .filter_map(|l| serde_json::to_string(l).ok())
+        .map(|l| l + "\n")
+        .collect();
+    let last_ts = lines
+        .last()
+        .map(|l| l.timestamp.clone())
+        .unwrap_or_default();
+    let filter = move |p: &pier_model::ProjectName, svc: &ServiceName, e: &LogEntry| {
+        *p == project
+            && *svc == service
+            && e.timestamp > last_ts
+            && revision.as_ref().is_none_or(|r| r.as_str() == e.revision)
+            && q.instance.as_ref().is_none_or(|i| *i == e.instance)
+    };
+    let stream = futures_util::stream::unfold(
+        (Some(first), live, filter),
+        |(first, mut live, filter)| async move {
+            if let Some(first) = first
+                && !first.is_empty()
+            {
+                return Some((Ok::<_, std::io::Error>(first), (None, live, filter)));
+            }
+            loop {
+                match live.recv().await {
+                    Ok(item) => {
+                        let (p, svc, e) = &*item;
+                        if filter(p, svc, e) {
+                            let line = serde_json::to_string(e).unwrap_or_default() + "\n";
+                            return Some((Ok(line), (None, live, filter)));
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return None,
+                }
+            }
+        },
+    );
+    Ok(Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub(crate) struct RevisionFilter {
+    /// Only this service's revisions.
+    service: Option<String>,
+}
+
+/// Lists revisions, newest first per service.
+#[utoipa::path(get, path = "/v1/projects/{project}/revisions", tag = "revisions",
+    params(("project" = String, Path), RevisionFilter),
+    responses((status = 200, body = Vec<RevisionView>), (status = 404, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn list_revisions(
+    State(s): State<AppState>,
+    ProjectPath(project): ProjectPath,
+    Query(f): Query<RevisionFilter>,
+) -> Result<axum::Json<Vec<RevisionView>>, ApiError> {
+    let service = f
+        .service
+        .as_deref()
+        .map(str::parse::<ServiceName>)
+        .transpose()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    Ok(axum::Json(
+        s.platform
+            .list_revisions(&project, service.as_ref())
+            .await?,
+    ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub(crate) struct WaitParams {
+    /// Seconds to wait for a deploying revision to become ready or fail (at most 300).
+    wait: Option<u64>,
+}
+
+/// Describes a revision; with `wait`, first waits while it is deploying.
+#[utoipa::path(get, path = "/v1/projects/{project}/revisions/{revision}", tag = "revisions",
+    params(("project" = String, Path), ("revision" = String, Path), WaitParams),
+    responses((status = 200, body = RevisionView), (status = 404, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn get_revision(
+    State(s): State<AppState>,
+    RevisionPath(project, revision): RevisionPath,
+    Query(w): Query<WaitParams>,
+) -> Result<axum::Json<RevisionView>, ApiError> {
+    let view = match w.wait {
+        Some(secs) if secs > 0 => {
+            s.platform
+                .wait_revision(&project, &revision, Duration::from_secs(secs).min(MAX_WAIT))
+                .await?
+        }
+        _ => s.platform.get_revision(&project, &revision).await?,
+    };
+    Ok(axum::Json(view))
+}
+
+/// Deletes a revision that serves no traffic.
+#[utoipa::path(delete, path = "/v1/projects/{project}/revisions/{revision}", tag = "revisions",
+    params(("project" = String, Path), ("revision" = String, Path)),
+    responses((status = 204), (status = 409, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn delete_revision(
+    State(s): State<AppState>,
+    RevisionPath(project, revision): RevisionPath,
+) -> Result<StatusCode, ApiError> {
+    s.platform.delete_revision(&project, &revision).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,52 @@
+//! The OpenAPI document, generated from the handlers' annotations and the model's types.
+
+use axum::response::IntoResponse;
+use utoipa::OpenApi;
+
+use crate::handlers;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Pier admin API",
+        description = "Deploy services, manage revisions and traffic, read logs. Every /v1 call needs `Authorization: Bearer <token>`."
+    ),
+    paths(
+        handlers::info,
+        handlers::list_services,
+        handlers::get_service,
+        handlers::delete_service,
+        handlers::update_service,
+        handlers::deploy,
+        handlers::update_traffic,
+        handlers::logs,
+        handlers::list_revisions,
+        handlers::get_revision,
+        handlers::delete_revision,
+    ),
+    components(schemas(pier_model::api::ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub(crate) struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// `GET /openapi.json`.
+pub(crate) async fn document() -> impl IntoResponse {
+    (
+        [("content-type", "application/json")],
+        ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
+    )
+}

@@ -1,0 +1,477 @@
+//! `pier deploy SERVICE`: a new revision from flags merged over the service's current template (as
+//! `gcloud run deploy` keeps what you do not change), then waits until it is ready and serving.
+
+use anyhow::{Result, anyhow, bail};
+use clap::Args;
+use pier_model::api::{DeployRequest, RevisionState, RevisionView};
+use pier_model::spec::validate_env_name;
+use pier_model::{EnvVar, ProjectName, RevisionTemplate, ServiceName, Tag};
+
+use crate::{Client, Ctx, output, parse_duration};
+
+/// Flags that shape a revision's template (shared by `deploy` and `services update`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TemplateFlags {
+    /// Container image to run (`REGISTRY/NAME:TAG`, `...@sha256:...`, or `oci-archive:PATH`).
+    #[arg(long)]
+    pub image: Option<String>,
+
+    /// Command to run. Alone it is a shell line run with `sh -c` (like a Procfile line); with --args it is
+    /// the program (or a comma-separated entrypoint list) run directly.
+    #[arg(long)]
+    pub command: Option<String>,
+
+    /// Arguments, comma-separated (`^:^a:b` uses `:` instead); `$(VAR)` expands environment variables.
+    #[arg(long)]
+    pub args: Option<String>,
+
+    /// An environment variable, `KEY=VALUE` (repeatable); added to or replacing the current ones.
+    #[arg(long = "env", alias = "update-env-vars", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Environment variables from a file of `KEY=VALUE` lines.
+    #[arg(long)]
+    pub env_file: Option<std::path::PathBuf>,
+
+    /// Replace all environment variables with this comma-separated `KEY=VALUE` list.
+    #[arg(long)]
+    pub set_env_vars: Option<String>,
+
+    /// Remove these environment variables (comma-separated names).
+    #[arg(long)]
+    pub remove_env_vars: Option<String>,
+
+    /// Remove every environment variable.
+    #[arg(long)]
+    pub clear_env_vars: bool,
+
+    /// Requests one instance serves at once (1 to 1000, default 80).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+
+    /// Instances kept warm while the revision serves traffic (default 0).
+    #[arg(long)]
+    pub min_instances: Option<u32>,
+
+    /// Most instances (default 100).
+    #[arg(long)]
+    pub max_instances: Option<u32>,
+
+    /// Request timeout: seconds or a duration such as 5m (default 300s, at most 3600s).
+    #[arg(long)]
+    pub timeout: Option<String>,
+
+    /// CPU limit (`1`, `0.5`, `500m`).
+    #[arg(long)]
+    pub cpu: Option<String>,
+
+    /// Memory limit (`512Mi`, `1Gi`).
+    #[arg(long)]
+    pub memory: Option<String>,
+
+    /// Port the container listens on (container images only).
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    /// Speak HTTP/2 cleartext (h2c) to instances.
+    #[arg(long, overrides_with = "no_use_http2")]
+    pub use_http2: bool,
+
+    /// Speak HTTP/1.1 to instances (the default).
+    #[arg(long)]
+    pub no_use_http2: bool,
+
+    /// Working directory of the command [default for host commands: the current directory].
+    #[arg(long)]
+    pub workdir: Option<std::path::PathBuf>,
+}
+
+/// Splits a gcloud-style list: commas, or the delimiter given as `^D^` at the start.
+pub fn split_list(s: &str) -> Vec<String> {
+    if let Some(rest) = s.strip_prefix('^')
+        && let Some(end) = rest.find('^')
+        && end > 0
+    {
+        let delim = &rest[..end];
+        return rest[end + 1..].split(delim).map(str::to_owned).collect();
+    }
+    if s.is_empty() {
+        return Vec::new();
+    }
+    s.split(',').map(str::to_owned).collect()
+}
+
+fn parse_env(item: &str) -> Result<EnvVar> {
+    let (k, v) = item
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--env {item:?} is not KEY=VALUE"))?;
+    validate_env_name(k).map_err(|e| anyhow!("{e}"))?;
+    Ok(EnvVar {
+        name: k.to_owned(),
+        value: v.to_owned(),
+    })
+}
+
+fn upsert(env: &mut Vec<EnvVar>, var: EnvVar) {
+    match env.iter_mut().find(|e| e.name == var.name) {
+        Some(e) => e.value = var.value,
+        None => env.push(var),
+    }
+}
+
+impl TemplateFlags {
+    /// Whether any template flag was given.
+    pub fn is_empty(&self) -> bool {
+        self.image.is_none()
+            && self.command.is_none()
+            && self.args.is_none()
+            && self.env.is_empty()
+            && self.env_file.is_none()
+            && self.set_env_vars.is_none()
+            && self.remove_env_vars.is_none()
+            && !self.clear_env_vars
+            && self.concurrency.is_none()
+            && self.min_instances.is_none()
+            && self.max_instances.is_none()
+            && self.timeout.is_none()
+            && self.cpu.is_none()
+            && self.memory.is_none()
+            && self.port.is_none()
+            && !self.use_http2
+            && !self.no_use_http2
+            && self.workdir.is_none()
+    }
+
+    /// Applies the flags over `base`.
+    pub fn apply(&self, mut t: RevisionTemplate) -> Result<RevisionTemplate> {
+        if let Some(image) = &self.image {
+            t.image = Some(image.clone());
+        }
+        match (&self.command, &self.args) {
+            (Some(cmd), None) => {
+                t.command = vec!["sh".into(), "-c".into(), cmd.clone()];
+                t.args.clear();
+            }
+            (Some(cmd), Some(args)) => {
+                t.command = split_list(cmd);
+                t.args = split_list(args);
+            }
+            (None, Some(args)) => t.args = split_list(args),
+            (None, None) => {}
+        }
+        if self.clear_env_vars {
+            t.env.clear();
+        }
+        if let Some(set) = &self.set_env_vars {
+            t.env = split_list(set)
+                .iter()
+                .map(|i| parse_env(i))
+                .collect::<Result<_>>()?;
+        }
+        if let Some(remove) = &self.remove_env_vars {
+            let names = split_list(remove);
+            t.env.retain(|e| !names.contains(&e.name));
+        }
+        if let Some(file) = &self.env_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| anyhow!("--env-file {}: {e}", file.display()))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let line = line.strip_prefix("export ").unwrap_or(line);
+                let mut var = parse_env(line)
+                    .map_err(|e| anyhow!("--env-file {} line {}: {e}", file.display(), n + 1))?;
+                if let Some(unquoted) = var
+                    .value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                {
+                    var.value = unquoted.to_owned();
+                }
+                upsert(&mut t.env, var);
+            }
+        }
+        for item in &self.env {
+            upsert(&mut t.env, parse_env(item)?);
+        }
+        if let Some(c) = self.concurrency {
+            t.container_concurrency = c;
+        }
+        if let Some(m) = self.min_instances {
+            t.min_instances = m;
+        }
+        if let Some(m) = self.max_instances {
+            t.max_instances = m;
+        }
+        if let Some(timeout) = &self.timeout {
+            let d = parse_duration(timeout).map_err(|e| anyhow!("--timeout {e}"))?;
+            if d.subsec_nanos() != 0 || d.as_secs() == 0 {
+                bail!("--timeout {timeout} must be a whole number of seconds, 1s to 3600s");
+            }
+            t.timeout_seconds = u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        }
+        if let Some(c) = &self.cpu {
+            t.cpu = Some(c.clone());
+        }
+        if let Some(m) = &self.memory {
+            t.memory = Some(m.clone());
+        }
+        if let Some(p) = self.port {
+            t.port = Some(p);
+        }
+        if self.use_http2 {
+            t.http2 = true;
+        }
+        if self.no_use_http2 {
+            t.http2 = false;
+        }
+        if let Some(w) = &self.workdir {
+            let abs = std::path::absolute(w).map_err(|e| anyhow!("--workdir: {e}"))?;
+            t.working_dir = Some(abs.display().to_string());
+        } else if self.command.is_some() && t.image.is_none() && t.working_dir.is_none() {
+            t.working_dir = std::env::current_dir()
+                .ok()
+                .map(|d| d.display().to_string());
+        }
+        t.validate().map_err(|e| anyhow!("{e}"))?;
+        Ok(t)
+    }
+}
+
+/// Arguments of `pier deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Service name (lowercase letters, digits, hyphens; at most 49).
+    pub service: String,
+
+    #[command(flatten)]
+    pub template: TemplateFlags,
+
+    /// Make the service public: anyone may invoke it.
+    #[arg(long, overrides_with = "no_allow_unauthenticated")]
+    pub allow_unauthenticated: bool,
+
+    /// Make the service private (the default for new services).
+    #[arg(long)]
+    pub no_allow_unauthenticated: bool,
+
+    /// Create the revision without moving traffic to it.
+    #[arg(long)]
+    pub no_traffic: bool,
+
+    /// Tag the new revision (it gets its own URL).
+    #[arg(long)]
+    pub tag: Option<String>,
+
+    /// Return once the revision is created, without waiting for it to be ready.
+    #[arg(long = "async")]
+    pub no_wait: bool,
+}
+
+/// Public/private wish from the two flags.
+pub fn public_wish(allow: bool, deny: bool) -> Option<bool> {
+    match (allow, deny) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
+}
+
+pub(crate) async fn run(ctx: &Ctx, args: DeployArgs) -> Result<()> {
+    let service: ServiceName = args.service.parse().map_err(|e| anyhow!("{e}"))?;
+    let tag = args
+        .tag
+        .as_deref()
+        .map(str::parse::<Tag>)
+        .transpose()
+        .map_err(|e| anyhow!("{e}"))?;
+    let existing = ctx.client.get_service(&ctx.project, &service).await?;
+    let base = existing
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .unwrap_or_default();
+    if existing.is_none() && args.template.command.is_none() && args.template.image.is_none() {
+        bail!(
+            "nothing to deploy: give --command (runs on the host) or --image (runs in a container)"
+        );
+    }
+    let template = args.template.apply(base)?;
+    let req = DeployRequest {
+        template,
+        allow_unauthenticated: public_wish(
+            args.allow_unauthenticated,
+            args.no_allow_unauthenticated,
+        ),
+        no_traffic: args.no_traffic,
+        tag,
+    };
+    deploy_and_wait(ctx, &service, &req, !args.no_wait).await
+}
+
+/// Deploys and (unless `wait` is false) waits for the outcome, printing progress like gcloud.
+pub async fn deploy_and_wait(
+    ctx: &Ctx,
+    service: &ServiceName,
+    req: &DeployRequest,
+    wait: bool,
+) -> Result<()> {
+    eprintln!("Deploying {service} in project {}...", ctx.project);
+    let rev = ctx.client.deploy(&ctx.project, service, req).await?;
+    eprintln!("  Creating revision {}...", rev.name);
+    if !wait {
+        if !output::structured(ctx.format, &rev)? {
+            println!("Revision {} is deploying.", rev.name);
+        }
+        return Ok(());
+    }
+    let rev = wait_ready(&ctx.client, &ctx.project, &rev).await?;
+    eprintln!("  Routing traffic...");
+    let svc = ctx
+        .client
+        .get_service(&ctx.project, service)
+        .await?
+        .ok_or_else(|| anyhow!("service {service} vanished during the deploy"))?;
+    eprintln!("Done.");
+    if output::structured(ctx.format, &svc)? {
+        return Ok(());
+    }
+    let percent: u32 = svc
+        .traffic
+        .iter()
+        .filter(|t| t.revision_name.as_ref() == Some(&rev.name))
+        .map(|t| u32::from(t.percent))
+        .sum();
+    eprintln!(
+        "Service [{service}] revision [{}] has been deployed and is serving {percent} percent of traffic.",
+        rev.name
+    );
+    for t in &svc.traffic {
+        if t.revision_name.as_ref() == Some(&rev.name)
+            && let (Some(tag), Some(url)) = (&t.tag, &t.url)
+        {
+            println!("Tag URL ({tag}): {url}");
+        }
+    }
+    println!("Service URL: {}", svc.url);
+    Ok(())
+}
+
+/// Waits until a revision is ready; a failure becomes an error with its reason and last log lines.
+pub async fn wait_ready(
+    client: &Client,
+    project: &ProjectName,
+    rev: &RevisionView,
+) -> Result<RevisionView> {
+    let mut r = rev.clone();
+    while r.state == RevisionState::Deploying {
+        r = client.get_revision(project, &rev.name, 60).await?;
+    }
+    if r.state == RevisionState::Failed {
+        let mut msg = format!(
+            "revision {} failed: {}",
+            r.name,
+            r.message.as_deref().unwrap_or("unknown reason")
+        );
+        if !r.log_tail.is_empty() {
+            msg.push_str("\n  last log lines:");
+            for l in &r.log_tail {
+                msg.push_str("\n    ");
+                msg.push_str(l);
+            }
+        }
+        msg.push_str("\n  traffic did not move: the previous revision (if any) keeps serving");
+        bail!(msg);
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_split_like_gcloud() {
+        assert_eq!(split_list("a,b"), vec!["a", "b"]);
+        assert_eq!(split_list("^:^a,b:c"), vec!["a,b", "c"]);
+        assert!(split_list("").is_empty());
+    }
+
+    #[test]
+    fn flags_merge_over_the_current_template() {
+        let base = RevisionTemplate {
+            command: vec!["sh".into(), "-c".into(), "old".into()],
+            env: vec![EnvVar {
+                name: "A".into(),
+                value: "1".into(),
+            }],
+            container_concurrency: 10,
+            working_dir: Some("/srv".into()),
+            ..Default::default()
+        };
+        let flags = TemplateFlags {
+            env: vec!["B=2".into(), "A=3".into()],
+            timeout: Some("5m".into()),
+            ..Default::default()
+        };
+        let t = flags.apply(base).unwrap();
+        assert_eq!(t.command[2], "old", "untouched flags keep their values");
+        assert_eq!(t.container_concurrency, 10);
+        assert_eq!(t.env_value("A"), Some("3"));
+        assert_eq!(t.env_value("B"), Some("2"));
+        assert_eq!(t.timeout_seconds, 300);
+        let flags = TemplateFlags {
+            command: Some("/bin/app".into()),
+            args: Some("--port=$(PORT),-v".into()),
+            remove_env_vars: Some("A".into()),
+            ..Default::default()
+        };
+        let t = flags.apply(t).unwrap();
+        assert_eq!(t.command, vec!["/bin/app"]);
+        assert_eq!(t.args, vec!["--port=$(PORT)", "-v"]);
+        assert_eq!(t.env_value("A"), None);
+    }
+
+    #[test]
+    fn bad_flags_say_which() {
+        let cases = [
+            (
+                TemplateFlags {
+                    env: vec!["NOEQUALS".into()],
+                    ..Default::default()
+                },
+                "KEY=VALUE",
+            ),
+            (
+                TemplateFlags {
+                    env: vec!["PORT=1".into()],
+                    ..Default::default()
+                },
+                "reserved",
+            ),
+            (
+                TemplateFlags {
+                    timeout: Some("1.5s".into()),
+                    ..Default::default()
+                },
+                "whole number",
+            ),
+            (
+                TemplateFlags {
+                    concurrency: Some(0),
+                    ..Default::default()
+                },
+                "--concurrency",
+            ),
+        ];
+        let base = RevisionTemplate {
+            command: vec!["x".into()],
+            ..Default::default()
+        };
+        for (flags, want) in cases {
+            let err = flags.apply(base.clone()).unwrap_err().to_string();
+            assert!(err.contains(want), "{err} should mention {want}");
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Printing results: aligned tables and descriptions for people, JSON or YAML for programs.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::Format;
+
+/// Prints `value` as JSON or YAML when asked; returns false for text (the caller prints text itself).
+pub fn structured<T: Serialize>(format: Format, value: &T) -> Result<bool> {
+    match format {
+        Format::Json => {
+            println!("{}", serde_json::to_string_pretty(value)?);
+            Ok(true)
+        }
+        Format::Yaml => {
+            let json = serde_json::to_value(value)?;
+            print!("{}", yaml_serde::to_string(&json)?);
+            Ok(true)
+        }
+        Format::Text => Ok(false),
+    }
+}
+
+/// Prints a failed command's error: the reason on the first line, any detail indented below.
+pub fn error(e: &anyhow::Error) {
+    eprintln!("ERROR: {e:#}");
+}
+
+/// Prints the URLs `pier up` deployed.
+pub fn service_urls(urls: &[(pier_model::ServiceName, String)]) {
+    for (name, url) in urls {
+        println!("Service [{name}] URL: {url}");
+    }
+}
+
+/// An aligned table with a header row.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tables_align() {
+        let t = super::table(&["A", "LONGER"], &[vec!["xx".into(), "y".into()]]);
+        assert_eq!(t, "A   LONGER\nxx  y\n");
+    }
+}

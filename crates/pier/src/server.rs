@@ -1,0 +1,323 @@
+//! Wires the parts into a running server: data dir, store, certificates, runtime, activator, gateway,
+//! control plane and admin API; then handles signals and shuts down in order (stop accepting, let requests
+//! in flight finish, stop instances).
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, anyhow, bail};
+use pier_activator::{Activator, ActivatorConfig};
+use pier_api::{AdminToken, AppState};
+use pier_cli::ServerArgs;
+use pier_cli::config::{CliConfig, config_path, default_data_dir};
+use pier_control::Platform;
+use pier_gateway::{Gateway, GatewayConfig};
+use pier_model::UrlScheme;
+use pier_model::api::ServerInfo;
+use pier_runtime::Runtime;
+use pier_runtime::logs::LogStore;
+use pier_runtime::process::ProcessRuntime;
+use pier_store::Store;
+use pier_tls::{CertSource, DomainCert, LocalCa, SniResolver};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| anyhow!("no randomness from the OS: {e}"))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Reads the admin token, creating it (0600) on first start.
+fn admin_token(path: &Path) -> Result<String> {
+    if let Ok(t) = std::fs::read_to_string(path) {
+        let t = t.trim().to_owned();
+        if t.len() >= 32 {
+            return Ok(t);
+        }
+    }
+    let token = random_hex(32)?;
+    pier_tls::write_private(path, token.as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}
+
+async fn bind(addr: SocketAddr, what: &str, flag: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow!("cannot listen on {addr} for {what}: the address is in use; stop the other server or choose another port with {flag}")
+        } else {
+            anyhow!("cannot listen on {addr} for {what}: {e} (choose another with {flag})")
+        }
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PIER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the server until SIGTERM or Ctrl-C; with `up`, also deploys the manifests at that path.
+pub fn run(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
+    init_tracing();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.workers {
+        if n == 0 {
+            bail!("--workers must be at least 1");
+        }
+        rt.worker_threads(n);
+    }
+    let rt = rt.build().context("starting the async runtime")?;
+    rt.block_on(serve(args, up))
+}
+
+async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
+    if !args.api_addr.ip().is_loopback() {
+        bail!(
+            "--api-addr {} is not a loopback address: the admin API listens on loopback only",
+            args.api_addr
+        );
+    }
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&data_dir)?;
+
+    let store = Arc::new(
+        Store::open(&data_dir.join("pier.db"))
+            .with_context(|| format!("opening {}", data_dir.join("pier.db").display()))?,
+    );
+    let installation = store.meta_or_insert("installation", || {
+        random_hex(16).unwrap_or_else(|_| "0".repeat(32))
+    })?;
+    let token = admin_token(&data_dir.join("admin-token"))?;
+
+    // Certificates.
+    let ca = LocalCa::load_or_create(
+        &data_dir,
+        &format!(
+            "Pier local CA {}",
+            &installation[..8.min(installation.len())]
+        ),
+    )?;
+    let resolver = Arc::new(SniResolver::default());
+    let source = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => CertSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => CertSource::LocalCa,
+    };
+    let domain_cert = Arc::new(DomainCert::install(
+        &args.domain,
+        source,
+        &data_dir.join("tls"),
+        &ca,
+        resolver.clone(),
+    )?);
+    let tls = Arc::new(pier_tls::server_config(resolver)?);
+
+    // Listeners first, so a busy port fails before anything starts.
+    let https = bind(
+        SocketAddr::new(args.listen, args.https_port),
+        "HTTPS",
+        "--https-port",
+    )
+    .await?;
+    let http = bind(
+        SocketAddr::new(args.listen, args.http_port),
+        "HTTP",
+        "--http-port",
+    )
+    .await?;
+    let api = bind(args.api_addr, "the admin API", "--api-addr").await?;
+    let https_port = https.local_addr()?.port();
+    let http_port = http.local_addr()?.port();
+    let api_addr = api.local_addr()?;
+
+    // Instances.
+    let logs = Arc::new(LogStore::new(&data_dir.join("logs")));
+    let process = Arc::new(ProcessRuntime::new(logs.clone(), &data_dir.join("run"))?);
+    let leftovers = process.cleanup_leftovers().await?;
+    if leftovers > 0 {
+        tracing::info!(
+            count = leftovers,
+            "cleaned up instances left by a previous server"
+        );
+    }
+    let activator = Activator::new(
+        ActivatorConfig {
+            stable_window: args.stable_window,
+            panic_window: args.panic_window,
+            scale_to_zero_grace: args.scale_to_zero_grace,
+            pending_timeout: args.pending_timeout,
+            startup_timeout: args.startup_timeout,
+            ..ActivatorConfig::default()
+        },
+        Arc::new(process),
+    );
+    let gateway = Gateway::new(GatewayConfig {
+        public_https_port: https_port,
+        max_request_body: args.max_request_body,
+        ..GatewayConfig::default()
+    });
+    let scheme = UrlScheme::new(&args.domain, https_port);
+    let platform = Platform::new(store, activator, gateway.clone(), logs, scheme);
+    platform.recover().await?;
+
+    // Serve.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let https_task = tokio::spawn(gateway.clone().serve_https(https, tls, stop_rx.clone()));
+    let http_task = tokio::spawn(gateway.clone().serve_http(
+        http,
+        args.http_serve,
+        stop_rx.clone(),
+    ));
+    let ca_path = ca.cert_path().display().to_string();
+    let info = ServerInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        domain: args.domain.clone(),
+        https_port,
+        http_port,
+        ca_path: ca_path.clone(),
+    };
+    let state = AppState {
+        platform: platform.clone(),
+        auth: Arc::new(AdminToken::new(token.clone())),
+        info: Arc::new(info),
+    };
+    let mut api_stop = stop_rx.clone();
+    let api_task = tokio::spawn(async move {
+        let _ = axum::serve(api, pier_api::router(state))
+            .with_graceful_shutdown(async move {
+                let _ = api_stop.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+
+    // Tell the CLI where we are.
+    let api_url = format!("http://{api_addr}");
+    write_file(&data_dir.join("api-url"), &api_url)?;
+    let cli_config = CliConfig {
+        api_url: api_url.clone(),
+        token_file: data_dir.join("admin-token"),
+        data_dir: data_dir.clone(),
+        project: None,
+    };
+    match CliConfig::adopt(&config_path(), &cli_config) {
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not write the CLI config: {e:#}"),
+    }
+
+    tracing::info!(
+        "Pier {} serving https://*.{}:{https_port} (HTTP on :{http_port} {}), admin API {api_url}",
+        env!("CARGO_PKG_VERSION"),
+        args.domain,
+        if args.http_serve {
+            "serves"
+        } else {
+            "redirects to HTTPS"
+        },
+    );
+    tracing::info!(
+        "local CA certificate: {ca_path} (trust it: curl --cacert {ca_path}, or copy it to /usr/local/share/ca-certificates/pier.crt and run update-ca-certificates)"
+    );
+
+    // Housekeeping.
+    {
+        let platform = platform.clone();
+        let domain_cert = domain_cert.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let mut last_cert_check = SystemTime::now();
+            loop {
+                tick.tick().await;
+                platform.sweep_pools().await;
+                if last_cert_check.elapsed().unwrap_or_default() >= Duration::from_secs(60) {
+                    last_cert_check = SystemTime::now();
+                    if let Err(e) = domain_cert.refresh(&ca, SystemTime::now(), false) {
+                        tracing::error!("certificate refresh failed: {e}");
+                    }
+                }
+            }
+        });
+    }
+
+    let mut up_failed = None;
+    if let Some(path) = up {
+        let client = pier_cli::Client::new(&api_url, token)?;
+        let ctx = pier_cli::Ctx {
+            client,
+            project: pier_model::ProjectName::default(),
+            format: pier_cli::Format::Text,
+        };
+        match pier_cli::commands::manifests::deploy_path(&ctx, &path).await {
+            Ok(urls) => {
+                pier_cli::output::service_urls(&urls);
+                tracing::info!(
+                    "try: curl --cacert {ca_path} {}",
+                    urls.first().map(|u| u.1.as_str()).unwrap_or("")
+                );
+                tracing::info!("press Ctrl-C to stop");
+            }
+            Err(e) => up_failed = Some(e),
+        }
+    }
+
+    if up_failed.is_none() {
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining requests in flight");
+    }
+    let _ = stop_tx.send(true);
+    let _ = https_task.await;
+    let _ = http_task.await;
+    let _ = api_task.await;
+    tracing::info!("stopping instances");
+    platform.shutdown().await;
+    tracing::info!("stopped");
+    match up_failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn write_file(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,347 @@
+//! The end-to-end harness: starts the real `pier` binary on free ports with a temporary data dir, runs the
+//! real CLI against it, and talks to services over real TLS (reqwest trusting Pier's CA, and curl).
+
+#![allow(dead_code, clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const PIER: &str = env!("CARGO_BIN_EXE_pier");
+
+/// The example echo server, built once per test run if it is missing.
+pub fn hello_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = Path::new(PIER).parent().unwrap();
+        let bin = dir.join("pier-hello");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "pier-hello"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo to build pier-hello");
+        assert!(status.success(), "building pier-hello failed");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// Resolves every name to loopback, as curl and browsers do for *.localhost.
+struct Loopback(u16);
+
+impl reqwest::dns::Resolve for Loopback {
+    fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.0));
+        Box::pin(async move { Ok(Box::new(std::iter::once(addr)) as reqwest::dns::Addrs) })
+    }
+}
+
+pub struct Pier {
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub child: Option<Child>,
+    pub api_url: String,
+    pub https_port: u16,
+    pub http_port: u16,
+    pub ca_pem: String,
+    pub args: Vec<String>,
+}
+
+impl Pier {
+    /// Starts a server with extra `args` on free ports.
+    pub fn start(args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let mut p = Self::launch(&dir, &with_free_ports(args));
+        p._tmp = Some(tmp);
+        p
+    }
+
+    /// Starts a server in an existing data dir with exactly `args`.
+    pub fn launch(dir: &Path, args: &[String]) -> Self {
+        let _ = std::fs::remove_file(dir.join("api-url"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        let child = Command::new(PIER)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .env("PIER_CONFIG", dir.join("cli.toml"))
+            .env("PIER_LOG", "info,pier_activator=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting pier server");
+        let mut p = Pier {
+            dir: dir.to_owned(),
+            _tmp: None,
+            child: Some(child),
+            api_url: String::new(),
+            https_port: 0,
+            http_port: 0,
+            ca_pem: String::new(),
+            args: args.to_vec(),
+        };
+        p.wait_up();
+        p
+    }
+
+    fn wait_up(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("pier server exited ({status}):\n{}", self.server_log());
+            }
+            if let Ok(url) = std::fs::read_to_string(self.dir.join("api-url")) {
+                let out = self.cli(&["services", "list", "--format", "json"]);
+                if out.status.success() {
+                    self.api_url = url.trim().to_owned();
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server never came up:\n{}",
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let info = self.api_get("/v1/info");
+        self.https_port = info["httpsPort"].as_u64().unwrap() as u16;
+        self.http_port = info["httpPort"].as_u64().unwrap() as u16;
+        self.ca_pem = std::fs::read_to_string(self.dir.join("ca.pem")).unwrap();
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// GET on the admin API, as JSON.
+    pub fn api_get(&self, path: &str) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sf", "-H"])
+            .arg(format!("Authorization: Bearer {}", self.token()))
+            .arg(format!("{}{path}", self.api_url))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "GET {path} failed");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(PIER)
+            .args(args)
+            .env("PIER_CONFIG", self.dir.join("cli.toml"))
+            .env("PIER_DATA_DIR", &self.dir)
+            .env_remove("PIER_PROJECT")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running pier")
+    }
+
+    /// Runs the CLI and returns stdout; panics with stderr when it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "pier {args:?} failed:\nstdout: {}\nstderr: {}\nserver:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.server_log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs the CLI expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            !out.status.success(),
+            "pier {args:?} should have failed; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Deploys the echo server as `name` with extra flags; returns the service URL.
+    pub fn deploy_hello(&self, name: &str, extra: &[&str]) -> String {
+        let bin = hello_bin();
+        let mut args = vec!["deploy", name, "--command", bin.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = self.ok(&args);
+        out.lines()
+            .find_map(|l| l.strip_prefix("Service URL: "))
+            .unwrap_or_else(|| panic!("no URL in {out}"))
+            .to_owned()
+    }
+
+    /// JSON description of a service.
+    pub fn describe(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["services", "describe", name, "--format", "json"])).unwrap()
+    }
+
+    /// A reqwest client trusting Pier's CA, with every host resolving to this server's HTTPS port.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap()])
+            .dns_resolver(Arc::new(Loopback(self.https_port)))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    }
+
+    /// curl with Pier's CA.
+    pub fn curl(&self, args: &[&str]) -> Output {
+        Command::new("curl")
+            .arg("--cacert")
+            .arg(self.dir.join("ca.pem"))
+            .args(["-sS", "--max-time", "60"])
+            .args(args)
+            .output()
+            .expect("curl")
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop:\n{}",
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+}
+
+impl Drop for Pier {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.terminate_quietly();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- server log ----\n{}", self.server_log());
+        }
+    }
+}
+
+impl Pier {
+    fn terminate_quietly(&mut self) -> Option<()> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if c.try_wait().ok()?.is_some() {
+                return Some(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        Some(())
+    }
+}
+
+pub fn with_free_ports(args: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "--https-port".into(),
+        "0".into(),
+        "--http-port".into(),
+        "0".into(),
+        "--api-addr".into(),
+        "127.0.0.1:0".into(),
+    ];
+    v.extend(args.iter().map(|s| s.to_string()));
+    v
+}
+
+/// A free TCP port (for restarts that must keep their URLs).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Retries `f` until it returns Some or `secs` pass.
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Live (not zombie) processes whose command line contains `needle`.
+pub fn processes_matching(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].chars().next())
+            .is_none_or(|c| c == 'Z' || c == 'X');
+        if zombie {
+            continue;
+        }
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
