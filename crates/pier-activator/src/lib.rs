@@ -156,6 +156,14 @@ impl Activator {
         self.pools.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether some runtime can run `template`; the reason when none can.
+    pub fn check(&self, template: &RevisionTemplate) -> Result<(), String> {
+        self.runtimes
+            .runtime_for(template)?
+            .check(template)
+            .map_err(|e| e.to_string())
+    }
+
     /// The pool of a revision, if it exists.
     pub fn pool(&self, key: &PoolKey) -> Option<Arc<RevisionPool>> {
         self.pools().get(key).cloned()

@@ -335,6 +335,9 @@ impl Platform {
         req: DeployRequest,
     ) -> Result<RevisionView> {
         req.template.validate()?;
+        self.activator
+            .check(&req.template)
+            .map_err(ControlError::Invalid)?;
         if let Some(tag) = &req.tag {
             // Refuse tags that cannot make a URL before anything is recorded.
             self.scheme.tag_host(tag, service, "000000")?;

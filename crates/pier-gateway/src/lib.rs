@@ -32,6 +32,9 @@ pub use routes::{Route, RouteTable};
 /// Cloud Run's limit on HTTP/1 request bodies.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 32 * 1024 * 1024;
 
+/// Largest request head (request line and headers) accepted; larger ones get 431.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Gateway settings.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -117,9 +120,11 @@ impl Gateway {
         b.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.config.header_read_timeout)
+            .max_buf_size(MAX_HEADER_BYTES)
             .keep_alive(true);
         b.http2()
             .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
             .max_concurrent_streams(1000);
         b
     }

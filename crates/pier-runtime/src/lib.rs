@@ -149,6 +149,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Short name, for logs (`process`, `runc`).
     fn name(&self) -> &'static str;
 
+    /// Whether this runtime can run `template`, checked before a deploy records anything.
+    fn check(&self, template: &RevisionTemplate) -> Result<(), RuntimeError> {
+        let _ = template;
+        Ok(())
+    }
+
     /// Starts an instance and returns once it is running (not yet ready).
     async fn start(&self, spec: InstanceSpec) -> Result<Arc<dyn Instance>, RuntimeError>;
 

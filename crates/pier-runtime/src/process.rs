@@ -21,8 +21,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use pier_model::InstanceId;
 use pier_model::api::LogStream;
+use pier_model::{InstanceId, RevisionTemplate};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
@@ -118,8 +118,7 @@ impl Runtime for ProcessRuntime {
         "process"
     }
 
-    async fn start(&self, spec: InstanceSpec) -> Result<Arc<dyn Instance>, RuntimeError> {
-        let template = spec.template.clone();
+    fn check(&self, template: &RevisionTemplate) -> Result<(), RuntimeError> {
         if template.image.is_some() {
             return Err(RuntimeError::Unsupported(
                 "this revision runs a container image, which the process runtime cannot run".into(),
@@ -130,6 +129,17 @@ impl Runtime for ProcessRuntime {
                 "--port needs a container image: the process runtime gives each instance its own free PORT".into(),
             ));
         }
+        if template.command.is_empty() {
+            return Err(RuntimeError::Unsupported(
+                "the process runtime needs a command: give --command".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn start(&self, spec: InstanceSpec) -> Result<Arc<dyn Instance>, RuntimeError> {
+        let template = spec.template.clone();
+        self.check(&template)?;
         let port = free_port()?;
         let mut env = self.base_env.clone();
         let inst_env = instance_env(&spec, port);

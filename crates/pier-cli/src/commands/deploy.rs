@@ -317,8 +317,8 @@ pub async fn deploy_and_wait(
     req: &DeployRequest,
     wait: bool,
 ) -> Result<()> {
-    eprintln!("Deploying {service} in project {}...", ctx.project);
     let rev = ctx.client.deploy(&ctx.project, service, req).await?;
+    eprintln!("Deploying {service} in project {}...", ctx.project);
     eprintln!("  Creating revision {}...", rev.name);
     if !wait {
         if !output::structured(ctx.format, &rev)? {
