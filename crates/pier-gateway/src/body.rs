@@ -16,8 +16,9 @@ use crate::upstream::{BoxError, Conns, RequestBody};
 
 /// The body of every gateway response.
 pub enum GatewayBody {
-    /// A fixed body.
-    Full(Option<Bytes>),
+    /// A fixed body, and possibly the request body it answers, kept unread until the response is sent
+    /// (dropping it first would make HTTP/2 reset the stream before the client sees the answer).
+    Full(Option<Bytes>, Option<Incoming>),
     /// An instance's response.
     Proxy(ProxyBody),
 }
@@ -25,12 +26,19 @@ pub enum GatewayBody {
 impl GatewayBody {
     /// A fixed body.
     pub fn full(b: impl Into<Bytes>) -> Self {
-        GatewayBody::Full(Some(b.into()))
+        GatewayBody::Full(Some(b.into()), None)
     }
 
     /// No body.
     pub fn empty() -> Self {
-        GatewayBody::Full(None)
+        GatewayBody::Full(None, None)
+    }
+
+    /// Keeps an unread request body alive until this (fixed) response has been sent.
+    pub fn hold(&mut self, request_body: Incoming) {
+        if let GatewayBody::Full(_, hold) = self {
+            *hold = Some(request_body);
+        }
     }
 }
 
@@ -101,7 +109,7 @@ impl Body for GatewayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            GatewayBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            GatewayBody::Full(b, _) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             GatewayBody::Proxy(p) => {
                 if p.done {
                     return Poll::Ready(None);
@@ -130,15 +138,15 @@ impl Body for GatewayBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            GatewayBody::Full(b) => b.is_none(),
+            GatewayBody::Full(b, _) => b.is_none(),
             GatewayBody::Proxy(p) => p.done || p.inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            GatewayBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            GatewayBody::Full(None) => SizeHint::with_exact(0),
+            GatewayBody::Full(Some(b), _) => SizeHint::with_exact(b.len() as u64),
+            GatewayBody::Full(None, _) => SizeHint::with_exact(0),
             GatewayBody::Proxy(p) => p.inner.size_hint(),
         }
     }

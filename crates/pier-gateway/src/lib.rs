@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use http::{Request, Response};
-use hyper::body::Incoming;
+use http::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -70,7 +69,7 @@ pub trait Guard: Send + Sync + 'static {
         &self,
         route: &Route,
         peer: SocketAddr,
-        req: &mut Request<Incoming>,
+        req: &mut http::request::Parts,
     ) -> Result<(), Box<Response<GatewayBody>>>;
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -55,42 +56,71 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, Infallible> {
     let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let (mut parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let logged = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (parts.method.clone(), parts.uri.path().to_owned()));
     let result = if scheme == Scheme::HttpRedirect {
-        redirect(&gw, &req)
+        redirect(&gw, &parts)
     } else {
-        proxy(&gw, peer, scheme, req).await
+        proxy(&gw, peer, scheme, &mut parts, &mut body).await
     };
     let resp = match result {
         Ok(r) => r,
         Err(e) => {
-            let (status, _) = e.status_and_message();
-            tracing::debug!(%method, %path, status = status.as_u16(), source = ?e.source(), error = ?e, "request failed");
-            e.into_response()
+            if let Some((method, path)) = &logged {
+                let (status, _) = e.status_and_message();
+                tracing::debug!(%method, %path, status = status.as_u16(), source = ?e.source(), error = ?e, "request failed");
+            }
+            let mut resp = e.into_response();
+            if let Some(mut b) = body.take() {
+                // Read a small unread body to its end first, so the client sees a clean answer rather
+                // than a reset stream; a large one stays unread and is dropped after the response.
+                if !hyper::body::Body::is_end_stream(&b) {
+                    let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard(&mut b, DRAIN_LIMIT)).await;
+                }
+                resp.body_mut().hold(b);
+            }
+            resp
         }
     };
-    tracing::trace!(%method, %path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    if let Some((method, path)) = &logged {
+        tracing::debug!(%method, %path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+    }
     Ok(resp)
 }
 
-fn request_host(req: &Request<Incoming>) -> Option<&str> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+/// Most bytes of an unread request body read and thrown away before an error answer.
+const DRAIN_LIMIT: usize = 256 * 1024;
+/// Longest wait for that.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+
+async fn discard(body: &mut Incoming, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut seen = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(d) = frame.data_ref() {
+            seen += d.len();
+            if seen > limit {
+                return;
+            }
+        }
+    }
 }
 
-fn redirect(gw: &Gateway, req: &Request<Incoming>) -> Result<Response<GatewayBody>, ProxyError> {
+fn request_host(req: &Parts) -> Option<&str> {
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(header::HOST)?.to_str().ok())
+}
+
+fn redirect(gw: &Gateway, req: &Parts) -> Result<Response<GatewayBody>, ProxyError> {
     let host = request_host(req)
         .and_then(normalize_host)
         .ok_or(ProxyError::BadHost)?;
     let port = gw.config.public_https_port;
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let location = if port == 443 {
         format!("https://{host}{pq}")
     } else {
@@ -119,10 +149,11 @@ async fn proxy(
     gw: &Arc<Gateway>,
     peer: SocketAddr,
     scheme: Scheme,
-    mut req: Request<Incoming>,
+    req: &mut Parts,
+    body: &mut Option<Incoming>,
 ) -> Result<Response<GatewayBody>, ProxyError> {
     // Route by host.
-    let raw_host = request_host(&req).ok_or(ProxyError::BadHost)?.to_owned();
+    let raw_host = request_host(req).ok_or(ProxyError::BadHost)?.to_owned();
     let host = normalize_host(&raw_host).ok_or(ProxyError::BadHost)?;
     let route: Arc<Route> = gw
         .routes
@@ -133,7 +164,7 @@ async fn proxy(
 
     // Ingress, authentication and authorization.
     if let Some(guard) = gw.guard.load().as_ref()
-        && let Err(resp) = guard.check(&route, peer, &mut req)
+        && let Err(resp) = guard.check(&route, peer, req)
     {
         return Ok(*resp);
     }
@@ -146,7 +177,7 @@ async fn proxy(
 
     let limit = gw.config.max_request_body;
     let declared = req
-        .headers()
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
@@ -160,10 +191,15 @@ async fn proxy(
     let lease = pool.acquire(deadline).await.map_err(ProxyError::Acquire)?;
 
     // Rewrite the request for the instance.
-    let client_version = req.version();
-    let upgrade = client_version == Version::HTTP_11 && is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
+    let client_version = req.version;
+    let upgrade = client_version == Version::HTTP_11 && is_upgrade(&req.headers);
+    let client_upgrade = if upgrade {
+        req.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    // Take the head; the caller keeps an empty one.
+    let mut parts = std::mem::replace(req, Request::new(()).into_parts().0);
     strip_hop_by_hop(&mut parts.headers, upgrade);
     add_forwarding(&mut parts.headers, peer.ip(), scheme.proto(), &host);
     ensure_traceparent(&mut parts.headers);
@@ -189,7 +225,11 @@ async fn proxy(
         parts.version = Version::HTTP_11;
         parts.uri = pq.parse().map_err(|_| ProxyError::BadHost)?;
     }
-    let upstream_req = Request::from_parts(parts, RequestBody::new(body, limit));
+    let body = body
+        .take()
+        .map(|b| RequestBody::new(b, limit))
+        .unwrap_or_else(RequestBody::empty);
+    let upstream_req = Request::from_parts(parts, body);
 
     // Forward.
     let conns: Arc<Conns> = lease

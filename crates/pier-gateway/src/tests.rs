@@ -7,8 +7,10 @@
 use super::*;
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::Request;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
+use hyper::body::Incoming;
 use pier_activator::{Activator, ActivatorConfig, RevisionPool};
 use pier_model::{ProjectName, RevisionTemplate};
 use pier_runtime::{Endpoint, ExitReason, Instance, InstanceSpec, Runtime, RuntimeError};
