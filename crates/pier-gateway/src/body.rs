@@ -57,13 +57,13 @@ impl ProxyBody {
         inner: Incoming,
         lease: Lease,
         conn: Option<(Arc<Conns>, http1::SendRequest<RequestBody>)>,
-        deadline: tokio::time::Instant,
+        deadline: Pin<Box<tokio::time::Sleep>>,
     ) -> Self {
         Self {
             inner,
             lease: Some(lease),
             conn,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
             done: false,
         }
     }

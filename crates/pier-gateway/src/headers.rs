@@ -6,10 +6,15 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
+    KEEP_ALIVE,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
@@ -34,6 +39,13 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers, including those the `Connection` header names. With `keep_upgrade`, the
 /// `Upgrade` header and a `Connection: upgrade` survive (for protocol switches).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names finds out without hashing.
+    let any = headers
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(k) || *k == header::UPGRADE);
+    if !any && !keep_upgrade {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -55,33 +67,78 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// What a connection adds to every request's forwarding headers, computed once per connection.
+#[derive(Debug)]
+pub struct Forwarding {
+    client: IpAddr,
+    proto: &'static str,
+    /// `X-Forwarded-For` when the request brings none: the client address alone.
+    xff: HeaderValue,
+    /// `Forwarded` for the last host seen on the connection (usually its only one).
+    forwarded: std::sync::Mutex<Option<(String, HeaderValue)>>,
+}
+
+impl Forwarding {
+    /// For a connection from `client` over `proto` (`https` or `http`).
+    pub fn new(client: IpAddr, proto: &'static str) -> Self {
+        let xff = HeaderValue::from_str(&client.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            client,
+            proto,
+            xff,
+            forwarded: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn element(&self, host: &str) -> String {
+        let ip = self.client.to_string();
+        let node = match self.client {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(_) => format!("\"[{ip}]\""),
+        };
+        format!("for={node};proto={};host={host}", self.proto)
+    }
+
+    /// Appends this hop to `X-Forwarded-For` and `Forwarded` and sets `X-Forwarded-Proto`.
+    pub fn apply(&self, headers: &mut HeaderMap, host: &str) {
+        match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => {
+                if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {}", self.client)) {
+                    headers.insert(X_FORWARDED_FOR, v);
+                }
+            }
+            _ => {
+                headers.insert(X_FORWARDED_FOR, self.xff.clone());
+            }
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
+        match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => {
+                if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {}", self.element(host))) {
+                    headers.insert(header::FORWARDED, v);
+                }
+            }
+            _ => {
+                let mut cache = self.forwarded.lock().unwrap_or_else(|p| p.into_inner());
+                let value = match cache.as_ref() {
+                    Some((h, v)) if h == host => v.clone(),
+                    _ => {
+                        let v = HeaderValue::from_str(&self.element(host))
+                            .unwrap_or_else(|_| HeaderValue::from_static("for=unknown"));
+                        *cache = Some((host.to_owned(), v.clone()));
+                        v
+                    }
+                };
+                headers.insert(header::FORWARDED, value);
+            }
+        }
+    }
+}
+
 /// Appends this hop to `X-Forwarded-For`, `X-Forwarded-Proto` (replaced) and `Forwarded`.
 pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: &str) {
-    let xff_name = HeaderName::from_static("x-forwarded-for");
-    let ip = client.to_string();
-    let xff = match headers.get(&xff_name).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip.clone(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(xff_name, v);
-    }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(proto),
-    );
-    let node = match client {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(_) => format!("\"[{ip}]\""),
-    };
-    let element = format!("for={node};proto={proto};host={host}");
-    let fwd = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {element}"),
-        _ => element,
-    };
-    if let Ok(v) = HeaderValue::from_str(&fwd) {
-        headers.insert(header::FORWARDED, v);
-    }
+    Forwarding::new(client, proto).apply(headers, host);
 }
 
 /// Whether `value` is a well-formed W3C trace context `traceparent` (version 00).
@@ -109,9 +166,8 @@ pub fn valid_traceparent(value: &[u8]) -> bool {
 
 /// Keeps a valid `traceparent`, or sets a new one (sampled) when it is absent or malformed.
 pub fn ensure_traceparent(headers: &mut HeaderMap) {
-    let name = HeaderName::from_static("traceparent");
     if headers
-        .get(&name)
+        .get(&TRACEPARENT)
         .is_some_and(|v| valid_traceparent(v.as_bytes()))
     {
         return;
@@ -128,9 +184,21 @@ pub fn ensure_traceparent(headers: &mut HeaderMap) {
             break s;
         }
     };
-    let value = format!("00-{trace:032x}-{span:016x}-01");
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(name, v);
+    // Formatted on the stack: this runs on every request without a trace context.
+    let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    hex_into(&mut buf[3..35], trace);
+    hex_into(&mut buf[36..52], u128::from(span));
+    if let Ok(v) = HeaderValue::from_bytes(&buf) {
+        headers.insert(TRACEPARENT, v);
+    }
+}
+
+/// Writes `v` as lowercase hex filling `out` (most significant digit first).
+fn hex_into(out: &mut [u8], mut v: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
     }
 }
 

@@ -184,8 +184,9 @@ impl Gateway {
             let tls = tls.clone();
             let handshake_timeout = self.config.handshake_timeout;
             tokio::spawn(async move {
+                let fwd = Arc::new(headers::Forwarding::new(peer.ip(), scheme.proto()));
                 let service = hyper::service::service_fn(move |req| {
-                    proxy::handle(gw.clone(), peer, scheme, req)
+                    proxy::handle(gw.clone(), peer, scheme, fwd.clone(), req)
                 });
                 match tls {
                     Some(acceptor) => {

@@ -24,7 +24,7 @@ use pier_model::hosts::normalize_host;
 use crate::Gateway;
 use crate::body::{GatewayBody, ProxyBody};
 use crate::error::{ProxyError, plain};
-use crate::headers::{add_forwarding, ensure_traceparent, is_upgrade, strip_hop_by_hop};
+use crate::headers::{Forwarding, ensure_traceparent, is_upgrade, strip_hop_by_hop};
 use crate::routes::Route;
 use crate::upstream::{BodyTooLarge, Conns, RequestBody, Sender};
 
@@ -40,7 +40,7 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    fn proto(self) -> &'static str {
+    pub(crate) fn proto(self) -> &'static str {
         match self {
             Scheme::Https => "https",
             Scheme::HttpServe | Scheme::HttpRedirect => "http",
@@ -53,17 +53,18 @@ pub async fn handle(
     gw: Arc<Gateway>,
     peer: SocketAddr,
     scheme: Scheme,
+    fwd: Arc<Forwarding>,
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, Infallible> {
     let started = Instant::now();
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let mut body = Some(body);
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (parts.method.clone(), parts.uri.path().to_owned()));
     let result = if scheme == Scheme::HttpRedirect {
         redirect(&gw, &parts)
     } else {
-        proxy(&gw, peer, scheme, &mut parts, &mut body).await
+        proxy(&gw, peer, &fwd, parts, &mut body).await
     };
     let resp = match result {
         Ok(r) => r,
@@ -148,23 +149,35 @@ fn is_body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
 async fn proxy(
     gw: &Arc<Gateway>,
     peer: SocketAddr,
-    scheme: Scheme,
-    req: &mut Parts,
+    fwd: &Forwarding,
+    mut parts: Parts,
     body: &mut Option<Incoming>,
 ) -> Result<Response<GatewayBody>, ProxyError> {
-    // Route by host.
-    let raw_host = request_host(req).ok_or(ProxyError::BadHost)?.to_owned();
-    let host = normalize_host(&raw_host).ok_or(ProxyError::BadHost)?;
+    // Route by host. The Host value is cloned (a reference count, not a copy) so the request head stays
+    // free to change.
+    let host_value: HeaderValue = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadHost)?,
+        None => parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .ok_or(ProxyError::BadHost)?,
+    };
+    let host = host_value
+        .to_str()
+        .ok()
+        .and_then(normalize_host)
+        .ok_or(ProxyError::BadHost)?;
     let route: Arc<Route> = gw
         .routes
         .load()
-        .get(&host)
+        .get(host.as_ref())
         .cloned()
         .ok_or(ProxyError::UnknownHost)?;
 
     // Ingress, authentication and authorization.
     if let Some(guard) = gw.guard.load().as_ref()
-        && let Err(resp) = guard.check(&route, peer, req)
+        && let Err(resp) = guard.check(&route, peer, &mut parts)
     {
         return Ok(*resp);
     }
@@ -176,7 +189,7 @@ async fn proxy(
         .clone();
 
     let limit = gw.config.max_request_body;
-    let declared = req
+    let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -191,39 +204,43 @@ async fn proxy(
     let lease = pool.acquire(deadline).await.map_err(ProxyError::Acquire)?;
 
     // Rewrite the request for the instance.
-    let client_version = req.version;
-    let upgrade = client_version == Version::HTTP_11 && is_upgrade(&req.headers);
+    let client_version = parts.version;
+    let upgrade = client_version == Version::HTTP_11 && is_upgrade(&parts.headers);
     let client_upgrade = if upgrade {
-        req.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
     } else {
         None
     };
-    // Take the head; the caller keeps an empty one.
-    let mut parts = std::mem::replace(req, Request::new(()).into_parts().0);
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    add_forwarding(&mut parts.headers, peer.ip(), scheme.proto(), &host);
+    fwd.apply(&mut parts.headers, &host);
     ensure_traceparent(&mut parts.headers);
-    if let Ok(v) = HeaderValue::from_str(&raw_host) {
-        parts.headers.insert(header::HOST, v);
+    if !parts.headers.contains_key(header::HOST) {
+        // HTTP/2 clients send :authority only; instances get it as Host.
+        parts.headers.insert(header::HOST, host_value.clone());
     }
     let h2 = lease.template().http2;
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_owned();
     if h2 {
         parts.version = Version::HTTP_2;
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(host.as_str())
-            .path_and_query(pq.as_str())
-            .build()
-            .map_err(|_| ProxyError::BadHost)?;
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority =
+            Some(http::uri::Authority::try_from(host.as_ref()).map_err(|_| ProxyError::BadHost)?);
+        uri.path_and_query = parts.uri.path_and_query().cloned();
+        parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadHost)?;
     } else {
         parts.version = Version::HTTP_11;
-        parts.uri = pq.parse().map_err(|_| ProxyError::BadHost)?;
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            // Origin form for HTTP/1.1: the path and query only.
+            let mut uri = http::uri::Parts::default();
+            uri.path_and_query = Some(
+                parts
+                    .uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            );
+            parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadHost)?;
+        }
     }
     let body = body
         .take()
@@ -253,11 +270,18 @@ async fn proxy(
             None,
         ),
     };
-    let mut resp = match tokio::time::timeout_at(deadline.into(), fut).await {
-        Err(_) => return Err(ProxyError::Timeout(timeout_secs)),
-        Ok(Err(e)) if is_body_too_large(&e) => return Err(ProxyError::BodyTooLarge(limit)),
-        Ok(Err(e)) => return Err(ProxyError::UpstreamBroken(e.to_string())),
-        Ok(Ok(r)) => r,
+    // One timer for the whole exchange: it bounds the response head here, then the body.
+    let mut timer = Box::pin(tokio::time::sleep_until(deadline.into()));
+    let answer = tokio::select! {
+        biased;
+        r = fut => Some(r),
+        _ = &mut timer => None,
+    };
+    let mut resp = match answer {
+        None => return Err(ProxyError::Timeout(timeout_secs)),
+        Some(Err(e)) if is_body_too_large(&e) => return Err(ProxyError::BodyTooLarge(limit)),
+        Some(Err(e)) => return Err(ProxyError::UpstreamBroken(e.to_string())),
+        Some(Ok(r)) => r,
     };
 
     if let Some(client_upgrade) = client_upgrade
@@ -276,7 +300,7 @@ async fn proxy(
     let conn = h1.map(|s| (conns, s));
     Ok(Response::from_parts(
         parts,
-        GatewayBody::Proxy(ProxyBody::new(body, lease, conn, deadline.into())),
+        GatewayBody::Proxy(ProxyBody::new(body, lease, conn, timer)),
     ))
 }
 

@@ -64,7 +64,8 @@ impl UrlScheme {
 
 /// Normalizes a `Host` header or `:authority` for routing: lowercase, port and trailing dot removed.
 /// Returns `None` for values that cannot be a host name (empty, bracketed IPv6 with garbage, spaces).
-pub fn normalize_host(raw: &str) -> Option<String> {
+/// Borrows when nothing needs lowercasing (the common case on the request path).
+pub fn normalize_host(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     let raw = raw.trim();
     let host = if let Some(rest) = raw.strip_prefix('[') {
         let end = rest.find(']')?;
@@ -85,7 +86,11 @@ pub fn normalize_host(raw: &str) -> Option<String> {
     {
         return None;
     }
-    Some(host.to_ascii_lowercase())
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(std::borrow::Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Some(std::borrow::Cow::Borrowed(host))
+    }
 }
 
 #[cfg(test)]

@@ -68,14 +68,18 @@ fn init_tracing() {
 /// Runs the server until SIGTERM or Ctrl-C; with `up`, also deploys the manifests at that path.
 pub fn run(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     init_tracing();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(n) = args.workers {
-        if n == 0 {
-            bail!("--workers must be at least 1");
+    // One worker means a single-threaded scheduler: cheaper per task switch than a one-thread pool.
+    let mut rt = match args.workers {
+        Some(0) => bail!("--workers must be at least 1"),
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
         }
-        rt.worker_threads(n);
-    }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    rt.enable_all();
     let rt = rt.build().context("starting the async runtime")?;
     rt.block_on(serve(args, up))
 }

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Proxy overhead: requests/s and latency through Pier versus the same instance reached directly, and versus
+# nginx (one worker) as a reverse proxy to that same instance, all in one run on this machine. Pier runs
+# with one worker thread, like nginx. Load: wrk over keep-alive connections to the echo server's /plain.
+#
+#   bench/proxy.sh            # DURATION=10s CONNS=32 by default
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-32}
+command -v wrk >/dev/null || { echo "wrk missing: run scripts/install-test-deps" >&2; exit 1; }
+command -v nginx >/dev/null || { echo "nginx missing: run scripts/install-test-deps" >&2; exit 1; }
+
+build
+start_pier pier --workers 1 --https-port 19443 --http-port 19080 --http-serve --api-addr 127.0.0.1:19079
+"$PIER" deploy bench --command "$HELLO" --min-instances 1 --concurrency 1000 --allow-unauthenticated >/dev/null 2>&1
+HOST=$(service_host bench)
+PORT=$(instance_port bench)
+DATA="$WORK/pier"
+
+# nginx: one worker, keep-alive to the same instance, TLS with Pier's own certificate.
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+error_log $WORK/nginx/error.log warn;
+pid $WORK/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream app { server 127.0.0.1:$PORT; keepalive 256; }
+  server {
+    listen 127.0.0.1:19180;
+    listen 127.0.0.1:19543 ssl http2;
+    ssl_certificate $DATA/tls/pier.localhost.crt.pem;
+    ssl_certificate_key $DATA/tls/pier.localhost.key.pem;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" -g 'daemon off;' &
+PIDS+=($!)
+sleep 0.5
+
+run() { # label url [connections]
+  local out
+  out=$(wrk -t1 -c"${3:-$CONNS}" -d"$DURATION" --latency -H "Host: $HOST" "$2")
+  local rps p50 p99
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  local errs
+  errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+  printf '%-22s %12s %10s %10s  %s\n' "$1" "$rps" "$p50" "$p99" "$errs"
+  echo "$1 $rps $p50 $p99" >>"$WORK/results"
+}
+
+echo "wrk: 1 thread, $CONNS connections, $DURATION each; instance: pier-hello /plain on :$PORT"
+printf '%-22s %12s %10s %10s\n' target "req/s" p50 p99
+run "direct (http)"      "http://127.0.0.1:$PORT/plain"
+run "nginx (http)"       "http://127.0.0.1:19180/plain"
+run "pier (http)"        "http://127.0.0.1:19080/plain"
+run "nginx (https)"      "https://127.0.0.1:19543/plain"
+run "pier (https)"       "https://127.0.0.1:19443/plain"
+echo
+echo "latency at light load (1 connection):"
+run "direct 1c (http)"   "http://127.0.0.1:$PORT/plain" 1
+run "nginx 1c (http)"    "http://127.0.0.1:19180/plain" 1
+run "pier 1c (http)"     "http://127.0.0.1:19080/plain" 1
+run "nginx 1c (https)"   "https://127.0.0.1:19543/plain" 1
+run "pier 1c (https)"    "https://127.0.0.1:19443/plain" 1
+
+python3 - "$WORK/results" <<'PY'
+import sys
+def us(v):
+    v = v.strip()
+    for suf, mul in (("us", 1), ("ms", 1000), ("s", 1e6)):
+        if v.endswith(suf):
+            return float(v[: -len(suf)]) * mul
+    return float(v)
+rows = {}
+for line in open(sys.argv[1]):
+    parts = line.split()
+    label = " ".join(parts[:-3])
+    rows[label] = (float(parts[-3]), us(parts[-2]), us(parts[-1]))
+d, nh, ph, ns, ps = (rows[k] for k in ["direct (http)", "nginx (http)", "pier (http)", "nginx (https)", "pier (https)"])
+print()
+print(f"pier/nginx req/s:  http {ph[0]/nh[0]:.2f}x   https {ps[0]/ns[0]:.2f}x")
+print(f"p50 overhead over direct:  pier http {ph[1]-d[1]:.0f} us   nginx http {nh[1]-d[1]:.0f} us")
+print(f"p50 pier vs nginx:  http {ph[1]-nh[1]:+.0f} us   https {ps[1]-ns[1]:+.0f} us")
+d1, n1, p1, n1s, p1s = (rows[k] for k in ["direct 1c (http)", "nginx 1c (http)", "pier 1c (http)", "nginx 1c (https)", "pier 1c (https)"])
+print(f"1 connection, p50 overhead over direct:  pier http {p1[1]-d1[1]:.0f} us   nginx http {n1[1]-d1[1]:.0f} us")
+print(f"1 connection, p50 pier vs nginx:  http {p1[1]-n1[1]:+.0f} us   https {p1s[1]-n1s[1]:+.0f} us")
+PY
