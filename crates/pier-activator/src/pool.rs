@@ -610,8 +610,10 @@ impl RevisionPool {
                     let _ = pool.start_instance().await;
                 });
             }
-        } else if d.desired < current {
-            // Stop idle instances only, newest first; busy ones are reconsidered next tick.
+        } else if d.desired < current && sample {
+            // Scale down on ticks only: a flurry of wake-ups (one per queued request) must not compound
+            // the per-decision scale-down limit. Stop idle instances only, newest first; busy ones are
+            // reconsidered next tick.
             let mut excess = current - d.desired;
             let mut victims = Vec::new();
             for i in active.into_iter().rev() {

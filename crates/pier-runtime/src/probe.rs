@@ -1,7 +1,8 @@
 //! The startup probe: an instance is ready when it accepts a TCP connection on its port.
 //!
-//! Polls fast at first (a well-behaved app listens within milliseconds and cold start is on the request
-//! path), backing off to 25 ms, and gives up at once when the instance exits.
+//! Polls every 100 µs for the first 20 ms (a fast app listens within milliseconds, and a cold start is on a
+//! request's path, so every poll interval is latency), then every millisecond up to a second, then every
+//! 25 ms; it gives up at once when the instance exits. A refused connect on loopback costs microseconds.
 
 use std::time::{Duration, Instant};
 
@@ -39,7 +40,6 @@ pub async fn wait_ready(
     timeout: Duration,
 ) -> Result<Duration, ProbeFailure> {
     let start = Instant::now();
-    let mut delay = Duration::from_micros(500);
     loop {
         if let Some(reason) = exit.borrow().clone() {
             return Err(ProbeFailure::Exited(reason));
@@ -51,6 +51,13 @@ pub async fn wait_ready(
         if elapsed >= timeout {
             return Err(ProbeFailure::Timeout(timeout));
         }
+        let delay = if elapsed < Duration::from_millis(20) {
+            Duration::from_micros(100)
+        } else if elapsed < Duration::from_secs(1) {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(25)
+        };
         tokio::select! {
             _ = tokio::time::sleep(delay.min(timeout - elapsed)) => {}
             changed = exit.changed() => {
@@ -60,6 +67,5 @@ pub async fn wait_ready(
                 }
             }
         }
-        delay = (delay * 2).min(Duration::from_millis(25));
     }
 }
