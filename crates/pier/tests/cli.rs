@@ -1,0 +1,259 @@
+//! More of the CLI, end to end: projects as namespaces, manifests (`services replace`), `services update`,
+//! `--env-file`, `logs --follow`, and a custom domain with a user-supplied certificate.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader};
+
+#[test]
+fn projects_are_namespaces_with_their_own_urls() {
+    let pier = Pier::start(&[]);
+    let a = pier.deploy_hello("same", &["--allow-unauthenticated"]);
+    let b = pier.deploy_hello("same", &["--project", "team-b", "--allow-unauthenticated"]);
+    assert_ne!(a, b, "each project has its own URL hash");
+    let body = String::from_utf8(pier.curl(&[&b]).stdout).unwrap();
+    assert!(body.contains("\"service\":\"same\""));
+    let listed = pier.ok(&[
+        "services",
+        "list",
+        "--project",
+        "team-b",
+        "--format",
+        "json",
+    ]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["project"], "team-b");
+    pier.ok(&["services", "delete", "same", "--project", "team-b"]);
+    // The default project's service is untouched.
+    assert_eq!(pier.describe("same")["url"], a.as_str());
+}
+
+#[test]
+fn manifests_update_and_env_files() {
+    let pier = Pier::start(&[]);
+    let manifest = pier.dir.join("svc.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: fromyaml
+  annotations:
+    pier.dev/allow-unauthenticated: "true"
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/maxScale: "3"
+    spec:
+      containerConcurrency: 5
+      containers:
+        - command: ["{}"]
+          env:
+            - name: GREETING
+              value: from yaml
+"#,
+            hello_bin().display()
+        ),
+    )
+    .unwrap();
+    let out = pier.ok(&["services", "replace", manifest.to_str().unwrap()]);
+    let url = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Service URL: "))
+        .unwrap()
+        .to_owned();
+    let svc = pier.describe("fromyaml");
+    assert_eq!(svc["template"]["containerConcurrency"], 5);
+    assert_eq!(svc["template"]["maxInstances"], 3);
+    assert_eq!(svc["allowUnauthenticated"], true);
+    assert!(
+        String::from_utf8(pier.curl(&[&url]).stdout)
+            .unwrap()
+            .contains("from yaml")
+    );
+    // Replacing with the same manifest makes no new revision.
+    pier.ok(&["services", "replace", manifest.to_str().unwrap()]);
+    let revs = pier.ok(&[
+        "revisions",
+        "list",
+        "--service",
+        "fromyaml",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&revs)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // `services update` with template flags makes a revision and keeps the rest.
+    let env_file = pier.dir.join("app.env");
+    std::fs::write(
+        &env_file,
+        "# comment\nGREETING=\"from file\"\nexport EXTRA=1\n",
+    )
+    .unwrap();
+    pier.ok(&[
+        "services",
+        "update",
+        "fromyaml",
+        "--env-file",
+        env_file.to_str().unwrap(),
+    ]);
+    let svc = pier.describe("fromyaml");
+    assert_eq!(
+        svc["template"]["containerConcurrency"], 5,
+        "untouched settings stay"
+    );
+    let env = svc["template"]["env"].as_array().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "EXTRA" && e["value"] == "1"),
+        "{env:?}"
+    );
+    assert!(
+        String::from_utf8(pier.curl(&[&url]).stdout)
+            .unwrap()
+            .contains("from file")
+    );
+    // Settings-only update: private now, without a new revision.
+    let before = svc["latestReadyRevision"].clone();
+    pier.ok(&[
+        "services",
+        "update",
+        "fromyaml",
+        "--no-allow-unauthenticated",
+    ]);
+    let svc = pier.describe("fromyaml");
+    assert_eq!(svc["allowUnauthenticated"], false);
+    assert_eq!(svc["latestReadyRevision"], before);
+    // A broken env file is refused with its line number.
+    std::fs::write(&env_file, "OK=1\nbroken line\n").unwrap();
+    let err = pier.fails(&[
+        "services",
+        "update",
+        "fromyaml",
+        "--env-file",
+        env_file.to_str().unwrap(),
+    ]);
+    assert!(err.contains("line 2"), "{err}");
+    // A broken manifest is refused, naming the problem.
+    std::fs::write(&manifest, "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {template: {spec: {containers: []}}}\n").unwrap();
+    let err = pier.fails(&["services", "replace", manifest.to_str().unwrap()]);
+    assert!(
+        err.contains("Pier reads serving.knative.dev/v1 Service manifests"),
+        "{err}"
+    );
+}
+
+#[test]
+fn logs_follow_streams_new_lines() {
+    let pier = Pier::start(&[]);
+    let server = pier.dir.join("talk.sh");
+    std::fs::write(
+        &server,
+        "echo booting; exec python3 -u -m http.server $PORT\n",
+    )
+    .unwrap();
+    let out = pier.ok(&[
+        "deploy",
+        "talk",
+        "--command",
+        &format!("sh {}", server.display()),
+        "--allow-unauthenticated",
+    ]);
+    let url = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Service URL: "))
+        .unwrap()
+        .to_owned();
+    let mut follower = std::process::Command::new(PIER)
+        .args(["logs", "talk", "--follow", "--limit", "5"])
+        .env("PIER_CONFIG", pier.dir.join("cli.toml"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    // First the tail, including the boot line.
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("booting")) {
+        seen.push(lines.next().unwrap().unwrap());
+    }
+    // Then a line written after following began.
+    pier.curl(&[&format!("{url}/followed-path")]);
+    let found = loop {
+        let line = lines.next().unwrap().unwrap();
+        if line.contains("/followed-path") {
+            break line;
+        }
+    };
+    assert!(found.contains("[stderr]"), "{found}");
+    let _ = follower.kill();
+    let _ = follower.wait();
+}
+
+#[test]
+fn a_custom_domain_with_a_user_certificate() {
+    // Issue a certificate for run.example.com from a CA of our own (as a user would bring one).
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = pier_tls::LocalCa::load_or_create(tmp.path(), "user CA").unwrap();
+    let leaf = ca
+        .issue(
+            &["run.example.com".into(), "*.run.example.com".into()],
+            std::time::Duration::from_secs(86400),
+        )
+        .unwrap();
+    let cert = tmp.path().join("fullchain.pem");
+    let key = tmp.path().join("key.pem");
+    std::fs::write(&cert, &leaf.chain_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let pier = Pier::start(&[
+        "--domain",
+        "run.example.com",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let url = pier.deploy_hello("api", &["--allow-unauthenticated"]);
+    assert!(url.contains(".run.example.com:"), "{url}");
+    let host = url
+        .trim_start_matches("https://")
+        .split(':')
+        .next()
+        .unwrap();
+    let out = std::process::Command::new("curl")
+        .arg("--cacert")
+        .arg(tmp.path().join("ca.pem"))
+        .arg("--resolve")
+        .arg(format!("{host}:{}:127.0.0.1", pier.https_port))
+        .args(["-sS", &url])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"service\":\"api\""),
+        "{out:?}"
+    );
+    // A missing certificate file stops the server with a clear error.
+    let out = std::process::Command::new(PIER)
+        .args(["server", "--data-dir"])
+        .arg(tmp.path().join("other"))
+        .args(with_free_ports(&[
+            "--tls-cert",
+            "/nonexistent.pem",
+            "--tls-key",
+            "/nonexistent.key",
+        ]))
+        .env("PIER_CONFIG", tmp.path().join("cli.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.pem"));
+}
