@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use pier_model::{ProjectName, RevisionName, RevisionTemplate, ServiceName};
+use pier_model::{InstanceId, ProjectName, RevisionName, RevisionTemplate, ServiceName};
 use pier_runtime::{InstanceSpec, Runtime};
 use thiserror::Error;
 
@@ -91,16 +91,30 @@ pub enum AcquireError {
 pub trait RuntimeSelector: Send + Sync + 'static {
     /// The runtime for `template`, or why there is none.
     fn runtime_for(&self, template: &RevisionTemplate) -> Result<Arc<dyn Runtime>, String>;
+
+    /// The instance a connection from `peer` comes from, if it is one of ours.
+    fn peer_instance(&self, peer: std::net::SocketAddr) -> Option<InstanceId>;
 }
 
 impl<R: Runtime> RuntimeSelector for Arc<R> {
     fn runtime_for(&self, _: &RevisionTemplate) -> Result<Arc<dyn Runtime>, String> {
         Ok(self.clone())
     }
+
+    fn peer_instance(&self, peer: std::net::SocketAddr) -> Option<InstanceId> {
+        Runtime::peer_instance(self.as_ref(), peer)
+    }
 }
 
-/// Extra environment for every instance (for example the metadata server's address).
-pub type EnvHook = Arc<dyn Fn(&InstanceSpec) -> Vec<(String, String)> + Send + Sync>;
+/// What Pier does around an instance's life: environment before it starts (the metadata server's
+/// address, CA bundle), and clean-up after it ends.
+pub trait InstanceHooks: Send + Sync + 'static {
+    /// Extra environment for the instance about to start.
+    fn prepare(&self, spec: &InstanceSpec) -> Vec<(String, String)>;
+
+    /// The instance ended (or never started).
+    fn ended(&self, id: &InstanceId);
+}
 
 /// Identifies a pool.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -115,7 +129,7 @@ pub struct PoolKey {
 pub struct Activator {
     config: ActivatorConfig,
     runtimes: Arc<dyn RuntimeSelector>,
-    env_hook: Option<EnvHook>,
+    hooks: Option<Arc<dyn InstanceHooks>>,
     pools: Mutex<HashMap<PoolKey, Arc<RevisionPool>>>,
 }
 
@@ -133,23 +147,28 @@ impl Activator {
         Arc::new(Self {
             config,
             runtimes,
-            env_hook: None,
+            hooks: None,
             pools: Mutex::new(HashMap::new()),
         })
     }
 
-    /// An activator that adds `env_hook`'s variables to every instance.
-    pub fn with_env_hook(
+    /// An activator that calls `hooks` around every instance's life.
+    pub fn with_hooks(
         config: ActivatorConfig,
         runtimes: Arc<dyn RuntimeSelector>,
-        env_hook: EnvHook,
+        hooks: Arc<dyn InstanceHooks>,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
             runtimes,
-            env_hook: Some(env_hook),
+            hooks: Some(hooks),
             pools: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The instance a connection from `peer` comes from, if it is one of ours.
+    pub fn peer_instance(&self, peer: std::net::SocketAddr) -> Option<InstanceId> {
+        self.runtimes.peer_instance(peer)
     }
 
     fn pools(&self) -> MutexGuard<'_, HashMap<PoolKey, Arc<RevisionPool>>> {
@@ -196,7 +215,7 @@ impl Activator {
             template,
             serving,
             runtime,
-            self.env_hook.clone(),
+            self.hooks.clone(),
             self.config.clone(),
         );
         pools.insert(key, pool.clone());

@@ -13,7 +13,7 @@ use pier_runtime::probe::wait_ready;
 use pier_runtime::{Endpoint, ExitReason, Instance, InstanceSpec, Runtime};
 use tokio::sync::{Notify, oneshot};
 
-use crate::{AcquireError, ActivatorConfig, EnvHook, PoolStats, random_suffix, since_origin};
+use crate::{AcquireError, ActivatorConfig, InstanceHooks, PoolStats, random_suffix, since_origin};
 
 /// A running instance as the gateway sees it: where to connect, plus a place for the gateway to keep its
 /// per-instance connection pool.
@@ -86,7 +86,7 @@ pub struct RevisionPool {
     revision: RevisionName,
     template: Arc<RevisionTemplate>,
     runtime: Arc<dyn Runtime>,
-    env_hook: Option<EnvHook>,
+    hooks: Option<Arc<dyn InstanceHooks>>,
     config: ActivatorConfig,
     state: Mutex<PoolState>,
     wake: Notify,
@@ -151,7 +151,7 @@ impl RevisionPool {
         template: Arc<RevisionTemplate>,
         serving: bool,
         runtime: Arc<dyn Runtime>,
-        env_hook: Option<EnvHook>,
+        hooks: Option<Arc<dyn InstanceHooks>>,
         config: ActivatorConfig,
     ) -> Arc<Self> {
         let pool = Arc::new(Self {
@@ -160,7 +160,7 @@ impl RevisionPool {
             revision,
             template,
             runtime,
-            env_hook,
+            hooks,
             config,
             state: Mutex::new(PoolState {
                 entries: Vec::new(),
@@ -365,12 +365,18 @@ impl RevisionPool {
             template: self.template.clone(),
             extra_env: Vec::new(),
         };
-        if let Some(hook) = &self.env_hook {
-            spec.extra_env = hook(&spec);
+        if let Some(hooks) = &self.hooks {
+            spec.extra_env = hooks.prepare(&spec);
         }
+        let ended = |pool: &Self| {
+            if let Some(hooks) = &pool.hooks {
+                hooks.ended(&id);
+            }
+        };
         let instance = match self.runtime.start(spec).await {
             Ok(i) => i,
             Err(e) => {
+                ended(self);
                 let msg = e.to_string();
                 self.start_failed(&msg);
                 return Err((msg, Vec::new()));
@@ -384,6 +390,7 @@ impl RevisionPool {
         .await;
         if let Err(why) = ready {
             instance.stop(self.config.stop_grace).await;
+            ended(self);
             // Give the log pumps a moment to catch the instance's last words.
             tokio::time::sleep(Duration::from_millis(50)).await;
             let tail = instance.log_tail(20);
@@ -419,6 +426,7 @@ impl RevisionPool {
         };
         if closed {
             instance.stop(self.config.stop_grace).await;
+            ended(self);
             return Ok(());
         }
         // Watch for the instance ending by itself.
@@ -428,6 +436,9 @@ impl RevisionPool {
             let _ = exit.wait_for(Option::is_some).await;
             let reason = exit.borrow().clone();
             if let Some(pool) = weak.upgrade() {
+                if let Some(hooks) = &pool.hooks {
+                    hooks.ended(slot.id());
+                }
                 pool.instance_ended(&slot, reason);
             }
         });

@@ -56,6 +56,7 @@ impl From<ControlError> for ApiError {
             ControlError::NotFound(m) => Self::not_found(m),
             ControlError::Invalid(m) => Self::invalid(m),
             ControlError::Conflict(m) => Self::new(StatusCode::CONFLICT, "FAILED_PRECONDITION", m),
+            ControlError::Forbidden(m) => Self::forbidden(m),
             ControlError::Internal(m) => {
                 tracing::error!("internal error: {m}");
                 Self::new(

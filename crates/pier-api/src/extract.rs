@@ -73,3 +73,40 @@ impl<S: Send + Sync> FromRequestParts<S> for RevisionPath {
         Ok(Self(name(&v[0])?, name(&v[1])?))
     }
 }
+
+/// The authenticated caller (set by the auth middleware).
+pub struct Caller(pub pier_identity::Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<pier_identity::Principal>()
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| ApiError::unauthenticated("no authenticated caller"))
+    }
+}
+
+/// A service account email from the path.
+pub struct AccountPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for AccountPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let v = segments(parts, state).await?;
+        Ok(Self(v[0].clone()))
+    }
+}
+
+/// A service account email and a key id from the path.
+pub struct KeyPath(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let v = segments(parts, state).await?;
+        Ok(Self(v[0].clone(), v[1].clone()))
+    }
+}

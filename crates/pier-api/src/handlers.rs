@@ -16,9 +16,21 @@ use pier_model::{RevisionName, ServiceName};
 use pier_runtime::logs::LogQuery;
 use serde::Deserialize;
 
+use pier_control::Resource;
+use pier_identity::Permission;
+
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ProjectPath, RevisionPath, ServicePath};
+use crate::extract::{ApiJson, Caller, ProjectPath, RevisionPath, ServicePath};
+
+fn require(
+    s: &AppState,
+    who: &pier_identity::Principal,
+    p: Permission,
+    r: Resource,
+) -> Result<(), ApiError> {
+    Ok(s.platform.identity().require(who, p, &r)?)
+}
 
 /// Longest a client may ask `?wait=` to hold a revision request.
 const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -62,8 +74,15 @@ pub(crate) async fn info(State(s): State<AppState>) -> axum::Json<ServerInfo> {
     responses((status = 200, body = Vec<ServiceView>), (status = 400, body = pier_model::api::ErrorBody)))]
 pub(crate) async fn list_services(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ProjectPath(project): ProjectPath,
 ) -> Result<axum::Json<Vec<ServiceView>>, ApiError> {
+    require(
+        &s,
+        &who,
+        Permission::ServicesGet,
+        Resource::Project(project.clone()),
+    )?;
     Ok(axum::Json(s.platform.list_services(&project).await?))
 }
 
@@ -73,8 +92,15 @@ pub(crate) async fn list_services(
     responses((status = 200, body = ServiceView), (status = 404, body = pier_model::api::ErrorBody)))]
 pub(crate) async fn get_service(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ServicePath(project, service): ServicePath,
 ) -> Result<axum::Json<ServiceView>, ApiError> {
+    require(
+        &s,
+        &who,
+        Permission::ServicesGet,
+        Resource::Service(project.clone(), service.clone()),
+    )?;
     Ok(axum::Json(
         s.platform.get_service(&project, &service).await?,
     ))
@@ -86,8 +112,15 @@ pub(crate) async fn get_service(
     responses((status = 204), (status = 404, body = pier_model::api::ErrorBody)))]
 pub(crate) async fn delete_service(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ServicePath(project, service): ServicePath,
 ) -> Result<StatusCode, ApiError> {
+    require(
+        &s,
+        &who,
+        Permission::ServicesWrite,
+        Resource::Service(project.clone(), service.clone()),
+    )?;
     s.platform.delete_service(&project, &service).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -99,9 +132,15 @@ pub(crate) async fn delete_service(
     responses((status = 200, body = ServiceView), (status = 404, body = pier_model::api::ErrorBody)))]
 pub(crate) async fn update_service(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ServicePath(project, service): ServicePath,
     ApiJson(req): ApiJson<UpdateServiceRequest>,
 ) -> Result<axum::Json<ServiceView>, ApiError> {
+    let resource = Resource::Service(project.clone(), service.clone());
+    require(&s, &who, Permission::ServicesWrite, resource.clone())?;
+    if req.allow_unauthenticated.is_some() {
+        require(&s, &who, Permission::ServicesSetIamPolicy, resource)?;
+    }
     Ok(axum::Json(
         s.platform.update_service(&project, &service, req).await?,
     ))
@@ -115,9 +154,29 @@ pub(crate) async fn update_service(
     responses((status = 202, body = RevisionView), (status = 400, body = pier_model::api::ErrorBody)))]
 pub(crate) async fn deploy(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ServicePath(project, service): ServicePath,
     ApiJson(req): ApiJson<DeployRequest>,
 ) -> Result<(StatusCode, axum::Json<RevisionView>), ApiError> {
+    // Creating a project needs the installation-level permission; writing a service, the service's.
+    if !s.platform.project_exists(&project).await? {
+        require(&s, &who, Permission::ProjectsCreate, Resource::Installation)?;
+    }
+    let resource = Resource::Service(project.clone(), service.clone());
+    require(&s, &who, Permission::ServicesWrite, resource.clone())?;
+    if req.allow_unauthenticated.is_some() || req.settings.allow_unauthenticated.is_some() {
+        require(&s, &who, Permission::ServicesSetIamPolicy, resource)?;
+    }
+    // Running as a service account needs actAs on it (the project's default one included).
+    let identity = s.platform.identity();
+    let sa = match &req.template.service_account {
+        Some(email) => identity.sa_resource(email)?,
+        None => Resource::ServiceAccount(
+            project.to_string(),
+            identity.default_service_account(&project),
+        ),
+    };
+    require(&s, &who, Permission::ServiceAccountsActAs, sa)?;
     let rev = s.platform.deploy(&project, &service, req).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(rev)))
 }
@@ -129,9 +188,16 @@ pub(crate) async fn deploy(
     responses((status = 200, body = ServiceView), (status = 400, body = pier_model::api::ErrorBody)))]
 pub(crate) async fn update_traffic(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ServicePath(project, service): ServicePath,
     ApiJson(req): ApiJson<UpdateTrafficRequest>,
 ) -> Result<axum::Json<ServiceView>, ApiError> {
+    require(
+        &s,
+        &who,
+        Permission::ServicesWrite,
+        Resource::Service(project.clone(), service.clone()),
+    )?;
     Ok(axum::Json(
         s.platform.update_traffic(&project, &service, req).await?,
     ))
@@ -156,9 +222,16 @@ pub(crate) struct LogParams {
     responses((status = 200, body = Vec<LogEntry>), (status = 404, body = pier_model::api::ErrorBody)))]
 pub(crate) async fn logs(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ServicePath(project, service): ServicePath,
     Query(q): Query<LogParams>,
 ) -> Result<Response, ApiError> {
+    require(
+        &s,
+        &who,
+        Permission::ServicesGet,
+        Resource::Service(project.clone(), service.clone()),
+    )?;
     let revision = q
         .revision
         .as_deref()
@@ -232,6 +305,7 @@ pub(crate) struct RevisionFilter {
     responses((status = 200, body = Vec<RevisionView>), (status = 404, body = pier_model::api::ErrorBody)))]
 pub(crate) async fn list_revisions(
     State(s): State<AppState>,
+    Caller(who): Caller,
     ProjectPath(project): ProjectPath,
     Query(f): Query<RevisionFilter>,
 ) -> Result<axum::Json<Vec<RevisionView>>, ApiError> {
@@ -241,6 +315,11 @@ pub(crate) async fn list_revisions(
         .map(str::parse::<ServiceName>)
         .transpose()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let resource = match &service {
+        Some(svc) => Resource::Service(project.clone(), svc.clone()),
+        None => Resource::Project(project.clone()),
+    };
+    require(&s, &who, Permission::ServicesGet, resource)?;
     Ok(axum::Json(
         s.platform
             .list_revisions(&project, service.as_ref())
@@ -260,9 +339,17 @@ pub(crate) struct WaitParams {
     responses((status = 200, body = RevisionView), (status = 404, body = pier_model::api::ErrorBody)))]
 pub(crate) async fn get_revision(
     State(s): State<AppState>,
+    Caller(who): Caller,
     RevisionPath(project, revision): RevisionPath,
     Query(w): Query<WaitParams>,
 ) -> Result<axum::Json<RevisionView>, ApiError> {
+    let owner = s.platform.get_revision(&project, &revision).await?.service;
+    require(
+        &s,
+        &who,
+        Permission::ServicesGet,
+        Resource::Service(project.clone(), owner),
+    )?;
     let view = match w.wait {
         Some(secs) if secs > 0 => {
             s.platform
@@ -280,8 +367,16 @@ pub(crate) async fn get_revision(
     responses((status = 204), (status = 409, body = pier_model::api::ErrorBody)))]
 pub(crate) async fn delete_revision(
     State(s): State<AppState>,
+    Caller(who): Caller,
     RevisionPath(project, revision): RevisionPath,
 ) -> Result<StatusCode, ApiError> {
+    let owner = s.platform.get_revision(&project, &revision).await?.service;
+    require(
+        &s,
+        &who,
+        Permission::ServicesWrite,
+        Resource::Service(project.clone(), owner),
+    )?;
     s.platform.delete_revision(&project, &revision).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,10 +1,16 @@
-//! The admin API: REST and JSON over HTTP (axum), described by an OpenAPI document at `/openapi.json`.
+//! The admin API: REST and JSON over HTTP (axum), described by an OpenAPI document at `/openapi.json`, and
+//! Pier's OpenID Connect endpoints (`/.well-known/openid-configuration`, `/jwks`, `/token`).
 //!
-//! The CLI speaks only to this API. Every request but `/healthz` and `/openapi.json` needs a bearer token,
-//! checked by the [`Authenticator`] (today the admin token the server writes at first start, compared in
-//! constant time; the identity work replaces it behind the same trait). Errors have one JSON shape
-//! ([`pier_model::api::ErrorBody`]) and are made in one place ([`error::ApiError`]).
+//! The CLI speaks only to this API. Every `/v1` request needs a bearer token: an ID token Pier issued for
+//! the CLI (audience `pier-cli`) or an access token (audience: the issuer). The [`Authenticator`] turns it
+//! into a principal; each handler then checks the IAM permission its operation needs on its resource.
+//! Errors have one JSON shape ([`pier_model::api::ErrorBody`]) and are made in one place
+//! ([`error::ApiError`]).
+//!
+//! The same router is served on the admin listener (loopback by default) and, through the gateway, at the
+//! base domain itself (`https://DOMAIN:PORT`), which is also the token issuer's URL.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -14,21 +20,17 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use pier_control::Platform;
+use pier_identity::Principal;
 use pier_model::api::ServerInfo;
 
 mod error;
 mod extract;
 mod handlers;
+mod iam_handlers;
+mod idp;
 mod openapi;
 
 pub use error::ApiError;
-
-/// Who a request comes from, as far as the API can tell.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Principal {
-    /// The holder of the server's admin token.
-    Admin,
-}
 
 /// Decides who sent a request.
 pub trait Authenticator: Send + Sync + 'static {
@@ -36,43 +38,46 @@ pub trait Authenticator: Send + Sync + 'static {
     fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError>;
 }
 
-/// Accepts exactly one bearer token, compared in constant time.
-pub struct AdminToken {
-    token: String,
+/// Accepts Pier-issued tokens addressed to the CLI or the API.
+pub struct TokenAuth {
+    platform: Arc<Platform>,
 }
 
-impl AdminToken {
-    /// An authenticator for `token`.
-    pub fn new(token: String) -> Self {
-        Self { token }
+impl TokenAuth {
+    /// An authenticator backed by the platform's identity service.
+    pub fn new(platform: Arc<Platform>) -> Self {
+        Self { platform }
     }
 }
 
-impl std::fmt::Debug for AdminToken {
+impl std::fmt::Debug for TokenAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(..)")
+        f.write_str("TokenAuth")
     }
 }
 
-impl Authenticator for AdminToken {
+impl Authenticator for TokenAuth {
     fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
-        use subtle::ConstantTimeEq;
-        let presented = headers
+        let token = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .ok_or_else(|| {
                 ApiError::unauthenticated(
-                    "missing bearer token: the CLI reads it from its config file; other clients send `Authorization: Bearer <token>`",
+                    "missing bearer token: sign in with `pier auth login` (the CLI then sends tokens itself)",
                 )
             })?;
-        if bool::from(presented.as_bytes().ct_eq(self.token.as_bytes())) {
-            Ok(Principal::Admin)
-        } else {
-            Err(ApiError::unauthenticated(
-                "invalid token: use the token in the server's data dir (admin-token)",
-            ))
-        }
+        let identity = self.platform.identity();
+        identity
+            .authenticate(token.trim(), &identity.api_audiences())
+            .map_err(|e| {
+                ApiError::unauthenticated(format!(
+                    "{e}: sign in again with `pier auth login` or `pier auth activate-service-account`"
+                ))
+            })
     }
 }
 
@@ -99,13 +104,57 @@ async fn require_auth(State(state): State<AppState>, mut req: Request, next: Nex
 
 /// The API's router.
 pub fn router(state: AppState) -> Router {
-    let v1 = handlers::routes().layer(middleware::from_fn_with_state(state.clone(), require_auth));
+    let v1 = handlers::routes()
+        .merge(iam_handlers::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), require_auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/openapi.json", get(openapi::document))
+        .merge(idp::routes())
         .merge(v1)
         .fallback(|| async { ApiError::not_found("no such API path: see /openapi.json") })
         .with_state(state)
+}
+
+/// Serves the API in-process at the base domain, through the gateway.
+pub struct ApexHandler {
+    router: Router,
+}
+
+impl ApexHandler {
+    /// Wraps a router.
+    pub fn new(router: Router) -> Self {
+        Self { router }
+    }
+}
+
+impl pier_gateway::LocalHandler for ApexHandler {
+    fn call(
+        &self,
+        req: axum::http::Request<hyper::body::Incoming>,
+        _peer: SocketAddr,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = axum::http::Response<pier_gateway::GatewayBody>>
+                + Send,
+        >,
+    > {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let router = self.router.clone();
+        Box::pin(async move {
+            let resp = match router.oneshot(req.map(axum::body::Body::new)).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            resp.map(|b| {
+                pier_gateway::GatewayBody::Boxed(
+                    b.map_err(|e| -> pier_gateway::upstream::BoxError { Box::new(e) })
+                        .boxed_unsync(),
+                )
+            })
+        })
+    }
 }
 
 #[cfg(test)]

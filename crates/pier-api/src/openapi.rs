@@ -3,7 +3,7 @@
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-use crate::handlers;
+use crate::{handlers, iam_handlers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,34 @@ use crate::handlers;
         handlers::list_revisions,
         handlers::get_revision,
         handlers::delete_revision,
+        iam_handlers::whoami,
+        iam_handlers::get_service_policy,
+        iam_handlers::set_service_policy,
+        iam_handlers::add_service_binding,
+        iam_handlers::remove_service_binding,
+        iam_handlers::get_project_policy,
+        iam_handlers::set_project_policy,
+        iam_handlers::add_project_binding,
+        iam_handlers::remove_project_binding,
+        iam_handlers::get_sa_policy,
+        iam_handlers::set_sa_policy,
+        iam_handlers::add_sa_binding,
+        iam_handlers::remove_sa_binding,
+        iam_handlers::list_service_accounts,
+        iam_handlers::create_service_account,
+        iam_handlers::get_service_account,
+        iam_handlers::delete_service_account,
+        iam_handlers::disable_service_account,
+        iam_handlers::enable_service_account,
+        iam_handlers::list_keys,
+        iam_handlers::create_key,
+        iam_handlers::delete_key,
+        iam_handlers::disable_key,
+        iam_handlers::enable_key,
+        iam_handlers::generate_id_token,
+        iam_handlers::list_users,
+        iam_handlers::create_user,
+        iam_handlers::delete_user,
     ),
     components(schemas(pier_model::api::ErrorBody)),
     modifiers(&BearerAuth),

@@ -77,6 +77,51 @@ impl Client {
             .map_err(|e| anyhow!("the API answered with unexpected JSON: {e}"))
     }
 
+    /// `GET path` as JSON.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    /// `POST path` with a JSON body, answer as JSON.
+    pub async fn post_json<T: DeserializeOwned, B: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    /// `PUT path` with a JSON body, answer as JSON.
+    pub async fn put_json<T: DeserializeOwned, B: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send(self.http.put(self.url(path)).json(body)).await
+    }
+
+    /// `POST path` with no body, ignoring the answer's body.
+    pub async fn post_empty(&self, path: &str) -> Result<()> {
+        self.execute(self.http.post(self.url(path))).await?;
+        Ok(())
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.execute(self.http.delete(self.url(path))).await?;
+        Ok(())
+    }
+
+    /// The API's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The underlying HTTP client.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     fn svc_path(project: &ProjectName, service: &ServiceName) -> String {
         format!("/v1/projects/{project}/services/{service}")
     }

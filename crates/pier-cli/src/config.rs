@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 pub struct CliConfig {
     /// Base URL of the admin API.
     pub api_url: String,
-    /// File holding the bearer token.
-    pub token_file: PathBuf,
+    /// The active account's credentials (a user's refresh token or a service-account key file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
     /// The data dir of the server this config belongs to.
     pub data_dir: PathBuf,
     /// Default project for commands.
@@ -96,8 +97,14 @@ impl CliConfig {
             Ok(Some(existing)) if existing.data_dir != fresh.data_dir => Ok(false),
             Ok(Some(existing)) if existing == *fresh => Ok(false),
             Ok(Some(existing)) => {
+                // Keep the user's choices: project and an active account that still exists.
+                let credentials_file = existing
+                    .credentials_file
+                    .filter(|f| f.exists())
+                    .or_else(|| fresh.credentials_file.clone());
                 let merged = CliConfig {
                     project: existing.project,
+                    credentials_file,
                     ..fresh.clone()
                 };
                 merged.save(path)?;
@@ -110,14 +117,11 @@ impl CliConfig {
         }
     }
 
-    /// The token.
-    pub fn token(&self) -> Result<String> {
-        let t = std::fs::read_to_string(&self.token_file).with_context(|| {
-            format!(
-                "cannot read the API token from {}: is this the right user, and has `pier server` run?",
-                self.token_file.display()
-            )
-        })?;
-        Ok(t.trim().to_owned())
+    /// Where `pier auth login` and `activate-service-account` keep credentials.
+    pub fn credentials_dir() -> PathBuf {
+        config_path()
+            .parent()
+            .map(|p| p.join("credentials"))
+            .unwrap_or_else(|| PathBuf::from("credentials"))
     }
 }

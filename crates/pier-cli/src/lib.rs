@@ -13,6 +13,7 @@ use anyhow::{Result, anyhow};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pier_model::ProjectName;
 
+pub mod auth;
 pub mod client;
 pub mod commands;
 pub mod config;
@@ -66,6 +67,18 @@ pub enum Command {
     Revisions(commands::revisions::RevisionsCommand),
     /// Read a service's instance logs.
     Logs(commands::logs::LogsArgs),
+    /// Sign in, switch accounts, print identity tokens.
+    #[command(subcommand)]
+    Auth(commands::auth::AuthCommand),
+    /// Service accounts and their keys.
+    #[command(subcommand)]
+    Iam(commands::iam::IamCommand),
+    /// Project IAM policies.
+    #[command(subcommand)]
+    Projects(commands::iam::ProjectsCommand),
+    /// Users who sign in with a password.
+    #[command(subcommand)]
+    Users(commands::iam::UsersCommand),
 }
 
 /// Arguments of `pier server`.
@@ -91,9 +104,14 @@ pub struct ServerArgs {
     #[arg(long)]
     pub http_serve: bool,
 
-    /// Address of the admin API (loopback only).
+    /// Address of the admin API (loopback unless --api-public). The API is also served, over TLS, at
+    /// https://DOMAIN:HTTPS_PORT.
     #[arg(long, default_value = "127.0.0.1:8079")]
     pub api_addr: std::net::SocketAddr,
+
+    /// Allow --api-addr on a non-loopback address (every call needs a token).
+    #[arg(long)]
+    pub api_public: bool,
 
     /// Address the gateway listens on.
     #[arg(long, default_value = "0.0.0.0")]
@@ -182,39 +200,63 @@ pub struct Ctx {
     pub format: Format,
 }
 
+/// The CLI config, or the data dir's files when there is no config.
+pub fn load_config() -> Result<config::CliConfig> {
+    let path = config::config_path();
+    if let Some(c) = config::CliConfig::load(&path)? {
+        return Ok(c);
+    }
+    let dir = config::default_data_dir();
+    let api_url = std::fs::read_to_string(dir.join("api-url"))
+        .map(|s| s.trim().to_owned())
+        .map_err(|_| {
+            anyhow!(
+                "no CLI config at {} and no server data at {}: start `pier server` first",
+                path.display(),
+                dir.display()
+            )
+        })?;
+    let owner = dir.join("owner-credentials.json");
+    Ok(config::CliConfig {
+        api_url,
+        credentials_file: owner.exists().then_some(owner),
+        data_dir: dir,
+        project: None,
+    })
+}
+
+/// An HTTP client for the CLI's own calls.
+pub fn http_client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| anyhow!("building the HTTP client: {e}"))
+}
+
 impl Ctx {
-    /// Builds the context from the CLI config (or the data dir when there is no config).
-    pub fn from_env(project: Option<&str>, format: Format) -> Result<Self> {
-        let path = config::config_path();
-        let cfg = config::CliConfig::load(&path)?;
-        let (api, token, cfg_project) = match cfg {
-            Some(c) => (c.api_url.clone(), c.token()?, c.project.clone()),
-            None => {
-                let dir = config::default_data_dir();
-                let token_file = dir.join("admin-token");
-                let token = std::fs::read_to_string(&token_file)
-                    .map(|t| t.trim().to_owned())
-                    .map_err(|_| {
-                        anyhow!(
-                            "no CLI config at {} and no server data at {}: start `pier server` first",
-                            path.display(),
-                            dir.display()
-                        )
-                    })?;
-                let api = std::fs::read_to_string(dir.join("api-url"))
-                    .map(|s| s.trim().to_owned())
-                    .unwrap_or_else(|_| "http://127.0.0.1:8079".into());
-                (api, token, None)
-            }
-        };
+    /// Builds the context from the CLI config and the active account's credentials.
+    pub async fn from_env(project: Option<&str>, format: Format) -> Result<Self> {
+        let cfg = load_config()?;
+        let creds_path = cfg.credentials_file.clone().ok_or_else(|| {
+            anyhow!("not signed in: run `pier auth login EMAIL` or `pier auth activate-service-account --key-file FILE`")
+        })?;
+        let creds = auth::Credentials::load(&creds_path)?;
+        let token = creds
+            .id_token(
+                &http_client()?,
+                &cfg.api_url,
+                pier_identity::tokens::CLI_CLIENT_ID,
+            )
+            .await
+            .map_err(|e| anyhow!("cannot get a token for {}: {e}", creds.account()))?;
         let project = project
             .map(str::to_owned)
-            .or(cfg_project)
+            .or(cfg.project.clone())
             .unwrap_or_else(|| "default".into())
             .parse::<ProjectName>()
             .map_err(|e| anyhow!("{e}"))?;
         Ok(Self {
-            client: Client::new(&api, token)?,
+            client: Client::new(&cfg.api_url, token)?,
             project,
             format,
         })
@@ -223,12 +265,22 @@ impl Ctx {
 
 /// Runs a client command (everything except `server` and `up`, which the binary runs).
 pub async fn run_client(cli: Cli) -> Result<()> {
-    let ctx = Ctx::from_env(cli.project.as_deref(), cli.format)?;
+    // Commands that manage the sign-in itself do not need one.
+    if let Command::Auth(c) = &cli.command
+        && let Some(r) = commands::auth::run_local(c, cli.format).await
+    {
+        return r;
+    }
+    let ctx = Ctx::from_env(cli.project.as_deref(), cli.format).await?;
     match cli.command {
         Command::Deploy(args) => commands::deploy::run(&ctx, args).await,
         Command::Services(c) => commands::services::run(&ctx, c).await,
         Command::Revisions(c) => commands::revisions::run(&ctx, c).await,
         Command::Logs(args) => commands::logs::run(&ctx, args).await,
+        Command::Auth(c) => commands::auth::run(&ctx, c).await,
+        Command::Iam(c) => commands::iam::run(&ctx, c).await,
+        Command::Projects(c) => commands::iam::run_projects(&ctx, c).await,
+        Command::Users(c) => commands::iam::run_users(&ctx, c).await,
         Command::Server(_) | Command::Up(_) => {
             Err(anyhow!("internal: server commands are run by the binary"))
         }

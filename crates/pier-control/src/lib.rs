@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pier_activator::{Activator, PoolKey};
-use pier_gateway::{Gateway, Route, RouteTable};
+use pier_gateway::{Access, Gateway, LocalHandler, Route, RouteTable};
+use pier_identity::Member;
+use pier_identity::tokens::CLI_CLIENT_ID;
 use pier_model::api::{
     DeployRequest, LogEntry, RevisionState, RevisionView, ServiceView, TrafficStatus,
     UpdateServiceRequest, UpdateTrafficRequest,
@@ -25,7 +27,7 @@ use pier_model::{
     ProjectName, RevisionName, ServiceName, SpecError, Tag, Traffic, TrafficKey, UrlScheme,
 };
 use pier_runtime::logs::{LogQuery, LogStore};
-use pier_store::{NewRevision, RevisionRecord, ServiceRecord, Store, StoreError};
+use pier_store::{NewRevision, RevisionRecord, ServiceRecord, ServiceSettings, Store, StoreError};
 use thiserror::Error;
 use tokio::sync::watch;
 
@@ -41,6 +43,9 @@ pub enum ControlError {
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The caller may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// Pier failed (500); the message is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -65,6 +70,9 @@ impl From<SpecError> for ControlError {
 
 type Result<T, E = ControlError> = std::result::Result<T, E>;
 
+pub mod identity;
+pub use identity::{IdentityService, Resource};
+
 /// The control plane.
 pub struct Platform {
     store: Arc<Store>,
@@ -72,9 +80,12 @@ pub struct Platform {
     gateway: Arc<Gateway>,
     logs: Arc<LogStore>,
     scheme: UrlScheme,
+    identity: Arc<IdentityService>,
     changes: watch::Sender<u64>,
     publish: tokio::sync::Mutex<()>,
     unrouted_since: Mutex<HashMap<PoolKey, Instant>>,
+    apex: Mutex<Option<Arc<dyn LocalHandler>>>,
+    hosts_file: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -110,6 +121,7 @@ impl Platform {
         gateway: Arc<Gateway>,
         logs: Arc<LogStore>,
         scheme: UrlScheme,
+        identity: Arc<IdentityService>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -117,10 +129,29 @@ impl Platform {
             gateway,
             logs,
             scheme,
+            identity,
             changes: watch::channel(0).0,
             publish: tokio::sync::Mutex::new(()),
             unrouted_since: Mutex::new(HashMap::new()),
+            apex: Mutex::new(None),
+            hosts_file: Mutex::new(None),
         })
+    }
+
+    /// The identity service.
+    pub fn identity(&self) -> &Arc<IdentityService> {
+        &self.identity
+    }
+
+    /// Serves Pier's own endpoints (identity provider, admin API) at the base domain itself.
+    pub fn set_apex_handler(&self, handler: Arc<dyn LocalHandler>) {
+        *self.apex.lock().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    /// Keeps `path` a hosts file mapping every service host to loopback (instances see it as
+    /// `/etc/hosts`, so `*.DOMAIN` names resolve inside them).
+    pub fn set_hosts_file(&self, path: std::path::PathBuf) {
+        *self.hosts_file.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
     }
 
     /// The URL scheme.
@@ -168,6 +199,8 @@ impl Platform {
         }
         self.db(|s| s.ensure_project(&ProjectName::default(), project_hash))
             .await?;
+        self.identity
+            .ensure_default_service_account(&ProjectName::default())?;
         self.publish_routes().await?;
         Ok(())
     }
@@ -186,10 +219,17 @@ impl Platform {
             .collect();
         let mut table = RouteTable::new();
         let mut routed: HashSet<PoolKey> = HashSet::new();
+        let directory = self.identity.directory();
         for svc in &services {
             let Some(hash) = hashes.get(&svc.project) else {
                 continue;
             };
+            let access = Arc::new(Access {
+                ingress: svc.ingress,
+                invoker_check: svc.invoker_iam_check,
+                invokers: directory.invokers(&svc.project, &svc.name),
+                audiences: self.audiences(svc, hash),
+            });
             let resolve = |key: &TrafficKey| -> Option<&RevisionRecord> {
                 let name = match key {
                     TrafficKey::Latest => svc.latest_ready.as_ref()?,
@@ -217,7 +257,7 @@ impl Platform {
                     svc.name.clone(),
                     None,
                     shares,
-                    svc.public,
+                    access.clone(),
                 )),
             );
             for (tag, key) in svc.traffic.tags() {
@@ -240,7 +280,7 @@ impl Platform {
                             svc.name.clone(),
                             Some(tag.clone()),
                             vec![(pool, 100)],
-                            svc.public,
+                            access.clone(),
                         )
                     }
                     None => Route::unavailable(
@@ -251,12 +291,16 @@ impl Platform {
                             "tag {tag} of service {} points at no ready revision",
                             svc.name
                         ),
-                        svc.public,
+                        access.clone(),
                     ),
                 };
                 table.insert(host, Arc::new(route));
             }
         }
+        if let Some(apex) = self.apex.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            table.insert_local(self.scheme.domain().to_owned(), apex);
+        }
+        self.write_hosts_file(&table);
         self.gateway.publish(table);
         // Pools that lost their traffic stop keeping min-instances warm and are dropped once idle.
         let deploying: HashSet<PoolKey> = revs
@@ -282,6 +326,53 @@ impl Platform {
             }
         }
         Ok(())
+    }
+
+    /// The audiences a service's tokens may carry: each of its URLs (with and without a trailing slash,
+    /// with and without the port), its custom audiences, and the CLI's client id.
+    fn audiences(&self, svc: &ServiceRecord, hash: &str) -> Vec<String> {
+        let mut hosts = vec![self.scheme.service_host(&svc.name, hash)];
+        for (tag, _) in svc.traffic.tags() {
+            if let Ok(h) = self.scheme.tag_host(&tag, &svc.name, hash) {
+                hosts.push(h);
+            }
+        }
+        let mut out = Vec::new();
+        for h in hosts {
+            let with_port = self.scheme.url(&h);
+            let bare = format!("https://{h}");
+            for u in [with_port, bare] {
+                if !out.contains(&u) {
+                    out.push(format!("{u}/"));
+                    out.push(u);
+                }
+            }
+        }
+        out.extend(svc.custom_audiences.iter().cloned());
+        out.push(CLI_CLIENT_ID.to_owned());
+        out
+    }
+
+    fn write_hosts_file(&self, table: &RouteTable) {
+        let Some(path) = self
+            .hosts_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        text.push_str("\n# Pier services\n");
+        let mut hosts: Vec<&str> = table.hosts().collect();
+        hosts.sort_unstable();
+        for h in hosts {
+            text.push_str(&format!("127.0.0.1 {h}\n"));
+        }
+        // Rewritten in place: instances bind-mount this very inode.
+        if let Err(e) = std::fs::write(&path, text) {
+            tracing::warn!(path = %path.display(), "cannot write the instances' hosts file: {e}");
+        }
     }
 
     fn pool_for(
@@ -334,10 +425,33 @@ impl Platform {
         service: &ServiceName,
         req: DeployRequest,
     ) -> Result<RevisionView> {
+        let mut req = req;
         req.template.validate()?;
         self.activator
             .check(&req.template)
             .map_err(ControlError::Invalid)?;
+        // A revision runs as a service account: the project's default unless one is named.
+        let sa = match &req.template.service_account {
+            Some(email) => {
+                let sa = self.identity.service_account(email)?;
+                if sa.disabled {
+                    return Err(ControlError::Invalid(format!(
+                        "service account {} is disabled: enable it or choose another --service-account",
+                        sa.email
+                    )));
+                }
+                sa.email
+            }
+            None => {
+                self.db({
+                    let p = project.clone();
+                    move |s| s.ensure_project(&p, project_hash)
+                })
+                .await?;
+                self.identity.ensure_default_service_account(project)?
+            }
+        };
+        req.template.service_account = Some(sa);
         if let Some(tag) = &req.tag {
             // Refuse tags that cannot make a URL before anything is recorded.
             self.scheme.tag_host(tag, service, "000000")?;
@@ -345,10 +459,13 @@ impl Platform {
         let project = project.clone();
         let service = service.clone();
         let wishes = NewRevision {
-            public: req.allow_unauthenticated,
             no_traffic: req.no_traffic,
             tag: req.tag.clone(),
         };
+        let mut settings = req.settings.clone();
+        if settings.allow_unauthenticated.is_none() {
+            settings.allow_unauthenticated = req.allow_unauthenticated;
+        }
         let template = req.template.clone();
         let (p2, s2) = (project.clone(), service.clone());
         let (_svc, rev) = self
@@ -358,6 +475,9 @@ impl Platform {
             })
             .await?;
         tracing::info!(project = %project, service = %service, revision = %rev.name, "deploying");
+        if !settings.is_empty() {
+            self.apply_settings(&project, &service, &settings).await?;
+        }
         self.changed();
         // A revision the runtimes cannot run fails at once, with the reason.
         let pool = match self.pool_for(&rev, false) {
@@ -512,7 +632,10 @@ impl Platform {
             latest_ready_revision: svc.latest_ready.clone(),
             ready,
             message,
-            allow_unauthenticated: svc.public,
+            allow_unauthenticated: self.identity.directory().is_public(&svc.project, &svc.name),
+            ingress: svc.ingress,
+            invoker_iam_check: svc.invoker_iam_check,
+            custom_audiences: svc.custom_audiences.clone(),
             created_at: svc.created_at.clone(),
             updated_at: svc.updated_at.clone(),
             name: svc.name,
@@ -601,6 +724,7 @@ impl Platform {
                 .await;
         }
         self.logs.remove(project, name);
+        self.identity.reload()?;
         self.changed();
         tracing::info!(project = %project, service = %name, "deleted service");
         Ok(())
@@ -696,7 +820,9 @@ impl Platform {
                             .tag_host(&tag, &svc.name, &hash)
                             .map_err(|e| StoreError::Invalid(e.to_string()))?;
                     }
-                    Ok((traffic, svc.public))
+                    let mut settings = svc.settings();
+                    settings.traffic = traffic;
+                    Ok(settings)
                 })
             })
             .await?;
@@ -713,19 +839,131 @@ impl Platform {
         req: UpdateServiceRequest,
     ) -> Result<ServiceView> {
         let (p, n) = (project.clone(), name.clone());
-        let svc = self
-            .db(move |s| {
-                s.update_service(&p, &n, |svc, _| {
-                    Ok((
-                        svc.traffic.clone(),
-                        req.allow_unauthenticated.unwrap_or(svc.public),
-                    ))
-                })
+        if self.db(move |s| s.service(&p, &n)).await?.is_none() {
+            return Err(not_found_service(project, name));
+        }
+        self.apply_settings(project, name, &req).await?;
+        self.changed();
+        self.get_service(project, name).await
+    }
+
+    async fn apply_settings(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        name: &ServiceName,
+        req: &UpdateServiceRequest,
+    ) -> Result<()> {
+        for a in &req.add_custom_audiences {
+            pier_model::settings::validate_audience(a)?;
+        }
+        let (p, n, r) = (project.clone(), name.clone(), req.clone());
+        self.db(move |s| {
+            s.update_service(&p, &n, |svc, _| {
+                let mut settings: ServiceSettings = svc.settings();
+                if let Some(i) = r.ingress {
+                    settings.ingress = i;
+                }
+                if let Some(c) = r.invoker_iam_check {
+                    settings.invoker_iam_check = c;
+                }
+                if r.clear_custom_audiences {
+                    settings.custom_audiences.clear();
+                }
+                settings
+                    .custom_audiences
+                    .retain(|a| !r.remove_custom_audiences.contains(a));
+                for a in &r.add_custom_audiences {
+                    if !settings.custom_audiences.contains(a) {
+                        settings.custom_audiences.push(a.clone());
+                    }
+                }
+                Ok(settings)
             })
-            .await?;
+        })
+        .await?;
+        if let Some(public) = req.allow_unauthenticated {
+            let resource = Resource::Service(project.clone(), name.clone());
+            self.identity.modify_policy(&resource, None, |p| {
+                if public {
+                    p.add("roles/run.invoker", &Member::AllUsers)
+                        .map(|_| ())
+                        .map_err(|e| ControlError::Invalid(e.to_string()))
+                } else {
+                    p.remove("roles/run.invoker", &Member::AllUsers);
+                    Ok(())
+                }
+            })?;
+        }
+        self.publish_routes().await
+    }
+
+    /// A resource's IAM policy.
+    pub fn get_iam_policy(&self, resource: &Resource) -> Result<pier_identity::Policy> {
+        self.identity.get_policy(resource)
+    }
+
+    /// Replaces a resource's IAM policy; refused (409) if `policy.etag` is set and stale.
+    pub async fn set_iam_policy(
+        self: &Arc<Self>,
+        resource: &Resource,
+        policy: pier_identity::Policy,
+    ) -> Result<pier_identity::Policy> {
+        let normalized = policy
+            .normalized()
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let etag = policy.etag.clone();
+        let out = self.identity.modify_policy(resource, Some(&etag), |p| {
+            p.bindings = normalized.bindings.clone();
+            Ok(())
+        })?;
         self.publish_routes().await?;
         self.changed();
-        self.service_view(svc).await
+        Ok(out)
+    }
+
+    /// Grants (`add`) or revokes a role for a member on a resource.
+    pub async fn change_binding(
+        self: &Arc<Self>,
+        resource: &Resource,
+        member: &str,
+        role: &str,
+        add: bool,
+    ) -> Result<pier_identity::Policy> {
+        let member: Member = member
+            .parse()
+            .map_err(|e: pier_identity::IdentityError| ControlError::Invalid(e.to_string()))?;
+        if pier_identity::iam::role(role).is_none() {
+            return Err(ControlError::Invalid(format!(
+                "unknown role {role:?}: use one of {}",
+                pier_identity::iam::ROLES
+                    .iter()
+                    .map(|r| r.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let out = self.identity.modify_policy(resource, None, |p| {
+            if add {
+                p.add(role, &member)
+                    .map(|_| ())
+                    .map_err(|e| ControlError::Invalid(e.to_string()))
+            } else if p.remove(role, &member) {
+                Ok(())
+            } else {
+                Err(ControlError::NotFound(format!(
+                    "{member} has no binding to {role} here"
+                )))
+            }
+        })?;
+        self.publish_routes().await?;
+        self.changed();
+        Ok(out)
+    }
+
+    /// Whether a project exists.
+    pub async fn project_exists(&self, project: &ProjectName) -> Result<bool> {
+        let p = project.clone();
+        Ok(self.db(move |s| s.project(&p)).await?.is_some())
     }
 
     /// Replaces a service's traffic list wholesale (from a manifest).

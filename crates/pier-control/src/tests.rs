@@ -24,8 +24,10 @@ fn svc(traffic: Traffic) -> ServiceRecord {
     ServiceRecord {
         project: ProjectName::default(),
         name: "a".parse().unwrap(),
-        public: false,
         traffic,
+        ingress: Default::default(),
+        invoker_iam_check: true,
+        custom_audiences: vec![],
         latest_created: Some("a-00003-ccc".parse().unwrap()),
         latest_ready: Some("a-00002-bbb".parse().unwrap()),
         created_at: String::new(),

@@ -21,6 +21,8 @@ pub enum GatewayBody {
     Full(Option<Bytes>, Option<Incoming>),
     /// An instance's response.
     Proxy(ProxyBody),
+    /// Any other body (in-process handlers).
+    Boxed(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>),
 }
 
 impl GatewayBody {
@@ -110,6 +112,7 @@ impl Body for GatewayBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             GatewayBody::Full(b, _) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            GatewayBody::Boxed(b) => Pin::new(b).poll_frame(cx),
             GatewayBody::Proxy(p) => {
                 if p.done {
                     return Poll::Ready(None);
@@ -140,6 +143,7 @@ impl Body for GatewayBody {
         match self {
             GatewayBody::Full(b, _) => b.is_none(),
             GatewayBody::Proxy(p) => p.done || p.inner.is_end_stream(),
+            GatewayBody::Boxed(b) => b.is_end_stream(),
         }
     }
 
@@ -148,6 +152,7 @@ impl Body for GatewayBody {
             GatewayBody::Full(Some(b), _) => SizeHint::with_exact(b.len() as u64),
             GatewayBody::Full(None, _) => SizeHint::with_exact(0),
             GatewayBody::Proxy(p) => p.inner.size_hint(),
+            GatewayBody::Boxed(b) => b.size_hint(),
         }
     }
 }

@@ -67,9 +67,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// What a connection adds to every request's forwarding headers, computed once per connection.
+/// What a connection adds to every request's forwarding headers, computed once per connection, and what
+/// the guard learned about the peer.
 #[derive(Debug)]
 pub struct Forwarding {
+    /// The peer's address.
+    pub peer: std::net::SocketAddr,
+    /// Whether the peer is one of Pier's own instances (looked up once, when a route first asks).
+    pub internal: std::sync::OnceLock<bool>,
     client: IpAddr,
     proto: &'static str,
     /// `X-Forwarded-For` when the request brings none: the client address alone.
@@ -79,11 +84,20 @@ pub struct Forwarding {
 }
 
 impl Forwarding {
+    /// For a connection from `peer` over `proto` (`https` or `http`).
+    pub fn for_peer(peer: std::net::SocketAddr, proto: &'static str) -> Self {
+        let mut f = Self::new(peer.ip(), proto);
+        f.peer = peer;
+        f
+    }
+
     /// For a connection from `client` over `proto` (`https` or `http`).
     pub fn new(client: IpAddr, proto: &'static str) -> Self {
         let xff = HeaderValue::from_str(&client.to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         Self {
+            peer: std::net::SocketAddr::new(client, 0),
+            internal: std::sync::OnceLock::new(),
             client,
             proto,
             xff,

@@ -17,6 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub mod auth;
 pub mod body;
 pub mod error;
 pub mod headers;
@@ -26,7 +27,7 @@ pub mod upstream;
 
 pub use body::GatewayBody;
 pub use proxy::Scheme;
-pub use routes::{Route, RouteTable};
+pub use routes::{Access, Route, RouteTable};
 
 /// Cloud Run's limit on HTTP/1 request bodies.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 32 * 1024 * 1024;
@@ -68,9 +69,19 @@ pub trait Guard: Send + Sync + 'static {
     fn check(
         &self,
         route: &Route,
-        peer: SocketAddr,
+        conn: &headers::Forwarding,
         req: &mut http::request::Parts,
     ) -> Result<(), Box<Response<GatewayBody>>>;
+}
+
+/// A host served in-process (Pier's identity provider and admin API at the base domain).
+pub trait LocalHandler: Send + Sync + 'static {
+    /// Answers one request.
+    fn call(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<GatewayBody>> + Send>>;
 }
 
 /// The gateway.
@@ -184,7 +195,7 @@ impl Gateway {
             let tls = tls.clone();
             let handshake_timeout = self.config.handshake_timeout;
             tokio::spawn(async move {
-                let fwd = Arc::new(headers::Forwarding::new(peer.ip(), scheme.proto()));
+                let fwd = Arc::new(headers::Forwarding::for_peer(peer, scheme.proto()));
                 let service = hyper::service::service_fn(move |req| {
                     proxy::handle(gw.clone(), peer, scheme, fwd.clone(), req)
                 });

@@ -154,7 +154,7 @@ async fn proxy(
     body: &mut Option<Incoming>,
 ) -> Result<Response<GatewayBody>, ProxyError> {
     // Route by host. The Host value is cloned (a reference count, not a copy) so the request head stays
-    // free to change.
+    // free to change. Pier's own hosts are answered in-process.
     let host_value: HeaderValue = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadHost)?,
         None => parts
@@ -168,16 +168,24 @@ async fn proxy(
         .ok()
         .and_then(normalize_host)
         .ok_or(ProxyError::BadHost)?;
-    let route: Arc<Route> = gw
-        .routes
-        .load()
-        .get(host.as_ref())
-        .cloned()
-        .ok_or(ProxyError::UnknownHost)?;
+    let table = gw.routes.load();
+    let route: Arc<Route> = match table.get(host.as_ref()) {
+        Some(r) => r.clone(),
+        None => {
+            let local = table
+                .local(host.as_ref())
+                .cloned()
+                .ok_or(ProxyError::UnknownHost)?;
+            drop(table);
+            let body = body.take().ok_or(ProxyError::BadHost)?;
+            return Ok(local.call(Request::from_parts(parts, body), peer).await);
+        }
+    };
+    drop(table);
 
     // Ingress, authentication and authorization.
     if let Some(guard) = gw.guard.load().as_ref()
-        && let Err(resp) = guard.check(&route, peer, &mut parts)
+        && let Err(resp) = guard.check(&route, fwd, &mut parts)
     {
         return Ok(*resp);
     }

@@ -7,7 +7,38 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pier_activator::RevisionPool;
-use pier_model::{ProjectName, ServiceName, Tag};
+use pier_identity::InvokerSet;
+use pier_model::{Ingress, ProjectName, ServiceName, Tag};
+
+use crate::LocalHandler;
+
+/// Who and what may reach a route, checked by the guard before anything is forwarded.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// Which requests may reach it at all (checked first).
+    pub ingress: Ingress,
+    /// Whether to check the invoker permission (off: the service does its own auth).
+    pub invoker_check: bool,
+    /// Who holds `run.routes.invoke` on the service.
+    pub invokers: InvokerSet,
+    /// Audiences its tokens may carry: its URLs, custom audiences, the CLI's client id.
+    pub audiences: Vec<String>,
+}
+
+impl Access {
+    /// A public route: anyone, no token needed (tests and internal routes).
+    pub fn public() -> Self {
+        Self {
+            ingress: Ingress::All,
+            invoker_check: true,
+            invokers: InvokerSet {
+                all_users: true,
+                ..InvokerSet::default()
+            },
+            audiences: Vec::new(),
+        }
+    }
+}
 
 /// Where one host's requests go.
 #[derive(Debug)]
@@ -22,8 +53,8 @@ pub struct Route {
     pub targets: Vec<(Arc<RevisionPool>, u8)>,
     /// Why the route has no target, when it has none (answered with 503).
     pub unavailable: Option<String>,
-    /// Whether anyone may invoke the service.
-    pub public: bool,
+    /// Ingress, invokers and audiences.
+    pub access: Arc<Access>,
 }
 
 impl Route {
@@ -33,7 +64,7 @@ impl Route {
         service: ServiceName,
         tag: Option<Tag>,
         shares: Vec<(Arc<RevisionPool>, u8)>,
-        public: bool,
+        access: Arc<Access>,
     ) -> Self {
         let mut acc = 0u8;
         let targets: Vec<(Arc<RevisionPool>, u8)> = shares
@@ -53,7 +84,7 @@ impl Route {
             tag,
             targets,
             unavailable,
-            public,
+            access,
         }
     }
 
@@ -63,7 +94,7 @@ impl Route {
         service: ServiceName,
         tag: Option<Tag>,
         reason: String,
-        public: bool,
+        access: Arc<Access>,
     ) -> Self {
         Self {
             project,
@@ -71,7 +102,7 @@ impl Route {
             tag,
             targets: Vec::new(),
             unavailable: Some(reason),
-            public,
+            access,
         }
     }
 
@@ -90,9 +121,19 @@ impl Route {
 }
 
 /// Every host the gateway serves.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RouteTable {
     hosts: HashMap<String, Arc<Route>>,
+    local: HashMap<String, Arc<dyn LocalHandler>>,
+}
+
+impl std::fmt::Debug for RouteTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteTable")
+            .field("hosts", &self.hosts.len())
+            .field("local", &self.local.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl RouteTable {
@@ -109,6 +150,24 @@ impl RouteTable {
     /// The route for a normalized host.
     pub fn get(&self, host: &str) -> Option<&Arc<Route>> {
         self.hosts.get(host)
+    }
+
+    /// Serves `host` in-process with `handler` (Pier's own endpoints: identity provider, admin API).
+    pub fn insert_local(&mut self, host: String, handler: Arc<dyn LocalHandler>) {
+        self.local.insert(host, handler);
+    }
+
+    /// The in-process handler of a host, if any.
+    pub fn local(&self, host: &str) -> Option<&Arc<dyn LocalHandler>> {
+        self.local.get(host)
+    }
+
+    /// Every routed host (for the hosts file instances get).
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.hosts
+            .keys()
+            .chain(self.local.keys())
+            .map(String::as_str)
     }
 
     /// Number of hosts.

@@ -237,7 +237,7 @@ async fn harness(template: RevisionTemplate, config: GatewayConfig) -> Harness {
             "hello".parse().unwrap(),
             None,
             vec![(pool, 100)],
-            true,
+            Arc::new(Access::public()),
         )),
     );
     gw.publish(table);

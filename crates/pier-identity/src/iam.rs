@@ -85,7 +85,12 @@ pub const ROLES: &[Role] = &[
     },
     Role {
         name: "roles/run.developer",
-        permissions: &[RoutesInvoke, ServicesGet, ServicesWrite, ServicesGetIamPolicy],
+        permissions: &[
+            RoutesInvoke,
+            ServicesGet,
+            ServicesWrite,
+            ServicesGetIamPolicy,
+        ],
     },
     Role {
         name: "roles/run.admin",
@@ -307,8 +312,7 @@ impl InvokerSet {
 
     /// Whether `who` may invoke.
     pub fn allows(&self, who: Option<&Principal>) -> bool {
-        self.all_users
-            || who.is_some_and(|p| self.all_authenticated || self.principals.contains(p))
+        self.all_users || who.is_some_and(|p| self.all_authenticated || self.principals.contains(p))
     }
 }
 
@@ -336,7 +340,10 @@ mod tests {
         let p = policy(&[("roles/run.developer", &["user:alice@x"])]);
         assert!(allows(&[&p], Some(&alice), ServicesWrite));
         assert!(allows(&[&p], Some(&alice), RoutesInvoke));
-        assert!(!allows(&[&p], Some(&alice), ServicesSetIamPolicy), "developers cannot change IAM");
+        assert!(
+            !allows(&[&p], Some(&alice), ServicesSetIamPolicy),
+            "developers cannot change IAM"
+        );
         assert!(!allows(&[&p], None, ServicesGet));
     }
 
@@ -383,9 +390,13 @@ mod tests {
         let n = messy.normalized().unwrap();
         assert_eq!(n.bindings.len(), 1);
         assert_eq!(n.bindings[0].members, vec!["user:a@x", "user:b@x"]);
-        let err = policy(&[("roles/editor", &["user:a@x"])]).normalized().unwrap_err();
+        let err = policy(&[("roles/editor", &["user:a@x"])])
+            .normalized()
+            .unwrap_err();
         assert!(err.to_string().contains("unknown role"));
-        let err = policy(&[("roles/run.invoker", &["alice"])]).normalized().unwrap_err();
+        let err = policy(&[("roles/run.invoker", &["alice"])])
+            .normalized()
+            .unwrap_err();
         assert!(err.to_string().contains("not valid"));
     }
 

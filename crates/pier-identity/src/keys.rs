@@ -136,7 +136,10 @@ pub fn pem_unwrap(label: &str, pem: &str) -> Option<Vec<u8>> {
     let end = format!("-----END {label}-----");
     let start = pem.find(&begin)? + begin.len();
     let stop = pem[start..].find(&end)? + start;
-    let b64: String = pem[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    let b64: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
@@ -236,9 +239,7 @@ impl KeyRing {
             changed = true;
         }
         keys.retain(|k| k.retires_at + retention > t);
-        let active = keys
-            .iter()
-            .any(|k| k.activates_at <= t && t < k.retires_at);
+        let active = keys.iter().any(|k| k.activates_at <= t && t < k.retires_at);
         if !active {
             self.create(t)?;
             changed = true;

@@ -1,8 +1,8 @@
 //! User passwords, stored as argon2id hashes (PHC strings) and checked in constant time by the argon2
 //! crate; opaque secrets (refresh tokens) stored as SHA-256 digests.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use crate::IdentityError;
 
@@ -18,8 +18,8 @@ pub fn hash_password(password: &str) -> Result<String, IdentityError> {
     }
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| IdentityError::Internal(format!("randomness: {e}")))?;
-    let salt = SaltString::encode_b64(&salt)
-        .map_err(|e| IdentityError::Internal(format!("salt: {e}")))?;
+    let salt =
+        SaltString::encode_b64(&salt).map_err(|e| IdentityError::Internal(format!("salt: {e}")))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())

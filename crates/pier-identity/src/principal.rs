@@ -79,7 +79,9 @@ pub fn normalize_email(email: &str) -> Result<String, IdentityError> {
     if local.is_empty() || domain.is_empty() || domain.contains('@') {
         return Err(bad("use NAME@DOMAIN"));
     }
-    if e.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '"') {
+    if e.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '"')
+    {
         return Err(bad("it contains spaces or separators"));
     }
     Ok(e.to_ascii_lowercase())
@@ -135,7 +137,13 @@ mod tests {
             "user:Alice@Example.com".parse::<Member>().unwrap(),
             Member::User("alice@example.com".into())
         );
-        for bad in ["alice@example.com", "user:", "user:nobody", "group:x@y", "user:a b@c"] {
+        for bad in [
+            "alice@example.com",
+            "user:",
+            "user:nobody",
+            "group:x@y",
+            "user:a b@c",
+        ] {
             assert!(bad.parse::<Member>().is_err(), "{bad}");
         }
     }
@@ -148,6 +156,9 @@ mod tests {
         assert!(!Member::AllAuthenticatedUsers.covers(None));
         assert!(Member::AllAuthenticatedUsers.covers(Some(&sa)));
         assert!(Member::User("alice@x".into()).covers(Some(&alice)));
-        assert!(!Member::User("alice@x".into()).covers(Some(&sa)), "kinds differ");
+        assert!(
+            !Member::User("alice@x".into()).covers(Some(&sa)),
+            "kinds differ"
+        );
     }
 }

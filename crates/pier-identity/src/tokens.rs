@@ -219,10 +219,11 @@ impl Issuer {
     /// Verifies a token's signature and times and returns its claims (audience unchecked: see
     /// [`check_audience`]).
     pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
-        let digest: [u8; 32] = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
-            .as_ref()
-            .try_into()
-            .map_err(|_| TokenError::Malformed)?;
+        let digest: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+                .as_ref()
+                .try_into()
+                .map_err(|_| TokenError::Malformed)?;
         let now = now_secs();
         if let Some(v) = self
             .cache
@@ -258,16 +259,13 @@ impl Issuer {
 
     /// Forgets every cached verification (after a key is revoked).
     pub fn flush(&self) {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
 /// Checks `aud` against what a service accepts.
 pub fn check_audience(claims: &IdClaims, accepted: &[String]) -> Result<(), TokenError> {
-    if accepted.iter().any(|a| *a == claims.aud) {
+    if accepted.contains(&claims.aud) {
         Ok(())
     } else {
         Err(TokenError::Audience(claims.aud.clone()))

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::names::{InstanceId, ProjectName, RevisionName, ServiceName, Tag};
+use crate::settings::Ingress;
 use crate::spec::RevisionTemplate;
 use crate::traffic::TrafficTarget;
 
@@ -24,6 +25,9 @@ pub struct DeployRequest {
     /// Give the new revision this tag (and so its own URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<Tag>,
+    /// Service settings to apply with the deploy (ingress, invoker check, audiences).
+    #[serde(default, skip_serializing_if = "UpdateServiceRequest::is_empty")]
+    pub settings: UpdateServiceRequest,
 }
 
 /// Where a revision stands.
@@ -129,8 +133,15 @@ pub struct ServiceView {
     pub project: ProjectName,
     /// The stable URL.
     pub url: String,
-    /// Whether the service is public (anyone may invoke it).
+    /// Whether the service is public (allUsers holds the invoker role).
     pub allow_unauthenticated: bool,
+    /// Which requests may reach it.
+    pub ingress: Ingress,
+    /// Whether the gateway checks the invoker permission.
+    pub invoker_iam_check: bool,
+    /// Audiences accepted besides the service's URLs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_audiences: Vec<String>,
     /// The template of the latest revision created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<RevisionTemplate>,
@@ -200,9 +211,36 @@ pub struct UpdateTrafficRequest {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateServiceRequest {
-    /// Make the service public or private.
+    /// Make the service public (grant allUsers the invoker role) or private (revoke it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_unauthenticated: Option<bool>,
+    /// Which requests may reach the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Ingress>,
+    /// Turn the gateway's invoker check on or off (off: the service does its own auth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoker_iam_check: Option<bool>,
+    /// Audiences to accept in addition to the service's URLs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_custom_audiences: Vec<String>,
+    /// Audiences to stop accepting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_custom_audiences: Vec<String>,
+    /// Drop every custom audience.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_custom_audiences: bool,
+}
+
+impl UpdateServiceRequest {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.allow_unauthenticated.is_none()
+            && self.ingress.is_none()
+            && self.invoker_iam_check.is_none()
+            && self.add_custom_audiences.is_empty()
+            && self.remove_custom_audiences.is_empty()
+            && !self.clear_custom_audiences
+    }
 }
 
 /// Which stream a log line came from.
@@ -265,4 +303,103 @@ pub struct ServerInfo {
     pub http_port: u16,
     /// Path of the CA certificate clients should trust.
     pub ca_path: String,
+}
+
+/// A service account.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountView {
+    /// `NAME@PROJECT.iam.DOMAIN`.
+    pub email: String,
+    /// NAME.
+    pub name: String,
+    /// Its project.
+    pub project: String,
+    /// Stable unique id.
+    pub unique_id: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Whether it is disabled.
+    pub disabled: bool,
+}
+
+/// Creates a service account.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateServiceAccountRequest {
+    /// NAME: 6 to 30 lowercase letters, digits and hyphens, starting with a letter.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// A service-account key (public metadata only).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    /// Key id.
+    pub id: String,
+    /// The service account.
+    pub service_account: String,
+    /// Whether it is disabled.
+    pub disabled: bool,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// A user.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    /// Email.
+    pub email: String,
+    /// Stable unique id.
+    pub unique_id: String,
+}
+
+/// Creates a user.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateUserRequest {
+    /// Email.
+    pub email: String,
+    /// Password (at least 8 characters).
+    pub password: String,
+}
+
+/// Asks for an ID token for a service account (impersonation).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GenerateIdTokenRequest {
+    /// The token's audience.
+    pub audience: String,
+    /// Accepted for compatibility with Google's IAM Credentials API; Pier always includes the email.
+    #[serde(default)]
+    pub include_email: bool,
+}
+
+/// A minted token.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    /// The token.
+    pub token: String,
+}
+
+/// Who the caller is.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    /// `user:EMAIL` or `serviceAccount:EMAIL`.
+    pub principal: String,
+}
+
+/// Grants or revokes one role for one member.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BindingChange {
+    /// `user:...`, `serviceAccount:...`, `allUsers`, `allAuthenticatedUsers`.
+    pub member: String,
+    /// `roles/...`.
+    pub role: String,
 }

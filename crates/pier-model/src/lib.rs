@@ -8,11 +8,13 @@ pub mod error;
 pub mod hosts;
 pub mod manifest;
 pub mod names;
+pub mod settings;
 pub mod spec;
 pub mod traffic;
 
 pub use error::{NameError, SpecError};
 pub use hosts::UrlScheme;
 pub use names::{InstanceId, ProjectName, RevisionName, ServiceName, Tag};
+pub use settings::Ingress;
 pub use spec::{EnvVar, RevisionTemplate};
 pub use traffic::{Traffic, TrafficKey, TrafficTarget};

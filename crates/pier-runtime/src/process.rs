@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
+use crate::cgroup::{CgroupRoot, InstanceCgroup};
 use crate::logs::{InstanceLog, LogStore, MAX_LINE};
 use crate::{
     Endpoint, ExitReason, Instance, InstanceSpec, Runtime, RuntimeError, instance_argv,
@@ -51,6 +52,25 @@ pub struct ProcessRuntime {
     run_dir: PathBuf,
     base_env: Vec<(String, String)>,
     default_workdir: PathBuf,
+    hosts_file: Option<std::ffi::CString>,
+    cgroups: Option<CgroupRoot>,
+    live: Arc<std::sync::Mutex<std::collections::HashMap<InstanceId, Tracked>>>,
+}
+
+/// How a live instance's processes are found.
+#[derive(Clone)]
+struct Tracked {
+    leader: i32,
+    cgroup: Option<Arc<InstanceCgroup>>,
+}
+
+impl Tracked {
+    fn pids(&self) -> Vec<i32> {
+        match &self.cgroup {
+            Some(cg) => cg.pids(),
+            None => peers::process_tree(self.leader),
+        }
+    }
 }
 
 impl std::fmt::Debug for ProcessRuntime {
@@ -83,7 +103,36 @@ impl ProcessRuntime {
             run_dir: run_dir.to_owned(),
             base_env,
             default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            hosts_file: None,
+            cgroups: None,
+            live: Arc::default(),
         })
+    }
+
+    /// Puts every instance in its own cgroup under `root` (see [`crate::cgroup`]).
+    pub fn with_cgroups(mut self, root: Option<CgroupRoot>) -> Self {
+        if root.is_none() {
+            tracing::warn!(
+                "cgroup v2 is not available: instances are tracked by process group only"
+            );
+        }
+        self.cgroups = root;
+        self
+    }
+
+    /// Gives every instance its own mount namespace where `path` is `/etc/hosts`, so the service hosts
+    /// Pier writes there resolve inside instances. Needs root (without it, instances see the host's
+    /// `/etc/hosts` and the server logs why).
+    pub fn with_hosts_file(mut self, path: &Path) -> Self {
+        if !nix::unistd::geteuid().is_root() {
+            tracing::warn!(
+                "not running as root: instances cannot get their own /etc/hosts, so service hosts may not resolve inside them"
+            );
+            return self;
+        }
+        use std::os::unix::ffi::OsStrExt;
+        self.hosts_file = std::ffi::CString::new(path.as_os_str().as_bytes()).ok();
+        self
     }
 }
 
@@ -176,15 +225,55 @@ impl Runtime for ProcessRuntime {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
+        let mut cgroup = match &self.cgroups {
+            Some(root) => Some(root.create(spec.id.as_str()).map_err(RuntimeError::io(
+                format!("creating the cgroup of instance {}", spec.id),
+            ))?),
+            None => None,
+        };
+        let join_cgroup = cgroup.as_mut().and_then(|c| c.take_procs_fd());
+        let hosts = self.hosts_file.clone();
         #[allow(unsafe_code)]
-        // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
-        // async-signal-safe; it touches no memory shared with the parent.
+        // SAFETY: the closure runs in the forked child before exec. It calls only prctl(2), write(2) on a
+        // descriptor opened before the fork, unshare(2) and mount(2), which are async-signal-safe, with C
+        // strings built before the fork; it allocates nothing and touches no lock shared with the parent.
         unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+                if let Some(fd) = &join_cgroup {
+                    nix::unistd::write(fd, b"0")?;
+                }
+                if let Some(hosts) = &hosts {
+                    use nix::mount::{MsFlags, mount};
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+                    mount(
+                        None::<&std::ffi::CStr>,
+                        c"/",
+                        None::<&std::ffi::CStr>,
+                        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                        None::<&std::ffi::CStr>,
+                    )?;
+                    mount(
+                        Some(hosts.as_c_str()),
+                        c"/etc/hosts",
+                        None::<&std::ffi::CStr>,
+                        MsFlags::MS_BIND,
+                        None::<&std::ffi::CStr>,
+                    )?;
+                }
+                Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        let spawned = cmd.spawn();
+        // The child holds its own copy of the cgroup descriptor; ours closes with the command.
+        drop(cmd);
+        let cgroup = cgroup.map(Arc::new);
+        if spawned.is_err()
+            && let Some(cg) = &cgroup
+        {
+            cg.destroy().await;
+        }
+        let mut child = spawned.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => RuntimeError::CommandNotFound {
                 program: program.clone(),
             },
@@ -198,8 +287,17 @@ impl Runtime for ProcessRuntime {
             },
         })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            spec.id.clone(),
+            Tracked {
+                leader: pid,
+                cgroup: cgroup.clone(),
+            },
+        );
         let state_file = self.run_dir.join(format!("{}.json", spec.id));
-        if let Some((_, start_ticks)) = proc_stat(pid) {
+        if cgroup.is_none()
+            && let Some((_, start_ticks)) = proc_stat(pid)
+        {
             let rec = Leftover {
                 pgid: pid,
                 start_ticks,
@@ -228,11 +326,18 @@ impl Runtime for ProcessRuntime {
             let log = log.clone();
             let stopping = stopping.clone();
             let state_file = state_file.clone();
+            let live = self.live.clone();
+            let id = spec.id.clone();
+            let cg = cgroup.clone();
             tokio::spawn(async move {
                 let status = child.wait().await;
                 // Whatever else the leader started goes with it.
                 let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                if let Some(cg) = &cg {
+                    cg.destroy().await;
+                }
                 let _ = fs::remove_file(&state_file);
+                live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                 use std::os::unix::process::ExitStatusExt;
                 let reason = match status {
                     _ if stopping.load(Ordering::SeqCst) => ExitReason::Stopped,
@@ -251,19 +356,48 @@ impl Runtime for ProcessRuntime {
             id: spec.id,
             endpoint: Endpoint::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
             pgid: pid,
+            cgroup,
             exit: exit_rx,
             log,
             stopping,
         }))
     }
 
+    fn peer_instance(&self, peer: SocketAddr) -> Option<InstanceId> {
+        if !peer.ip().is_loopback() {
+            return None;
+        }
+        let inode = peers::socket_inode(peer)?;
+        let live: Vec<(InstanceId, Tracked)> = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        live.into_iter().find_map(|(id, t)| {
+            t.pids()
+                .into_iter()
+                .any(|pid| peers::holds_socket(pid, inode))
+                .then_some(id)
+        })
+    }
+
     async fn cleanup_leftovers(&self) -> Result<usize, RuntimeError> {
+        let mut killed = 0;
+        if let Some(root) = &self.cgroups {
+            for cg in root.leftovers() {
+                if !cg.pids().is_empty() {
+                    killed += 1;
+                }
+                cg.destroy().await;
+            }
+        }
         let entries = match fs::read_dir(&self.run_dir) {
             Ok(e) => e,
-            Err(_) => return Ok(0),
+            Err(_) => return Ok(killed),
         };
         let boot = boot_id();
-        let mut killed = 0;
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_none_or(|e| e != "json") {
@@ -334,6 +468,7 @@ struct ProcessInstance {
     id: InstanceId,
     endpoint: Endpoint,
     pgid: i32,
+    cgroup: Option<Arc<InstanceCgroup>>,
     exit: watch::Receiver<Option<ExitReason>>,
     log: InstanceLog,
     stopping: Arc<AtomicBool>,
@@ -366,6 +501,10 @@ impl Instance for ProcessInstance {
         self.stopping.store(true, Ordering::SeqCst);
         let group = Pid::from_raw(self.pgid);
         let _ = killpg(group, Signal::SIGTERM);
+        if let Some(cg) = &self.cgroup {
+            // Processes that left the process group are still in the cgroup.
+            cg.signal(Signal::SIGTERM);
+        }
         let exited = tokio::time::timeout(grace, exit.wait_for(Option::is_some))
             .await
             .is_ok();
@@ -375,10 +514,15 @@ impl Instance for ProcessInstance {
                 grace.as_secs()
             ));
             let _ = killpg(group, Signal::SIGKILL);
+            if let Some(cg) = &self.cgroup {
+                cg.kill();
+            }
             let _ = exit.wait_for(Option::is_some).await.map(|_| ());
         }
     }
 }
+
+mod peers;
 
 #[cfg(test)]
 mod tests;

@@ -10,11 +10,14 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use pier_model::api::RevisionState;
-use pier_model::{ProjectName, RevisionName, RevisionTemplate, ServiceName, Tag, Traffic};
+use pier_model::{Ingress, ProjectName, RevisionName, RevisionTemplate, ServiceName, Tag, Traffic};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use thiserror::Error;
 
+mod identity;
 mod migrations;
+
+pub use identity::{KeyRecord, PolicyRecord, ServiceAccountRecord, UserRecord};
 
 /// What can go wrong in the store.
 #[derive(Debug, Error)]
@@ -54,10 +57,14 @@ pub struct ServiceRecord {
     pub project: ProjectName,
     /// Name.
     pub name: ServiceName,
-    /// Whether anyone may invoke it.
-    pub public: bool,
     /// Configured traffic.
     pub traffic: Traffic,
+    /// Which requests may reach it.
+    pub ingress: Ingress,
+    /// Whether the gateway checks the invoker permission (off: the service does its own auth).
+    pub invoker_iam_check: bool,
+    /// Extra audiences its tokens may carry.
+    pub custom_audiences: Vec<String>,
     /// Newest revision created.
     pub latest_created: Option<RevisionName>,
     /// Newest revision that became ready.
@@ -98,12 +105,35 @@ pub struct RevisionRecord {
 /// How a deploy wants the new revision routed.
 #[derive(Clone, Debug, Default)]
 pub struct NewRevision {
-    /// Set the service public or private; `None` keeps the current setting (private for a new service).
-    pub public: Option<bool>,
     /// Pin LATEST to the current latest ready revision so the new one gets no traffic.
     pub no_traffic: bool,
     /// Tag to give the revision when it becomes ready.
     pub tag: Option<Tag>,
+}
+
+/// The settings of a service that change without a new revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// Traffic.
+    pub traffic: Traffic,
+    /// Ingress.
+    pub ingress: Ingress,
+    /// Invoker check on or off.
+    pub invoker_iam_check: bool,
+    /// Custom audiences.
+    pub custom_audiences: Vec<String>,
+}
+
+impl ServiceRecord {
+    /// The record's current settings, to modify.
+    pub fn settings(&self) -> ServiceSettings {
+        ServiceSettings {
+            traffic: self.traffic.clone(),
+            ingress: self.ingress,
+            invoker_iam_check: self.invoker_iam_check,
+            custom_audiences: self.custom_audiences.clone(),
+        }
+    }
 }
 
 /// The database.
@@ -117,7 +147,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     let now = time::OffsetDateTime::now_utc();
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| now.unix_timestamp().to_string())
@@ -145,20 +175,22 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("model types serialize to JSON")
 }
 
-const SERVICE_COLS: &str =
-    "project, name, public, traffic, latest_created, latest_ready, created_at, updated_at";
+const SERVICE_COLS: &str = "project, name, traffic, latest_created, latest_ready, created_at, \
+     updated_at, ingress, invoker_iam_check, custom_audiences";
 const REVISION_COLS: &str = "project, service, name, seq, template, state, message, log_tail, \
      pending_tag, created_at, ready_at";
 
 struct RawService {
     project: String,
     name: String,
-    public: bool,
     traffic: String,
     latest_created: Option<String>,
     latest_ready: Option<String>,
     created_at: String,
     updated_at: String,
+    ingress: String,
+    invoker_iam_check: bool,
+    custom_audiences: String,
 }
 
 impl RawService {
@@ -166,12 +198,14 @@ impl RawService {
         Ok(Self {
             project: r.get(0)?,
             name: r.get(1)?,
-            public: r.get(2)?,
-            traffic: r.get(3)?,
-            latest_created: r.get(4)?,
-            latest_ready: r.get(5)?,
-            created_at: r.get(6)?,
-            updated_at: r.get(7)?,
+            traffic: r.get(2)?,
+            latest_created: r.get(3)?,
+            latest_ready: r.get(4)?,
+            created_at: r.get(5)?,
+            updated_at: r.get(6)?,
+            ingress: r.get(7)?,
+            invoker_iam_check: r.get(8)?,
+            custom_audiences: r.get(9)?,
         })
     }
 
@@ -179,8 +213,10 @@ impl RawService {
         Ok(ServiceRecord {
             project: parse("project name", self.project)?,
             name: parse("service name", self.name)?,
-            public: self.public,
             traffic: json("traffic", &self.traffic)?,
+            ingress: parse("ingress", self.ingress)?,
+            invoker_iam_check: self.invoker_iam_check,
+            custom_audiences: json("custom audiences", &self.custom_audiences)?,
             latest_created: self
                 .latest_created
                 .map(|s| parse("revision name", s))
@@ -269,13 +305,13 @@ impl Store {
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a half-applied change (transactions roll back), so
         // the connection is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
@@ -403,12 +439,11 @@ impl Store {
             let existing = service_in(tx, project, service)?;
             if existing.is_none() {
                 tx.execute(
-                    "INSERT INTO services (project, name, public, traffic, next_seq, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
+                    "INSERT INTO services (project, name, traffic, next_seq, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, 1, ?4, ?4)",
                     params![
                         project.as_str(),
                         service.as_str(),
-                        wishes.public.unwrap_or(false),
                         to_json(&Traffic::default()),
                         ts
                     ],
@@ -420,22 +455,15 @@ impl Store {
                 |r| r.get(0),
             )?;
             let name = RevisionName::for_service(service, seq, suffix);
-            if let Some(svc) = &existing {
-                if let Some(public) = wishes.public {
-                    tx.execute(
-                        "UPDATE services SET public = ?3 WHERE project = ?1 AND name = ?2",
-                        params![project.as_str(), service.as_str(), public],
-                    )?;
-                }
-                if wishes.no_traffic
-                    && let Some(ready) = &svc.latest_ready
-                {
-                    let pinned = svc.traffic.pin_latest(ready);
-                    tx.execute(
-                        "UPDATE services SET traffic = ?3 WHERE project = ?1 AND name = ?2",
-                        params![project.as_str(), service.as_str(), to_json(&pinned)],
-                    )?;
-                }
+            if let Some(svc) = &existing
+                && wishes.no_traffic
+                && let Some(ready) = &svc.latest_ready
+            {
+                let pinned = svc.traffic.pin_latest(ready);
+                tx.execute(
+                    "UPDATE services SET traffic = ?3 WHERE project = ?1 AND name = ?2",
+                    params![project.as_str(), service.as_str(), to_json(&pinned)],
+                )?;
             }
             tx.execute(
                 "INSERT INTO revisions (project, service, name, seq, template, state, pending_tag, created_at) \
@@ -546,26 +574,37 @@ impl Store {
         })
     }
 
-    /// Replaces a service's traffic and public flag. `change` sees the current record and the service's
-    /// revisions inside the transaction and may refuse the change.
+    /// Changes a service's settings (traffic, ingress, invoker check, audiences). `change` sees the current
+    /// record and the service's revisions inside the transaction and may refuse the change.
     pub fn update_service(
         &self,
         project: &ProjectName,
         name: &ServiceName,
-        change: impl FnOnce(&ServiceRecord, &[RevisionRecord]) -> Result<(Traffic, bool)>,
+        change: impl FnOnce(&ServiceRecord, &[RevisionRecord]) -> Result<ServiceSettings>,
     ) -> Result<ServiceRecord> {
         self.write(|tx| {
             let svc = service_in(tx, project, name)?.ok_or_else(|| {
-                StoreError::NotFound(format!("service {name} does not exist in project {project}"))
+                StoreError::NotFound(format!(
+                    "service {name} does not exist in project {project}"
+                ))
             })?;
             let revs = revisions_in(tx, project, Some(name))?;
-            let (traffic, public) = change(&svc, &revs)?;
-            traffic
+            let new = change(&svc, &revs)?;
+            new.traffic
                 .validate()
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
             tx.execute(
-                "UPDATE services SET traffic = ?3, public = ?4, updated_at = ?5 WHERE project = ?1 AND name = ?2",
-                params![project.as_str(), name.as_str(), to_json(&traffic), public, now()],
+                "UPDATE services SET traffic = ?3, ingress = ?4, invoker_iam_check = ?5, \
+                 custom_audiences = ?6, updated_at = ?7 WHERE project = ?1 AND name = ?2",
+                params![
+                    project.as_str(),
+                    name.as_str(),
+                    to_json(&new.traffic),
+                    new.ingress.as_str(),
+                    new.invoker_iam_check,
+                    to_json(&new.custom_audiences),
+                    now()
+                ],
             )?;
             service_in(tx, project, name)?
                 .ok_or_else(|| StoreError::Corrupt("service vanished".into()))
@@ -583,6 +622,10 @@ impl Store {
             let n = tx.execute(
                 "DELETE FROM services WHERE project = ?1 AND name = ?2",
                 params![project.as_str(), name.as_str()],
+            )?;
+            tx.execute(
+                "DELETE FROM iam_policies WHERE resource = ?1",
+                [format!("projects/{project}/services/{name}")],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!(

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// Each entry moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: projects, services, revisions.
     r#"
     CREATE TABLE meta (
@@ -50,6 +50,57 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
 
     CREATE INDEX revisions_by_service ON revisions (project, service, seq);
+    "#,
+    // 2: identity and IAM. Public services become an allUsers invoker binding.
+    r#"
+    CREATE TABLE users (
+        email         TEXT PRIMARY KEY,
+        uid           TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        created_at    TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE sessions (
+        digest     TEXT PRIMARY KEY,
+        email      TEXT NOT NULL REFERENCES users (email) ON DELETE CASCADE,
+        created_at TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE service_accounts (
+        email        TEXT PRIMARY KEY,
+        project      TEXT NOT NULL REFERENCES projects (name),
+        name         TEXT NOT NULL,
+        uid          TEXT NOT NULL UNIQUE,
+        display_name TEXT,
+        disabled     INTEGER NOT NULL DEFAULT 0,
+        created_at   TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE service_account_keys (
+        id         TEXT PRIMARY KEY,
+        email      TEXT NOT NULL REFERENCES service_accounts (email) ON DELETE CASCADE,
+        n          BLOB NOT NULL,
+        e          BLOB NOT NULL,
+        disabled   INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE iam_policies (
+        resource TEXT PRIMARY KEY,
+        policy   TEXT NOT NULL,
+        etag     TEXT NOT NULL
+    ) STRICT;
+
+    INSERT INTO iam_policies (resource, policy, etag)
+        SELECT 'projects/' || project || '/services/' || name,
+               '{"version":1,"bindings":[{"role":"roles/run.invoker","members":["allUsers"]}],"etag":""}',
+               lower(hex(randomblob(8)))
+        FROM services WHERE public = 1;
+
+    ALTER TABLE services DROP COLUMN public;
+    ALTER TABLE services ADD COLUMN ingress TEXT NOT NULL DEFAULT 'all';
+    ALTER TABLE services ADD COLUMN invoker_iam_check INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE services ADD COLUMN custom_audiences TEXT NOT NULL DEFAULT '[]';
     "#,
 ];
 

@@ -49,7 +49,6 @@ fn first_deploy_creates_service_and_numbered_revision() {
         .unwrap();
     assert_eq!(rev.name.as_str(), "hello-00001-xyz");
     assert_eq!(rev.state, RevisionState::Deploying);
-    assert!(!service.public, "services are private unless asked");
     assert_eq!(service.latest_created, Some(rev.name.clone()));
     assert_eq!(service.latest_ready, None);
     let (_, rev2) = s
@@ -118,12 +117,10 @@ fn no_traffic_pins_latest_and_tag_lands_when_ready() {
     let wishes = NewRevision {
         no_traffic: true,
         tag: Some("green".parse().unwrap()),
-        public: Some(true),
     };
     let (service, r2) = s
         .create_revision(&p(), &svc("a"), &template("2"), &wishes, "bbb")
         .unwrap();
-    assert!(service.public);
     assert_eq!(
         service.traffic.percents(),
         vec![(TrafficKey::Revision(r1.name.clone()), 100)]
@@ -224,16 +221,30 @@ fn update_service_validates_inside_transaction() {
     )
     .unwrap();
     let bad = s.update_service(&p(), &svc("a"), |cur, _| {
-        let mut t = cur.traffic.clone();
-        t.0[0].percent = 10;
-        Ok((t, true))
+        let mut new = cur.settings();
+        new.traffic.0[0].percent = 10;
+        new.ingress = pier_model::Ingress::Internal;
+        Ok(new)
     });
     assert!(matches!(bad, Err(StoreError::Invalid(_))));
     let still = s.service(&p(), &svc("a")).unwrap().unwrap();
-    assert!(
-        !still.public,
+    assert_eq!(
+        still.ingress,
+        pier_model::Ingress::All,
         "a refused change leaves everything as it was"
     );
+    let ok = s
+        .update_service(&p(), &svc("a"), |cur, _| {
+            let mut new = cur.settings();
+            new.ingress = pier_model::Ingress::Internal;
+            new.custom_audiences = vec!["aud".into()];
+            new.invoker_iam_check = false;
+            Ok(new)
+        })
+        .unwrap();
+    assert_eq!(ok.ingress, pier_model::Ingress::Internal);
+    assert_eq!(ok.custom_audiences, vec!["aud".to_owned()]);
+    assert!(!ok.invoker_iam_check);
 }
 
 #[test]
@@ -261,4 +272,41 @@ fn newer_schema_is_refused_with_advice() {
     }
     let err = Store::open(&path).unwrap_err().to_string();
     assert!(err.contains("newer"), "{err}");
+}
+
+#[test]
+fn version_1_public_services_become_invoker_bindings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pier.db");
+    {
+        // A database as the first release left it.
+        let mut c = Connection::open(&path).unwrap();
+        let tx = c.transaction().unwrap();
+        tx.execute_batch(migrations::MIGRATIONS[0]).unwrap();
+        tx.pragma_update(None, "user_version", 1).unwrap();
+        tx.execute_batch(
+            "INSERT INTO projects VALUES ('default', 'abc123', 'now'); \
+             INSERT INTO services (project, name, public, traffic, created_at, updated_at) \
+               VALUES ('default', 'pub', 1, '[{\"latestRevision\":true,\"percent\":100}]', 'now', 'now'); \
+             INSERT INTO services (project, name, public, traffic, created_at, updated_at) \
+               VALUES ('default', 'priv', 0, '[{\"latestRevision\":true,\"percent\":100}]', 'now', 'now');",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let p = s.policy("projects/default/services/pub").unwrap().unwrap();
+    assert!(p.policy.contains("allUsers") && p.policy.contains("roles/run.invoker"));
+    assert!(
+        s.policy("projects/default/services/priv")
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.service(&ProjectName::default(), &svc("pub"))
+            .unwrap()
+            .unwrap()
+            .ingress,
+        pier_model::Ingress::All
+    );
 }

@@ -1,6 +1,6 @@
-//! Wires the parts into a running server: data dir, store, certificates, runtime, activator, gateway,
-//! control plane and admin API; then handles signals and shuts down in order (stop accepting, let requests
-//! in flight finish, stop instances).
+//! Wires the parts into a running server: data dir, store, certificates, identity, runtime, activator,
+//! metadata server, gateway, control plane and admin API; then handles signals and shuts down in order
+//! (stop accepting, let requests in flight finish, stop instances).
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -10,11 +10,15 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 use pier_activator::{Activator, ActivatorConfig};
-use pier_api::{AdminToken, AppState};
+use pier_api::{ApexHandler, AppState, TokenAuth};
 use pier_cli::ServerArgs;
 use pier_cli::config::{CliConfig, config_path, default_data_dir};
-use pier_control::Platform;
+use pier_control::{IdentityService, Platform};
+use pier_gateway::auth::IdentityGuard;
 use pier_gateway::{Gateway, GatewayConfig};
+use pier_identity::keys::{KeyRing, RotationPolicy};
+use pier_identity::{Issuer, Principal};
+use pier_metadata::MetadataServer;
 use pier_model::UrlScheme;
 use pier_model::api::ServerInfo;
 use pier_runtime::Runtime;
@@ -25,28 +29,28 @@ use pier_tls::{CertSource, DomainCert, LocalCa, SniResolver};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod instance_env;
+
 fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| anyhow!("no randomness from the OS: {e}"))?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Reads the admin token, creating it (0600) on first start.
-fn admin_token(path: &Path) -> Result<String> {
-    if let Ok(t) = std::fs::read_to_string(path) {
-        let t = t.trim().to_owned();
-        if t.len() >= 32 {
-            return Ok(t);
-        }
-    }
-    let token = random_hex(32)?;
-    pier_tls::write_private(path, token.as_bytes(), 0o600)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(token)
-}
-
 async fn bind(addr: SocketAddr, what: &str, flag: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    // A server killed a moment ago may have a child between fork and exec that still holds copies of its
+    // listening sockets; give it a few seconds to go before calling the port taken.
+    let mut tries = 0;
+    let result = loop {
+        match TcpListener::bind(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 30 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => break other,
+        }
+    };
+    result.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             anyhow!("cannot listen on {addr} for {what}: the address is in use; stop the other server or choose another port with {flag}")
         } else {
@@ -84,10 +88,19 @@ pub fn run(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     rt.block_on(serve(args, up))
 }
 
+/// The owner's credentials file the CLI uses after the first start.
+#[derive(serde::Serialize)]
+struct OwnerCredentials<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    account: &'a str,
+    refresh_token: &'a str,
+}
+
 async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
-    if !args.api_addr.ip().is_loopback() {
+    if !args.api_addr.ip().is_loopback() && !args.api_public {
         bail!(
-            "--api-addr {} is not a loopback address: the admin API listens on loopback only",
+            "--api-addr {} is not a loopback address: pass --api-public to expose the admin API (it is guarded by tokens), or keep it on loopback",
             args.api_addr
         );
     }
@@ -106,7 +119,6 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     let installation = store.meta_or_insert("installation", || {
         random_hex(16).unwrap_or_else(|_| "0".repeat(32))
     })?;
-    let token = admin_token(&data_dir.join("admin-token"))?;
 
     // Certificates.
     let ca = LocalCa::load_or_create(
@@ -132,6 +144,7 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         resolver.clone(),
     )?);
     let tls = Arc::new(pier_tls::server_config(resolver)?);
+    let ca_bundle = instance_env::write_ca_bundle(&data_dir, ca.cert_path())?;
 
     // Listeners first, so a busy port fails before anything starts.
     let https = bind(
@@ -150,10 +163,50 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     let https_port = https.local_addr()?.port();
     let http_port = http.local_addr()?.port();
     let api_addr = api.local_addr()?;
+    let scheme = UrlScheme::new(&args.domain, https_port);
+
+    // Identity: the issuer is the base domain itself, served by the gateway.
+    let ring = Arc::new(KeyRing::open(
+        &data_dir.join("keys"),
+        RotationPolicy::default(),
+    )?);
+    let issuer_url = scheme.url(scheme.domain());
+    let issuer = Arc::new(Issuer::new(&issuer_url, ring.clone()));
+    let identity = IdentityService::new(store.clone(), issuer, scheme.domain())?;
+    let owner_creds = data_dir.join("owner-credentials.json");
+    if let Some(owner) = identity.bootstrap()? {
+        pier_tls::write_private(
+            &data_dir.join("owner-password"),
+            owner.password.as_bytes(),
+            0o600,
+        )?;
+        let session = identity
+            .grant_password(&owner.email, &owner.password)
+            .map_err(|e| anyhow!("signing the owner in: {}", e.error_description))?;
+        let refresh = session.refresh_token.unwrap_or_default();
+        let creds = OwnerCredentials {
+            kind: "authorized_user",
+            account: &owner.email,
+            refresh_token: &refresh,
+        };
+        pier_tls::write_private(&owner_creds, &serde_json::to_vec_pretty(&creds)?, 0o600)?;
+        tracing::info!(
+            "created the owner user {} (password in {})",
+            owner.email,
+            data_dir.join("owner-password").display()
+        );
+    }
 
     // Instances.
     let logs = Arc::new(LogStore::new(&data_dir.join("logs")));
-    let process = Arc::new(ProcessRuntime::new(logs.clone(), &data_dir.join("run"))?);
+    let run_dir = data_dir.join("run");
+    let hosts_file = run_dir.join("hosts");
+    let cgroups = pier_runtime::cgroup::CgroupRoot::detect(&installation);
+    let process = Arc::new(
+        ProcessRuntime::new(logs.clone(), &run_dir)?
+            .with_hosts_file(&hosts_file)
+            .with_cgroups(cgroups.clone()),
+    );
     let leftovers = process.cleanup_leftovers().await?;
     if leftovers > 0 {
         tracing::info!(
@@ -161,7 +214,18 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
             "cleaned up instances left by a previous server"
         );
     }
-    let activator = Activator::new(
+    let peers = process.clone();
+    let metadata = MetadataServer::new(
+        Arc::new(instance_env::MetadataTokens(identity.clone())),
+        Arc::new(move |peer| peers.peer_instance(peer)),
+    );
+    let hooks = Arc::new(instance_env::InstanceEnv::new(
+        metadata.clone(),
+        identity.clone(),
+        &ca_bundle,
+        ca.cert_path(),
+    ));
+    let activator = Activator::with_hooks(
         ActivatorConfig {
             stable_window: args.stable_window,
             panic_window: args.panic_window,
@@ -171,24 +235,28 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
             ..ActivatorConfig::default()
         },
         Arc::new(process),
+        hooks,
     );
     let gateway = Gateway::new(GatewayConfig {
         public_https_port: https_port,
         max_request_body: args.max_request_body,
         ..GatewayConfig::default()
     });
-    let scheme = UrlScheme::new(&args.domain, https_port);
-    let platform = Platform::new(store, activator, gateway.clone(), logs, scheme);
-    platform.recover().await?;
+    let peer_activator = activator.clone();
+    gateway.set_guard(Box::new(IdentityGuard::new(
+        identity.clone(),
+        Arc::new(move |peer| peer_activator.peer_instance(peer).is_some()),
+    )));
+    let platform = Platform::new(
+        store,
+        activator,
+        gateway.clone(),
+        logs,
+        scheme.clone(),
+        identity.clone(),
+    );
+    platform.set_hosts_file(hosts_file);
 
-    // Serve.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let https_task = tokio::spawn(gateway.clone().serve_https(https, tls, stop_rx.clone()));
-    let http_task = tokio::spawn(gateway.clone().serve_http(
-        http,
-        args.http_serve,
-        stop_rx.clone(),
-    ));
     let ca_path = ca.cert_path().display().to_string();
     let info = ServerInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -199,12 +267,24 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     };
     let state = AppState {
         platform: platform.clone(),
-        auth: Arc::new(AdminToken::new(token.clone())),
+        auth: Arc::new(TokenAuth::new(platform.clone())),
         info: Arc::new(info),
     };
+    let router = pier_api::router(state);
+    platform.set_apex_handler(Arc::new(ApexHandler::new(router.clone())));
+    platform.recover().await?;
+
+    // Serve.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let https_task = tokio::spawn(gateway.clone().serve_https(https, tls, stop_rx.clone()));
+    let http_task = tokio::spawn(gateway.clone().serve_http(
+        http,
+        args.http_serve,
+        stop_rx.clone(),
+    ));
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(async move {
-        let _ = axum::serve(api, pier_api::router(state))
+        let _ = axum::serve(api, router)
             .with_graceful_shutdown(async move {
                 let _ = api_stop.wait_for(|s| *s).await;
             })
@@ -216,17 +296,16 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     write_file(&data_dir.join("api-url"), &api_url)?;
     let cli_config = CliConfig {
         api_url: api_url.clone(),
-        token_file: data_dir.join("admin-token"),
+        credentials_file: owner_creds.exists().then(|| owner_creds.clone()),
         data_dir: data_dir.clone(),
         project: None,
     };
-    match CliConfig::adopt(&config_path(), &cli_config) {
-        Ok(_) => {}
-        Err(e) => tracing::warn!("could not write the CLI config: {e:#}"),
+    if let Err(e) = CliConfig::adopt(&config_path(), &cli_config) {
+        tracing::warn!("could not write the CLI config: {e:#}");
     }
 
     tracing::info!(
-        "Pier {} serving https://*.{}:{https_port} (HTTP on :{http_port} {}), admin API {api_url}",
+        "Pier {} serving https://*.{}:{https_port} (HTTP on :{http_port} {}), admin API {api_url} and {issuer_url}",
         env!("CARGO_PKG_VERSION"),
         args.domain,
         if args.http_serve {
@@ -239,20 +318,23 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         "local CA certificate: {ca_path} (trust it: curl --cacert {ca_path}, or copy it to /usr/local/share/ca-certificates/pier.crt and run update-ca-certificates)"
     );
 
-    // Housekeeping.
+    // Housekeeping: idle pools, certificates, signing keys.
     {
         let platform = platform.clone();
         let domain_cert = domain_cert.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
-            let mut last_cert_check = SystemTime::now();
+            let mut last_check = SystemTime::now();
             loop {
                 tick.tick().await;
                 platform.sweep_pools().await;
-                if last_cert_check.elapsed().unwrap_or_default() >= Duration::from_secs(60) {
-                    last_cert_check = SystemTime::now();
+                if last_check.elapsed().unwrap_or_default() >= Duration::from_secs(60) {
+                    last_check = SystemTime::now();
                     if let Err(e) = domain_cert.refresh(&ca, SystemTime::now(), false) {
                         tracing::error!("certificate refresh failed: {e}");
+                    }
+                    if let Err(e) = ring.rotate(SystemTime::now()) {
+                        tracing::error!("signing key rotation failed: {e}");
                     }
                 }
             }
@@ -261,6 +343,13 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
 
     let mut up_failed = None;
     if let Some(path) = up {
+        let token = identity
+            .mint_id_token(
+                &Principal::User(format!("owner@{}", scheme.domain())),
+                pier_identity::tokens::CLI_CLIENT_ID,
+                None,
+            )
+            .map_err(|e| anyhow!("{e}"))?;
         let client = pier_cli::Client::new(&api_url, token)?;
         let ctx = pier_cli::Ctx {
             client,
@@ -290,6 +379,9 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     let _ = api_task.await;
     tracing::info!("stopping instances");
     platform.shutdown().await;
+    if let Some(root) = &cgroups {
+        root.remove_if_empty();
+    }
     tracing::info!("stopped");
     match up_failed {
         Some(e) => Err(e),

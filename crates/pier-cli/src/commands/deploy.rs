@@ -84,6 +84,72 @@ pub struct TemplateFlags {
     /// Working directory of the command [default for host commands: the current directory].
     #[arg(long)]
     pub workdir: Option<std::path::PathBuf>,
+
+    /// Service account the revision runs as (default: the project's compute@PROJECT.iam.DOMAIN); needs
+    /// roles/iam.serviceAccountUser on it.
+    #[arg(long)]
+    pub service_account: Option<String>,
+}
+
+/// Service settings that need no new revision (shared by `deploy` and `services update`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SettingsFlags {
+    /// Which requests may reach the service: all, internal, internal-and-cloud-load-balancing.
+    #[arg(long)]
+    pub ingress: Option<String>,
+
+    /// Let every request through to the service without the invoker check (it does its own auth).
+    #[arg(long, overrides_with = "invoker_iam_check")]
+    pub no_invoker_iam_check: bool,
+
+    /// Check the invoker permission (the default).
+    #[arg(long)]
+    pub invoker_iam_check: bool,
+
+    /// Also accept tokens with these audiences (comma-separated).
+    #[arg(long)]
+    pub add_custom_audiences: Option<String>,
+
+    /// Stop accepting these audiences (comma-separated).
+    #[arg(long)]
+    pub remove_custom_audiences: Option<String>,
+
+    /// Drop every custom audience.
+    #[arg(long)]
+    pub clear_custom_audiences: bool,
+}
+
+impl SettingsFlags {
+    /// The settings request these flags make.
+    pub fn request(&self, public: Option<bool>) -> Result<pier_model::api::UpdateServiceRequest> {
+        let ingress = self
+            .ingress
+            .as_deref()
+            .map(str::parse::<pier_model::Ingress>)
+            .transpose()
+            .map_err(|e| anyhow!("{e}"))?;
+        let invoker = match (self.no_invoker_iam_check, self.invoker_iam_check) {
+            (true, _) => Some(false),
+            (_, true) => Some(true),
+            _ => None,
+        };
+        Ok(pier_model::api::UpdateServiceRequest {
+            allow_unauthenticated: public,
+            ingress,
+            invoker_iam_check: invoker,
+            add_custom_audiences: self
+                .add_custom_audiences
+                .as_deref()
+                .map(split_list)
+                .unwrap_or_default(),
+            remove_custom_audiences: self
+                .remove_custom_audiences
+                .as_deref()
+                .map(split_list)
+                .unwrap_or_default(),
+            clear_custom_audiences: self.clear_custom_audiences,
+        })
+    }
 }
 
 /// Splits a gcloud-style list: commas, or the delimiter given as `^D^` at the start.
@@ -140,6 +206,7 @@ impl TemplateFlags {
             && !self.use_http2
             && !self.no_use_http2
             && self.workdir.is_none()
+            && self.service_account.is_none()
     }
 
     /// Applies the flags over `base`.
@@ -227,6 +294,9 @@ impl TemplateFlags {
         if self.no_use_http2 {
             t.http2 = false;
         }
+        if let Some(sa) = &self.service_account {
+            t.service_account = Some(sa.to_ascii_lowercase());
+        }
         if let Some(w) = &self.workdir {
             let abs = std::path::absolute(w).map_err(|e| anyhow!("--workdir: {e}"))?;
             t.working_dir = Some(abs.display().to_string());
@@ -264,6 +334,9 @@ pub struct DeployArgs {
     /// Tag the new revision (it gets its own URL).
     #[arg(long)]
     pub tag: Option<String>,
+
+    #[command(flatten)]
+    pub settings: SettingsFlags,
 
     /// Return once the revision is created, without waiting for it to be ready.
     #[arg(long = "async")]
@@ -306,6 +379,7 @@ pub(crate) async fn run(ctx: &Ctx, args: DeployArgs) -> Result<()> {
         ),
         no_traffic: args.no_traffic,
         tag,
+        settings: args.settings.request(None)?,
     };
     deploy_and_wait(ctx, &service, &req, !args.no_wait).await
 }

@@ -112,9 +112,14 @@ pub async fn deploy_file(
     }
     let project = m.project.clone().unwrap_or_else(|| ctx.project.clone());
     let existing = ctx.client.get_service(&project, &m.name).await?;
-    let unchanged = existing
-        .as_ref()
-        .is_some_and(|s| s.ready && s.template.as_ref() == Some(&m.template));
+    // A manifest that names no service account means the default, which the stored template spells out.
+    let unchanged = existing.as_ref().is_some_and(|s| {
+        let mut wanted = m.template.clone();
+        if wanted.service_account.is_none() {
+            wanted.service_account = s.template.as_ref().and_then(|t| t.service_account.clone());
+        }
+        s.ready && s.template.as_ref() == Some(&wanted)
+    });
     if unchanged && !build {
         eprintln!("Service {} is unchanged.", m.name);
     } else {
@@ -124,6 +129,7 @@ pub async fn deploy_file(
             allow_unauthenticated: m.allow_unauthenticated,
             no_traffic: false,
             tag: None,
+            settings: Default::default(),
         };
         let rev = ctx.client.deploy(&project, &m.name, &req).await?;
         eprintln!("  Creating revision {}...", rev.name);
@@ -166,6 +172,7 @@ pub async fn deploy_file(
                 &m.name,
                 &pier_model::api::UpdateServiceRequest {
                     allow_unauthenticated: Some(public),
+                    ..Default::default()
                 },
             )
             .await?;

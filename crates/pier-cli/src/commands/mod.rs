@@ -1,6 +1,8 @@
 //! One module per subcommand, as in spin's CLI.
 
+pub mod auth;
 pub mod deploy;
+pub mod iam;
 pub mod logs;
 pub mod manifests;
 pub mod revisions;

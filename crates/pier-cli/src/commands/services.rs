@@ -11,7 +11,8 @@ use pier_model::api::{
 use pier_model::manifest::ServiceManifest;
 use pier_model::{ServiceName, Tag};
 
-use super::deploy::{TemplateFlags, deploy_and_wait, public_wish, split_list};
+use super::deploy::{SettingsFlags, TemplateFlags, deploy_and_wait, public_wish, split_list};
+use super::iam::{BindingArgs, PolicyOp, policy};
 use crate::{Ctx, Format, output};
 
 /// Service commands.
@@ -30,13 +31,39 @@ pub enum ServicesCommand {
         service: String,
     },
     /// Change a service: template flags make a new revision; the others change settings in place.
-    Update(UpdateArgs),
+    Update(Box<UpdateArgs>),
     /// Split traffic between revisions, move tags, roll back.
     UpdateTraffic(TrafficArgs),
     /// Create or replace a service from a Knative Service manifest.
     Replace {
         /// The manifest (YAML).
         file: PathBuf,
+    },
+    /// Print a service's IAM policy.
+    GetIamPolicy {
+        /// Service name.
+        service: String,
+    },
+    /// Replace a service's IAM policy from a file (JSON or YAML; its etag must be current).
+    SetIamPolicy {
+        /// Service name.
+        service: String,
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Grant a role on a service (`--member=allUsers --role=roles/run.invoker` makes it public).
+    AddIamPolicyBinding {
+        /// Service name.
+        service: String,
+        #[command(flatten)]
+        binding: BindingArgs,
+    },
+    /// Revoke a role on a service.
+    RemoveIamPolicyBinding {
+        /// Service name.
+        service: String,
+        #[command(flatten)]
+        binding: BindingArgs,
     },
 }
 
@@ -53,6 +80,8 @@ pub struct UpdateArgs {
     /// Make the service private.
     #[arg(long)]
     pub no_allow_unauthenticated: bool,
+    #[command(flatten)]
+    pub settings: SettingsFlags,
 }
 
 /// Arguments of `services update-traffic`.
@@ -281,6 +310,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ServicesCommand) -> Result<()> {
             eprintln!("Deleted service [{name}].");
         }
         ServicesCommand::Update(args) => {
+            let args = *args;
             let name = service_name(&args.service)?;
             let svc = ctx
                 .client
@@ -290,21 +320,16 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ServicesCommand) -> Result<()> {
                     anyhow!("service {name} does not exist: create it with `pier deploy`")
                 })?;
             let public = public_wish(args.allow_unauthenticated, args.no_allow_unauthenticated);
+            let settings: UpdateServiceRequest = args.settings.request(public)?;
             if args.template.is_empty() {
-                if public.is_none() {
+                if settings.is_empty() {
                     bail!(
-                        "nothing to change: give template flags (see --help) or --[no-]allow-unauthenticated"
+                        "nothing to change: give template flags, --[no-]allow-unauthenticated, --ingress, --[no-]invoker-iam-check or custom audience flags (see --help)"
                     );
                 }
                 let svc = ctx
                     .client
-                    .update_service(
-                        &ctx.project,
-                        &name,
-                        &UpdateServiceRequest {
-                            allow_unauthenticated: public,
-                        },
-                    )
+                    .update_service(&ctx.project, &name, &settings)
                     .await?;
                 if !output::structured(ctx.format, &svc)? {
                     println!("Service [{name}] updated.");
@@ -317,6 +342,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ServicesCommand) -> Result<()> {
                 allow_unauthenticated: public,
                 no_traffic: false,
                 tag: None,
+                settings,
             };
             deploy_and_wait(ctx, &name, &req, true).await?;
         }
@@ -337,6 +363,44 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ServicesCommand) -> Result<()> {
                     println!("  {:>3}% {target}{latest}{tag}", t.percent);
                 }
             }
+        }
+        ServicesCommand::GetIamPolicy { service } => {
+            let name = service_name(&service)?;
+            let base = format!("/v1/projects/{}/services/{name}", ctx.project);
+            policy(ctx, &base, PolicyOp::Get, &format!("service [{name}]")).await?;
+        }
+        ServicesCommand::SetIamPolicy { service, file } => {
+            let name = service_name(&service)?;
+            let base = format!("/v1/projects/{}/services/{name}", ctx.project);
+            policy(
+                ctx,
+                &base,
+                PolicyOp::Set(file),
+                &format!("service [{name}]"),
+            )
+            .await?;
+        }
+        ServicesCommand::AddIamPolicyBinding { service, binding } => {
+            let name = service_name(&service)?;
+            let base = format!("/v1/projects/{}/services/{name}", ctx.project);
+            policy(
+                ctx,
+                &base,
+                PolicyOp::Add(binding),
+                &format!("service [{name}]"),
+            )
+            .await?;
+        }
+        ServicesCommand::RemoveIamPolicyBinding { service, binding } => {
+            let name = service_name(&service)?;
+            let base = format!("/v1/projects/{}/services/{name}", ctx.project);
+            policy(
+                ctx,
+                &base,
+                PolicyOp::Remove(binding),
+                &format!("service [{name}]"),
+            )
+            .await?;
         }
         ServicesCommand::Replace { file } => {
             let deployed = super::manifests::deploy_file(ctx, &file, false).await?;

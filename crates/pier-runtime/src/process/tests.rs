@@ -292,3 +292,155 @@ async fn args_expand_and_run_without_a_shell() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn instances_see_piers_hosts_file_as_etc_hosts() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (CI runs as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    fs::write(&hosts, "127.0.0.1 api-abc123.pier.localhost\n").unwrap();
+    let logs = Arc::new(LogStore::new(&dir.path().join("logs")));
+    let rt = ProcessRuntime::new(logs.clone(), &dir.path().join("run"))
+        .unwrap()
+        .with_hosts_file(&hosts);
+    let _inst = rt
+        .start(sh(1, "getent hosts api-abc123.pier.localhost; echo done"))
+        .await
+        .unwrap();
+    let lines = wait_log(&logs, "done").await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("127.0.0.1") && l.contains("api-abc123.pier.localhost")),
+        "{lines:?}"
+    );
+    // The host's own /etc/hosts is untouched.
+    assert!(
+        !fs::read_to_string("/etc/hosts")
+            .unwrap()
+            .contains("api-abc123")
+    );
+}
+
+#[tokio::test]
+async fn connections_are_traced_to_the_instance_that_opened_them() {
+    let f = fixture();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let inst = f
+        .rt
+        .start(sh(
+            1,
+            &format!("exec python3 -c \"import socket,time; s=socket.create_connection(('127.0.0.1',{port})); time.sleep(30)\""),
+        ))
+        .await
+        .unwrap();
+    let (_sock, peer) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.rt.peer_instance(peer), Some(inst.id().clone()));
+    // A connection from this test process is nobody's instance.
+    let mine = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (_s2, peer2) = listener.accept().await.unwrap();
+    assert_eq!(peer2, mine.local_addr().unwrap());
+    assert_eq!(f.rt.peer_instance(peer2), None);
+    inst.stop(Duration::from_secs(1)).await;
+}
+
+fn cgroup_fixture(name: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = Arc::new(LogStore::new(&dir.path().join("logs")));
+    let run_dir = dir.path().join("run");
+    let root = crate::cgroup::CgroupRoot::detect(name)
+        .expect("cgroup v2 is not available or not writable here");
+    let rt = ProcessRuntime::new(logs.clone(), &run_dir)
+        .unwrap()
+        .with_cgroups(Some(root));
+    Fixture {
+        _dir: dir,
+        logs,
+        rt,
+        run_dir,
+    }
+}
+
+/// Live processes whose command line contains `needle`.
+fn alive(needle: &str) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd)
+                .replace('\0', " ")
+                .contains(needle)
+                && !stat.contains(") Z")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn cgroups_catch_processes_that_leave_the_group() {
+    let f = cgroup_fixture("test-process-escape");
+    let inst =
+        f.rt.start(sh(1, "setsid sleep 1234.5 & echo forked; sleep 1000"))
+            .await
+            .unwrap();
+    wait_log(&f.logs, "forked").await;
+    for _ in 0..100 {
+        if !alive("sleep 1234.5").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !alive("sleep 1234.5").is_empty(),
+        "the escaped process runs"
+    );
+    inst.stop(Duration::from_secs(5)).await;
+    for _ in 0..100 {
+        if alive("sleep 1234.5").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        alive("sleep 1234.5").is_empty(),
+        "even a setsid child is stopped"
+    );
+}
+
+#[tokio::test]
+async fn cgroup_leftovers_are_cleaned_at_next_start() {
+    let name = format!("test-leftovers-{}", std::process::id());
+    let f = cgroup_fixture(&name);
+    let inst =
+        f.rt.start(sh(1, "setsid sleep 2345.5 & echo up; sleep 1000"))
+            .await
+            .unwrap();
+    wait_log(&f.logs, "up").await;
+    // As if the server died: a new runtime on the same cgroup root finds and kills it all.
+    let root = crate::cgroup::CgroupRoot::detect(&name).unwrap();
+    let rt2 = ProcessRuntime::new(f.logs.clone(), &f.run_dir)
+        .unwrap()
+        .with_cgroups(Some(root.clone()));
+    assert_eq!(rt2.cleanup_leftovers().await.unwrap(), 1);
+    for _ in 0..100 {
+        if alive("sleep 2345.5").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(alive("sleep 2345.5").is_empty());
+    assert!(root.leftovers().is_empty());
+    drop(inst);
+    root.remove_if_empty();
+}

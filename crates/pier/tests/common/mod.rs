@@ -120,9 +120,14 @@ impl Pier {
         self.ca_pem = std::fs::read_to_string(self.dir.join("ca.pem")).unwrap();
     }
 
+    /// An ID token of the active account (the owner after the first start) for the admin API.
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.dir.join("admin-token"))
-            .unwrap()
+        self.ok(&["auth", "print-identity-token"]).trim().to_owned()
+    }
+
+    /// An ID token of the active account for `audience`.
+    pub fn token_for(&self, audience: &str) -> String {
+        self.ok(&["auth", "print-identity-token", "--audiences", audience])
             .trim()
             .to_owned()
     }

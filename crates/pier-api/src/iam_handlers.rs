@@ -1,0 +1,596 @@
+//! The `/v1` handlers of identity and IAM: policies of services, projects and service accounts; service
+//! accounts and their keys; users; impersonation; and `whoami`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use pier_control::Resource;
+use pier_identity::keyfile::KeyFile;
+use pier_identity::{Permission, Policy, Principal};
+use pier_model::api::{
+    BindingChange, CreateServiceAccountRequest, CreateUserRequest, GenerateIdTokenRequest, KeyView,
+    ServiceAccountView, TokenView, UserView, WhoAmI,
+};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{AccountPath, ApiJson, Caller, KeyPath, ProjectPath, ServicePath};
+
+use axum::Json;
+
+fn require(s: &AppState, who: &Principal, p: Permission, r: &Resource) -> Result<(), ApiError> {
+    Ok(s.platform.identity().require(who, p, r)?)
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/whoami", get(whoami))
+        .route(
+            "/v1/projects/{project}/services/{service}/iamPolicy",
+            get(get_service_policy).put(set_service_policy),
+        )
+        .route(
+            "/v1/projects/{project}/services/{service}/iamPolicy/addBinding",
+            post(add_service_binding),
+        )
+        .route(
+            "/v1/projects/{project}/services/{service}/iamPolicy/removeBinding",
+            post(remove_service_binding),
+        )
+        .route(
+            "/v1/projects/{project}/iamPolicy",
+            get(get_project_policy).put(set_project_policy),
+        )
+        .route(
+            "/v1/projects/{project}/iamPolicy/addBinding",
+            post(add_project_binding),
+        )
+        .route(
+            "/v1/projects/{project}/iamPolicy/removeBinding",
+            post(remove_project_binding),
+        )
+        .route(
+            "/v1/projects/{project}/serviceAccounts",
+            get(list_service_accounts).post(create_service_account),
+        )
+        .route(
+            "/v1/serviceAccounts/{email}",
+            get(get_service_account).delete(delete_service_account),
+        )
+        .route(
+            "/v1/serviceAccounts/{email}/disable",
+            post(disable_service_account),
+        )
+        .route(
+            "/v1/serviceAccounts/{email}/enable",
+            post(enable_service_account),
+        )
+        .route(
+            "/v1/serviceAccounts/{email}/iamPolicy",
+            get(get_sa_policy).put(set_sa_policy),
+        )
+        .route(
+            "/v1/serviceAccounts/{email}/iamPolicy/addBinding",
+            post(add_sa_binding),
+        )
+        .route(
+            "/v1/serviceAccounts/{email}/iamPolicy/removeBinding",
+            post(remove_sa_binding),
+        )
+        .route(
+            "/v1/serviceAccounts/{email}/keys",
+            get(list_keys).post(create_key),
+        )
+        .route(
+            "/v1/serviceAccounts/{email}/keys/{key}",
+            axum::routing::delete(delete_key),
+        )
+        .route(
+            "/v1/serviceAccounts/{email}/keys/{key}/disable",
+            post(disable_key),
+        )
+        .route(
+            "/v1/serviceAccounts/{email}/keys/{key}/enable",
+            post(enable_key),
+        )
+        .route(
+            "/v1/serviceAccounts/{email}/generateIdToken",
+            post(generate_id_token),
+        )
+        .route("/v1/users", get(list_users).post(create_user))
+        .route("/v1/users/{email}", axum::routing::delete(delete_user))
+}
+
+/// Who the caller is.
+#[utoipa::path(get, path = "/v1/auth/whoami", tag = "identity", responses((status = 200, body = WhoAmI)))]
+pub(crate) async fn whoami(Caller(who): Caller) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        principal: who.to_string(),
+    })
+}
+
+// ----- policies -----
+
+async fn get_policy(
+    s: &AppState,
+    who: &Principal,
+    resource: Resource,
+    perm: Permission,
+) -> Result<Json<Policy>, ApiError> {
+    require(s, who, perm, &resource)?;
+    Ok(Json(s.platform.get_iam_policy(&resource)?))
+}
+
+async fn set_policy(
+    s: &AppState,
+    who: &Principal,
+    resource: Resource,
+    perm: Permission,
+    policy: Policy,
+) -> Result<Json<Policy>, ApiError> {
+    require(s, who, perm, &resource)?;
+    Ok(Json(s.platform.set_iam_policy(&resource, policy).await?))
+}
+
+async fn binding(
+    s: &AppState,
+    who: &Principal,
+    resource: Resource,
+    perm: Permission,
+    change: BindingChange,
+    add: bool,
+) -> Result<Json<Policy>, ApiError> {
+    require(s, who, perm, &resource)?;
+    Ok(Json(
+        s.platform
+            .change_binding(&resource, &change.member, &change.role, add)
+            .await?,
+    ))
+}
+
+async fn service_resource(s: &AppState, path: ServicePath) -> Result<Resource, ApiError> {
+    let ServicePath(project, service) = path;
+    // Policies attach to services that exist.
+    s.platform.get_service(&project, &service).await?;
+    Ok(Resource::Service(project, service))
+}
+
+/// A service's IAM policy.
+#[utoipa::path(get, path = "/v1/projects/{project}/services/{service}/iamPolicy", tag = "iam",
+    params(("project" = String, Path), ("service" = String, Path)),
+    responses((status = 200, body = Policy), (status = 403, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn get_service_policy(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    path: ServicePath,
+) -> Result<Json<Policy>, ApiError> {
+    let r = service_resource(&s, path).await?;
+    get_policy(&s, &who, r, Permission::ServicesGetIamPolicy).await
+}
+
+/// Replaces a service's IAM policy; send the etag you read, or the change is refused (409) if it moved.
+#[utoipa::path(put, path = "/v1/projects/{project}/services/{service}/iamPolicy", tag = "iam",
+    params(("project" = String, Path), ("service" = String, Path)), request_body = Policy,
+    responses((status = 200, body = Policy), (status = 409, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn set_service_policy(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    path: ServicePath,
+    ApiJson(policy): ApiJson<Policy>,
+) -> Result<Json<Policy>, ApiError> {
+    let r = service_resource(&s, path).await?;
+    set_policy(&s, &who, r, Permission::ServicesSetIamPolicy, policy).await
+}
+
+/// Grants a role on a service.
+#[utoipa::path(post, path = "/v1/projects/{project}/services/{service}/iamPolicy/addBinding", tag = "iam",
+    params(("project" = String, Path), ("service" = String, Path)), request_body = BindingChange,
+    responses((status = 200, body = Policy)))]
+pub(crate) async fn add_service_binding(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    path: ServicePath,
+    ApiJson(change): ApiJson<BindingChange>,
+) -> Result<Json<Policy>, ApiError> {
+    let r = service_resource(&s, path).await?;
+    binding(&s, &who, r, Permission::ServicesSetIamPolicy, change, true).await
+}
+
+/// Revokes a role on a service.
+#[utoipa::path(post, path = "/v1/projects/{project}/services/{service}/iamPolicy/removeBinding", tag = "iam",
+    params(("project" = String, Path), ("service" = String, Path)), request_body = BindingChange,
+    responses((status = 200, body = Policy)))]
+pub(crate) async fn remove_service_binding(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    path: ServicePath,
+    ApiJson(change): ApiJson<BindingChange>,
+) -> Result<Json<Policy>, ApiError> {
+    let r = service_resource(&s, path).await?;
+    binding(&s, &who, r, Permission::ServicesSetIamPolicy, change, false).await
+}
+
+/// A project's IAM policy.
+#[utoipa::path(get, path = "/v1/projects/{project}/iamPolicy", tag = "iam",
+    params(("project" = String, Path)), responses((status = 200, body = Policy)))]
+pub(crate) async fn get_project_policy(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ProjectPath(project): ProjectPath,
+) -> Result<Json<Policy>, ApiError> {
+    get_policy(
+        &s,
+        &who,
+        Resource::Project(project),
+        Permission::ProjectsGetIamPolicy,
+    )
+    .await
+}
+
+/// Replaces a project's IAM policy (etag-checked).
+#[utoipa::path(put, path = "/v1/projects/{project}/iamPolicy", tag = "iam",
+    params(("project" = String, Path)), request_body = Policy, responses((status = 200, body = Policy)))]
+pub(crate) async fn set_project_policy(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ProjectPath(project): ProjectPath,
+    ApiJson(policy): ApiJson<Policy>,
+) -> Result<Json<Policy>, ApiError> {
+    set_policy(
+        &s,
+        &who,
+        Resource::Project(project),
+        Permission::ProjectsSetIamPolicy,
+        policy,
+    )
+    .await
+}
+
+/// Grants a role on a project.
+#[utoipa::path(post, path = "/v1/projects/{project}/iamPolicy/addBinding", tag = "iam",
+    params(("project" = String, Path)), request_body = BindingChange, responses((status = 200, body = Policy)))]
+pub(crate) async fn add_project_binding(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ProjectPath(project): ProjectPath,
+    ApiJson(change): ApiJson<BindingChange>,
+) -> Result<Json<Policy>, ApiError> {
+    binding(
+        &s,
+        &who,
+        Resource::Project(project),
+        Permission::ProjectsSetIamPolicy,
+        change,
+        true,
+    )
+    .await
+}
+
+/// Revokes a role on a project.
+#[utoipa::path(post, path = "/v1/projects/{project}/iamPolicy/removeBinding", tag = "iam",
+    params(("project" = String, Path)), request_body = BindingChange, responses((status = 200, body = Policy)))]
+pub(crate) async fn remove_project_binding(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ProjectPath(project): ProjectPath,
+    ApiJson(change): ApiJson<BindingChange>,
+) -> Result<Json<Policy>, ApiError> {
+    binding(
+        &s,
+        &who,
+        Resource::Project(project),
+        Permission::ProjectsSetIamPolicy,
+        change,
+        false,
+    )
+    .await
+}
+
+fn sa_resource(s: &AppState, email: &str) -> Result<Resource, ApiError> {
+    Ok(s.platform.identity().sa_resource(email)?)
+}
+
+/// A service account's IAM policy (who may act as it or mint its tokens).
+#[utoipa::path(get, path = "/v1/serviceAccounts/{email}/iamPolicy", tag = "iam",
+    params(("email" = String, Path)), responses((status = 200, body = Policy)))]
+pub(crate) async fn get_sa_policy(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    AccountPath(email): AccountPath,
+) -> Result<Json<Policy>, ApiError> {
+    let r = sa_resource(&s, &email)?;
+    get_policy(&s, &who, r, Permission::ServiceAccountsGet).await
+}
+
+/// Replaces a service account's IAM policy (etag-checked).
+#[utoipa::path(put, path = "/v1/serviceAccounts/{email}/iamPolicy", tag = "iam",
+    params(("email" = String, Path)), request_body = Policy, responses((status = 200, body = Policy)))]
+pub(crate) async fn set_sa_policy(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    AccountPath(email): AccountPath,
+    ApiJson(policy): ApiJson<Policy>,
+) -> Result<Json<Policy>, ApiError> {
+    let r = sa_resource(&s, &email)?;
+    set_policy(&s, &who, r, Permission::ServiceAccountsWrite, policy).await
+}
+
+/// Grants a role on a service account.
+#[utoipa::path(post, path = "/v1/serviceAccounts/{email}/iamPolicy/addBinding", tag = "iam",
+    params(("email" = String, Path)), request_body = BindingChange, responses((status = 200, body = Policy)))]
+pub(crate) async fn add_sa_binding(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    AccountPath(email): AccountPath,
+    ApiJson(change): ApiJson<BindingChange>,
+) -> Result<Json<Policy>, ApiError> {
+    let r = sa_resource(&s, &email)?;
+    binding(&s, &who, r, Permission::ServiceAccountsWrite, change, true).await
+}
+
+/// Revokes a role on a service account.
+#[utoipa::path(post, path = "/v1/serviceAccounts/{email}/iamPolicy/removeBinding", tag = "iam",
+    params(("email" = String, Path)), request_body = BindingChange, responses((status = 200, body = Policy)))]
+pub(crate) async fn remove_sa_binding(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    AccountPath(email): AccountPath,
+    ApiJson(change): ApiJson<BindingChange>,
+) -> Result<Json<Policy>, ApiError> {
+    let r = sa_resource(&s, &email)?;
+    binding(&s, &who, r, Permission::ServiceAccountsWrite, change, false).await
+}
+
+// ----- service accounts -----
+
+/// Lists a project's service accounts.
+#[utoipa::path(get, path = "/v1/projects/{project}/serviceAccounts", tag = "iam",
+    params(("project" = String, Path)), responses((status = 200, body = Vec<ServiceAccountView>)))]
+pub(crate) async fn list_service_accounts(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ProjectPath(project): ProjectPath,
+) -> Result<Json<Vec<ServiceAccountView>>, ApiError> {
+    require(
+        &s,
+        &who,
+        Permission::ServiceAccountsGet,
+        &Resource::Project(project.clone()),
+    )?;
+    Ok(Json(s.platform.identity().service_accounts(&project)?))
+}
+
+/// Creates a service account `NAME@PROJECT.iam.DOMAIN`.
+#[utoipa::path(post, path = "/v1/projects/{project}/serviceAccounts", tag = "iam",
+    params(("project" = String, Path)), request_body = CreateServiceAccountRequest,
+    responses((status = 201, body = ServiceAccountView), (status = 409, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn create_service_account(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ProjectPath(project): ProjectPath,
+    ApiJson(req): ApiJson<CreateServiceAccountRequest>,
+) -> Result<(StatusCode, Json<ServiceAccountView>), ApiError> {
+    require(
+        &s,
+        &who,
+        Permission::ServiceAccountsWrite,
+        &Resource::Project(project.clone()),
+    )?;
+    if !s.platform.project_exists(&project).await? {
+        return Err(ApiError::not_found(format!(
+            "project {project} does not exist: deploy a service into it first"
+        )));
+    }
+    let sa = s
+        .platform
+        .identity()
+        .create_service_account(&project, &req.name, req.display_name)?;
+    Ok((StatusCode::CREATED, Json(sa)))
+}
+
+/// Describes a service account.
+#[utoipa::path(get, path = "/v1/serviceAccounts/{email}", tag = "iam",
+    params(("email" = String, Path)), responses((status = 200, body = ServiceAccountView)))]
+pub(crate) async fn get_service_account(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    AccountPath(email): AccountPath,
+) -> Result<Json<ServiceAccountView>, ApiError> {
+    let r = sa_resource(&s, &email)?;
+    require(&s, &who, Permission::ServiceAccountsGet, &r)?;
+    Ok(Json(s.platform.identity().service_account(&email)?))
+}
+
+/// Deletes a service account; its tokens stop working at once.
+#[utoipa::path(delete, path = "/v1/serviceAccounts/{email}", tag = "iam",
+    params(("email" = String, Path)), responses((status = 204)))]
+pub(crate) async fn delete_service_account(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    AccountPath(email): AccountPath,
+) -> Result<StatusCode, ApiError> {
+    let r = sa_resource(&s, &email)?;
+    require(&s, &who, Permission::ServiceAccountsWrite, &r)?;
+    s.platform.identity().delete_service_account(&email)?;
+    s.platform.publish_routes().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_sa_disabled(
+    s: AppState,
+    who: Principal,
+    email: String,
+    disabled: bool,
+) -> Result<StatusCode, ApiError> {
+    let r = sa_resource(&s, &email)?;
+    require(&s, &who, Permission::ServiceAccountsWrite, &r)?;
+    s.platform
+        .identity()
+        .set_service_account_disabled(&email, disabled)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Disables a service account: no new tokens, and its tokens are refused.
+#[utoipa::path(post, path = "/v1/serviceAccounts/{email}/disable", tag = "iam",
+    params(("email" = String, Path)), responses((status = 204)))]
+pub(crate) async fn disable_service_account(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    AccountPath(email): AccountPath,
+) -> Result<StatusCode, ApiError> {
+    set_sa_disabled(s, who, email, true).await
+}
+
+/// Enables a service account.
+#[utoipa::path(post, path = "/v1/serviceAccounts/{email}/enable", tag = "iam",
+    params(("email" = String, Path)), responses((status = 204)))]
+pub(crate) async fn enable_service_account(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    AccountPath(email): AccountPath,
+) -> Result<StatusCode, ApiError> {
+    set_sa_disabled(s, who, email, false).await
+}
+
+/// Lists a service account's keys.
+#[utoipa::path(get, path = "/v1/serviceAccounts/{email}/keys", tag = "iam",
+    params(("email" = String, Path)), responses((status = 200, body = Vec<KeyView>)))]
+pub(crate) async fn list_keys(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    AccountPath(email): AccountPath,
+) -> Result<Json<Vec<KeyView>>, ApiError> {
+    let r = sa_resource(&s, &email)?;
+    require(&s, &who, Permission::ServiceAccountsGet, &r)?;
+    Ok(Json(s.platform.identity().keys(&email)?))
+}
+
+/// Creates a key and returns it as a Google service-account key file; Pier keeps only its public half.
+#[utoipa::path(post, path = "/v1/serviceAccounts/{email}/keys", tag = "iam",
+    params(("email" = String, Path)), responses((status = 201, description = "a service-account key file")))]
+pub(crate) async fn create_key(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    AccountPath(email): AccountPath,
+) -> Result<(StatusCode, Json<KeyFile>), ApiError> {
+    let r = sa_resource(&s, &email)?;
+    require(&s, &who, Permission::ServiceAccountsWrite, &r)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(s.platform.identity().create_key(&email)?),
+    ))
+}
+
+async fn key_op(
+    s: AppState,
+    who: Principal,
+    path: KeyPath,
+    op: &str,
+) -> Result<StatusCode, ApiError> {
+    let KeyPath(email, key) = path;
+    let r = sa_resource(&s, &email)?;
+    require(&s, &who, Permission::ServiceAccountsWrite, &r)?;
+    let id = s.platform.identity();
+    match op {
+        "delete" => id.delete_key(&email, &key)?,
+        "disable" => id.set_key_disabled(&email, &key, true)?,
+        _ => id.set_key_disabled(&email, &key, false)?,
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a key; tokens obtained with it stop working at once.
+#[utoipa::path(delete, path = "/v1/serviceAccounts/{email}/keys/{key}", tag = "iam",
+    params(("email" = String, Path), ("key" = String, Path)), responses((status = 204)))]
+pub(crate) async fn delete_key(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    path: KeyPath,
+) -> Result<StatusCode, ApiError> {
+    key_op(s, who, path, "delete").await
+}
+
+/// Disables a key.
+#[utoipa::path(post, path = "/v1/serviceAccounts/{email}/keys/{key}/disable", tag = "iam",
+    params(("email" = String, Path), ("key" = String, Path)), responses((status = 204)))]
+pub(crate) async fn disable_key(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    path: KeyPath,
+) -> Result<StatusCode, ApiError> {
+    key_op(s, who, path, "disable").await
+}
+
+/// Enables a key.
+#[utoipa::path(post, path = "/v1/serviceAccounts/{email}/keys/{key}/enable", tag = "iam",
+    params(("email" = String, Path), ("key" = String, Path)), responses((status = 204)))]
+pub(crate) async fn enable_key(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    path: KeyPath,
+) -> Result<StatusCode, ApiError> {
+    key_op(s, who, path, "enable").await
+}
+
+/// Mints an ID token for a service account (impersonation); needs `roles/iam.serviceAccountTokenCreator`.
+#[utoipa::path(post, path = "/v1/serviceAccounts/{email}/generateIdToken", tag = "iam",
+    params(("email" = String, Path)), request_body = GenerateIdTokenRequest,
+    responses((status = 200, body = TokenView), (status = 403, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn generate_id_token(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    AccountPath(email): AccountPath,
+    ApiJson(req): ApiJson<GenerateIdTokenRequest>,
+) -> Result<Json<TokenView>, ApiError> {
+    let r = sa_resource(&s, &email)?;
+    require(&s, &who, Permission::ServiceAccountsGetOpenIdToken, &r)?;
+    let sa = s.platform.identity().service_account(&email)?;
+    let token = s.platform.identity().mint_id_token(
+        &Principal::ServiceAccount(sa.email),
+        &req.audience,
+        None,
+    )?;
+    Ok(Json(TokenView { token }))
+}
+
+// ----- users -----
+
+/// Lists users.
+#[utoipa::path(get, path = "/v1/users", tag = "identity", responses((status = 200, body = Vec<UserView>)))]
+pub(crate) async fn list_users(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Json<Vec<UserView>>, ApiError> {
+    require(&s, &who, Permission::UsersWrite, &Resource::Installation)?;
+    Ok(Json(s.platform.identity().users()?))
+}
+
+/// Creates a user with a password.
+#[utoipa::path(post, path = "/v1/users", tag = "identity", request_body = CreateUserRequest,
+    responses((status = 201, body = UserView), (status = 409, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn create_user(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ApiJson(req): ApiJson<CreateUserRequest>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    require(&s, &who, Permission::UsersWrite, &Resource::Installation)?;
+    let u = s
+        .platform
+        .identity()
+        .create_user(&req.email, &req.password)?;
+    Ok((StatusCode::CREATED, Json(u)))
+}
+
+/// Deletes a user; their tokens stop working at once.
+#[utoipa::path(delete, path = "/v1/users/{email}", tag = "identity",
+    params(("email" = String, Path)), responses((status = 204)))]
+pub(crate) async fn delete_user(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    AccountPath(email): AccountPath,
+) -> Result<StatusCode, ApiError> {
+    require(&s, &who, Permission::UsersWrite, &Resource::Installation)?;
+    s.platform.identity().delete_user(&email)?;
+    Ok(StatusCode::NO_CONTENT)
+}

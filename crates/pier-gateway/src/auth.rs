@@ -1,0 +1,198 @@
+//! The identity guard: ingress, then authentication, then authorization, following Cloud Run's observed
+//! behaviour.
+//!
+//! 1. **Ingress.** A route with ingress `internal` (or `internal-and-cloud-load-balancing`) answers 404 to
+//!    anything that is not one of Pier's own instances. The peer is identified by the runtime (which
+//!    process, or which namespace, owns the connection), never by headers, so a forged `Host` or
+//!    `X-Forwarded-For` changes nothing. Checked before authentication.
+//! 2. **Public services** (allUsers holds the invoker role) and services with the invoker check off pass
+//!    through untouched: their `Authorization` header is theirs.
+//! 3. **CORS preflight** (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) to a private service
+//!    is refused with 403: browsers do not send credentials on preflight, so it cannot be authorized.
+//! 4. **Token.** From `X-Serverless-Authorization: Bearer` when present (then `Authorization` is passed to
+//!    the app untouched), else `Authorization: Bearer`. None: 403. One that fails verification (signature,
+//!    algorithm, times, issuer, audience, revoked principal or key): 401 with
+//!    `WWW-Authenticate: Bearer error="invalid_token"`. Valid but without `run.routes.invoke`: 403.
+//! 5. **Forward** with the token's signature replaced by `SIGNATURE_REMOVED_BY_PIER`, so the app can read
+//!    the claims but cannot replay the token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use pier_identity::{Principal, TokenError};
+
+use crate::Guard;
+use crate::body::GatewayBody;
+use crate::error::plain;
+use crate::headers::Forwarding;
+use crate::routes::Route;
+
+/// The header Cloud Run checks before `Authorization`.
+pub const X_SERVERLESS_AUTHORIZATION: HeaderName =
+    HeaderName::from_static("x-serverless-authorization");
+/// What replaces a verified token's signature before it reaches the app.
+pub const SIGNATURE_REMOVED: &str = "SIGNATURE_REMOVED_BY_PIER";
+
+/// Verifies bearer tokens: signature, times, issuer, audience, and that the principal still exists.
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// The principal, or why the token is refused.
+    fn verify(&self, token: &str, audiences: &[String]) -> Result<Principal, TokenError>;
+}
+
+/// Tells whether a peer is one of Pier's own instances.
+pub type PeerCheck = Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>;
+
+/// The guard.
+pub struct IdentityGuard {
+    tokens: Arc<dyn TokenVerifier>,
+    is_instance: PeerCheck,
+}
+
+impl IdentityGuard {
+    /// A guard verifying tokens with `tokens` and identifying instances with `is_instance`.
+    pub fn new(tokens: Arc<dyn TokenVerifier>, is_instance: PeerCheck) -> Self {
+        Self {
+            tokens,
+            is_instance,
+        }
+    }
+}
+
+type Refusal = Box<Response<GatewayBody>>;
+
+fn refuse(status: StatusCode, msg: String) -> Refusal {
+    Box::new(plain(status, format!("{msg}\n")))
+}
+
+fn bearer(v: &HeaderValue) -> Option<&str> {
+    let s = v.to_str().ok()?;
+    let (scheme, token) = s.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// `HEADER.PAYLOAD.SIGNATURE_REMOVED_BY_PIER`, in the same header and with the same scheme.
+fn strip_signature(value: &HeaderValue) -> Option<HeaderValue> {
+    let s = value.to_str().ok()?;
+    let (scheme, token) = s.split_once(' ')?;
+    let cut = token.trim().rfind('.')?;
+    HeaderValue::from_str(&format!(
+        "{scheme} {}.{SIGNATURE_REMOVED}",
+        &token.trim()[..cut]
+    ))
+    .ok()
+}
+
+impl Guard for IdentityGuard {
+    fn check(
+        &self,
+        route: &Route,
+        conn: &Forwarding,
+        req: &mut http::request::Parts,
+    ) -> Result<(), Refusal> {
+        let access = &route.access;
+        if access.ingress != pier_model::Ingress::All {
+            let internal = *conn.internal.get_or_init(|| (self.is_instance)(conn.peer));
+            if !internal {
+                // Cloud Run answers a blocked ingress with 404, as if nothing were there.
+                return Err(refuse(
+                    StatusCode::NOT_FOUND,
+                    "Not Found: this service only accepts requests from inside Pier (ingress internal)."
+                        .into(),
+                ));
+            }
+        }
+        if !access.invoker_check || access.invokers.all_users {
+            return Ok(());
+        }
+        if req.method == Method::OPTIONS
+            && req.headers.contains_key(header::ORIGIN)
+            && req
+                .headers
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Forbidden: CORS preflight to private service {} is refused (browsers send no credentials on preflight); make the service public or serve CORS from a public endpoint.",
+                    route.service
+                ),
+            ));
+        }
+        let header_name = if req.headers.contains_key(&X_SERVERLESS_AUTHORIZATION) {
+            X_SERVERLESS_AUTHORIZATION
+        } else {
+            header::AUTHORIZATION
+        };
+        let Some(value) = req.headers.get(&header_name) else {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Forbidden: service {} is private. Send an identity token: -H \"Authorization: Bearer $(pier auth print-identity-token)\"",
+                    route.service
+                ),
+            ));
+        };
+        let Some(token) = bearer(value) else {
+            return Err(invalid_token(
+                "the Authorization header is not `Bearer <token>`",
+            ));
+        };
+        let principal = match self.tokens.verify(token, &access.audiences) {
+            Ok(p) => p,
+            Err(e) => return Err(invalid_token(&e.to_string())),
+        };
+        if !access.invokers.allows(Some(&principal)) {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Forbidden: {principal} may not invoke service {}: an admin can grant it with `pier services add-iam-policy-binding {} --member={principal} --role=roles/run.invoker`",
+                    route.service, route.service
+                ),
+            ));
+        }
+        if let Some(stripped) = strip_signature(value) {
+            req.headers.insert(header_name, stripped);
+        }
+        Ok(())
+    }
+}
+
+fn invalid_token(why: &str) -> Refusal {
+    let mut r = plain(
+        StatusCode::UNAUTHORIZED,
+        format!(
+            "Unauthorized: {why}. Get a fresh token with `pier auth print-identity-token --audiences SERVICE_URL`.\n"
+        ),
+    );
+    let description: String = why
+        .chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "Bearer error=\"invalid_token\", error_description=\"{description}\""
+    )) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    Box::new(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_stripped_in_place() {
+        let v = HeaderValue::from_static("Bearer aaa.bbb.ccc");
+        assert_eq!(
+            strip_signature(&v).unwrap(),
+            "Bearer aaa.bbb.SIGNATURE_REMOVED_BY_PIER"
+        );
+        assert_eq!(
+            bearer(&HeaderValue::from_static("bearer  x.y.z ")),
+            Some("x.y.z")
+        );
+        assert_eq!(bearer(&HeaderValue::from_static("Basic abc")), None);
+    }
+}

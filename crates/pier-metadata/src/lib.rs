@@ -1,0 +1,328 @@
+//! A metadata server compatible with Google's (the part Cloud Run instances use), so Google's client
+//! libraries find identity tokens inside instances without a code change.
+//!
+//! Each instance gets its own endpoint (a loopback port), announced in `GCE_METADATA_HOST` and
+//! `GCE_METADATA_IP`. A request is answered only when:
+//!
+//! - it comes from the instance the endpoint belongs to, as the runtime tells from the connection's owner
+//!   (so an instance cannot use another's endpoint, and no other host process can use any);
+//! - it carries `Metadata-Flavor: Google` (except the root ping), and no `X-Forwarded-For` (an SSRF guard:
+//!   a proxied request is not the instance asking).
+//!
+//! Served paths (under `/computeMetadata/v1/`): `instance/service-accounts/{default,EMAIL}/identity?audience=`
+//! (an ID token for the revision's service account), `.../email`, `.../token`, `.../?recursive=true`,
+//! `instance/service-accounts/`, `project/project-id`, `project/numeric-project-id`, `instance/region`,
+//! `instance/zone`, `instance/id`. Every answer carries `Metadata-Flavor: Google`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use pier_model::InstanceId;
+
+/// Mints tokens for service accounts.
+pub trait TokenSource: Send + Sync + 'static {
+    /// An ID token for `service_account` with audience `audience`.
+    fn id_token(&self, service_account: &str, audience: &str) -> Result<String, String>;
+    /// An access token for `service_account` and its lifetime in seconds.
+    fn access_token(&self, service_account: &str) -> Result<(String, u64), String>;
+}
+
+/// Tells which instance, if any, a connection comes from.
+pub type PeerCheck = Arc<dyn Fn(SocketAddr) -> Option<InstanceId> + Send + Sync>;
+
+/// What one instance's endpoint knows.
+#[derive(Clone)]
+struct Endpoint {
+    instance: InstanceId,
+    service_account: String,
+    project: String,
+    numeric_project: String,
+    tokens: Arc<dyn TokenSource>,
+    peers: PeerCheck,
+}
+
+/// The metadata server: one endpoint per running instance.
+pub struct MetadataServer {
+    tokens: Arc<dyn TokenSource>,
+    peers: PeerCheck,
+    endpoints: Mutex<HashMap<InstanceId, (SocketAddr, tokio::task::AbortHandle)>>,
+}
+
+impl std::fmt::Debug for MetadataServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataServer").finish_non_exhaustive()
+    }
+}
+
+fn numeric(project: &str) -> String {
+    // A stable 12-digit number per project name (FNV-1a), like a project number.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in project.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:012}", h % 1_000_000_000_000)
+}
+
+impl MetadataServer {
+    /// A server minting tokens with `tokens` and identifying callers with `peers`.
+    pub fn new(tokens: Arc<dyn TokenSource>, peers: PeerCheck) -> Arc<Self> {
+        Arc::new(Self {
+            tokens,
+            peers,
+            endpoints: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Opens the endpoint of an instance running as `service_account` in `project`; returns its address.
+    pub fn open(
+        &self,
+        instance: &InstanceId,
+        service_account: &str,
+        project: &str,
+    ) -> std::io::Result<SocketAddr> {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let ep = Endpoint {
+            instance: instance.clone(),
+            service_account: service_account.to_owned(),
+            project: project.to_owned(),
+            numeric_project: numeric(project),
+            tokens: self.tokens.clone(),
+            peers: self.peers.clone(),
+        };
+        let app = router(ep).into_make_service_with_connect_info::<SocketAddr>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(instance.clone(), (addr, task.abort_handle()));
+        Ok(addr)
+    }
+
+    /// Closes an instance's endpoint.
+    pub fn close(&self, instance: &InstanceId) {
+        if let Some((_, task)) = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(instance)
+        {
+            task.abort();
+        }
+    }
+
+    /// Endpoints open now.
+    pub fn open_count(&self) -> usize {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
+fn flavored(status: StatusCode, content_type: &'static str, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut()
+        .insert("metadata-flavor", HeaderValue::from_static("Google"));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static(content_type));
+    r
+}
+
+fn text(body: impl Into<String>) -> Response {
+    flavored(StatusCode::OK, "application/text", body.into())
+}
+
+fn refuse(status: StatusCode, msg: &str) -> Response {
+    flavored(status, "text/plain", format!("{msg}\n"))
+}
+
+/// Checks the caller and the headers; `None` means go on.
+fn gate(
+    ep: &Endpoint,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    need_flavor: bool,
+) -> Option<Response> {
+    if (ep.peers)(peer).as_ref() != Some(&ep.instance) {
+        return Some(refuse(
+            StatusCode::FORBIDDEN,
+            "Forbidden: this metadata endpoint serves only the instance it belongs to",
+        ));
+    }
+    if headers.contains_key("x-forwarded-for") {
+        return Some(refuse(
+            StatusCode::FORBIDDEN,
+            "Forbidden: requests carrying X-Forwarded-For are refused (the metadata server is not reachable through proxies)",
+        ));
+    }
+    let flavor_ok = headers
+        .get("metadata-flavor")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"Google"));
+    if need_flavor && !flavor_ok {
+        return Some(refuse(
+            StatusCode::FORBIDDEN,
+            "Forbidden: missing Metadata-Flavor: Google header",
+        ));
+    }
+    None
+}
+
+fn router(ep: Endpoint) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route(
+            "/computeMetadata/v1/instance/service-accounts/",
+            get(accounts),
+        )
+        .route(
+            "/computeMetadata/v1/instance/service-accounts/{account}/",
+            get(account_info),
+        )
+        .route(
+            "/computeMetadata/v1/instance/service-accounts/{account}/{item}",
+            get(account_item),
+        )
+        .route("/computeMetadata/v1/project/project-id", get(project_id))
+        .route(
+            "/computeMetadata/v1/project/numeric-project-id",
+            get(numeric_project_id),
+        )
+        .route("/computeMetadata/v1/instance/region", get(region))
+        .route("/computeMetadata/v1/instance/zone", get(zone))
+        .route("/computeMetadata/v1/instance/id", get(instance_id))
+        .fallback(not_found)
+        .with_state(ep)
+}
+
+type Peer = ConnectInfo<SocketAddr>;
+
+async fn root(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
+    gate(&ep, peer, &h, false).unwrap_or_else(|| text("computeMetadata/\n"))
+}
+
+async fn not_found(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
+    gate(&ep, peer, &h, true)
+        .unwrap_or_else(|| refuse(StatusCode::NOT_FOUND, "Not Found: no such metadata path"))
+}
+
+async fn accounts(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
+    gate(&ep, peer, &h, true)
+        .unwrap_or_else(|| text(format!("default/\n{}/\n", ep.service_account)))
+}
+
+fn known_account(ep: &Endpoint, account: &str) -> bool {
+    account == "default" || account == ep.service_account
+}
+
+async fn account_info(
+    State(ep): State<Endpoint>,
+    ConnectInfo(peer): Peer,
+    Path(account): Path<String>,
+    h: HeaderMap,
+) -> Response {
+    if let Some(r) = gate(&ep, peer, &h, true) {
+        return r;
+    }
+    if !known_account(&ep, &account) {
+        return refuse(StatusCode::NOT_FOUND, "Not Found: unknown service account");
+    }
+    let doc = serde_json::json!({
+        "aliases": ["default"],
+        "email": ep.service_account,
+        "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+    });
+    flavored(StatusCode::OK, "application/json", doc.to_string())
+}
+
+async fn account_item(
+    State(ep): State<Endpoint>,
+    ConnectInfo(peer): Peer,
+    Path((account, item)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    h: HeaderMap,
+) -> Response {
+    if let Some(r) = gate(&ep, peer, &h, true) {
+        return r;
+    }
+    if !known_account(&ep, &account) {
+        return refuse(StatusCode::NOT_FOUND, "Not Found: unknown service account");
+    }
+    match item.as_str() {
+        "email" => text(ep.service_account.clone()),
+        "aliases" => text("default\n"),
+        "scopes" => text("https://www.googleapis.com/auth/cloud-platform\n"),
+        "identity" => {
+            let Some(aud) = q.get("audience").filter(|a| !a.is_empty()) else {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: the audience parameter is required",
+                );
+            };
+            let (tokens, sa, aud) = (ep.tokens.clone(), ep.service_account.clone(), aud.clone());
+            match tokio::task::spawn_blocking(move || tokens.id_token(&sa, &aud)).await {
+                Ok(Ok(t)) => text(t),
+                Ok(Err(e)) => refuse(StatusCode::FORBIDDEN, &format!("Forbidden: {e}")),
+                Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "token minting failed"),
+            }
+        }
+        "token" => {
+            let (tokens, sa) = (ep.tokens.clone(), ep.service_account.clone());
+            match tokio::task::spawn_blocking(move || tokens.access_token(&sa)).await {
+                Ok(Ok((t, ttl))) => flavored(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::json!({"access_token": t, "expires_in": ttl, "token_type": "Bearer"})
+                        .to_string(),
+                ),
+                Ok(Err(e)) => refuse(StatusCode::FORBIDDEN, &format!("Forbidden: {e}")),
+                Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "token minting failed"),
+            }
+        }
+        _ => refuse(StatusCode::NOT_FOUND, "Not Found: no such metadata path"),
+    }
+}
+
+async fn project_id(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
+    gate(&ep, peer, &h, true).unwrap_or_else(|| text(ep.project.clone()))
+}
+
+async fn numeric_project_id(
+    State(ep): State<Endpoint>,
+    ConnectInfo(peer): Peer,
+    h: HeaderMap,
+) -> Response {
+    gate(&ep, peer, &h, true).unwrap_or_else(|| text(ep.numeric_project.clone()))
+}
+
+async fn region(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
+    gate(&ep, peer, &h, true)
+        .unwrap_or_else(|| text(format!("projects/{}/regions/local", ep.numeric_project)))
+}
+
+async fn zone(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
+    gate(&ep, peer, &h, true)
+        .unwrap_or_else(|| text(format!("projects/{}/zones/local-1", ep.numeric_project)))
+}
+
+async fn instance_id(
+    State(ep): State<Endpoint>,
+    ConnectInfo(peer): Peer,
+    h: HeaderMap,
+) -> Response {
+    gate(&ep, peer, &h, true).unwrap_or_else(|| text(ep.instance.to_string()))
+}
+
+#[cfg(test)]
+mod tests;
