@@ -32,6 +32,9 @@ use crate::ControlError;
 
 type Result<T, E = ControlError> = std::result::Result<T, E>;
 
+/// The etag of a resource that has no policy yet (Google uses the same value).
+pub const EMPTY_POLICY_ETAG: &str = "ACAB";
+
 /// Something policies attach to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resource {
@@ -704,7 +707,7 @@ impl IdentityService {
             None => Ok(Policy {
                 version: 1,
                 bindings: Vec::new(),
-                etag: String::new(),
+                etag: EMPTY_POLICY_ETAG.to_owned(),
             }),
         }
     }
@@ -722,7 +725,7 @@ impl IdentityService {
         let rec = self.store.update_policy(&key, |current| {
             if let Some(want) = etag
                 && !want.is_empty()
-                && current.map(|c| c.etag.as_str()).unwrap_or("") != want
+                && current.map(|c| c.etag.as_str()).unwrap_or(EMPTY_POLICY_ETAG) != want
             {
                 return Err(StoreError::Conflict(
                     "the policy changed since it was read (etag mismatch): get it again, reapply your change and retry".into(),
