@@ -73,6 +73,7 @@ impl Authenticator for TokenAuth {
         let identity = self.platform.identity();
         identity
             .authenticate(token.trim(), &identity.api_audiences())
+            .map(|v| v.principal.clone())
             .map_err(|e| {
                 ApiError::unauthenticated(format!(
                     "{e}: sign in again with `pier auth login` or `pier auth activate-service-account`"

@@ -104,12 +104,14 @@ impl Directory {
             .pier_key
             .as_ref()
             .is_none_or(|k| self.active_keys.contains(k));
-        let principal_ok = match claims.principal() {
-            Principal::User(e) => self.users.get(&e).is_some_and(|uid| *uid == claims.sub),
-            Principal::ServiceAccount(e) => self
-                .service_accounts
-                .get(&e)
-                .is_some_and(|sa| sa.uid == claims.sub && !sa.disabled),
+        let principal_ok = if claims.pier_principal.as_deref() == Some("serviceAccount") {
+            self.service_accounts
+                .get(&claims.email)
+                .is_some_and(|sa| sa.uid == claims.sub && !sa.disabled)
+        } else {
+            self.users
+                .get(&claims.email)
+                .is_some_and(|uid| *uid == claims.sub)
         };
         key_ok && principal_ok
     }
@@ -359,13 +361,17 @@ impl IdentityService {
 
     /// Verifies a bearer token and checks its principal still exists; `audiences` limits what it may be
     /// addressed to.
-    pub fn authenticate(&self, token: &str, audiences: &[String]) -> Result<Principal, TokenError> {
+    pub fn authenticate(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<Arc<pier_identity::Verified>, TokenError> {
         let v = self.issuer.verify(token)?;
         tokens::check_audience(&v.claims, audiences)?;
         if !self.directory.load().live(&v.claims) {
             return Err(TokenError::Revoked);
         }
-        Ok(v.principal)
+        Ok(v)
     }
 
     /// The audiences the admin API accepts: the CLI's client id and the issuer (access tokens).
@@ -756,7 +762,11 @@ impl IdentityService {
 }
 
 impl pier_gateway::auth::TokenVerifier for IdentityService {
-    fn verify(&self, token: &str, audiences: &[String]) -> Result<Principal, TokenError> {
+    fn verify(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<Arc<pier_identity::Verified>, TokenError> {
         self.authenticate(token, audiences)
     }
 }

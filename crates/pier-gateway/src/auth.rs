@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
-use pier_identity::{Principal, TokenError};
+use pier_identity::{TokenError, Verified};
 
 use crate::Guard;
 use crate::body::GatewayBody;
@@ -32,13 +32,12 @@ use crate::routes::Route;
 /// The header Cloud Run checks before `Authorization`.
 pub const X_SERVERLESS_AUTHORIZATION: HeaderName =
     HeaderName::from_static("x-serverless-authorization");
-/// What replaces a verified token's signature before it reaches the app.
-pub const SIGNATURE_REMOVED: &str = "SIGNATURE_REMOVED_BY_PIER";
+pub use pier_identity::tokens::SIGNATURE_REMOVED;
 
 /// Verifies bearer tokens: signature, times, issuer, audience, and that the principal still exists.
 pub trait TokenVerifier: Send + Sync + 'static {
-    /// The principal, or why the token is refused.
-    fn verify(&self, token: &str, audiences: &[String]) -> Result<Principal, TokenError>;
+    /// What the token says, or why it is refused.
+    fn verify(&self, token: &str, audiences: &[String]) -> Result<Arc<Verified>, TokenError>;
 }
 
 /// Tells whether a peer is one of Pier's own instances.
@@ -139,11 +138,12 @@ impl Guard for IdentityGuard {
                 "the Authorization header is not `Bearer <token>`",
             ));
         };
-        let principal = match self.tokens.verify(token, &access.audiences) {
-            Ok(p) => p,
+        let verified = match self.tokens.verify(token, &access.audiences) {
+            Ok(v) => v,
             Err(e) => return Err(invalid_token(&e.to_string())),
         };
-        if !access.invokers.allows(Some(&principal)) {
+        let principal = &verified.principal;
+        if !access.invokers.allows(Some(principal)) {
             return Err(refuse(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -152,7 +152,11 @@ impl Guard for IdentityGuard {
                 ),
             ));
         }
-        if let Some(stripped) = strip_signature(value) {
+        // The cached stripped form (no formatting per request).
+        let stripped = HeaderValue::from_maybe_shared(verified.stripped.clone())
+            .ok()
+            .or_else(|| strip_signature(value));
+        if let Some(stripped) = stripped {
             req.headers.insert(header_name, stripped);
         }
         Ok(())

@@ -4,8 +4,9 @@
 //! Verification trusts only what the key says: the algorithm must be RS256 (`none`, HS* and anything else are
 //! refused before any key is looked at), the `kid` must be a published Pier key, and `exp`, `nbf`, `iat`
 //! and `iss` are checked with a small leeway. The audience is checked by the caller, who knows which
-//! audiences a service accepts. Successful verifications are cached by the token's SHA-256 until the token
-//! expires, so a private service pays for RSA once per token, not per request.
+//! audiences a service accepts. Successful verifications are cached (keyed by the whole token, compared
+//! byte for byte) until the token expires, so a private service pays for RSA once per token, not per
+//! request; the cache entry also holds the token with its signature removed, ready to forward.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -100,13 +101,20 @@ impl IdClaims {
 }
 
 /// What a verified token says.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Verified {
     /// Who.
     pub principal: Principal,
     /// The claims.
-    pub claims: Arc<IdClaims>,
+    pub claims: IdClaims,
+    /// `Bearer HEADER.PAYLOAD.SIGNATURE_REMOVED_BY_PIER`: what the app gets instead of the token.
+    pub stripped: bytes::Bytes,
 }
+
+/// What replaces a verified token's signature before it reaches an app.
+pub const SIGNATURE_REMOVED: &str = "SIGNATURE_REMOVED_BY_PIER";
+
+type Cache = HashMap<Box<str>, Arc<Verified>, foldhash::fast::RandomState>;
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -156,7 +164,7 @@ pub fn header_kid(token: &str) -> Result<String, TokenError> {
 pub struct Issuer {
     url: String,
     ring: Arc<KeyRing>,
-    cache: Mutex<HashMap<[u8; 32], Verified>>,
+    cache: Mutex<Cache>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -171,7 +179,7 @@ impl Issuer {
         Self {
             url: url.trim_end_matches('/').to_owned(),
             ring,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
         }
     }
 
@@ -218,18 +226,13 @@ impl Issuer {
 
     /// Verifies a token's signature and times and returns its claims (audience unchecked: see
     /// [`check_audience`]).
-    pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
-        let digest: [u8; 32] =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
-                .as_ref()
-                .try_into()
-                .map_err(|_| TokenError::Malformed)?;
+    pub fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
         let now = now_secs();
         if let Some(v) = self
             .cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
+            .get(token)
         {
             if v.claims.exp + LEEWAY_SECS <= now {
                 return Err(TokenError::Expired);
@@ -242,10 +245,13 @@ impl Issuer {
         if claims.iat > now + LEEWAY_SECS {
             return Err(TokenError::NotYetValid);
         }
-        let verified = Verified {
+        let cut = token.rfind('.').ok_or(TokenError::Malformed)?;
+        let stripped = bytes::Bytes::from(format!("Bearer {}.{SIGNATURE_REMOVED}", &token[..cut]));
+        let verified = Arc::new(Verified {
             principal: claims.principal(),
-            claims: Arc::new(claims),
-        };
+            claims,
+            stripped,
+        });
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_MAX {
             cache.retain(|_, v| v.claims.exp + LEEWAY_SECS > now);
@@ -253,7 +259,7 @@ impl Issuer {
                 cache.clear();
             }
         }
-        cache.insert(digest, verified.clone());
+        cache.insert(token.into(), verified.clone());
         Ok(verified)
     }
 

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -99,7 +99,7 @@ impl MetadataServer {
             tokens: self.tokens.clone(),
             peers: self.peers.clone(),
         };
-        let app = router(ep).into_make_service_with_connect_info::<SocketAddr>();
+        let app = router(ep).into_make_service_with_connect_info::<Caller>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -148,14 +148,35 @@ fn refuse(status: StatusCode, msg: &str) -> Response {
     flavored(status, "text/plain", format!("{msg}\n"))
 }
 
+/// A connection's caller: who it is is looked up once per connection (the socket's owner cannot change
+/// while it is open), not once per request.
+#[derive(Clone)]
+struct Caller {
+    peer: SocketAddr,
+    instance: Arc<OnceLock<Option<InstanceId>>>,
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Caller
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self {
+            peer: *stream.remote_addr(),
+            instance: Arc::new(OnceLock::new()),
+        }
+    }
+}
+
 /// Checks the caller and the headers; `None` means go on.
 fn gate(
     ep: &Endpoint,
-    peer: SocketAddr,
+    caller: &Caller,
     headers: &HeaderMap,
     need_flavor: bool,
 ) -> Option<Response> {
-    if (ep.peers)(peer).as_ref() != Some(&ep.instance) {
+    let who = caller.instance.get_or_init(|| (ep.peers)(caller.peer));
+    if who.as_ref() != Some(&ep.instance) {
         return Some(refuse(
             StatusCode::FORBIDDEN,
             "Forbidden: this metadata endpoint serves only the instance it belongs to",
@@ -206,19 +227,19 @@ fn router(ep: Endpoint) -> Router {
         .with_state(ep)
 }
 
-type Peer = ConnectInfo<SocketAddr>;
+type Peer = ConnectInfo<Caller>;
 
 async fn root(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
-    gate(&ep, peer, &h, false).unwrap_or_else(|| text("computeMetadata/\n"))
+    gate(&ep, &peer, &h, false).unwrap_or_else(|| text("computeMetadata/\n"))
 }
 
 async fn not_found(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
-    gate(&ep, peer, &h, true)
+    gate(&ep, &peer, &h, true)
         .unwrap_or_else(|| refuse(StatusCode::NOT_FOUND, "Not Found: no such metadata path"))
 }
 
 async fn accounts(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
-    gate(&ep, peer, &h, true)
+    gate(&ep, &peer, &h, true)
         .unwrap_or_else(|| text(format!("default/\n{}/\n", ep.service_account)))
 }
 
@@ -232,7 +253,7 @@ async fn account_info(
     Path(account): Path<String>,
     h: HeaderMap,
 ) -> Response {
-    if let Some(r) = gate(&ep, peer, &h, true) {
+    if let Some(r) = gate(&ep, &peer, &h, true) {
         return r;
     }
     if !known_account(&ep, &account) {
@@ -253,7 +274,7 @@ async fn account_item(
     Query(q): Query<HashMap<String, String>>,
     h: HeaderMap,
 ) -> Response {
-    if let Some(r) = gate(&ep, peer, &h, true) {
+    if let Some(r) = gate(&ep, &peer, &h, true) {
         return r;
     }
     if !known_account(&ep, &account) {
@@ -295,7 +316,7 @@ async fn account_item(
 }
 
 async fn project_id(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
-    gate(&ep, peer, &h, true).unwrap_or_else(|| text(ep.project.clone()))
+    gate(&ep, &peer, &h, true).unwrap_or_else(|| text(ep.project.clone()))
 }
 
 async fn numeric_project_id(
@@ -303,16 +324,16 @@ async fn numeric_project_id(
     ConnectInfo(peer): Peer,
     h: HeaderMap,
 ) -> Response {
-    gate(&ep, peer, &h, true).unwrap_or_else(|| text(ep.numeric_project.clone()))
+    gate(&ep, &peer, &h, true).unwrap_or_else(|| text(ep.numeric_project.clone()))
 }
 
 async fn region(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
-    gate(&ep, peer, &h, true)
+    gate(&ep, &peer, &h, true)
         .unwrap_or_else(|| text(format!("projects/{}/regions/local", ep.numeric_project)))
 }
 
 async fn zone(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
-    gate(&ep, peer, &h, true)
+    gate(&ep, &peer, &h, true)
         .unwrap_or_else(|| text(format!("projects/{}/zones/local-1", ep.numeric_project)))
 }
 
@@ -321,7 +342,7 @@ async fn instance_id(
     ConnectInfo(peer): Peer,
     h: HeaderMap,
 ) -> Response {
-    gate(&ep, peer, &h, true).unwrap_or_else(|| text(ep.instance.to_string()))
+    gate(&ep, &peer, &h, true).unwrap_or_else(|| text(ep.instance.to_string()))
 }
 
 #[cfg(test)]
