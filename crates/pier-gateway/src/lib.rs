@@ -147,8 +147,26 @@ impl Gateway {
         shutdown: watch::Receiver<bool>,
     ) {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        self.serve(listener, Some(acceptor), Scheme::Https, shutdown)
+        self.serve(listener, Some(acceptor), Scheme::Https, false, shutdown)
             .await;
+    }
+
+    /// Serves a gateway entrance inside an instance's own network namespace (HTTPS when `tls` is given,
+    /// else plain HTTP that redirects or, with `http_serve`, proxies, as outside): only that instance can
+    /// connect, so its requests count as internal for ingress. Runs until the task is aborted.
+    pub async fn serve_internal(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        http_serve: bool,
+    ) {
+        let (_keep, never) = watch::channel(false);
+        let (acceptor, scheme) = match tls {
+            Some(t) => (Some(tokio_rustls::TlsAcceptor::from(t)), Scheme::Https),
+            None if http_serve => (None, Scheme::HttpServe),
+            None => (None, Scheme::HttpRedirect),
+        };
+        self.serve(listener, acceptor, scheme, true, never).await;
     }
 
     /// Serves plain HTTP on `listener`: redirects to HTTPS, or proxies when `serve` is true.
@@ -163,7 +181,7 @@ impl Gateway {
         } else {
             Scheme::HttpRedirect
         };
-        self.serve(listener, None, scheme, shutdown).await;
+        self.serve(listener, None, scheme, false, shutdown).await;
     }
 
     async fn serve(
@@ -171,6 +189,7 @@ impl Gateway {
         listener: TcpListener,
         tls: Option<tokio_rustls::TlsAcceptor>,
         scheme: Scheme,
+        internal: bool,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let graceful = GracefulShutdown::new();
@@ -195,7 +214,11 @@ impl Gateway {
             let tls = tls.clone();
             let handshake_timeout = self.config.handshake_timeout;
             tokio::spawn(async move {
-                let fwd = Arc::new(headers::Forwarding::for_peer(peer, scheme.proto()));
+                let fwd = headers::Forwarding::for_peer(peer, scheme.proto());
+                if internal {
+                    let _ = fwd.internal.set(true);
+                }
+                let fwd = Arc::new(fwd);
                 let service = hyper::service::service_fn(move |req| {
                     proxy::handle(gw.clone(), peer, scheme, fwd.clone(), req)
                 });

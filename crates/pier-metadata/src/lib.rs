@@ -1,11 +1,13 @@
 //! A metadata server compatible with Google's (the part Cloud Run instances use), so Google's client
 //! libraries find identity tokens inside instances without a code change.
 //!
-//! Each instance gets its own endpoint (a loopback port), announced in `GCE_METADATA_HOST` and
-//! `GCE_METADATA_IP`. A request is answered only when:
+//! Each instance gets its own endpoint: a loopback port announced in `GCE_METADATA_HOST` and
+//! `GCE_METADATA_IP` for host processes, or `169.254.169.254:80` inside a container's own network
+//! namespace (where Google's libraries look by default). A request is answered only when:
 //!
 //! - it comes from the instance the endpoint belongs to, as the runtime tells from the connection's owner
-//!   (so an instance cannot use another's endpoint, and no other host process can use any);
+//!   (so an instance cannot use another's endpoint, and no other host process can use any); inside a
+//!   namespace only the instance can connect at all;
 //! - it carries `Metadata-Flavor: Google` (except the root ping), and no `X-Forwarded-For` (an SSRF guard:
 //!   a proxied request is not the instance asking).
 //!
@@ -80,7 +82,8 @@ impl MetadataServer {
         })
     }
 
-    /// Opens the endpoint of an instance running as `service_account` in `project`; returns its address.
+    /// Opens the endpoint of an instance running as `service_account` in `project` on a fresh loopback
+    /// port; returns its address. Callers are checked against the instance by socket ownership.
     pub fn open(
         &self,
         instance: &InstanceId,
@@ -90,6 +93,45 @@ impl MetadataServer {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
+        self.serve(
+            std_listener,
+            instance,
+            service_account,
+            project,
+            self.peers.clone(),
+        )?;
+        Ok(addr)
+    }
+
+    /// Serves an instance's endpoint on `listener`, opened inside the instance's own network namespace:
+    /// only the instance can connect to it, so every caller is the instance.
+    pub fn open_in_namespace(
+        &self,
+        listener: std::net::TcpListener,
+        instance: &InstanceId,
+        service_account: &str,
+        project: &str,
+    ) -> std::io::Result<()> {
+        let me = instance.clone();
+        self.serve(
+            listener,
+            instance,
+            service_account,
+            project,
+            Arc::new(move |_| Some(me.clone())),
+        )
+    }
+
+    fn serve(
+        &self,
+        std_listener: std::net::TcpListener,
+        instance: &InstanceId,
+        service_account: &str,
+        project: &str,
+        peers: PeerCheck,
+    ) -> std::io::Result<()> {
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
         let ep = Endpoint {
             instance: instance.clone(),
@@ -97,17 +139,21 @@ impl MetadataServer {
             project: project.to_owned(),
             numeric_project: numeric(project),
             tokens: self.tokens.clone(),
-            peers: self.peers.clone(),
+            peers,
         };
         let app = router(ep).into_make_service_with_connect_info::<Caller>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        self.endpoints
+        if let Some((_, old)) = self
+            .endpoints
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(instance.clone(), (addr, task.abort_handle()));
-        Ok(addr)
+            .insert(instance.clone(), (addr, task.abort_handle()))
+        {
+            old.abort();
+        }
+        Ok(())
     }
 
     /// Closes an instance's endpoint.

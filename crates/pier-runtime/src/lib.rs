@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 pub mod cgroup;
 pub mod logs;
+pub mod netns;
 pub mod probe;
 pub mod process;
 
@@ -48,10 +49,12 @@ pub struct InstanceSpec {
 }
 
 /// Where the gateway connects to reach an instance.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Endpoint {
     /// A TCP address the server process can connect to.
     Tcp(SocketAddr),
+    /// A TCP address inside the instance's own network namespace.
+    Netns(Arc<netns::NetNs>, SocketAddr),
 }
 
 impl Endpoint {
@@ -63,14 +66,28 @@ impl Endpoint {
                 s.set_nodelay(true)?;
                 Ok(s)
             }
+            Endpoint::Netns(ns, addr) => ns.connect(*addr).await,
         }
     }
 }
+
+impl PartialEq for Endpoint {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Endpoint::Tcp(a), Endpoint::Tcp(b)) => a == b,
+            (Endpoint::Netns(n, a), Endpoint::Netns(m, b)) => Arc::ptr_eq(n, m) && a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Endpoint {}
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Endpoint::Tcp(a) => write!(f, "{a}"),
+            Endpoint::Netns(_, a) => write!(f, "{a} (in the instance's network namespace)"),
         }
     }
 }

@@ -332,6 +332,32 @@ impl InstanceLog {
     }
 }
 
+/// Copies a stream into the log line by line; lines longer than [`MAX_LINE`] are split.
+pub async fn pump(mut r: impl tokio::io::AsyncRead + Unpin, log: InstanceLog, stream: LogStream) {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match tokio::io::AsyncReadExt::read(&mut r, &mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+            log.line(stream, text.trim_end_matches('\r'));
+        }
+        if buf.len() > MAX_LINE {
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            log.line(stream, &text);
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        log.line(stream, &String::from_utf8_lossy(&buf));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

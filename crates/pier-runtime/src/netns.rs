@@ -1,0 +1,197 @@
+//! Network namespaces for isolated instances. Each container instance gets a namespace of its own with
+//! only a loopback interface, so nothing on the host can reach its port: the gateway reaches it with sockets
+//! it opens *inside* the namespace ([`NetNs::connect`]), and Pier serves the instance's metadata server and a
+//! gateway entrance on listeners it also opens inside ([`NetNs::listen`]).
+//!
+//! Addresses inside every namespace, on `lo`:
+//!
+//! - `127.0.0.1`: the instance itself (its `PORT`);
+//! - [`METADATA_IP`] (`169.254.169.254`, link-local as on Google Cloud): the metadata server, port 80;
+//! - [`GATEWAY_IP`] (`169.254.169.253`): the gateway, on the same port numbers as outside, so service URLs
+//!   work unchanged (the instance's `/etc/hosts` maps service hosts here).
+//!
+//! A namespace is created by a short-lived thread that `unshare`s, so the server's own threads never change
+//! namespace for long: a socket belongs to the namespace its creating thread was in, so [`NetNs::socket`]
+//! switches the calling thread in, creates the socket, and switches straight back. The namespace lives as
+//! long as its file descriptor or any process or socket in it; the container runtime joins it through
+//! `/proc/<server pid>/fd/<fd>`, so no bind mount is left behind if the server dies.
+
+use std::fs::File;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use nix::sched::{CloneFlags, setns, unshare};
+
+/// The metadata server's address inside every instance namespace.
+pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+/// The gateway's address inside every instance namespace.
+pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 253);
+
+/// A network namespace Pier made for one instance.
+#[derive(Debug)]
+pub struct NetNs {
+    file: File,
+}
+
+/// The server's own namespace, to return to after creating a socket elsewhere.
+fn host_ns() -> io::Result<&'static File> {
+    static HOST: OnceLock<File> = OnceLock::new();
+    if let Some(f) = HOST.get() {
+        return Ok(f);
+    }
+    // The main thread never changes namespace, so the process's namespace is the host's.
+    let f = File::open("/proc/self/ns/net")?;
+    Ok(HOST.get_or_init(|| f))
+}
+
+impl NetNs {
+    /// Creates a namespace with `lo` up and the link-local addresses on it. Blocking (a thread and one
+    /// `ip` command, about 2 ms): call it from `spawn_blocking`.
+    pub fn create() -> io::Result<NetNs> {
+        host_ns()?;
+        std::thread::Builder::new()
+            .name("pier-netns".into())
+            .spawn(|| -> io::Result<NetNs> {
+                unshare(CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("cannot create a network namespace ({e}): run the server as root"),
+                    )
+                })?;
+                let file = File::open("/proc/thread-self/ns/net")?;
+                // A child forked from this thread starts in this thread's namespace.
+                configure_loopback()?;
+                Ok(NetNs { file })
+            })?
+            .join()
+            .map_err(|_| io::Error::other("the namespace thread panicked"))?
+    }
+
+    /// The path another program (the OCI runtime) opens to join this namespace.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.file.as_raw_fd()
+        ))
+    }
+
+    /// Runs `f` with the calling thread inside this namespace, then returns to the host's. Only for
+    /// creating sockets: `f` must not block or yield.
+    fn inside<T>(&self, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        let home = host_ns()?;
+        setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        let out = f();
+        if let Err(e) = setns(home.as_fd(), CloneFlags::CLONE_NEWNET) {
+            // A worker thread stuck in an instance's namespace would send other traffic there.
+            tracing::error!("cannot return to the host network namespace: {e}");
+            std::process::abort();
+        }
+        out
+    }
+
+    /// A TCP socket (not yet connected) that lives in this namespace.
+    pub fn socket(&self) -> io::Result<tokio::net::TcpSocket> {
+        self.inside(tokio::net::TcpSocket::new_v4)
+    }
+
+    /// Connects to `addr` inside this namespace.
+    pub async fn connect(&self, addr: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+        let stream = self.socket()?.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// A listener on `addr` inside this namespace (non-blocking, ready for tokio).
+    pub fn listen(&self, addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+        let listener = self.inside(|| {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(1024)
+        })?;
+        listener.into_std()
+    }
+}
+
+/// Brings `lo` up and puts the link-local addresses on it, in the calling thread's namespace.
+fn configure_loopback() -> io::Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot run `ip` ({e}): install iproute2 (apt install iproute2)"),
+            )
+        })?;
+    let script = format!(
+        "link set lo up\naddr add {METADATA_IP}/32 dev lo\naddr add {GATEWAY_IP}/32 dev lo\n"
+    );
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "configuring the instance network failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    #[tokio::test]
+    async fn sockets_inside_are_unreachable_from_outside() {
+        assert!(
+            root(),
+            "network namespaces need root: run the tests as root, as CI does"
+        );
+        let ns = tokio::task::spawn_blocking(NetNs::create)
+            .await
+            .unwrap()
+            .unwrap();
+        let app = ns.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = app.local_addr().unwrap();
+        let app = tokio::net::TcpListener::from_std(app).unwrap();
+        // Inside: reachable.
+        let accept = tokio::spawn(async move { app.accept().await.map(|_| ()) });
+        ns.connect(addr).await.unwrap();
+        accept.await.unwrap().unwrap();
+        // Outside (the host's loopback, same port): nothing there, or not this listener.
+        let outside = tokio::net::TcpStream::connect(addr).await;
+        assert!(
+            outside.is_err(),
+            "the instance's port is reachable from the host"
+        );
+        // The link-local addresses exist inside.
+        let meta = ns.listen(SocketAddr::from((METADATA_IP, 0))).unwrap();
+        let meta_addr = meta.local_addr().unwrap();
+        let meta = tokio::net::TcpListener::from_std(meta).unwrap();
+        let accept = tokio::spawn(async move { meta.accept().await.map(|_| ()) });
+        ns.connect(meta_addr).await.unwrap();
+        accept.await.unwrap().unwrap();
+        // The calling thread is back home: a host socket still reaches host listeners.
+        let host = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tokio::net::TcpStream::connect(host.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert!(ns.path().exists());
+    }
+}
