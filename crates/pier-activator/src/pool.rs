@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use pier_autoscaler::{Observation, Policy, Sample, ScalerState, decide};
-use pier_model::api::{InstanceState, InstanceView};
+use pier_model::api::{InstanceExitView, InstanceState, InstanceView};
 use pier_model::{InstanceId, ProjectName, RevisionName, RevisionTemplate, ServiceName};
 use pier_runtime::probe::wait_ready;
 use pier_runtime::{Endpoint, ExitReason, Instance, InstanceSpec, Runtime};
@@ -77,6 +77,7 @@ struct PoolState {
     failures: u32,
     next_start: Option<Instant>,
     last_failure: Option<String>,
+    last_exit: Option<InstanceExitView>,
 }
 
 /// The pool of one revision.
@@ -175,6 +176,7 @@ impl RevisionPool {
                 failures: 0,
                 next_start: None,
                 last_failure: None,
+                last_exit: None,
             }),
             wake: Notify::new(),
             drained: Notify::new(),
@@ -307,6 +309,11 @@ impl RevisionPool {
         }
         drop(st);
         self.wake.notify_one();
+    }
+
+    /// The last instance that ended by itself (crash, exit, out of memory).
+    pub fn last_exit(&self) -> Option<InstanceExitView> {
+        self.lock().last_exit.clone()
     }
 
     /// The instances, for `describe`.
@@ -470,12 +477,18 @@ impl RevisionPool {
         let removed = before != st.entries.len();
         let stopped = matches!(reason, Some(ExitReason::Stopped) | None);
         if removed && !stopped {
+            let text = reason.as_ref().map(|r| r.to_string()).unwrap_or_default();
             tracing::warn!(
                 revision = %self.revision,
                 instance = %slot.id(),
-                "instance {}",
-                reason.map(|r| r.to_string()).unwrap_or_default()
+                "instance {text}"
             );
+            st.last_exit = Some(InstanceExitView {
+                id: slot.id().clone(),
+                reason: text,
+                out_of_memory: matches!(reason, Some(ExitReason::OutOfMemory)),
+                at: pier_runtime::logs::timestamp(),
+            });
         }
         drop(st);
         self.wake.notify_one();

@@ -177,6 +177,13 @@ pub(crate) async fn deploy(
         ),
     };
     require(&s, &who, Permission::ServiceAccountsActAs, sa)?;
+    // An image from the server's own files reads them as the server: an installation-level right.
+    let local = ["oci-archive:", "docker-archive:", "oci:"];
+    if let Some(image) = &req.template.image
+        && local.iter().any(|p| image.starts_with(p))
+    {
+        require(&s, &who, Permission::ImagesWrite, Resource::Installation)?;
+    }
     let rev = s.platform.deploy(&project, &service, req).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(rev)))
 }

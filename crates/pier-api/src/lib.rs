@@ -28,6 +28,7 @@ mod extract;
 mod handlers;
 mod iam_handlers;
 mod idp;
+mod image_handlers;
 mod openapi;
 
 pub use error::ApiError;
@@ -107,6 +108,7 @@ async fn require_auth(State(state): State<AppState>, mut req: Request, next: Nex
 pub fn router(state: AppState) -> Router {
     let v1 = handlers::routes()
         .merge(iam_handlers::routes())
+        .merge(image_handlers::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

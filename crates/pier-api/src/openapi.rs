@@ -3,7 +3,7 @@
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-use crate::{handlers, iam_handlers};
+use crate::{handlers, iam_handlers, image_handlers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -51,6 +51,11 @@ use crate::{handlers, iam_handlers};
         iam_handlers::list_users,
         iam_handlers::create_user,
         iam_handlers::delete_user,
+        image_handlers::list_images,
+        image_handlers::prune_images,
+        image_handlers::list_registries,
+        image_handlers::set_registry,
+        image_handlers::delete_registry,
     ),
     components(schemas(pier_model::api::ErrorBody)),
     modifiers(&BearerAuth),

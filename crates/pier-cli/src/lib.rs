@@ -79,6 +79,9 @@ pub enum Command {
     /// Users who sign in with a password.
     #[command(subcommand)]
     Users(commands::iam::UsersCommand),
+    /// Container images on the server.
+    #[command(subcommand)]
+    Images(commands::images::ImagesCommand),
 }
 
 /// Arguments of `pier server`.
@@ -152,6 +155,22 @@ pub struct ServerArgs {
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub max_request_body: u64,
+
+    /// OCI runtime that runs container images: runc, crun, youki, or a path.
+    #[arg(long, default_value = "runc")]
+    pub container_runtime: PathBuf,
+
+    /// A registry (`host:port`) reached over plain HTTP (repeatable); loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+
+    /// A PEM file of extra CA certificates trusted for registries (repeatable).
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    pub registry_cas: Vec<PathBuf>,
+
+    /// How image roots are built: overlay (shared read-only layers) or copy (a plain copy per image).
+    #[arg(long, default_value = "overlay", value_parser = ["overlay", "copy"])]
+    pub rootfs: String,
 }
 
 /// Arguments of `pier up`.
@@ -281,6 +300,7 @@ pub async fn run_client(cli: Cli) -> Result<()> {
         Command::Iam(c) => commands::iam::run(&ctx, c).await,
         Command::Projects(c) => commands::iam::run_projects(&ctx, c).await,
         Command::Users(c) => commands::iam::run_users(&ctx, c).await,
+        Command::Images(c) => commands::images::run(&ctx, c).await,
         Command::Server(_) | Command::Up(_) => {
             Err(anyhow!("internal: server commands are run by the binary"))
         }

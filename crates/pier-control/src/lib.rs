@@ -19,9 +19,11 @@ use pier_activator::{Activator, PoolKey};
 use pier_gateway::{Access, Gateway, LocalHandler, Route, RouteTable};
 use pier_identity::Member;
 use pier_identity::tokens::CLI_CLIENT_ID;
+use pier_image::{ImageSource, ImageStore};
 use pier_model::api::{
-    DeployRequest, LogEntry, RevisionState, RevisionView, ServiceView, TrafficStatus,
-    UpdateServiceRequest, UpdateTrafficRequest,
+    DeployRequest, ImageView, LogEntry, PruneView, RegistryCredentialRequest, RegistryView,
+    RevisionState, RevisionView, ServiceView, TrafficStatus, UpdateServiceRequest,
+    UpdateTrafficRequest,
 };
 use pier_model::{
     ProjectName, RevisionName, ServiceName, SpecError, Tag, Traffic, TrafficKey, UrlScheme,
@@ -86,6 +88,11 @@ pub struct Platform {
     unrouted_since: Mutex<HashMap<PoolKey, Instant>>,
     apex: Mutex<Option<Arc<dyn LocalHandler>>>,
     hosts_file: Mutex<Option<std::path::PathBuf>>,
+    container_hosts_file: Mutex<Option<std::path::PathBuf>>,
+    images: Mutex<Option<Arc<ImageStore>>>,
+    /// Deploys hold it shared from pull to record; a prune holds it alone, so it never frees an image a
+    /// deploy has pulled but not yet recorded.
+    image_ops: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -108,6 +115,23 @@ fn project_hash() -> String {
 
 fn revision_suffix() -> String {
     random_chars(3, b"abcdefghijklmnopqrstuvwxyz0123456789")
+}
+
+fn image_view(i: pier_store::ImageRecord) -> ImageView {
+    ImageView {
+        digest: i.digest,
+        name: i.name,
+        size: i.size,
+        pulled_at: i.pulled_at,
+        used_by: i.used_by,
+    }
+}
+
+/// Rewrites a file in place: instances bind-mount this very inode, so it must not be replaced.
+fn write_in_place(path: &std::path::Path, text: &str) {
+    if let Err(e) = std::fs::write(path, text) {
+        tracing::warn!(path = %path.display(), "cannot write the instances' hosts file: {e}");
+    }
 }
 
 /// How long unrouted, idle pools are kept before they are dropped.
@@ -135,6 +159,9 @@ impl Platform {
             unrouted_since: Mutex::new(HashMap::new()),
             apex: Mutex::new(None),
             hosts_file: Mutex::new(None),
+            container_hosts_file: Mutex::new(None),
+            images: Mutex::new(None),
+            image_ops: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -152,6 +179,20 @@ impl Platform {
     /// `/etc/hosts`, so `*.DOMAIN` names resolve inside them).
     pub fn set_hosts_file(&self, path: std::path::PathBuf) {
         *self.hosts_file.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
+    }
+
+    /// Keeps `path` the `/etc/hosts` of containers: service hosts map to the gateway's address inside
+    /// each instance's network namespace, and `metadata.google.internal` to the metadata server's.
+    pub fn set_container_hosts_file(&self, path: std::path::PathBuf) {
+        *self
+            .container_hosts_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(path);
+    }
+
+    /// Lets revisions run container images from `images`.
+    pub fn set_images(&self, images: Arc<ImageStore>) {
+        *self.images.lock().unwrap_or_else(|p| p.into_inner()) = Some(images);
     }
 
     /// The URL scheme.
@@ -354,24 +395,37 @@ impl Platform {
     }
 
     fn write_hosts_file(&self, table: &RouteTable) {
-        let Some(path) = self
+        let mut hosts: Vec<&str> = table.hosts().collect();
+        hosts.sort_unstable();
+        let path = self
             .hosts_file
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        else {
-            return;
-        };
-        let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-        text.push_str("\n# Pier services\n");
-        let mut hosts: Vec<&str> = table.hosts().collect();
-        hosts.sort_unstable();
-        for h in hosts {
-            text.push_str(&format!("127.0.0.1 {h}\n"));
+            .clone();
+        if let Some(path) = path {
+            let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            text.push_str("\n# Pier services\n");
+            for h in &hosts {
+                text.push_str(&format!("127.0.0.1 {h}\n"));
+            }
+            write_in_place(&path, &text);
         }
-        // Rewritten in place: instances bind-mount this very inode.
-        if let Err(e) = std::fs::write(&path, text) {
-            tracing::warn!(path = %path.display(), "cannot write the instances' hosts file: {e}");
+        let path = self
+            .container_hosts_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(path) = path {
+            let mut text =
+                String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n");
+            text.push_str(&format!(
+                "{} metadata.google.internal metadata\n# Pier services\n",
+                pier_runtime::netns::METADATA_IP
+            ));
+            for h in &hosts {
+                text.push_str(&format!("{} {h}\n", pier_runtime::netns::GATEWAY_IP));
+            }
+            write_in_place(&path, &text);
         }
     }
 
@@ -380,11 +434,19 @@ impl Platform {
         rec: &RevisionRecord,
         serving: bool,
     ) -> std::result::Result<Arc<pier_activator::RevisionPool>, String> {
+        // An image revision runs the digest its tag resolved to at deploy, whatever the tag says now.
+        let mut template = rec.template.clone();
+        if template.image.is_some() {
+            match &rec.image_digest {
+                Some(pinned) => template.image = Some(pinned.clone()),
+                None => return Err(format!("revision {} has no resolved image", rec.name)),
+            }
+        }
         self.activator.ensure_pool(
             &rec.project,
             &rec.service,
             &rec.name,
-            Arc::new(rec.template.clone()),
+            Arc::new(template),
             serving,
         )
     }
@@ -430,6 +492,24 @@ impl Platform {
         self.activator
             .check(&req.template)
             .map_err(ControlError::Invalid)?;
+        let image = match &req.template.image {
+            Some(text) => {
+                let source: ImageSource =
+                    text.parse()
+                        .map_err(|e: pier_image::reference::BadReference| {
+                            ControlError::Invalid(e.to_string())
+                        })?;
+                if let ImageSource::Local { path, .. } = &source
+                    && !path.is_absolute()
+                {
+                    return Err(ControlError::Invalid(format!(
+                        "image {text}: give the archive's absolute path (the server reads it)"
+                    )));
+                }
+                Some(source)
+            }
+            None => None,
+        };
         // A revision runs as a service account: the project's default unless one is named.
         let sa = match &req.template.service_account {
             Some(email) => {
@@ -479,17 +559,32 @@ impl Platform {
             self.apply_settings(&project, &service, &settings).await?;
         }
         self.changed();
-        // A revision the runtimes cannot run fails at once, with the reason.
-        let pool = match self.pool_for(&rev, false) {
-            Ok(p) => p,
-            Err(why) => {
-                self.fail_revision(&rev, &why, Vec::new()).await;
-                return Err(ControlError::Invalid(why));
-            }
+        // A revision the runtimes cannot run fails at once, with the reason. An image revision gets its
+        // pool once its image is pulled and pinned.
+        let pool = match &image {
+            Some(_) => None,
+            None => match self.pool_for(&rev, false) {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    self.fail_revision(&rev, &why, Vec::new()).await;
+                    return Err(ControlError::Invalid(why));
+                }
+            },
         };
         let this = self.clone();
         let rec = rev.clone();
         tokio::spawn(async move {
+            let (rec, pool) = match (pool, image) {
+                (Some(pool), _) => (rec, pool),
+                (None, Some(source)) => match this.pull_for(&rec, &source).await {
+                    Ok(found) => found,
+                    Err(why) => {
+                        this.fail_revision(&rec, &why, Vec::new()).await;
+                        return;
+                    }
+                },
+                (None, None) => return,
+            };
             match pool.start_one().await {
                 Ok(()) => {
                     let (p, r) = (rec.project.clone(), rec.name.clone());
@@ -508,6 +603,130 @@ impl Platform {
             }
         });
         self.revision_view(&rev).await
+    }
+
+    /// Pulls a new revision's image, records the digest it resolved to, and makes its pool.
+    async fn pull_for(
+        self: &Arc<Self>,
+        rec: &RevisionRecord,
+        source: &ImageSource,
+    ) -> std::result::Result<(RevisionRecord, Arc<pier_activator::RevisionPool>), String> {
+        let images = self
+            .images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| "this server cannot run container images".to_owned())?;
+        let _recording = self.image_ops.read().await;
+        let started = Instant::now();
+        let info = images.pull(source).await.map_err(|e| e.to_string())?;
+        tracing::info!(
+            revision = %rec.name,
+            image = %source,
+            digest = %info.digest,
+            downloaded = info.downloaded,
+            elapsed = ?started.elapsed(),
+            "image pulled"
+        );
+        let (p, r, pinned, name, size) = (
+            rec.project.clone(),
+            rec.name.clone(),
+            info.pinned.clone(),
+            source.to_string(),
+            info.size,
+        );
+        self.db(move |s| s.set_revision_image(&p, &r, &pinned, &name, size))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut rec = rec.clone();
+        rec.image_digest = Some(info.pinned);
+        let pool = self.pool_for(&rec, false)?;
+        Ok((rec, pool))
+    }
+
+    /// The server's images.
+    pub async fn list_images(&self) -> Result<Vec<ImageView>> {
+        let rows = self.db(|s| s.images()).await?;
+        Ok(rows.into_iter().map(image_view).collect())
+    }
+
+    /// Forgets images no revision runs and frees their blobs, layers and roots.
+    pub async fn prune_images(&self) -> Result<PruneView> {
+        let _alone = self.image_ops.write().await;
+        let removed = self.db(|s| s.delete_unused_images()).await?;
+        let keep: Vec<pier_image::Digest> = self
+            .db(|s| s.images())
+            .await?
+            .iter()
+            .filter_map(|i| i.digest.parse().ok())
+            .collect();
+        let images = self
+            .images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let report = match images {
+            Some(images) => images.gc(&keep).await,
+            None => pier_image::GcReport::default(),
+        };
+        tracing::info!(
+            images = removed.len(),
+            blobs = report.blobs,
+            bytes = report.bytes,
+            "pruned images"
+        );
+        Ok(PruneView {
+            images: removed.into_iter().map(image_view).collect(),
+            blobs: report.blobs,
+            bytes: report.bytes,
+            unpacked: report.unpacked,
+        })
+    }
+
+    /// Sets the credentials Pier pulls from `registry` with.
+    pub async fn set_registry_credential(
+        &self,
+        registry: &str,
+        req: RegistryCredentialRequest,
+    ) -> Result<RegistryView> {
+        let registry = registry.trim().to_ascii_lowercase();
+        if registry.is_empty() || registry.contains('/') || registry.contains(char::is_whitespace) {
+            return Err(ControlError::Invalid(format!(
+                "registry {registry:?} must be a host with an optional port, like localhost:5000"
+            )));
+        }
+        if req.secret.is_empty() {
+            return Err(ControlError::Invalid(
+                "the password or token is empty: pass it on stdin (--password-stdin)".into(),
+            ));
+        }
+        let r = registry.clone();
+        self.db(move |s| s.set_registry_credential(&r, &req.username, &req.secret))
+            .await?;
+        self.registries()
+            .await?
+            .into_iter()
+            .find(|v| v.registry == registry)
+            .ok_or_else(|| ControlError::Internal("credentials vanished".into()))
+    }
+
+    /// Registries with credentials.
+    pub async fn registries(&self) -> Result<Vec<RegistryView>> {
+        let rows = self.db(|s| s.registries()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(registry, username, updated_at)| RegistryView {
+                registry,
+                username,
+                updated_at,
+            })
+            .collect())
+    }
+
+    /// Removes a registry's credentials.
+    pub async fn delete_registry_credential(&self, registry: &str) -> Result<()> {
+        let r = registry.trim().to_ascii_lowercase();
+        self.db(move |s| s.delete_registry_credential(&r)).await
     }
 
     async fn fail_revision(self: &Arc<Self>, rec: &RevisionRecord, why: &str, tail: Vec<String>) {
@@ -591,7 +810,7 @@ impl Platform {
             .latest_created
             .as_ref()
             .and_then(|n| revs.iter().find(|r| r.name == *n));
-        let traffic = Self::resolved(&svc, &revs)
+        let traffic: Vec<TrafficStatus> = Self::resolved(&svc, &revs)
             .into_iter()
             .map(
                 |(revision_name, latest_revision, percent, tag)| TrafficStatus {
@@ -623,7 +842,20 @@ impl Platform {
             Some(_) => (true, None),
             None => (false, Some("no revision".into())),
         };
+        // The most recent unexpected instance end among the revisions that serve.
+        let last_instance_exit = traffic
+            .iter()
+            .filter_map(|t| t.revision_name.as_ref())
+            .filter_map(|r| {
+                self.activator.pool(&PoolKey {
+                    project: svc.project.clone(),
+                    revision: r.clone(),
+                })
+            })
+            .filter_map(|p| p.last_exit())
+            .max_by(|a, b| a.at.cmp(&b.at));
         Ok(ServiceView {
+            last_instance_exit,
             url: self.url_for(&svc, &hash),
             template: latest.map(|r| r.template.clone()),
             traffic_spec: svc.traffic.0.clone(),
@@ -657,14 +889,12 @@ impl Platform {
                 }
             }
         }
-        let instances = self
-            .activator
-            .pool(&PoolKey {
-                project: rec.project.clone(),
-                revision: rec.name.clone(),
-            })
-            .map(|p| p.instances())
-            .unwrap_or_default();
+        let pool = self.activator.pool(&PoolKey {
+            project: rec.project.clone(),
+            revision: rec.name.clone(),
+        });
+        let instances = pool.as_ref().map(|p| p.instances()).unwrap_or_default();
+        let last_instance_exit = pool.as_ref().and_then(|p| p.last_exit());
         Ok(RevisionView {
             name: rec.name.clone(),
             service: rec.service.clone(),
@@ -678,6 +908,8 @@ impl Platform {
             percent,
             tags,
             instances,
+            image_digest: rec.image_digest.clone(),
+            last_instance_exit,
         })
     }
 
@@ -1027,6 +1259,14 @@ impl Platform {
     /// Stops everything: in-flight requests finish, then instances stop.
     pub async fn shutdown(&self) {
         self.activator.shutdown().await;
+        let images = self
+            .images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(images) = images {
+            images.unmount_all();
+        }
     }
 }
 

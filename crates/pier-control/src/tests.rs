@@ -17,6 +17,7 @@ fn rev(n: &str, state: RevisionState, seq: u32) -> RevisionRecord {
         pending_tag: None,
         created_at: String::new(),
         ready_at: None,
+        image_digest: None,
     }
 }
 

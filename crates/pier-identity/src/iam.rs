@@ -39,6 +39,10 @@ pub enum Permission {
     ServiceAccountsGetOpenIdToken,
     /// Manage users.
     UsersWrite,
+    /// List the server's images.
+    ImagesGet,
+    /// Prune images, set registry credentials, deploy images from the server's local files.
+    ImagesWrite,
 }
 
 impl Permission {
@@ -58,6 +62,8 @@ impl Permission {
             Permission::ServiceAccountsActAs => "iam.serviceAccounts.actAs",
             Permission::ServiceAccountsGetOpenIdToken => "iam.serviceAccounts.getOpenIdToken",
             Permission::UsersWrite => "pier.users.update",
+            Permission::ImagesGet => "pier.images.list",
+            Permission::ImagesWrite => "pier.images.update",
         }
     }
 }
@@ -90,6 +96,7 @@ pub const ROLES: &[Role] = &[
             ServicesGet,
             ServicesWrite,
             ServicesGetIamPolicy,
+            ImagesGet,
         ],
     },
     Role {
@@ -100,6 +107,7 @@ pub const ROLES: &[Role] = &[
             ServicesWrite,
             ServicesGetIamPolicy,
             ServicesSetIamPolicy,
+            ImagesGet,
         ],
     },
     Role {
@@ -118,6 +126,8 @@ pub const ROLES: &[Role] = &[
             ServiceAccountsActAs,
             ServiceAccountsGetOpenIdToken,
             UsersWrite,
+            ImagesGet,
+            ImagesWrite,
         ],
     },
     Role {

@@ -101,6 +101,88 @@ pub struct RevisionView {
     /// Running instances.
     #[serde(default)]
     pub instances: Vec<InstanceView>,
+    /// The image it runs, pinned to the digest its tag resolved to at deploy (`NAME@sha256:...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    /// The last instance that ended by itself (crashed, exited, ran out of memory) since the server started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_instance_exit: Option<InstanceExitView>,
+}
+
+/// An instance that ended without being asked to.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceExitView {
+    /// Instance id.
+    pub id: InstanceId,
+    /// How it ended: "exited with status 1", "was killed: out of memory", ...
+    pub reason: String,
+    /// Whether it went over its memory limit.
+    #[serde(default)]
+    pub out_of_memory: bool,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// An image in the server's cache.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageView {
+    /// Manifest digest.
+    pub digest: String,
+    /// What it was last pulled as.
+    pub name: String,
+    /// Compressed size in bytes.
+    pub size: u64,
+    /// When it was last pulled (RFC 3339).
+    pub pulled_at: String,
+    /// Revisions that run it.
+    pub used_by: u32,
+}
+
+/// What `pier images prune` freed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneView {
+    /// Images no revision used, now forgotten.
+    pub images: Vec<ImageView>,
+    /// Blobs removed from the cache.
+    pub blobs: usize,
+    /// Bytes freed.
+    pub bytes: u64,
+    /// Unpacked layers and image roots removed.
+    pub unpacked: usize,
+}
+
+/// A registry with credentials (never the secret).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryView {
+    /// `host[:port]`.
+    pub registry: String,
+    /// User name (empty for a bare token).
+    pub username: String,
+    /// When the credentials were set (RFC 3339).
+    pub updated_at: String,
+}
+
+/// Credentials for a registry.
+#[derive(Clone, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryCredentialRequest {
+    /// User name; empty to send `secret` as a bearer token.
+    #[serde(default)]
+    pub username: String,
+    /// Password or token.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for RegistryCredentialRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentialRequest")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A traffic entry with LATEST resolved and its URL when tagged.
@@ -164,6 +246,9 @@ pub struct ServiceView {
     pub created_at: String,
     /// Last change (RFC 3339).
     pub updated_at: String,
+    /// The most recent instance of a serving revision that ended by itself (crash, out of memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_instance_exit: Option<InstanceExitView>,
 }
 
 /// One `--to-revisions` assignment: a revision name, a tag or `LATEST`, and its percent.

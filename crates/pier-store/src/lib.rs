@@ -15,9 +15,11 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use thiserror::Error;
 
 mod identity;
+mod images;
 mod migrations;
 
 pub use identity::{KeyRecord, PolicyRecord, ServiceAccountRecord, UserRecord};
+pub use images::{ImageRecord, RegistryCredentialRecord};
 
 /// What can go wrong in the store.
 #[derive(Debug, Error)]
@@ -100,6 +102,8 @@ pub struct RevisionRecord {
     pub created_at: String,
     /// When it became ready, RFC 3339.
     pub ready_at: Option<String>,
+    /// The image it runs, pinned to the digest its tag resolved to at deploy (`NAME@sha256:...`).
+    pub image_digest: Option<String>,
 }
 
 /// How a deploy wants the new revision routed.
@@ -178,7 +182,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 const SERVICE_COLS: &str = "project, name, traffic, latest_created, latest_ready, created_at, \
      updated_at, ingress, invoker_iam_check, custom_audiences";
 const REVISION_COLS: &str = "project, service, name, seq, template, state, message, log_tail, \
-     pending_tag, created_at, ready_at";
+     pending_tag, created_at, ready_at, image_digest";
 
 struct RawService {
     project: String,
@@ -243,6 +247,7 @@ struct RawRevision {
     pending_tag: Option<String>,
     created_at: String,
     ready_at: Option<String>,
+    image_digest: Option<String>,
 }
 
 impl RawRevision {
@@ -259,6 +264,7 @@ impl RawRevision {
             pending_tag: r.get(8)?,
             created_at: r.get(9)?,
             ready_at: r.get(10)?,
+            image_digest: r.get(11)?,
         })
     }
 
@@ -278,6 +284,7 @@ impl RawRevision {
             pending_tag: self.pending_tag.map(|t| parse("tag", t)).transpose()?,
             created_at: self.created_at,
             ready_at: self.ready_at,
+            image_digest: self.image_digest,
         })
     }
 }

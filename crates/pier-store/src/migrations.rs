@@ -102,6 +102,24 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE services ADD COLUMN invoker_iam_check INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE services ADD COLUMN custom_audiences TEXT NOT NULL DEFAULT '[]';
     "#,
+    // 3: container images: what a revision's image resolved to, the images pulled, registry credentials.
+    r#"
+    ALTER TABLE revisions ADD COLUMN image_digest TEXT;
+
+    CREATE TABLE images (
+        digest    TEXT PRIMARY KEY,
+        name      TEXT NOT NULL,
+        size      INTEGER NOT NULL,
+        pulled_at TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE registry_credentials (
+        registry   TEXT PRIMARY KEY,
+        username   TEXT NOT NULL,
+        secret     TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per migration.

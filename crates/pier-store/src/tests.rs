@@ -310,3 +310,85 @@ fn version_1_public_services_become_invoker_bindings() {
         pier_model::Ingress::All
     );
 }
+
+#[test]
+fn images_in_use_survive_pruning_and_credentials_round_trip() {
+    let s = store();
+    let d1 = format!("sha256:{}", "a".repeat(64));
+    let d2 = format!("sha256:{}", "b".repeat(64));
+    let (_, r1) = s
+        .create_revision(
+            &p(),
+            &svc("web"),
+            &template("a"),
+            &NewRevision::default(),
+            "aaa",
+        )
+        .unwrap();
+    let (_, r2) = s
+        .create_revision(
+            &p(),
+            &svc("web"),
+            &template("b"),
+            &NewRevision::default(),
+            "bbb",
+        )
+        .unwrap();
+    s.set_revision_image(
+        &p(),
+        &r1.name,
+        &format!("localhost:5000/web@{d1}"),
+        "localhost:5000/web:1",
+        10,
+    )
+    .unwrap();
+    s.set_revision_image(
+        &p(),
+        &r2.name,
+        &format!("localhost:5000/web@{d2}"),
+        "localhost:5000/web:2",
+        20,
+    )
+    .unwrap();
+    assert!(
+        s.set_revision_image(&p(), &r2.name, "localhost:5000/web:2", "x", 1)
+            .is_err()
+    );
+    assert_eq!(
+        s.revision(&p(), &r1.name)
+            .unwrap()
+            .unwrap()
+            .image_digest
+            .as_deref(),
+        Some(format!("localhost:5000/web@{d1}").as_str())
+    );
+    assert_eq!(s.images_in_use().unwrap(), vec![d1.clone(), d2.clone()]);
+    assert!(s.delete_unused_images().unwrap().is_empty());
+
+    s.delete_revision(&p(), &r1.name, |_, _, _| Ok(())).unwrap();
+    let images = s.images().unwrap();
+    let used: Vec<(String, u32)> = images
+        .iter()
+        .map(|i| (i.digest.clone(), i.used_by))
+        .collect();
+    assert!(used.contains(&(d1.clone(), 0)) && used.contains(&(d2.clone(), 1)));
+    let gone = s.delete_unused_images().unwrap();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].digest, d1);
+    assert_eq!(s.images().unwrap().len(), 1);
+
+    s.set_registry_credential("localhost:5000", "alice", "s3cret")
+        .unwrap();
+    s.set_registry_credential("localhost:5000", "alice", "n3w")
+        .unwrap();
+    let c = s.registry_credential("localhost:5000").unwrap().unwrap();
+    assert_eq!((c.username.as_str(), c.secret.as_str()), ("alice", "n3w"));
+    assert!(
+        !format!("{c:?}").contains("n3w"),
+        "secrets stay out of debug output"
+    );
+    assert_eq!(s.registries().unwrap().len(), 1);
+    s.delete_registry_credential("localhost:5000").unwrap();
+    assert!(s.registry_credential("localhost:5000").unwrap().is_none());
+    assert!(s.delete_registry_credential("localhost:5000").is_err());
+}

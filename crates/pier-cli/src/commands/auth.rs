@@ -57,6 +57,23 @@ pub enum AuthCommand {
     },
     /// Show who the server thinks you are.
     Whoami,
+    /// Give the server credentials for a container registry (it pulls images with them), or remove them.
+    ConfigureDocker {
+        /// The registry, `host[:port]` (for example localhost:5000).
+        registry: String,
+        /// User name (omit to send the secret as a bearer token).
+        #[arg(long, default_value = "")]
+        username: String,
+        /// Read the password or token from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Read the password or token from a file.
+        #[arg(long, conflicts_with = "password_stdin")]
+        password_file: Option<PathBuf>,
+        /// Remove the registry's credentials instead.
+        #[arg(long, conflicts_with_all = ["username", "password_stdin", "password_file"])]
+        remove: bool,
+    },
 }
 
 fn save_private(path: &Path, data: &[u8]) -> Result<()> {
@@ -117,7 +134,7 @@ fn read_password(stdin: bool, file: Option<&Path>) -> Result<String> {
 /// Runs the commands that need no signed-in account; `None` for the others.
 pub(crate) async fn run_local(cmd: &AuthCommand, format: Format) -> Option<Result<()>> {
     match cmd {
-        AuthCommand::Whoami => None,
+        AuthCommand::Whoami | AuthCommand::ConfigureDocker { .. } => None,
         AuthCommand::PrintIdentityToken { .. } => Some(print_token(cmd).await),
         _ => Some(run_offline(cmd, format).await),
     }
@@ -219,7 +236,9 @@ async fn run_offline(cmd: &AuthCommand, format: Format) -> Result<()> {
             }
             eprintln!("Revoked credentials: [{}]", creds.account());
         }
-        AuthCommand::Whoami | AuthCommand::PrintIdentityToken { .. } => {}
+        AuthCommand::Whoami
+        | AuthCommand::PrintIdentityToken { .. }
+        | AuthCommand::ConfigureDocker { .. } => {}
     }
     Ok(())
 }
@@ -262,11 +281,45 @@ async fn print_token(cmd: &AuthCommand) -> Result<()> {
 
 /// Runs the commands that talk to the API.
 pub(crate) async fn run(ctx: &Ctx, cmd: AuthCommand) -> Result<()> {
-    if let AuthCommand::Whoami = cmd {
-        let who: WhoAmI = ctx.client.get_json("/v1/auth/whoami").await?;
-        if !output::structured(ctx.format, &who)? {
-            println!("{}", who.principal);
+    match cmd {
+        AuthCommand::Whoami => {
+            let who: WhoAmI = ctx.client.get_json("/v1/auth/whoami").await?;
+            if !output::structured(ctx.format, &who)? {
+                println!("{}", who.principal);
+            }
         }
+        AuthCommand::ConfigureDocker {
+            registry,
+            username,
+            password_stdin,
+            password_file,
+            remove,
+        } => {
+            let path = format!("/v1/registries/{registry}");
+            if remove {
+                ctx.client.delete(&path).await?;
+                eprintln!("Removed the credentials for registry [{registry}].");
+                return Ok(());
+            }
+            let secret = read_password(password_stdin, password_file.as_deref())?;
+            let req = pier_model::api::RegistryCredentialRequest {
+                username: username.clone(),
+                secret,
+            };
+            let view: pier_model::api::RegistryView = ctx.client.put_json(&path, &req).await?;
+            if !output::structured(ctx.format, &view)? {
+                eprintln!(
+                    "The server now pulls from [{}] as [{}].",
+                    view.registry,
+                    if view.username.is_empty() {
+                        "(token)"
+                    } else {
+                        &view.username
+                    }
+                );
+            }
+        }
+        _ => {}
     }
     Ok(())
 }

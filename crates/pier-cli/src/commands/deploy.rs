@@ -12,12 +12,15 @@ use crate::{Client, Ctx, output, parse_duration};
 /// Flags that shape a revision's template (shared by `deploy` and `services update`).
 #[derive(Debug, Clone, Default, Args)]
 pub struct TemplateFlags {
-    /// Container image to run (`REGISTRY/NAME:TAG`, `...@sha256:...`, or `oci-archive:PATH`).
+    /// Container image to run: `REGISTRY/NAME:TAG`, `...@sha256:...`, `oci-archive:PATH[:TAG]` (an OCI
+    /// layout or `docker save` tar), `docker-archive:PATH` or `oci:DIR[:TAG]`. The tag is resolved to a
+    /// digest once, at deploy.
     #[arg(long)]
     pub image: Option<String>,
 
-    /// Command to run. Alone it is a shell line run with `sh -c` (like a Procfile line); with --args it is
-    /// the program (or a comma-separated entrypoint list) run directly.
+    /// Command to run. On the host, alone it is a shell line run with `sh -c` (like a Procfile line); with
+    /// --args it is the program (or a comma-separated entrypoint list) run directly. With --image it is the
+    /// entrypoint list, replacing the image's ENTRYPOINT and CMD.
     #[arg(long)]
     pub command: Option<String>,
 
@@ -178,6 +181,22 @@ fn parse_env(item: &str) -> Result<EnvVar> {
     })
 }
 
+/// Local images (`oci-archive:`, `docker-archive:`, `oci:`) are read by the server: their paths are made
+/// absolute here, against the directory the command runs in.
+fn local_image_path(image: &str) -> Result<String> {
+    for prefix in ["oci-archive:", "docker-archive:", "oci:"] {
+        if let Some(rest) = image.strip_prefix(prefix) {
+            let path = std::path::Path::new(rest);
+            if rest.is_empty() || path.is_absolute() {
+                return Ok(image.to_owned());
+            }
+            let abs = std::path::absolute(path).map_err(|e| anyhow!("--image {image}: {e}"))?;
+            return Ok(format!("{prefix}{}", abs.display()));
+        }
+    }
+    Ok(image.to_owned())
+}
+
 fn upsert(env: &mut Vec<EnvVar>, var: EnvVar) {
     match env.iter_mut().find(|e| e.name == var.name) {
         Some(e) => e.value = var.value,
@@ -212,9 +231,20 @@ impl TemplateFlags {
     /// Applies the flags over `base`.
     pub fn apply(&self, mut t: RevisionTemplate) -> Result<RevisionTemplate> {
         if let Some(image) = &self.image {
-            t.image = Some(image.clone());
+            if t.image.is_none() {
+                // From a host command to an image: the command, arguments and directory were the host's.
+                t.command.clear();
+                t.args.clear();
+                t.working_dir = None;
+            }
+            t.image = Some(local_image_path(image)?);
         }
         match (&self.command, &self.args) {
+            // In an image, --command is the entrypoint list, as with gcloud.
+            (Some(cmd), None) if t.image.is_some() => {
+                t.command = split_list(cmd);
+                t.args.clear();
+            }
             (Some(cmd), None) => {
                 t.command = vec!["sh".into(), "-c".into(), cmd.clone()];
                 t.args.clear();
@@ -297,7 +327,18 @@ impl TemplateFlags {
         if let Some(sa) = &self.service_account {
             t.service_account = Some(sa.to_ascii_lowercase());
         }
-        if let Some(w) = &self.workdir {
+        if let Some(w) = &self.workdir
+            && t.image.is_some()
+        {
+            // A path inside the container.
+            if !w.is_absolute() {
+                bail!(
+                    "--workdir {} must be an absolute path inside the container",
+                    w.display()
+                );
+            }
+            t.working_dir = Some(w.display().to_string());
+        } else if let Some(w) = &self.workdir {
             let abs = std::path::absolute(w).map_err(|e| anyhow!("--workdir: {e}"))?;
             t.working_dir = Some(abs.display().to_string());
         } else if self.command.is_some() && t.image.is_none() && t.working_dir.is_none() {

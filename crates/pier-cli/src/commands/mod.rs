@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod deploy;
 pub mod iam;
+pub mod images;
 pub mod logs;
 pub mod manifests;
 pub mod revisions;

@@ -108,8 +108,17 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RevisionsCommand) -> Result<()> {
             if let Some(i) = &r.template.image {
                 println!("  Image:     {i}");
             }
+            if let Some(d) = &r.image_digest {
+                println!("  Digest:    {d}");
+            }
             if !r.template.command.is_empty() {
                 println!("  Command:   {:?}", r.template.command);
+            }
+            if let Some(m) = &r.template.memory {
+                println!("  Memory:    {m}");
+            }
+            if let Some(c) = &r.template.cpu {
+                println!("  CPU:       {c}");
             }
             println!(
                 "  Scaling:   concurrency {}, min {} max {} instances, timeout {}s",
@@ -122,6 +131,19 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RevisionsCommand) -> Result<()> {
                 println!(
                     "  Instance:  {} {:?} ({} in flight, since {})",
                     i.id, i.state, i.in_flight, i.started_at
+                );
+            }
+            if let Some(e) = &r.last_instance_exit {
+                println!(
+                    "  Last exit: instance {} {} at {}{}",
+                    e.id,
+                    e.reason,
+                    e.at,
+                    if e.out_of_memory {
+                        " (out of memory: raise --memory)"
+                    } else {
+                        ""
+                    }
                 );
             }
             if !r.log_tail.is_empty() {

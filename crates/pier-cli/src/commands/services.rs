@@ -219,6 +219,19 @@ pub fn describe_text(svc: &ServiceView) {
     if let Some(r) = &svc.latest_ready_revision {
         println!("  Latest ready revision:   {r}");
     }
+    if let Some(e) = &svc.last_instance_exit {
+        println!(
+            "  Last instance exit:      {} {} at {}{}",
+            e.id,
+            e.reason,
+            e.at,
+            if e.out_of_memory {
+                " (out of memory: raise --memory)"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(r) = &svc.latest_created_revision {
         println!("  Latest created revision: {r}");
     }
