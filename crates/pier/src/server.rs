@@ -29,6 +29,7 @@ use pier_tls::{CertSource, DomainCert, LocalCa, SniResolver};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod containers;
 mod instance_env;
 
 fn random_hex(bytes: usize) -> Result<String> {
@@ -201,6 +202,7 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     let logs = Arc::new(LogStore::new(&data_dir.join("logs")));
     let run_dir = data_dir.join("run");
     let hosts_file = run_dir.join("hosts");
+    let container_hosts_file = run_dir.join("container-hosts");
     let cgroups = pier_runtime::cgroup::CgroupRoot::detect(&installation);
     let process = Arc::new(
         ProcessRuntime::new(logs.clone(), &run_dir)?
@@ -225,6 +227,54 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         &ca_bundle,
         ca.cert_path(),
     ));
+    let gateway = Gateway::new(GatewayConfig {
+        public_https_port: https_port,
+        max_request_body: args.max_request_body,
+        ..GatewayConfig::default()
+    });
+
+    // Containers: images, and the runtime with Pier's services inside each instance's namespace.
+    write_file(&container_hosts_file, "127.0.0.1 localhost\n")?;
+    let images = containers::image_store(
+        &data_dir,
+        store.clone(),
+        args.insecure_registries.clone(),
+        &args.registry_cas,
+        &args.rootfs,
+    )?;
+    let container = containers::container_runtime(
+        &args.container_runtime,
+        &data_dir,
+        &installation,
+        pier_container::bundle::SharedFiles {
+            hosts: Some(container_hosts_file.clone()),
+            ca_bundle: Some(ca_bundle.clone()),
+            ca_cert: Some(ca.cert_path().to_path_buf()),
+        },
+        logs.clone(),
+        images.clone(),
+        Arc::new(containers::NsServices {
+            metadata: metadata.clone(),
+            gateway: gateway.clone(),
+            identity: identity.clone(),
+            tls: tls.clone(),
+            https_port,
+            http_port,
+            http_serve: args.http_serve,
+        }),
+    );
+    match &container {
+        Ok(c) => {
+            let left = c.cleanup_leftovers().await?;
+            if left > 0 {
+                tracing::info!(count = left, "deleted containers left by a previous server");
+            }
+        }
+        Err(why) => tracing::warn!("container images are disabled: {why}"),
+    }
+    let containers_ok = container.is_ok();
+    let container_at_exit = container.as_ref().ok().cloned();
+
     let activator = Activator::with_hooks(
         ActivatorConfig {
             stable_window: args.stable_window,
@@ -234,14 +284,9 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
             startup_timeout: args.startup_timeout,
             ..ActivatorConfig::default()
         },
-        Arc::new(process),
+        Arc::new(containers::Runtimes { process, container }),
         hooks,
     );
-    let gateway = Gateway::new(GatewayConfig {
-        public_https_port: https_port,
-        max_request_body: args.max_request_body,
-        ..GatewayConfig::default()
-    });
     let peer_activator = activator.clone();
     gateway.set_guard(Box::new(IdentityGuard::new(
         identity.clone(),
@@ -255,6 +300,10 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         scheme.clone(),
         identity.clone(),
     );
+    if containers_ok {
+        platform.set_images(images);
+        platform.set_container_hosts_file(container_hosts_file);
+    }
     platform.set_hosts_file(hosts_file);
 
     let ca_path = ca.cert_path().display().to_string();
@@ -381,6 +430,9 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     platform.shutdown().await;
     if let Some(root) = &cgroups {
         root.remove_if_empty();
+    }
+    if let Some(c) = &container_at_exit {
+        c.remove_cgroups();
     }
     tracing::info!("stopped");
     match up_failed {

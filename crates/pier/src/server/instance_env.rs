@@ -1,7 +1,8 @@
 //! What every instance gets from Pier besides its revision's template: its own metadata server endpoint
-//! (`GCE_METADATA_HOST`, `GCE_METADATA_IP`), and trust in Pier's CA (`SSL_CERT_FILE`,
-//! `REQUESTS_CA_BUNDLE` with the system CAs plus Pier's, `NODE_EXTRA_CA_CERTS`), so apps call other
-//! services at their HTTPS URLs with no code change.
+//! (`GCE_METADATA_HOST`, `GCE_METADATA_IP` for host processes; containers find it at its usual
+//! link-local address), and trust in Pier's CA (`SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE` with the system
+//! CAs plus Pier's, `NODE_EXTRA_CA_CERTS`), so apps call other services at their HTTPS URLs with no code
+//! change.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +14,10 @@ use pier_identity::Principal;
 use pier_metadata::{MetadataServer, TokenSource};
 use pier_model::InstanceId;
 use pier_runtime::InstanceSpec;
+
+/// Where containers find the CA bundle (system CAs plus Pier's) and Pier's CA alone.
+const CONTAINER_BUNDLE: &str = "/etc/pier/ca-bundle.pem";
+const CONTAINER_CA: &str = "/etc/pier/ca.pem";
 
 /// System CA bundles, first found wins.
 const SYSTEM_BUNDLES: [&str; 3] = [
@@ -92,6 +97,15 @@ impl InstanceEnv {
 
 impl InstanceHooks for InstanceEnv {
     fn prepare(&self, spec: &InstanceSpec) -> Vec<(String, String)> {
+        if spec.template.image.is_some() {
+            // A container: the runtime mounts the CA files at fixed paths, and its own namespace has the
+            // metadata server at the address Google's libraries use by default.
+            return vec![
+                ("SSL_CERT_FILE".to_owned(), CONTAINER_BUNDLE.to_owned()),
+                ("REQUESTS_CA_BUNDLE".to_owned(), CONTAINER_BUNDLE.to_owned()),
+                ("NODE_EXTRA_CA_CERTS".to_owned(), CONTAINER_CA.to_owned()),
+            ];
+        }
         let sa = spec
             .template
             .service_account

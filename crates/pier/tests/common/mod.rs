@@ -11,14 +11,25 @@ use std::time::{Duration, Instant};
 
 pub const PIER: &str = env!("CARGO_BIN_EXE_pier");
 
-/// The example echo server, built once per test run if it is missing.
+pub mod oci;
+
+/// The example echo server, built once per test run: statically linked, so the same binary runs on the
+/// host (process runtime) and alone in a container image.
 pub fn hello_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let dir = Path::new(PIER).parent().unwrap();
         let bin = dir.join("pier-hello");
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "pier-hello"])
+            .args([
+                "rustc",
+                "--quiet",
+                "-p",
+                "pier-hello",
+                "--bin",
+                "pier-hello",
+            ])
+            .args(["--", "-C", "target-feature=+crt-static"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("running cargo to build pier-hello");
@@ -260,6 +271,8 @@ impl Drop for Pier {
         if self.child.is_some() {
             let _ = self.terminate_quietly();
         }
+        // A server killed with -9 and not restarted leaves containers and image mounts behind.
+        oci::remove_leftovers(&self.dir);
         if std::thread::panicking() {
             eprintln!("---- server log ----\n{}", self.server_log());
         }

@@ -1,0 +1,354 @@
+//! Container test fixtures with the real tools: Debian's `docker-registry` (distribution v2) on loopback,
+//! images built as OCI layouts with `umoci` from small static binaries (the echo server, busybox), and
+//! copied between layouts, archives and registries with `skopeo`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Fails loudly when a tool the container tests need is missing (scripts/install-test-deps installs them).
+pub fn need(tools: &[&str]) {
+    for t in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "{t} is not installed: run scripts/install-test-deps (the container tests need runc, docker-registry, skopeo, umoci, busybox-static, htpasswd)"
+        );
+    }
+    assert!(
+        nix_root(),
+        "the container tests need root (namespaces, mounts, cgroups)"
+    );
+}
+
+fn nix_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        .unwrap_or(false)
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A registry on a free loopback port, storing in a temporary directory.
+pub struct Registry {
+    pub addr: String,
+    pub storage: PathBuf,
+    pub creds: Option<(String, String)>,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// An open registry.
+    pub fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// A registry that wants HTTP basic authentication.
+    pub fn with_auth(user: &str, password: &str) -> Self {
+        Self::launch(Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn launch(creds: Option<(String, String)>) -> Self {
+        need(&["docker-registry", "htpasswd"]);
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let storage = dir.path().join("storage");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            storage.display()
+        );
+        if let Some((u, p)) = &creds {
+            let htpasswd = dir.path().join("htpasswd");
+            let line = run(Command::new("htpasswd").args(["-Bbn", u, p]));
+            std::fs::write(&htpasswd, line.trim()).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: pier-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting docker-registry");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            addr,
+            storage,
+            creds,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Copies `src` (a skopeo reference such as `oci:DIR:TAG`) to `NAME:TAG` here; returns the image
+    /// reference (`127.0.0.1:PORT/NAME:TAG`).
+    pub fn push(&self, src: &str, name_tag: &str, extra: &[&str]) -> String {
+        let dest = format!("{}/{name_tag}", self.addr);
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some((u, p)) = &self.creds {
+            cmd.arg("--dest-creds").arg(format!("{u}:{p}"));
+        }
+        cmd.args(extra).arg(src).arg(format!("docker://{dest}"));
+        run(&mut cmd);
+        dest
+    }
+
+    /// The data file of a blob in the registry's storage.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What goes into a test image.
+#[derive(Default, Clone)]
+pub struct ImageSpec {
+    /// Host files copied in: (source, path in the image, mode).
+    pub files: Vec<(PathBuf, String, u32)>,
+    /// Text files written in: (path in the image, content, mode).
+    pub texts: Vec<(String, String, u32)>,
+    /// Busybox at /bin/busybox with every applet linked in /bin.
+    pub busybox: bool,
+    /// Host programs copied in at the same paths, with the shared libraries `ldd` lists.
+    pub host_programs: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+}
+
+impl ImageSpec {
+    /// The echo server alone, as `/pier-hello`, its entrypoint.
+    pub fn hello() -> Self {
+        Self {
+            files: vec![(super::hello_bin(), "/pier-hello".into(), 0o755)],
+            entrypoint: vec!["/pier-hello".into()],
+            ..Default::default()
+        }
+    }
+
+    /// Busybox with httpd serving `/www` (CGI scripts in `/www/cgi-bin`) on $PORT.
+    pub fn busybox_httpd(scripts: &[(&str, &str)]) -> Self {
+        let mut texts = vec![("/www/index.html".to_owned(), "busybox\n".to_owned(), 0o644)];
+        for (name, body) in scripts {
+            texts.push((
+                format!("/www/cgi-bin/{name}"),
+                format!("#!/bin/sh\necho 'Content-Type: text/plain'\necho\n{body}\n"),
+                0o755,
+            ));
+        }
+        Self {
+            texts,
+            busybox: true,
+            entrypoint: vec!["/bin/sh".into(), "-c".into()],
+            cmd: vec!["exec httpd -f -p $PORT -h /www".into()],
+            ..Default::default()
+        }
+    }
+}
+
+/// Builds `spec` into the OCI layout `layout` as `tag` with umoci; returns the skopeo reference
+/// `oci:LAYOUT:TAG`.
+pub fn build(layout: &Path, tag: &str, spec: &ImageSpec) -> String {
+    need(&["umoci", "skopeo"]);
+    if !layout.join("index.json").exists() {
+        run(Command::new("umoci")
+            .arg("init")
+            .arg("--layout")
+            .arg(layout));
+    }
+    let image = format!("{}:{tag}", layout.display());
+    run(Command::new("umoci").args(["new", "--image", &image]));
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &image])
+        .arg(&bundle));
+    let root = bundle.join("rootfs");
+    let place = |dest: &str| {
+        let p = root.join(dest.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        p
+    };
+    use std::os::unix::fs::PermissionsExt;
+    for (src, dest, mode) in &spec.files {
+        let p = place(dest);
+        std::fs::copy(src, &p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    for (dest, text, mode) in &spec.texts {
+        let p = place(dest);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    if spec.busybox {
+        let bb = place("/bin/busybox");
+        std::fs::copy("/bin/busybox", &bb).unwrap();
+        let list = run(Command::new("/bin/busybox").arg("--list"));
+        for applet in list.lines().filter(|a| *a != "busybox") {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+    }
+    for prog in &spec.host_programs {
+        let libs = run(Command::new("ldd").arg(prog));
+        let mut paths: Vec<String> = libs
+            .split_whitespace()
+            .filter(|w| w.starts_with('/'))
+            .map(str::to_owned)
+            .collect();
+        paths.push(prog.clone());
+        for path in paths {
+            let p = place(&path);
+            std::fs::copy(&path, &p).unwrap_or_else(|e| panic!("copying {path}: {e}"));
+        }
+    }
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image])
+        .arg(&bundle));
+    let mut cfg = Command::new("umoci");
+    cfg.args([
+        "config",
+        "--image",
+        &image,
+        "--clear=config.entrypoint",
+        "--clear=config.cmd",
+    ]);
+    for e in &spec.entrypoint {
+        cfg.arg(format!("--config.entrypoint={e}"));
+    }
+    for c in &spec.cmd {
+        cfg.arg(format!("--config.cmd={c}"));
+    }
+    for e in &spec.env {
+        cfg.arg(format!("--config.env={e}"));
+    }
+    if let Some(u) = &spec.user {
+        cfg.arg(format!("--config.user={u}"));
+    }
+    if let Some(w) = &spec.workdir {
+        cfg.arg(format!("--config.workingdir={w}"));
+    }
+    run(&mut cfg);
+    format!("oci:{image}")
+}
+
+/// `skopeo copy SRC DEST`.
+pub fn copy(src: &str, dest: &str, extra: &[&str]) {
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .args(extra)
+        .arg(src)
+        .arg(dest));
+}
+
+/// The manifest digest of `oci:LAYOUT:TAG`.
+pub fn layout_digest(layout: &Path, tag: &str) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .and_then(|m| m["digest"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
+/// Containers the server with data dir `dir` runs now.
+pub fn containers(dir: &Path) -> Vec<String> {
+    let state = dir.join("containers/state");
+    if !state.exists() {
+        return Vec::new();
+    }
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(&state)
+        .args(["list", "--quiet"])
+        .output();
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Mount points under `dir`.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Deletes what a server killed with -9 left in `dir` (containers, image mounts), so tests leave the
+/// machine clean.
+pub fn remove_leftovers(dir: &Path) {
+    for id in containers(dir) {
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(dir.join("containers/state"))
+            .args(["delete", "--force", &id])
+            .output();
+    }
+    let mut mounts = mounts_under(dir);
+    mounts.sort();
+    for m in mounts.iter().rev() {
+        let _ = Command::new("umount").args(["-l", m]).output();
+    }
+}

@@ -1,0 +1,715 @@
+//! Container images end to end with the real parts: images built with umoci from the static echo server
+//! and busybox, pushed with skopeo to Debian's docker-registry on loopback, run by runc; requests through
+//! the real gateway with curl.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::oci::{self, ImageSpec, Registry};
+use common::*;
+
+fn url_in(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Service URL: "))
+        .unwrap_or_else(|| panic!("no URL in {out}"))
+        .to_owned()
+}
+
+fn deploy(p: &Pier, name: &str, args: &[&str]) -> String {
+    let mut all = vec!["deploy", name];
+    all.extend_from_slice(args);
+    url_in(&p.ok(&all))
+}
+
+/// GET `url` with curl; the body.
+fn get(p: &Pier, url: &str) -> String {
+    let out = p.curl(&[url]);
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn revision(p: &Pier, name: &str) -> serde_json::Value {
+    serde_json::from_str(&p.ok(&["revisions", "describe", name, "--format", "json"])).unwrap()
+}
+
+fn latest_revision(p: &Pier, service: &str) -> String {
+    p.describe(service)["latestReadyRevision"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn hello_with(env: &str) -> ImageSpec {
+    ImageSpec {
+        env: vec![env.to_owned()],
+        ..ImageSpec::hello()
+    }
+}
+
+#[test]
+fn registry_images_run_the_digest_their_tag_had_at_deploy() {
+    oci::need(&["runc"]);
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let v1 = oci::build(&layout, "v1", &hello_with("GREETING=one"));
+    let v2 = oci::build(&layout, "v2", &hello_with("GREETING=two"));
+    let image = reg.push(&v1, "hello:1.0", &[]);
+    let p = Pier::start(&["--scale-to-zero-grace", "500ms", "--stable-window", "2s"]);
+
+    let url = deploy(&p, "hello", &["--image", &image, "--allow-unauthenticated"]);
+    let body = json(&get(&p, &url));
+    assert_eq!(body["greeting"], "one");
+    assert_eq!(body["pid"], 1, "the app is the container's first process");
+    assert_eq!(
+        body["port"], "8080",
+        "containers listen on Cloud Run's default port"
+    );
+    let rev = revision(&p, &latest_revision(&p, "hello"));
+    let d1 = oci::layout_digest(&layout, "v1");
+    assert_eq!(rev["template"]["image"], image.as_str());
+    assert_eq!(
+        rev["imageDigest"],
+        format!("{}/hello@{d1}", reg.addr),
+        "the revision records the digest its tag resolved to"
+    );
+
+    // The tag moves; the running revision does not, even through a cold start.
+    reg.push(&v2, "hello:1.0", &[]);
+    eventually(30, "scale to zero", || {
+        let r = revision(&p, &latest_revision(&p, "hello"));
+        r["instances"].as_array().unwrap().is_empty().then_some(())
+    });
+    assert_eq!(json(&get(&p, &url))["greeting"], "one");
+
+    // A new deploy resolves the tag again; a pinned deploy runs exactly its digest.
+    deploy(&p, "hello", &["--image", &image]);
+    assert_eq!(json(&get(&p, &url))["greeting"], "two");
+    let pinned = format!("{}/hello@{d1}", reg.addr);
+    deploy(&p, "hello", &["--image", &pinned]);
+    assert_eq!(json(&get(&p, &url))["greeting"], "one");
+
+    let images: serde_json::Value =
+        serde_json::from_str(&p.ok(&["images", "list", "--format", "json"])).unwrap();
+    let digests: Vec<&str> = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(digests.len(), 2, "{images}");
+    assert!(digests.contains(&d1.as_str()));
+    assert!(digests.contains(&oci::layout_digest(&layout, "v2").as_str()));
+}
+
+#[test]
+fn local_archives_layouts_and_zstd_layers_deploy() {
+    oci::need(&["runc"]);
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let src = oci::build(&layout, "v1", &hello_with("GREETING=archive"));
+    let p = Pier::start(&[]);
+
+    // An OCI archive given by a path relative to where the CLI runs.
+    oci::copy(
+        &src,
+        &format!("oci-archive:{}/hello.tar", work.path().display()),
+        &[],
+    );
+    let out = Command::new(PIER)
+        .args(["deploy", "from-oci", "--image", "oci-archive:./hello.tar"])
+        .args(["--allow-unauthenticated"])
+        .current_dir(work.path())
+        .env("PIER_CONFIG", p.dir.join("cli.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = url_in(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(json(&get(&p, &url))["greeting"], "archive");
+
+    // A docker save archive, named either way.
+    let docker = work.path().join("hello-docker.tar");
+    oci::copy(
+        &src,
+        &format!("docker-archive:{}:hello:1.0", docker.display()),
+        &[],
+    );
+    for (name, image) in [
+        (
+            "from-docker",
+            format!("docker-archive:{}", docker.display()),
+        ),
+        (
+            "from-docker-auto",
+            format!("oci-archive:{}", docker.display()),
+        ),
+    ] {
+        let url = deploy(&p, name, &["--image", &image, "--allow-unauthenticated"]);
+        assert_eq!(json(&get(&p, &url))["greeting"], "archive", "{image}");
+    }
+
+    // An OCI layout directory, by tag.
+    let url = deploy(
+        &p,
+        "from-layout",
+        &[
+            "--image",
+            &format!("oci:{}:v1", layout.display()),
+            "--allow-unauthenticated",
+        ],
+    );
+    assert_eq!(json(&get(&p, &url))["greeting"], "archive");
+
+    // zstd-compressed layers from a registry.
+    let image = reg.push(
+        &src,
+        "hello-zstd:1",
+        &["--dest-compress-format", "zstd", "--dest-compress"],
+    );
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    let manifest = json(&String::from_utf8_lossy(&raw.stdout));
+    assert!(
+        manifest["layers"][0]["mediaType"]
+            .as_str()
+            .unwrap()
+            .ends_with("zstd"),
+        "{manifest}"
+    );
+    let url = deploy(
+        &p,
+        "from-zstd",
+        &["--image", &image, "--allow-unauthenticated"],
+    );
+    assert_eq!(json(&get(&p, &url))["greeting"], "archive");
+}
+
+/// CGI scripts for the busybox image.
+const SCRIPTS: &[(&str, &str)] = &[
+    (
+        "email",
+        "wget -q -O- --header 'Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/email",
+    ),
+    (
+        "call",
+        // curl (OpenSSL) checks the gateway's certificate against the CA bundle Pier mounts (SSL_CERT_FILE).
+        "t=$(wget -q -O- --header 'Metadata-Flavor: Google' \"http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/identity?audience=$QUERY_STRING\")\ncurl -sS -f -H \"Authorization: Bearer $t\" \"$QUERY_STRING\" 2>&1 || echo call-failed",
+    ),
+    (
+        "fs",
+        "touch /written 2>/dev/null && echo root=writable || echo root=readonly\ntouch /tmp/x && echo tmp=writable\necho limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)\necho uid=$(id -u)",
+    ),
+];
+
+#[test]
+fn containers_are_isolated_and_reach_the_metadata_server_and_other_services_through_pier() {
+    oci::need(&["runc"]);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    oci::build(
+        &layout,
+        "bb",
+        &ImageSpec {
+            host_programs: vec!["/usr/bin/curl".into()],
+            ..ImageSpec::busybox_httpd(SCRIPTS)
+        },
+    );
+    oci::build(&layout, "hello", &ImageSpec::hello());
+    let p = Pier::start(&[]);
+    let caller = deploy(
+        &p,
+        "caller",
+        &[
+            "--image",
+            &format!("oci:{}:bb", layout.display()),
+            "--memory",
+            "128Mi",
+            "--allow-unauthenticated",
+        ],
+    );
+    let private = deploy(
+        &p,
+        "private",
+        &[
+            "--image",
+            &format!("oci:{}:hello", layout.display()),
+            "--ingress",
+            "internal",
+        ],
+    );
+
+    // The metadata server answers inside the container, for the revision's service account.
+    let email = get(&p, &format!("{caller}/cgi-bin/email"));
+    assert!(
+        email.trim().starts_with("compute@default.iam."),
+        "metadata email: {email}"
+    );
+
+    // Read-only root, writable in-memory /tmp, the memory limit in force.
+    let fs = get(&p, &format!("{caller}/cgi-bin/fs"));
+    assert!(fs.contains("root=readonly"), "{fs}");
+    assert!(fs.contains("tmp=writable"), "{fs}");
+    assert!(fs.contains(&format!("limit={}", 128u64 << 20)), "{fs}");
+
+    // The private, internal-only service refuses the outside...
+    let token = p.token_for(&private);
+    let out = p.curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &private,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+    // ...refuses the caller until it is an invoker, then answers it through the gateway in its namespace.
+    let call = format!("{caller}/cgi-bin/call?{private}");
+    let refused = get(&p, &call);
+    assert!(
+        refused.contains("call-failed") || refused.contains("403"),
+        "{refused}"
+    );
+    p.ok(&[
+        "services",
+        "add-iam-policy-binding",
+        "private",
+        "--member",
+        email
+            .trim()
+            .replace("compute@", "serviceAccount:compute@")
+            .as_str(),
+        "--role",
+        "roles/run.invoker",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let answered = loop {
+        let last = get(&p, &call);
+        if last.contains("\"service\":\"private\"") {
+            break last;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the caller never got through: {last}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(answered.contains("\"pid\":1"), "{answered}");
+
+    // No host process can reach an instance's port: it lives in its own network namespace.
+    let ids = oci::containers(&p.dir);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    for id in ids {
+        let state = Command::new("runc")
+            .arg("--root")
+            .arg(p.dir.join("containers/state"))
+            .args(["state", &id])
+            .output()
+            .unwrap();
+        let pid = json(&String::from_utf8_lossy(&state.stdout))["pid"]
+            .as_u64()
+            .unwrap();
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+        assert_ne!(theirs, ours, "container {id} shares the host's network");
+    }
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:8080").is_err(),
+        "something answers on the host's 8080"
+    );
+}
+
+#[test]
+fn an_instance_over_its_memory_limit_is_reported_out_of_memory() {
+    oci::need(&["runc"]);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    oci::build(&layout, "bb", &ImageSpec::busybox_httpd(&[]));
+    let p = Pier::start(&[]);
+    deploy(
+        &p,
+        "hog",
+        &[
+            "--image",
+            &format!("oci:{}:bb", layout.display()),
+            "--memory",
+            "32Mi",
+            "--min-instances",
+            "1",
+            "--command",
+            "/bin/sh,-c",
+            "--args",
+            "httpd -p $PORT -h /www; sleep 1; exec tail /dev/zero",
+            "--allow-unauthenticated",
+        ],
+    );
+    let svc = eventually(30, "an out-of-memory exit in describe", || {
+        let d = p.describe("hog");
+        (d["lastInstanceExit"]["outOfMemory"] == true).then_some(d)
+    });
+    assert!(
+        svc["lastInstanceExit"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("out of memory"),
+        "{svc}"
+    );
+    let text = p.ok(&["services", "describe", "hog"]);
+    assert!(text.contains("out of memory"), "{text}");
+    let logs = p.ok(&["logs", "hog"]);
+    assert!(logs.contains("out of memory"), "{logs}");
+}
+
+/// An OCI layout whose one layer holds `name` (any bytes, written raw into the tar header).
+fn hostile_layout(dir: &Path, name: &str) {
+    use aws_lc_rs::digest::{SHA256, digest};
+    let hex = |b: &[u8]| {
+        digest(&SHA256, b)
+            .as_ref()
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    let mut header = [0u8; 512];
+    header[..name.len()].copy_from_slice(name.as_bytes());
+    header[100..107].copy_from_slice(b"0000644");
+    header[108..115].copy_from_slice(b"0000000");
+    header[116..123].copy_from_slice(b"0000000");
+    header[124..135].copy_from_slice(b"00000000004");
+    header[136..147].copy_from_slice(b"00000000000");
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let mut layer = header.to_vec();
+    let mut data = b"pwn\n".to_vec();
+    data.resize(512, 0);
+    layer.extend(data);
+    layer.extend([0u8; 1024]);
+    let config = br#"{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/x"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let (lh, ch) = (hex(&layer), hex(config));
+    std::fs::write(blobs.join(&lh), &layer).unwrap();
+    std::fs::write(blobs.join(&ch), config).unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{ch}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{lh}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    );
+    let mh = hex(manifest.as_bytes());
+    std::fs::write(blobs.join(&mh), &manifest).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{mh}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"evil"}}}}]}}"#,
+            manifest.len()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn bad_images_fail_the_deploy_with_the_reason_and_the_previous_revision_keeps_serving() {
+    oci::need(&["runc"]);
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let good = reg.push(
+        &oci::build(&layout, "v1", &hello_with("GREETING=good")),
+        "hello:1.0",
+        &[],
+    );
+    let bare = oci::build(
+        &layout,
+        "bare",
+        &ImageSpec {
+            entrypoint: vec![],
+            ..ImageSpec::hello()
+        },
+    );
+    let bb = format!("oci:{}:bb", layout.display());
+    oci::build(&layout, "bb", &ImageSpec::busybox_httpd(&[]));
+    let corrupt = reg.push(
+        &oci::build(&layout, "corrupt", &hello_with("GREETING=corrupt")),
+        "corrupt:1",
+        &[],
+    );
+    let arm = oci::build(&layout, "arm", &ImageSpec::hello());
+    Command::new("umoci")
+        .args(["config", "--image"])
+        .arg(format!("{}:arm", layout.display()))
+        .arg("--architecture=arm64")
+        .status()
+        .unwrap();
+    let evil_dir = work.path().join("evil");
+    let sentinel = format!("pier-escape-{}", std::process::id());
+    hostile_layout(
+        &evil_dir,
+        &format!("../../../../../../../../tmp/{sentinel}"),
+    );
+
+    let p = Pier::start(&["--startup-timeout", "3s"]);
+    let url = deploy(&p, "svc", &["--image", &good, "--allow-unauthenticated"]);
+    assert_eq!(json(&get(&p, &url))["greeting"], "good");
+    let serving = latest_revision(&p, "svc");
+
+    // Damage the registry's copy of the corrupt image's layer (same length, other bytes).
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{corrupt}"))
+        .output()
+        .unwrap();
+    let layer = json(&String::from_utf8_lossy(&raw.stdout))["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let file = reg.blob_file(&layer);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+
+    let unreachable = format!("127.0.0.1:{}/hello:1.0", free_port());
+    let missing = format!("{}/nothere:1.0", reg.addr);
+    let no_tag = format!("{}/hello:nope", reg.addr);
+    let (bare_ref, arm_ref) = (bare.clone(), arm.clone());
+    let evil = format!("oci:{}:evil", evil_dir.display());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--image", &missing], "not found"),
+        (vec!["--image", &no_tag], "not found"),
+        (vec!["--image", &unreachable], "cannot reach registry"),
+        (vec!["--image", &corrupt], "digest"),
+        (vec!["--image", &bare_ref], "no entrypoint or command"),
+        (vec!["--image", &arm_ref], "linux/arm64"),
+        (vec!["--image", &evil], "leaves the layer root"),
+        (
+            vec![
+                "--image",
+                &bb,
+                "--command",
+                "/bin/sh,-c",
+                "--args",
+                "echo bye-now; exit 3",
+            ],
+            "exited with status 3",
+        ),
+        (
+            vec!["--image", &bb, "--command", "/bin/sleep", "--args", "1000"],
+            "did not listen on PORT within 3s",
+        ),
+        (vec!["--image", "Bad:Name/x"], "invalid image"),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["deploy", "svc"];
+        all.extend_from_slice(&args);
+        let err = p.fails(&all);
+        assert!(
+            err.to_lowercase().contains(&want.to_lowercase()),
+            "deploy {args:?}: want {want:?} in:\n{err}"
+        );
+        if want == "exited with status 3" {
+            assert!(err.contains("bye-now"), "the last log lines: {err}");
+        }
+        // The previous revision still serves, and nothing of the failure keeps running.
+        assert_eq!(latest_revision(&p, "svc"), serving);
+        assert_eq!(json(&get(&p, &url))["greeting"], "good", "after {args:?}");
+        let left = oci::containers(&p.dir);
+        assert_eq!(left.len(), 1, "after {args:?}: {left:?}");
+    }
+    assert!(
+        !Path::new("/tmp").join(&sentinel).exists(),
+        "a hostile layer wrote outside the image"
+    );
+    assert!(
+        std::fs::read_dir(p.dir.join("containers/bundles"))
+            .unwrap()
+            .count()
+            <= 1,
+        "bundles of failed instances are left behind"
+    );
+}
+
+#[test]
+fn registry_credentials_are_used_and_never_shown() {
+    oci::need(&["runc"]);
+    let reg = Registry::with_auth("alice", "s3cret-pw");
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let image = reg.push(
+        &oci::build(&layout, "v1", &hello_with("GREETING=private-registry")),
+        "hello:1.0",
+        &[],
+    );
+    let p = Pier::start(&[]);
+    let err = p.fails(&["deploy", "hello", "--image", &image]);
+    assert!(err.contains("configure-docker"), "{err}");
+
+    let configure = |password: &str| {
+        let mut child = Command::new(PIER)
+            .args(["auth", "configure-docker", &reg.addr, "--username", "alice"])
+            .arg("--password-stdin")
+            .env("PIER_CONFIG", p.dir.join("cli.toml"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    configure("wrong-pw");
+    let err = p.fails(&["deploy", "hello", "--image", &image]);
+    assert!(err.contains("refused"), "{err}");
+
+    configure("s3cret-pw");
+    let url = deploy(&p, "hello", &["--image", &image, "--allow-unauthenticated"]);
+    assert_eq!(json(&get(&p, &url))["greeting"], "private-registry");
+    let regs = p.ok(&["images", "registries", "--format", "json"]);
+    assert!(regs.contains("alice") && !regs.contains("s3cret"), "{regs}");
+    assert!(
+        !p.server_log().contains("s3cret-pw"),
+        "a secret reached the log"
+    );
+}
+
+#[test]
+fn kill9_leaves_nothing_behind_after_restart_and_prune_frees_unused_images() {
+    oci::need(&["runc"]);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    oci::build(&layout, "v1", &hello_with("GREETING=one"));
+    oci::build(&layout, "v2", &hello_with("GREETING=two"));
+    let data = tempfile::tempdir().unwrap();
+    let args = with_free_ports(&[]);
+    let mut p = Pier::launch(data.path(), &args);
+    let v1 = format!("oci:{}:v1", layout.display());
+    let url = deploy(
+        &p,
+        "keep",
+        &[
+            "--image",
+            &v1,
+            "--min-instances",
+            "1",
+            "--allow-unauthenticated",
+        ],
+    );
+    assert_eq!(json(&get(&p, &url))["greeting"], "one");
+    let before = oci::containers(data.path());
+    assert_eq!(before.len(), 1);
+
+    p.kill9();
+    assert_eq!(
+        oci::containers(data.path()),
+        before,
+        "a container outlives a killed server until the next start"
+    );
+    let p = Pier::launch(data.path(), &args);
+    let after = eventually(30, "the min instance to come back", || {
+        let c = oci::containers(data.path());
+        (c.len() == 1 && c != before).then_some(c)
+    });
+    assert_ne!(after, before, "the leftover container was deleted");
+    let url = p.describe("keep")["url"].as_str().unwrap().to_owned();
+    assert_eq!(json(&get(&p, &url))["greeting"], "one");
+    assert_eq!(
+        oci::mounts_under(data.path()).len(),
+        1,
+        "one image root mounted"
+    );
+
+    // An image only a deleted service used is pruned; the one in use stays.
+    let v2 = format!("oci:{}:v2", layout.display());
+    deploy(&p, "gone", &["--image", &v2, "--allow-unauthenticated"]);
+    assert_eq!(oci::mounts_under(data.path()).len(), 2);
+    p.ok(&["services", "delete", "gone"]);
+    let pruned: serde_json::Value =
+        serde_json::from_str(&p.ok(&["images", "prune", "--format", "json"])).unwrap();
+    assert_eq!(pruned["images"].as_array().unwrap().len(), 1, "{pruned}");
+    assert!(pruned["bytes"].as_u64().unwrap() > 0, "{pruned}");
+    assert_eq!(oci::mounts_under(data.path()).len(), 1);
+    let images = p.ok(&["images", "list", "--format", "json"]);
+    assert_eq!(json(&images).as_array().unwrap().len(), 1, "{images}");
+    assert_eq!(json(&get(&p, &url))["greeting"], "one");
+
+    // A clean stop leaves no container, mount or cgroup.
+    let mut p = p;
+    assert!(p.terminate().success());
+    assert!(oci::containers(data.path()).is_empty());
+    assert!(oci::mounts_under(data.path()).is_empty());
+    let left: Vec<String> = std::fs::read_dir("/sys/fs/cgroup/memory/pier-containers")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .flat_map(|install| {
+            std::fs::read_dir(install.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("keep-") || n.starts_with("gone-"))
+        .collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}
+
+#[test]
+fn copy_mode_roots_and_image_users_work() {
+    oci::need(&["runc"]);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    oci::build(
+        &layout,
+        "bb",
+        &ImageSpec {
+            user: Some("app".into()),
+            ..ImageSpec::busybox_httpd(SCRIPTS)
+        },
+    );
+    let p = Pier::start(&["--rootfs", "copy"]);
+    let url = deploy(
+        &p,
+        "copy",
+        &[
+            "--image",
+            &format!("oci:{}:bb", layout.display()),
+            "--allow-unauthenticated",
+        ],
+    );
+    let fs = get(&p, &format!("{url}/cgi-bin/fs"));
+    assert!(fs.contains("root=readonly"), "{fs}");
+    assert!(fs.contains("uid=1000"), "the image's USER app: {fs}");
+    assert!(
+        oci::mounts_under(&p.dir).is_empty(),
+        "copy mode mounts no overlay"
+    );
+}
