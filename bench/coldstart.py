@@ -1,8 +1,10 @@
-"""Cold start: time to first byte for a request to a revision scaled to zero, through Pier, split into the
-app's own startup (the same binary started directly, timed until it accepts a connection) and Pier's share.
+"""Cold start: time to first byte for a request to a revision scaled to zero, through Pier, for each service
+given (the same echo server as a host process and as a container image), against baselines measured in the
+same run: the app started directly, and (with --runc-bundle) the app started by runc alone.
 
-Run by bench/coldstart.sh, which starts the server and deploys the service.
+Run by bench/coldstart.sh, which starts the server, builds the image and deploys the services.
 """
+import argparse
 import http.client
 import json
 import os
@@ -14,41 +16,22 @@ import sys
 import time
 import urllib.request
 
-api, token, https_port, host, ca, revision, hello, tries = sys.argv[1:9]
-https_port, tries = int(https_port), int(tries)
+ap = argparse.ArgumentParser()
+ap.add_argument("--api", required=True)
+ap.add_argument("--token", required=True)
+ap.add_argument("--https-port", type=int, required=True)
+ap.add_argument("--ca", required=True)
+ap.add_argument("--tries", type=int, default=50)
+ap.add_argument("--hello", required=True, help="the echo server binary, for the direct baseline")
+ap.add_argument("--runc-bundle", help="an OCI bundle of the image, for the runc-alone baseline")
+ap.add_argument("services", nargs="+", help="LABEL=HOST@REVISION")
+args = ap.parse_args()
 
 
 def api_get(path):
-    req = urllib.request.Request(api + path, headers={"Authorization": "Bearer " + token})
+    req = urllib.request.Request(args.api + path, headers={"Authorization": "Bearer " + args.token})
     with urllib.request.urlopen(req) as r:
         return json.load(r)
-
-
-class Conn(http.client.HTTPSConnection):
-    """An HTTPS connection to loopback that sends the service's host name for SNI and Host."""
-
-    def connect(self):
-        sock = socket.create_connection(("127.0.0.1", https_port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = self._context.wrap_socket(sock, server_hostname=host)
-
-
-ctx = ssl.create_default_context(cafile=ca)
-conn = Conn(host, https_port, context=ctx)
-
-
-def timed_get(path="/plain"):
-    t0 = time.perf_counter()
-    conn.request("GET", path, headers={"Host": f"{host}:{https_port}"})
-    r = conn.getresponse()
-    t1 = time.perf_counter()
-    r.read()
-    assert r.status == 200, r.status
-    return (t1 - t0) * 1e6
-
-
-def instances():
-    return len(api_get(f"/v1/projects/default/revisions/{revision}")["instances"])
 
 
 def pct(xs, p):
@@ -56,27 +39,16 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-timed_get()  # open the connection
-cold, warm = [], []
-for i in range(tries):
-    deadline = time.time() + 30
-    while instances() > 0:
-        if time.time() > deadline:
-            sys.exit("the revision never scaled to zero")
-        time.sleep(0.05)
-    cold.append(timed_get())
-    warm.append(timed_get())
-
-# The app alone: spawn, poll its port every 100 us until it accepts, then one request.
-startup, direct_first = [], []
-for i in range(tries):
+def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    env = {"PORT": str(port), "PATH": os.environ.get("PATH", "")}
-    t0 = time.perf_counter()
-    p = subprocess.Popen([hello], env=env, stderr=subprocess.DEVNULL)
+    return port
+
+
+def wait_and_get(port, t0):
+    """Polls PORT every 100 us until it accepts, then sends one request; returns (listening, first byte) in us."""
     while True:
         try:
             c = socket.create_connection(("127.0.0.1", port))
@@ -88,23 +60,114 @@ for i in range(tries):
     c.recv(100)
     t2 = time.perf_counter()
     c.close()
-    p.terminate()
-    p.wait()
-    startup.append((t1 - t0) * 1e6)
-    direct_first.append((t2 - t0) * 1e6)
+    return (t1 - t0) * 1e6, (t2 - t0) * 1e6
+
+
+def through_pier(host, revision):
+    class Conn(http.client.HTTPSConnection):
+        def connect(self):
+            sock = socket.create_connection(("127.0.0.1", args.https_port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = self._context.wrap_socket(sock, server_hostname=host)
+
+    conn = Conn(host, args.https_port, context=ssl.create_default_context(cafile=args.ca))
+
+    def timed_get():
+        t0 = time.perf_counter()
+        conn.request("GET", "/plain", headers={"Host": f"{host}:{args.https_port}"})
+        r = conn.getresponse()
+        t1 = time.perf_counter()
+        r.read()
+        assert r.status == 200, r.status
+        return (t1 - t0) * 1e6
+
+    def instances():
+        return len(api_get(f"/v1/projects/default/revisions/{revision}")["instances"])
+
+    timed_get()  # open the connection
+    cold, warm = [], []
+    for _ in range(args.tries):
+        deadline = time.time() + 30
+        while instances() > 0:
+            if time.time() > deadline:
+                sys.exit(f"{revision} never scaled to zero")
+            time.sleep(0.05)
+        cold.append(timed_get())
+        warm.append(timed_get())
+    return cold, warm
+
+
+def app_alone():
+    listening, first = [], []
+    for _ in range(args.tries):
+        port = free_port()
+        env = {"PORT": str(port), "PATH": os.environ.get("PATH", "")}
+        t0 = time.perf_counter()
+        p = subprocess.Popen([args.hello], env=env, stderr=subprocess.DEVNULL)
+        a, b = wait_and_get(port, t0)
+        p.terminate()
+        p.wait()
+        listening.append(a)
+        first.append(b)
+    return listening, first
+
+
+def runc_alone(bundle):
+    """`runc run` of the image's bundle on the host network (so the port can be polled), read-only root."""
+    cfg_path = os.path.join(bundle, "config.json")
+    cfg = json.load(open(cfg_path))
+    port = free_port()
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = ["/pier-hello"]
+    cfg["process"]["env"] = ["PATH=/bin", f"PORT={port}"]
+    cfg["root"]["readonly"] = True
+    cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "network"]
+    cfg["linux"].pop("uidMappings", None)
+    cfg["linux"].pop("gidMappings", None)
+    cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "user"]
+    json.dump(cfg, open(cfg_path, "w"))
+    root = os.path.join(os.path.dirname(bundle), "runc-state")
+    listening, first = [], []
+    for i in range(args.tries):
+        cid = f"bench-{os.getpid()}-{i}"
+        t0 = time.perf_counter()
+        p = subprocess.Popen(["runc", "--root", root, "run", "--bundle", bundle, cid],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        a, b = wait_and_get(port, t0)
+        subprocess.run(["runc", "--root", root, "kill", cid, "KILL"], stderr=subprocess.DEVNULL)
+        p.wait()
+        subprocess.run(["runc", "--root", root, "delete", "--force", cid], stderr=subprocess.DEVNULL)
+        listening.append(a)
+        first.append(b)
+    return listening, first
+
 
 p50 = statistics.median
-print(f"{tries} tries each, microseconds")
-print(f"{'':34}{'p50':>9}{'p99':>9}")
-rows = [
-    ("cold request through Pier (TTFB)", cold),
-    ("warm request through Pier", warm),
-    ("app alone: spawn to listening", startup),
-    ("app alone: spawn to first byte", direct_first),
-]
+rows, cold_by = [], {}
+for spec in args.services:
+    label, rest = spec.split("=", 1)
+    host, revision = rest.split("@", 1)
+    cold, warm = through_pier(host, revision)
+    cold_by[label] = cold
+    rows.append((f"{label}: cold request through Pier", cold))
+    rows.append((f"{label}: warm request through Pier", warm))
+alone_listen, alone_first = app_alone()
+rows.append(("app alone: spawn to listening", alone_listen))
+rows.append(("app alone: spawn to first byte", alone_first))
+runc_first = None
+if args.runc_bundle:
+    runc_listen, runc_first = runc_alone(args.runc_bundle)
+    rows.append(("runc alone: run to listening", runc_listen))
+    rows.append(("runc alone: run to first byte", runc_first))
+
+print(f"{args.tries} tries each, microseconds")
+print(f"{'':42}{'p50':>9}{'p99':>9}")
 for name, xs in rows:
-    print(f"{name:34}{p50(xs):9.0f}{pct(xs, 99):9.0f}")
-share = p50(cold) - p50(warm) - p50(startup)
+    print(f"{name:42}{p50(xs):9.0f}{pct(xs, 99):9.0f}")
 print()
-print(f"Pier's share of a cold start (p50 cold - p50 warm - p50 app startup): {share:.0f} us")
-print(f"cold start vs app alone (p50 cold TTFB / p50 app spawn-to-first-byte): {p50(cold) / p50(direct_first):.2f}x")
+for label, cold in cold_by.items():
+    print(f"{label}: cold TTFB / app alone first byte (p50): {p50(cold) / p50(alone_first):.2f}x, "
+          f"Pier's share {p50(cold) - p50(alone_first):.0f} us")
+    if runc_first:
+        print(f"{label}: cold TTFB / runc alone first byte (p50): {p50(cold) / p50(runc_first):.2f}x, "
+              f"Pier's share beyond runc {p50(cold) - p50(runc_first):.0f} us")

@@ -6,16 +6,23 @@ PIER="$ROOT/target/release/pier"
 HELLO="$ROOT/target/release/pier-hello"
 WORK=$(mktemp -d /tmp/pier-bench.XXXXXX)
 PIDS=()
+DIRS=()
 
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # Servers unmount their image roots when they stop; a crashed one may leave some.
+  for d in "${DIRS[@]}"; do
+    grep -o " $d/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
+# The echo server is linked statically, so the same binary runs on the host and alone in an image.
 build() {
-  (cd "$ROOT" && cargo build --release --quiet -p pier -p pier-hello)
+  (cd "$ROOT" && cargo build --release --quiet -p pier \
+    && cargo rustc --release --quiet -p pier-hello --bin pier-hello -- -C target-feature=+crt-static)
 }
 
 # start_pier NAME ARGS... : a server with its own data dir; sets PIER_CONFIG for later CLI calls.
@@ -25,8 +32,13 @@ start_pier() {
   export PIER_CONFIG="$dir/cli.toml" PIER_DATA_DIR="$dir"
   "$PIER" server --data-dir "$dir" "$@" >"$dir/server.log" 2>&1 &
   PIDS+=($!)
+  DIRS+=("$dir")
   for _ in $(seq 1 200); do
-    [ -f "$dir/api-url" ] && "$PIER" services list >/dev/null 2>&1 && return 0
+    if [ -f "$dir/api-url" ] && "$PIER" services list >/dev/null 2>&1; then
+      # A token of the owner for scripts that call the admin API directly.
+      "$PIER" auth print-identity-token >"$dir/admin-token"
+      return 0
+    fi
     sleep 0.05
   done
   echo "pier server did not start:" >&2; cat "$dir/server.log" >&2; exit 1
