@@ -168,6 +168,6 @@ print()
 for label, cold in cold_by.items():
     print(f"{label}: cold TTFB / app alone first byte (p50): {p50(cold) / p50(alone_first):.2f}x, "
           f"Pier's share {p50(cold) - p50(alone_first):.0f} us")
-    if runc_first:
+    if runc_first and label != "process":
         print(f"{label}: cold TTFB / runc alone first byte (p50): {p50(cold) / p50(runc_first):.2f}x, "
               f"Pier's share beyond runc {p50(cold) - p50(runc_first):.0f} us")

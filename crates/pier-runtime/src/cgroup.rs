@@ -1,7 +1,11 @@
 //! Instances in their own cgroup (v2): every process an instance starts stays in it whatever it does
 //! (new process groups, double forks), `cgroup.kill` ends them all at once, and what a killed server left
-//! behind is found at the next start by listing the directory. The group is created before the instance's
-//! process exists, which then joins it before `exec`, so there is no moment when the instance runs untracked.
+//! behind is found at the next start by listing the directory.
+//!
+//! Joining a cgroup costs an RCU grace period (about 10 ms here) unless the hierarchy is mounted with
+//! `favordynmods`. On such mounts the instance's process joins before `exec`, so it never runs untracked;
+//! elsewhere the server moves it right after spawning, off the cold-start path, and the instance's
+//! process group (killed as a whole too) covers its first milliseconds.
 //!
 //! Layout: `CGROUP2_MOUNT/pier/INSTALLATION/INSTANCE`. On machines with only cgroup v1, or without the
 //! rights to create groups, Pier falls back to process groups (see `process`).
@@ -16,6 +20,17 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct CgroupRoot {
     dir: PathBuf,
+    fast_join: bool,
+}
+
+/// Whether the cgroup v2 mount has `favordynmods` (cheap migrations).
+fn favors_dynmods() -> bool {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(" - "))
+        .filter(|(_, right)| right.starts_with("cgroup2 "))
+        .any(|(_, right)| right.contains("favordynmods"))
 }
 
 /// Finds the cgroup v2 mount (`/sys/fs/cgroup` on unified systems, `/sys/fs/cgroup/unified` on hybrid
@@ -43,7 +58,15 @@ impl CgroupRoot {
             .ok()
             .or_else(|| probe.exists().then_some(()))?;
         let _ = fs::remove_dir(&probe);
-        Some(Self { dir })
+        Some(Self {
+            dir,
+            fast_join: favors_dynmods(),
+        })
+    }
+
+    /// Whether a process can join a group cheaply before `exec` (see the module docs).
+    pub fn joins_fast(&self) -> bool {
+        self.fast_join
     }
 
     /// The root's directory.
@@ -103,6 +126,32 @@ impl InstanceCgroup {
         self.procs.take()
     }
 
+    /// Moves process `pid` into the group (blocking: a migration waits for an RCU grace period).
+    pub fn join(&self, pid: i32) -> io::Result<()> {
+        fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+    }
+
+    /// Moves `leader` and every descendant it forked before the move into the group (blocking). Once a
+    /// process is in, what it forks is too; the loop catches what forked while it ran.
+    pub fn adopt(&self, leader: i32) -> io::Result<()> {
+        self.join(leader)?;
+        for _ in 0..10 {
+            let inside = self.pids();
+            let outside: Vec<i32> = descendants(leader)
+                .into_iter()
+                .filter(|p| !inside.contains(p))
+                .collect();
+            if outside.is_empty() {
+                break;
+            }
+            for pid in outside {
+                // It may have exited meanwhile.
+                let _ = self.join(pid);
+            }
+        }
+        Ok(())
+    }
+
     /// Processes in the group now.
     pub fn pids(&self) -> Vec<i32> {
         fs::read_to_string(self.dir.join("cgroup.procs"))
@@ -140,6 +189,36 @@ impl InstanceCgroup {
         }
         tracing::warn!(cgroup = %self.dir.display(), "could not remove an instance cgroup");
     }
+}
+
+/// Every live descendant of `root`, from the parent ids in `/proc`.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut parent_of: Vec<(i32, i32)> = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The command may hold spaces and parentheses: the fields start after the last ')'.
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (child, _) in parent_of.iter().filter(|(_, pp)| *pp == p) {
+            if !out.contains(child) {
+                out.push(*child);
+                frontier.push(*child);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

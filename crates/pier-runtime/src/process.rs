@@ -230,7 +230,12 @@ impl Runtime for ProcessRuntime {
             ))?),
             None => None,
         };
-        let join_cgroup = cgroup.as_mut().and_then(|c| c.take_procs_fd());
+        let join_in_child = self.cgroups.as_ref().is_some_and(|r| r.joins_fast());
+        let join_cgroup = if join_in_child {
+            cgroup.as_mut().and_then(|c| c.take_procs_fd())
+        } else {
+            None
+        };
         let hosts = self.hosts_file.clone();
         #[allow(unsafe_code)]
         // SAFETY: the closure runs in the forked child before exec. It calls only prctl(2), write(2) on a
@@ -286,6 +291,13 @@ impl Runtime for ProcessRuntime {
             },
         })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        if !join_in_child && let Some(cg) = cgroup.clone() {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = cg.adopt(pid) {
+                    tracing::debug!(pid, "moving an instance into its cgroup failed: {e}");
+                }
+            });
+        }
         self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
             spec.id.clone(),
             Tracked {
