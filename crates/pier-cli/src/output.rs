@@ -65,6 +65,21 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// An instance's unexpected end, for `describe`.
+pub fn instance_exit(e: &pier_model::api::InstanceExitView) -> String {
+    format!(
+        "{} {} at {}{}",
+        e.id,
+        e.reason,
+        e.at,
+        if e.out_of_memory {
+            " (out of memory: raise --memory)"
+        } else {
+            ""
+        }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -437,33 +437,30 @@ impl Instance for ContainerInstance {
     }
 
     async fn stop(&self, grace: Duration) {
-        let mut exit = self.exit.clone();
-        if exit.borrow().is_some() {
-            return;
-        }
-        self.stopping.store(true, Ordering::SeqCst);
-        // `runc run` forwards the signal to the container's first process.
-        if self.runtime_pid > 0 {
-            let _ = nix::sys::signal::kill(Pid::from_raw(self.runtime_pid), Signal::SIGTERM);
-        }
-        let exited = tokio::time::timeout(grace, exit.wait_for(Option::is_some))
-            .await
-            .is_ok();
-        if !exited {
-            self.log.system(&format!(
-                "instance did not exit within {}s of SIGTERM: sending SIGKILL",
-                grace.as_secs()
-            ));
-            if let Err(e) = runtime_cmd(
-                &self.runtime,
-                &self.state,
-                &["kill", &self.container, "KILL"],
-            )
-            .await
-            {
-                tracing::warn!(instance = %self.id, "killing the container failed: {e}");
-            }
-            let _ = exit.wait_for(Option::is_some).await.map(|_| ());
-        }
+        let runtime_pid = self.runtime_pid;
+        pier_runtime::stop_gracefully(
+            &self.exit,
+            &self.stopping,
+            grace,
+            &self.log,
+            // `runc run` forwards the signal to the container's first process.
+            || {
+                if runtime_pid > 0 {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(runtime_pid), Signal::SIGTERM);
+                }
+            },
+            || async {
+                if let Err(e) = runtime_cmd(
+                    &self.runtime,
+                    &self.state,
+                    &["kill", &self.container, "KILL"],
+                )
+                .await
+                {
+                    tracing::warn!(instance = %self.id, "killing the container failed: {e}");
+                }
+            },
+        )
+        .await;
     }
 }

@@ -1,6 +1,6 @@
 //! Pulling from OCI/Docker registries (distribution v2 API) with `oci-client`: anonymous, basic and
-//! bearer-token authentication, HTTPS (with extra trusted CAs) or plain HTTP for loopback and
-//! explicitly insecure registries. A tag is resolved to its manifest digest once; the manifest, the config
+//! bearer-token authentication, HTTPS (with extra trusted CAs), or plain HTTP for explicitly insecure
+//! registries and for loopback ones that do not speak HTTPS. A tag is resolved to its manifest digest once; the manifest, the config
 //! and every layer land in the blob cache checked against their digests.
 
 use std::sync::Arc;
@@ -72,7 +72,8 @@ impl std::fmt::Debug for RegistryOptions {
     }
 }
 
-/// Whether a registry is reached over plain HTTP: loopback hosts (as Docker does) and the configured ones.
+/// Whether a registry may be reached over plain HTTP: loopback hosts (as Docker does; HTTPS is tried
+/// first) and the configured ones.
 pub fn is_insecure(registry: &str, insecure: &[String]) -> bool {
     if insecure.iter().any(|r| r == registry) {
         return true;
@@ -88,8 +89,8 @@ pub fn is_insecure(registry: &str, insecure: &[String]) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn client_for(registry: &str, options: &RegistryOptions) -> Client {
-    let protocol = if is_insecure(registry, &options.insecure) {
+fn client_for(registry: &str, options: &RegistryOptions, plain_http: bool) -> Client {
+    let protocol = if plain_http {
         ClientProtocol::HttpsExcept(vec![registry.to_owned()])
     } else {
         ClientProtocol::Https
@@ -119,8 +120,32 @@ pub(crate) async fn pull(
     options: &RegistryOptions,
     blobs: &BlobStore,
 ) -> Result<Pulled, ImageError> {
+    let registry = reference.resolve_registry();
+    if options.insecure.iter().any(|r| r == registry) {
+        return pull_over(reference, options, blobs, true).await;
+    }
+    if is_insecure(registry, &[]) {
+        // A loopback registry: HTTPS if it speaks it, else plain HTTP, as Docker does.
+        return match pull_over(reference, options, blobs, false).await {
+            // Not a certificate problem: the registry does not speak TLS at all.
+            Err(ImageError::Unreachable(why)) if !why.to_lowercase().contains("certificate") => {
+                tracing::debug!(registry, "no HTTPS ({why}): trying plain HTTP");
+                pull_over(reference, options, blobs, true).await
+            }
+            other => other,
+        };
+    }
+    pull_over(reference, options, blobs, false).await
+}
+
+async fn pull_over(
+    reference: &Reference,
+    options: &RegistryOptions,
+    blobs: &BlobStore,
+    plain_http: bool,
+) -> Result<Pulled, ImageError> {
     let registry = reference.resolve_registry().to_owned();
-    let client = client_for(&registry, options);
+    let client = client_for(&registry, options, plain_http);
     let auth = match (options.credentials)(&registry) {
         Some(c) if c.username.is_empty() => RegistryAuth::Bearer(c.secret),
         Some(c) => RegistryAuth::Basic(c.username, c.secret),
@@ -300,13 +325,15 @@ fn explain(reference: &Reference, registry: &str, e: OciDistributionError) -> Im
                 why = format!("{why}: {s}");
                 src = s.source();
             }
+            let hint = if why.to_lowercase().contains("certificate") {
+                "; a registry whose certificate comes from a private CA needs the server's --registry-ca"
+            } else if is_insecure(registry, &[]) {
+                ""
+            } else {
+                "; a registry without TLS must be named with the server's --insecure-registry"
+            };
             ImageError::Unreachable(format!(
-                "cannot reach registry {registry} ({why}): check the address and that it is running{}",
-                if is_insecure(registry, &[]) {
-                    ""
-                } else {
-                    "; a registry without TLS must be named with the server's --insecure-registry"
-                }
+                "cannot reach registry {registry} ({why}): check the address and that it is running{hint}"
             ))
         }
         E::DigestError(e) => ImageError::Corrupt(format!(

@@ -206,6 +206,35 @@ pub trait Instance: Send + Sync + 'static {
     async fn stop(&self, grace: Duration);
 }
 
+/// The stop sequence every runtime follows: mark the instance as stopping, `term` (SIGTERM), wait up to
+/// `grace` for it to end, then `kill` (SIGKILL) and wait for the end. Returns at once if it already ended.
+pub async fn stop_gracefully<K: std::future::Future<Output = ()>>(
+    exit: &watch::Receiver<Option<ExitReason>>,
+    stopping: &std::sync::atomic::AtomicBool,
+    grace: Duration,
+    log: &logs::InstanceLog,
+    term: impl FnOnce(),
+    kill: impl FnOnce() -> K,
+) {
+    let mut exit = exit.clone();
+    if exit.borrow().is_some() {
+        return;
+    }
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    term();
+    let exited = tokio::time::timeout(grace, exit.wait_for(Option::is_some))
+        .await
+        .is_ok();
+    if !exited {
+        log.system(&format!(
+            "instance did not exit within {}s of SIGTERM: sending SIGKILL",
+            grace.as_secs()
+        ));
+        kill().await;
+        let _ = exit.wait_for(Option::is_some).await.map(|_| ());
+    }
+}
+
 /// The environment every instance gets from Pier, in order: the user's variables, then `extra`, then the
 /// reserved ones (which always win).
 pub fn instance_env(spec: &InstanceSpec, port: u16) -> Vec<(String, String)> {

@@ -478,32 +478,29 @@ impl Instance for ProcessInstance {
     }
 
     async fn stop(&self, grace: Duration) {
-        let exit = self.exit.clone();
-        if exit.borrow().is_some() {
-            return;
-        }
-        let mut exit = exit;
-        self.stopping.store(true, Ordering::SeqCst);
         let group = Pid::from_raw(self.pgid);
-        let _ = killpg(group, Signal::SIGTERM);
-        if let Some(cg) = &self.cgroup {
-            // Processes that left the process group are still in the cgroup.
-            cg.signal(Signal::SIGTERM);
-        }
-        let exited = tokio::time::timeout(grace, exit.wait_for(Option::is_some))
-            .await
-            .is_ok();
-        if !exited {
-            self.log.system(&format!(
-                "instance did not exit within {}s of SIGTERM: sending SIGKILL",
-                grace.as_secs()
-            ));
-            let _ = killpg(group, Signal::SIGKILL);
-            if let Some(cg) = &self.cgroup {
-                cg.kill();
-            }
-            let _ = exit.wait_for(Option::is_some).await.map(|_| ());
-        }
+        let cgroup = self.cgroup.clone();
+        let kill_cgroup = cgroup.clone();
+        crate::stop_gracefully(
+            &self.exit,
+            &self.stopping,
+            grace,
+            &self.log,
+            || {
+                let _ = killpg(group, Signal::SIGTERM);
+                if let Some(cg) = &cgroup {
+                    // Processes that left the process group are still in the cgroup.
+                    cg.signal(Signal::SIGTERM);
+                }
+            },
+            || async move {
+                let _ = killpg(group, Signal::SIGKILL);
+                if let Some(cg) = &kill_cgroup {
+                    cg.kill();
+                }
+            },
+        )
+        .await;
     }
 }
 

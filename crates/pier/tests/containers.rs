@@ -713,3 +713,24 @@ fn copy_mode_roots_and_image_users_work() {
         "copy mode mounts no overlay"
     );
 }
+
+#[test]
+fn https_registries_with_a_private_ca_are_trusted_only_when_configured() {
+    oci::need(&["runc", "openssl"]);
+    let (reg, cert) = Registry::with_tls();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let image = reg.push(
+        &oci::build(&layout, "v1", &hello_with("GREETING=tls")),
+        "hello:1.0",
+        &[],
+    );
+    // Without the CA, the certificate is refused (no silent fallback to plain HTTP).
+    let p = Pier::start(&[]);
+    let err = p.fails(&["deploy", "hello", "--image", &image]);
+    assert!(err.contains("--registry-ca"), "{err}");
+    drop(p);
+    let p = Pier::start(&["--registry-ca", cert.to_str().unwrap()]);
+    let url = deploy(&p, "hello", &["--image", &image, "--allow-unauthenticated"]);
+    assert_eq!(json(&get(&p, &url))["greeting"], "tls");
+}

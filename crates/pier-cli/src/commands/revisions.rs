@@ -134,17 +134,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RevisionsCommand) -> Result<()> {
                 );
             }
             if let Some(e) = &r.last_instance_exit {
-                println!(
-                    "  Last exit: instance {} {} at {}{}",
-                    e.id,
-                    e.reason,
-                    e.at,
-                    if e.out_of_memory {
-                        " (out of memory: raise --memory)"
-                    } else {
-                        ""
-                    }
-                );
+                println!("  Last exit: instance {}", crate::output::instance_exit(e));
             }
             if !r.log_tail.is_empty() {
                 println!("  Last log lines:");

@@ -221,15 +221,8 @@ pub fn describe_text(svc: &ServiceView) {
     }
     if let Some(e) = &svc.last_instance_exit {
         println!(
-            "  Last instance exit:      {} {} at {}{}",
-            e.id,
-            e.reason,
-            e.at,
-            if e.out_of_memory {
-                " (out of memory: raise --memory)"
-            } else {
-                ""
-            }
+            "  Last instance exit:      {}",
+            crate::output::instance_exit(e)
         );
     }
     if let Some(r) = &svc.latest_created_revision {

@@ -52,6 +52,7 @@ pub struct Registry {
     pub creds: Option<(String, String)>,
     child: Child,
     _dir: tempfile::TempDir,
+    _certs: Option<tempfile::TempDir>,
 }
 
 impl Registry {
@@ -65,14 +66,75 @@ impl Registry {
         Self::launch(Some((user.to_owned(), password.to_owned())))
     }
 
+    /// A registry serving HTTPS with a certificate from a private CA made here; the path returned is the
+    /// CA's certificate, to trust it.
+    pub fn with_tls() -> (Self, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |f: &str| dir.path().join(f);
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(Command::new("openssl")
+            .args(["req", "-x509", "-days", "1", "-subj", "/CN=pier test CA"])
+            .args(ec)
+            .arg("-keyout")
+            .arg(d("ca.key"))
+            .arg("-out")
+            .arg(d("ca.pem"))
+            .stderr(Stdio::null()));
+        run(Command::new("openssl")
+            .args(["req", "-subj", "/CN=127.0.0.1"])
+            .args(ec)
+            .arg("-keyout")
+            .arg(d("key.pem"))
+            .arg("-out")
+            .arg(d("req.csr"))
+            .stderr(Stdio::null()));
+        std::fs::write(
+            d("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "1", "-CAcreateserial"])
+            .arg("-in")
+            .arg(d("req.csr"))
+            .arg("-CA")
+            .arg(d("ca.pem"))
+            .arg("-CAkey")
+            .arg(d("ca.key"))
+            .arg("-extfile")
+            .arg(d("ext.cnf"))
+            .arg("-out")
+            .arg(d("cert.pem"))
+            .stderr(Stdio::null()));
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            d("cert.pem").display(),
+            d("key.pem").display()
+        );
+        let ca = d("ca.pem");
+        let mut reg = Self::launch_with(None, &tls);
+        reg._certs = Some(dir);
+        (reg, ca)
+    }
+
     fn launch(creds: Option<(String, String)>) -> Self {
+        Self::launch_with(creds, "")
+    }
+
+    fn launch_with(creds: Option<(String, String)>, http_extra: &str) -> Self {
         need(&["docker-registry", "htpasswd"]);
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
         let addr = format!("127.0.0.1:{port}");
         let storage = dir.path().join("storage");
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{http_extra}",
             storage.display()
         );
         if let Some((u, p)) = &creds {
@@ -105,6 +167,7 @@ impl Registry {
             creds,
             child,
             _dir: dir,
+            _certs: None,
         }
     }
 
