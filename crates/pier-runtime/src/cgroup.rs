@@ -152,6 +152,14 @@ impl InstanceCgroup {
         Ok(())
     }
 
+    /// The group's name (the instance id).
+    pub fn name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     /// Processes in the group now.
     pub fn pids(&self) -> Vec<i32> {
         fs::read_to_string(self.dir.join("cgroup.procs"))

@@ -306,7 +306,9 @@ impl Runtime for ProcessRuntime {
             },
         );
         let state_file = self.run_dir.join(format!("{}.json", spec.id));
-        if cgroup.is_none()
+        // The process group is recorded too while the cgroup cannot be joined before exec: it covers what
+        // the instance starts before the move.
+        if (cgroup.is_none() || !join_in_child)
             && let Some((_, start_ticks)) = proc_stat(pid)
         {
             let rec = Leftover {
@@ -396,10 +398,13 @@ impl Runtime for ProcessRuntime {
 
     async fn cleanup_leftovers(&self) -> Result<usize, RuntimeError> {
         let mut killed = 0;
+        // Instances already counted through their cgroup (their process group may be recorded too).
+        let mut counted = std::collections::HashSet::new();
         if let Some(root) = &self.cgroups {
             for cg in root.leftovers() {
                 if !cg.pids().is_empty() {
                     killed += 1;
+                    counted.insert(cg.name());
                 }
                 cg.destroy().await;
             }
@@ -438,7 +443,11 @@ impl Runtime for ProcessRuntime {
                         }
                     }
                 }
-                if found {
+                let name = path
+                    .file_stem()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if found && !counted.contains(&name) {
                     killed += 1;
                     tracing::info!(instance = ?path.file_stem(), "killed instance left by a previous server");
                 }
