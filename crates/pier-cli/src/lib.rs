@@ -168,6 +168,15 @@ pub struct ServerArgs {
     #[arg(long = "registry-ca", value_name = "FILE")]
     pub registry_cas: Vec<PathBuf>,
 
+    /// An external OpenID Connect issuer whose ID tokens the gateway accepts for end users (repeatable):
+    /// its `/.well-known/openid-configuration` and JWKS are fetched and kept fresh.
+    #[arg(long = "trusted-issuer", value_name = "URL")]
+    pub trusted_issuers: Vec<String>,
+
+    /// A PEM file of extra CA certificates trusted when fetching external issuers' keys (repeatable).
+    #[arg(long = "oidc-ca", value_name = "FILE")]
+    pub oidc_cas: Vec<PathBuf>,
+
     /// How image roots are built: overlay (shared read-only layers) or copy (a plain copy per image).
     #[arg(long, default_value = "overlay", value_parser = ["overlay", "copy"])]
     pub rootfs: String,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::DecodingKey;
+use pier_identity::external::ExternalIssuer;
 use pier_identity::iam::{self, InvokerSet, Permission, Policy};
 use pier_identity::keyfile::KeyFile;
 use pier_identity::passwords::{hash_password, new_secret, secret_digest, verify_password};
@@ -217,6 +218,7 @@ pub struct IdentityService {
     issuer: Arc<Issuer>,
     domain: String,
     directory: ArcSwap<Directory>,
+    external: ArcSwap<Vec<Arc<ExternalIssuer>>>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -245,6 +247,7 @@ impl IdentityService {
             issuer,
             domain: domain.to_owned(),
             directory: ArcSwap::from_pointee(Directory::default()),
+            external: ArcSwap::from_pointee(Vec::new()),
         });
         this.reload()?;
         Ok(this)
@@ -253,6 +256,11 @@ impl IdentityService {
     /// The issuer.
     pub fn issuer(&self) -> &Arc<Issuer> {
         &self.issuer
+    }
+
+    /// Trusts these external issuers' tokens at the gateway (see [`pier_identity::external`]).
+    pub fn set_external_issuers(&self, issuers: Vec<Arc<ExternalIssuer>>) {
+        self.external.store(Arc::new(issuers));
     }
 
     /// The current directory snapshot.
@@ -762,11 +770,23 @@ impl IdentityService {
 }
 
 impl pier_gateway::auth::TokenVerifier for IdentityService {
+    /// Pier's tokens, and at the gateway (only) those of trusted external issuers.
     fn verify(
         &self,
         token: &str,
         audiences: &[String],
     ) -> Result<Arc<pier_identity::Verified>, TokenError> {
+        // Reading `iss` costs a decode: only when external issuers are configured.
+        let external = self.external.load();
+        if !external.is_empty()
+            && let Some(iss) = pier_identity::external::unverified_issuer(token)
+            && iss != self.issuer.url()
+            && let Some(ext) = external.iter().find(|e| e.url() == iss)
+        {
+            let v = ext.verify(token, std::slice::from_ref(&self.domain))?;
+            tokens::check_audience(&v.claims, audiences)?;
+            return Ok(v);
+        }
         self.authenticate(token, audiences)
     }
 }

@@ -11,6 +11,7 @@
 
 use thiserror::Error;
 
+pub mod external;
 pub mod iam;
 pub mod keyfile;
 pub mod keys;

@@ -61,6 +61,12 @@ pub enum TokenError {
     /// The principal or the key it was obtained with no longer exists or is disabled.
     #[error("the token's principal or key has been deleted or disabled")]
     Revoked,
+    /// An external token without a verified email, so no principal to check.
+    #[error("the token carries no verified email")]
+    NoVerifiedEmail,
+    /// An external token claiming one of Pier's own accounts.
+    #[error("an external issuer cannot speak for {0}, an account of this Pier")]
+    ReservedIdentity(String),
 }
 
 /// The claims of a Pier ID token.

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 mod containers;
 mod instance_env;
+mod oidc;
 
 fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
@@ -105,6 +106,13 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
             args.api_addr
         );
     }
+    if let Some(bad) = args
+        .trusted_issuers
+        .iter()
+        .find(|u| !u.starts_with("https://"))
+    {
+        bail!("--trusted-issuer {bad}: an issuer URL must start with https://");
+    }
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -174,6 +182,7 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     let issuer_url = scheme.url(scheme.domain());
     let issuer = Arc::new(Issuer::new(&issuer_url, ring.clone()));
     let identity = IdentityService::new(store.clone(), issuer, scheme.domain())?;
+    identity.set_external_issuers(oidc::start(&args.trusted_issuers, &args.oidc_cas)?);
     let owner_creds = data_dir.join("owner-credentials.json");
     if let Some(owner) = identity.bootstrap()? {
         pier_tls::write_private(
