@@ -180,6 +180,20 @@ pub struct ServerArgs {
     /// How image roots are built: overlay (shared read-only layers) or copy (a plain copy per image).
     #[arg(long, default_value = "overlay", value_parser = ["overlay", "copy"])]
     pub rootfs: String,
+
+    /// Most an image may unpack to (file content, such as 16Gi or 500Mi): larger images and
+    /// decompression bombs fail their deploy.
+    #[arg(long, default_value = "16Gi", value_parser = parse_size)]
+    pub max_image_size: u64,
+}
+
+/// Parses a size such as `16Gi`, `500Mi` or `1000000` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    pier_model::spec::parse_quantity(s.trim())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            format!("{s:?} is not a size: use a number of bytes or one such as 500Mi or 16Gi")
+        })
 }
 
 /// Arguments of `pier up`.

@@ -238,7 +238,7 @@ pub fn config(input: &BundleInput<'_>) -> Result<Value, BundleError> {
             },
             "noNewPrivileges": false,
         },
-        "root": {"path": input.rootfs, "readonly": true},
+        "root": {"path": input.rootfs, "readonly": !input.template.writable_root},
         "hostname": input.hostname,
         "mounts": mounts,
         "linux": {

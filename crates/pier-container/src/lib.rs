@@ -39,6 +39,7 @@ use tokio::sync::watch;
 pub mod bundle;
 pub mod cgroups;
 pub mod user;
+pub mod writable;
 
 use bundle::{BundleInput, SharedFiles};
 use cgroups::MemoryController;
@@ -242,9 +243,33 @@ impl Runtime for ContainerRuntime {
         let cgroup = self.cgroup_path(&id);
         let netns_path = ns.path();
         let hostname: String = id.chars().take(63).collect();
+        let bundle_dir = self.bundles.join(&id);
+        let _ = std::fs::remove_dir_all(&bundle_dir);
+        std::fs::create_dir_all(&bundle_dir)
+            .map_err(RuntimeError::io(format!("creating the bundle of {id}")))?;
+        let memory_limit = template.memory_bytes().unwrap_or(bundle::DEFAULT_MEMORY);
+        let writable = if template.writable_root {
+            let mounted = writable::WritableRoot::mount(&bundle_dir, &image.rootfs, memory_limit);
+            match mounted {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&bundle_dir);
+                    return Err(RuntimeError::Unsupported(e));
+                }
+            }
+        } else {
+            None
+        };
+        let abandon = |e: String| {
+            if let Some(w) = &writable {
+                w.unmount();
+            }
+            let _ = std::fs::remove_dir_all(&bundle_dir);
+            RuntimeError::Unsupported(e)
+        };
         let config = bundle::config(&BundleInput {
             hostname: &hostname,
-            rootfs: &image.rootfs,
+            rootfs: writable.as_ref().map_or(&image.rootfs, |w| &w.root),
             image: &image.config,
             template: &template,
             env: &env,
@@ -253,15 +278,10 @@ impl Runtime for ContainerRuntime {
             cgroup: &cgroup,
             files: &self.config.files,
         })
-        .map_err(|e| RuntimeError::Unsupported(e.to_string()))?;
-        let bundle_dir = self.bundles.join(&id);
-        let _ = std::fs::remove_dir_all(&bundle_dir);
-        std::fs::create_dir_all(&bundle_dir)
-            .map_err(RuntimeError::io(format!("creating the bundle of {id}")))?;
-        let json =
-            serde_json::to_vec(&config).map_err(|e| RuntimeError::Unsupported(e.to_string()))?;
+        .map_err(|e| abandon(e.to_string()))?;
+        let json = serde_json::to_vec(&config).map_err(|e| abandon(e.to_string()))?;
         std::fs::write(bundle_dir.join("config.json"), json)
-            .map_err(RuntimeError::io(format!("writing the bundle of {id}")))?;
+            .map_err(|e| abandon(format!("writing the bundle of {id}: {e}")))?;
         let prepared = started.elapsed();
 
         let log = self
@@ -281,7 +301,7 @@ impl Runtime for ContainerRuntime {
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&bundle_dir);
+                let _ = abandon(String::new());
                 return Err(RuntimeError::NotExecutable {
                     program: self.config.runtime.display().to_string(),
                     reason: e.to_string(),
@@ -290,13 +310,14 @@ impl Runtime for ContainerRuntime {
         };
         let runtime_pid = child.id().map(|p| p as i32).unwrap_or(0);
         log.system(&format!(
-            "container starting: image {} ({}), PORT={port}, user {}:{}, memory {} MiB, cpu {}m (root ready in {:.1} ms, bundle in {:.1} ms)",
+            "container starting: image {} ({}), PORT={port}, user {}:{}, memory {} MiB, cpu {}m, {} root (root ready in {:.1} ms, bundle in {:.1} ms)",
             image_text.rsplit_once('@').map(|(n, _)| n).unwrap_or(&image_text),
             digest.short(),
             user.uid,
             user.gid,
-            template.memory_bytes().unwrap_or(bundle::DEFAULT_MEMORY) >> 20,
+            memory_limit >> 20,
             template.cpu_millis().unwrap_or(bundle::DEFAULT_CPU_MILLIS),
+            if writable.is_some() { "writable in-memory" } else { "read-only" },
             image_ready.as_secs_f64() * 1e3,
             (prepared - image_ready).as_secs_f64() * 1e3,
         ));
@@ -348,6 +369,9 @@ impl Runtime for ContainerRuntime {
                 if let Err(e) = runtime_cmd(&runtime, &state, &["delete", "--force", &id]).await {
                     tracing::warn!(instance = %id, "deleting the container failed: {e}");
                 }
+                if let Some(w) = &writable {
+                    w.unmount();
+                }
                 let _ = std::fs::remove_dir_all(&bundle_dir);
                 drop(attached);
                 drop(ns);
@@ -395,6 +419,10 @@ impl Runtime for ContainerRuntime {
                     tracing::warn!(container = %id, "deleting a leftover container failed: {e}")
                 }
             }
+        }
+        let unmounted = writable::unmount_under(&self.bundles);
+        if unmounted > 0 {
+            tracing::info!("unmounted {unmounted} writable-root mounts left by a previous server");
         }
         if let Ok(entries) = std::fs::read_dir(&self.bundles) {
             for e in entries.flatten() {

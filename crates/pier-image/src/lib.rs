@@ -133,6 +133,9 @@ pub struct ImageOptions {
     pub registry: RegistryOptions,
     /// How roots are built.
     pub rootfs: RootfsMode,
+    /// Most bytes of file content preparing one image's root may write (a guard against decompression
+    /// bombs); layers already unpacked for other images cost nothing.
+    pub max_unpacked_bytes: u64,
 }
 
 /// The images of one server.
@@ -153,7 +156,7 @@ impl ImageStore {
     /// Opens (creating) the store in `dir`. Unmounts roots a previous server left mounted.
     pub fn open(dir: &Path, options: ImageOptions) -> std::io::Result<Arc<Self>> {
         let blobs = BlobStore::open(&dir.join("blobs"))?;
-        let roots = rootfs::Roots::open(dir, options.rootfs)?;
+        let roots = rootfs::Roots::open(dir, options.rootfs, options.max_unpacked_bytes)?;
         let stale = roots.unmount_all();
         if stale > 0 {
             tracing::info!(

@@ -24,7 +24,7 @@ use crate::ImageError;
 use crate::blobs::BlobStore;
 use crate::digest::{Digest, HashingReader};
 use crate::manifest::{Descriptor, Manifest};
-use crate::unpack::{Compression, UnpackMode, unpack_layer};
+use crate::unpack::{Compression, UnpackError, UnpackMode, unpack_layer_limited};
 
 /// Directories every root has (mount points for the container runtime).
 pub const BASE_DIRS: [&str; 6] = ["proc", "sys", "dev", "tmp", "etc/pier", "var/run/pier"];
@@ -72,16 +72,19 @@ pub(crate) struct Roots {
     copies: PathBuf,
     base: PathBuf,
     mode: std::sync::Mutex<RootfsMode>,
+    /// Most bytes of file content one image's preparation may write.
+    max_bytes: u64,
 }
 
 impl Roots {
-    pub(crate) fn open(dir: &Path, mode: RootfsMode) -> std::io::Result<Self> {
+    pub(crate) fn open(dir: &Path, mode: RootfsMode, max_bytes: u64) -> std::io::Result<Self> {
         let roots = Self {
             layers: dir.join("layers"),
             mounts: dir.join("rootfs"),
             copies: dir.join("copies"),
             base: dir.join("base"),
             mode: std::sync::Mutex::new(mode),
+            max_bytes,
         };
         for d in [&roots.layers, &roots.mounts, &roots.copies] {
             fs::create_dir_all(d)?;
@@ -135,8 +138,9 @@ impl Roots {
             return Ok(target);
         }
         let mut lower = Vec::new();
+        let mut budget = self.max_bytes;
         for layer in manifest.layers.iter().rev() {
-            lower.push(self.layer_dir(layer, blobs)?);
+            lower.push(self.layer_dir(layer, blobs, &mut budget)?);
         }
         lower.push(self.base.clone());
         let mut options = String::from("lowerdir=");
@@ -177,8 +181,14 @@ impl Roots {
         Ok(target)
     }
 
-    /// The unpacked directory of one layer (overlay form), made if needed.
-    fn layer_dir(&self, layer: &Descriptor, blobs: &BlobStore) -> Result<PathBuf, ImageError> {
+    /// The unpacked directory of one layer (overlay form), made if needed within `budget` bytes (less
+    /// what it wrote).
+    fn layer_dir(
+        &self,
+        layer: &Descriptor,
+        blobs: &BlobStore,
+        budget: &mut u64,
+    ) -> Result<PathBuf, ImageError> {
         let digest = layer
             .digest()
             .map_err(|e| ImageError::Corrupt(e.to_string()))?;
@@ -190,10 +200,20 @@ impl Roots {
             .layers
             .join(format!("{}.tmp-{:08x}", digest.hex(), fastrand::u32(..)));
         fs::create_dir(&tmp).map_err(|e| ImageError::Io(e.to_string()))?;
-        let result = apply(layer, &digest, blobs, &tmp, UnpackMode::Overlay);
-        if let Err(e) = result {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
+        match apply(
+            layer,
+            &digest,
+            blobs,
+            &tmp,
+            UnpackMode::Overlay,
+            *budget,
+            self.max_bytes,
+        ) {
+            Ok(written) => *budget -= written,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
         }
         if let Err(e) = fs::rename(&tmp, &dir) {
             let _ = fs::remove_dir_all(&tmp);
@@ -218,11 +238,21 @@ impl Roots {
             .copies
             .join(format!("{}.tmp-{:08x}", digest.hex(), fastrand::u32(..)));
         fs::create_dir(&tmp).map_err(|e| ImageError::Io(e.to_string()))?;
+        let mut budget = self.max_bytes;
         let result = manifest.layers.iter().try_for_each(|layer| {
             let d = layer
                 .digest()
                 .map_err(|e| ImageError::Corrupt(e.to_string()))?;
-            apply(layer, &d, blobs, &tmp, UnpackMode::Flatten)
+            budget -= apply(
+                layer,
+                &d,
+                blobs,
+                &tmp,
+                UnpackMode::Flatten,
+                budget,
+                self.max_bytes,
+            )?;
+            Ok(())
         });
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&tmp);
@@ -276,14 +306,17 @@ impl Roots {
     }
 }
 
-/// Unpacks one layer blob into `dest`, checking the blob's digest on the way.
+/// Unpacks one layer blob into `dest`, writing at most `limit` bytes of file content (what is left of the
+/// image's `max`) and checking the blob's digest on the way; the bytes written.
 fn apply(
     layer: &Descriptor,
     digest: &Digest,
     blobs: &BlobStore,
     dest: &Path,
     mode: UnpackMode,
-) -> Result<(), ImageError> {
+    limit: u64,
+    max: u64,
+) -> Result<u64, ImageError> {
     let compression = match Compression::from_media_type(&layer.media_type) {
         Some(c) => c,
         None => {
@@ -297,8 +330,15 @@ fn apply(
     };
     let file = blobs.open_blob(digest)?;
     let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, file));
-    let report = unpack_layer(&mut reader, compression, dest, mode)
-        .map_err(|e| ImageError::Corrupt(format!("layer {digest} cannot be unpacked: {e}")))?;
+    let report =
+        unpack_layer_limited(&mut reader, compression, dest, mode, limit).map_err(|e| match e {
+            UnpackError::TooLarge { entry, .. } => ImageError::Unsupported(format!(
+                "the image unpacks to more than the server's limit of {} MiB (layer {digest}, at {entry:?}): \
+                 a decompression bomb, or an image too big for this server (raise pier server --max-image-size)",
+                max >> 20
+            )),
+            e => ImageError::Corrupt(format!("layer {digest} cannot be unpacked: {e}")),
+        })?;
     let (actual, _) = reader
         .finish()
         .map_err(|e| ImageError::Io(format!("reading layer {digest}: {e}")))?;
@@ -312,7 +352,7 @@ fn apply(
     for s in &report.skipped {
         tracing::debug!(layer = %digest, "skipped: {s}");
     }
-    Ok(())
+    Ok(report.bytes)
 }
 
 /// Pier's base layer: the runtime's mount points, empty.
@@ -330,7 +370,7 @@ fn make_base(base: &Path) -> std::io::Result<()> {
 }
 
 /// Mount points under `dir`, from `/proc/self/mountinfo` (deepest first).
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };

@@ -119,6 +119,10 @@ pub enum UnpackError {
     /// A filesystem operation failed.
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
+    /// The layer's files add up to more than the unpacking limit (a decompression bomb, or an image too
+    /// big for this server).
+    #[error("entry {entry:?} takes the unpacked size past the limit of {} MiB", limit >> 20)]
+    TooLarge { entry: String, limit: u64 },
 }
 
 /// Unpacks one layer read from `reader` (compressed as `compression`) into `dest` (an existing directory).
@@ -129,6 +133,18 @@ pub fn unpack_layer(
     compression: Compression,
     dest: &Path,
     mode: UnpackMode,
+) -> Result<UnpackReport, UnpackError> {
+    unpack_layer_limited(reader, compression, dest, mode, u64::MAX)
+}
+
+/// [`unpack_layer`], refusing (before writing it) a file that would take the content written past
+/// `limit` bytes.
+pub fn unpack_layer_limited(
+    reader: impl Read,
+    compression: Compression,
+    dest: &Path,
+    mode: UnpackMode,
+    limit: u64,
 ) -> Result<UnpackReport, UnpackError> {
     let root = rustix::fs::open(
         dest,
@@ -142,6 +158,7 @@ pub fn unpack_layer(
     let mut unpacker = Unpacker {
         root,
         mode,
+        limit,
         report: UnpackReport::default(),
         written: HashSet::new(),
     };
@@ -172,6 +189,8 @@ struct Unpacker {
     /// The destination directory, which nothing may leave.
     root: OwnedFd,
     mode: UnpackMode,
+    /// Most bytes of file content this layer may write.
+    limit: u64,
     report: UnpackReport,
     /// Flatten mode: resolved paths (relative to the root) this layer wrote, with all their ancestors.
     written: HashSet<PathBuf>,
@@ -400,6 +419,12 @@ impl Unpacker {
         parent: &DirHandle,
         file_name: &OsStr,
     ) -> Result<(), UnpackError> {
+        if self.report.bytes.saturating_add(entry.size()) > self.limit {
+            return Err(UnpackError::TooLarge {
+                entry: name.to_owned(),
+                limit: self.limit,
+            });
+        }
         self.make_room(name, parent, file_name, false)?;
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;

@@ -116,6 +116,17 @@ struct Container {
     ports: Vec<Port>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     resources: Option<Resources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    security_context: Option<SecurityContext>,
+}
+
+/// The one setting of Kubernetes's container security context Pier honours.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SecurityContext {
+    /// Pier's roots are read-only unless this is `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    read_only_root_filesystem: Option<bool>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -233,6 +244,9 @@ impl ServiceManifest {
                 }
             }
         }
+        if let Some(sc) = container.security_context {
+            template.writable_root = sc.read_only_root_filesystem == Some(false);
+        }
         template.validate()?;
         let traffic = k.spec.traffic.map(Traffic);
         if let Some(t) = &traffic {
@@ -304,6 +318,9 @@ impl ServiceManifest {
                             working_dir: t.working_dir.clone(),
                             ports,
                             resources: (!limits.is_empty()).then_some(Resources { limits }),
+                            security_context: t.writable_root.then_some(SecurityContext {
+                                read_only_root_filesystem: Some(false),
+                            }),
                         }],
                     },
                 },
@@ -369,6 +386,50 @@ spec:
     }
 
     #[test]
+    fn a_writable_root_is_read_only_root_filesystem_false() {
+        let image = HELLO.replace(
+            "- command: [\"./hello\"]",
+            "- image: localhost:5000/hello:1\n          securityContext:\n            readOnlyRootFilesystem: false",
+        );
+        let m = ServiceManifest::from_yaml(&image).unwrap();
+        assert!(m.template.writable_root);
+        assert!(m.to_yaml().contains("readOnlyRootFilesystem: false"));
+        assert!(
+            ServiceManifest::from_yaml(&m.to_yaml())
+                .unwrap()
+                .template
+                .writable_root
+        );
+        // Read-only is Pier's default, stated or not.
+        let stated = image.replace("Filesystem: false", "Filesystem: true");
+        assert!(
+            !ServiceManifest::from_yaml(&stated)
+                .unwrap()
+                .template
+                .writable_root
+        );
+        assert!(
+            !ServiceManifest::from_yaml(HELLO)
+                .unwrap()
+                .template
+                .writable_root
+        );
+        assert!(
+            !ServiceManifest::from_yaml(HELLO)
+                .unwrap()
+                .to_yaml()
+                .contains("securityContext")
+        );
+        // A host command has no image root to make writable.
+        let host = HELLO.replace(
+            "- command: [\"./hello\"]",
+            "- command: [\"./hello\"]\n          securityContext:\n            readOnlyRootFilesystem: false",
+        );
+        let err = ServiceManifest::from_yaml(&host).unwrap_err().to_string();
+        assert!(err.contains("needs a container image"), "{err}");
+    }
+
+    #[test]
     fn refuses_what_it_cannot_honour() {
         let cases = [
             (
@@ -396,6 +457,13 @@ spec:
             ),
             (HELLO.replace("percent: 100", "percent: 50"), "add up to 50"),
             (HELLO.replace("\"5\"", "\"five\""), "whole number"),
+            (
+                HELLO.replace(
+                    "- command: [\"./hello\"]",
+                    "- command: [\"./hello\"]\n          securityContext:\n            privileged: true",
+                ),
+                "unknown field",
+            ),
         ];
         for (text, want) in cases {
             let err = ServiceManifest::from_yaml(&text).unwrap_err().to_string();

@@ -80,6 +80,10 @@ pub struct RevisionTemplate {
     /// Identity the instance runs as (`NAME@PROJECT.iam.DOMAIN`); absent, the project's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
+    /// Give the container a writable root: an in-memory layer over the image's read-only one, private to
+    /// each instance and gone when it stops (container images only; the default root is read-only).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub writable_root: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -112,6 +116,7 @@ impl Default for RevisionTemplate {
             http2: false,
             port: None,
             service_account: None,
+            writable_root: false,
         }
     }
 }
@@ -171,6 +176,11 @@ impl RevisionTemplate {
         }
         if let Some(mem) = &self.memory {
             parse_memory_bytes(mem)?;
+        }
+        if self.writable_root && self.image.is_none() {
+            return Err(SpecError::new(
+                "--writable-root needs a container image: a host command already writes to the host's own filesystem",
+            ));
         }
         if self.port == Some(0) {
             return Err(SpecError::new("--port 0 is not a port: use 1 to 65535"));
@@ -246,11 +256,17 @@ pub fn parse_cpu_millis(s: &str) -> Result<u32, SpecError> {
 
 /// Parses a memory quantity (`512Mi`, `1Gi`, `256M`) into bytes.
 pub fn parse_memory_bytes(s: &str) -> Result<u64, SpecError> {
-    let bad = || {
-        SpecError::new(format!(
-            "--memory {s:?} is invalid: use a size such as 512Mi or 2Gi (6Mi to 32Gi)"
-        ))
-    };
+    parse_quantity(s)
+        .filter(|bytes| ((6 << 20)..=(32 << 30)).contains(bytes))
+        .ok_or_else(|| {
+            SpecError::new(format!(
+                "--memory {s:?} is invalid: use a size such as 512Mi or 2Gi (6Mi to 32Gi)"
+            ))
+        })
+}
+
+/// Parses a Kubernetes quantity of bytes (`512Mi`, `16Gi`, `256M`, `1000`).
+pub fn parse_quantity(s: &str) -> Option<u64> {
     let units: [(&str, u64); 8] = [
         ("Ki", 1 << 10),
         ("Mi", 1 << 20),
@@ -265,12 +281,7 @@ pub fn parse_memory_bytes(s: &str) -> Result<u64, SpecError> {
         .iter()
         .find_map(|(suffix, mult)| s.strip_suffix(suffix).map(|n| (n, *mult)))
         .unwrap_or((s, 1));
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let bytes = n.checked_mul(mult).ok_or_else(bad)?;
-    if !((6 << 20)..=(32 << 30)).contains(&bytes) {
-        return Err(bad());
-    }
-    Ok(bytes)
+    num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// Expands Kubernetes-style `$(VAR)` references in `arg` from `lookup`; `$$(VAR)` stays a literal

@@ -250,6 +250,7 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         args.insecure_registries.clone(),
         &args.registry_cas,
         &args.rootfs,
+        args.max_image_size,
     )?;
     let container = containers::container_runtime(
         &args.container_runtime,

@@ -217,6 +217,10 @@ const SCRIPTS: &[(&str, &str)] = &[
         "fs",
         "touch /written 2>/dev/null && echo root=writable || echo root=readonly\ntouch /tmp/x && echo tmp=writable\necho limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)\necho uid=$(id -u)",
     ),
+    (
+        "remember",
+        "{ echo \"$QUERY_STRING\" >> /etc/remembered && cat /etc/remembered; } 2>/dev/null || echo write-failed",
+    ),
 ];
 
 #[test]
@@ -378,8 +382,62 @@ fn an_instance_over_its_memory_limit_is_reported_out_of_memory() {
     assert!(logs.contains("out of memory"), "{logs}");
 }
 
+/// A raw ustar header for a regular file `name` (any bytes, even ones the tar crate refuses) of `size`.
+fn tar_header(name: &str, size: u64) -> [u8; 512] {
+    let mut header = [0u8; 512];
+    header[..name.len()].copy_from_slice(name.as_bytes());
+    header[100..107].copy_from_slice(b"0000644");
+    header[108..115].copy_from_slice(b"0000000");
+    header[116..123].copy_from_slice(b"0000000");
+    header[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+    header[136..147].copy_from_slice(b"00000000000");
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    header
+}
+
 /// An OCI layout whose one layer holds `name` (any bytes, written raw into the tar header).
 fn hostile_layout(dir: &Path, name: &str) {
+    let mut layer = tar_header(name, 4).to_vec();
+    let mut data = b"pwn\n".to_vec();
+    data.resize(512, 0);
+    layer.extend(data);
+    layer.extend([0u8; 1024]);
+    one_layer_layout(dir, &layer, "tar");
+}
+
+/// An OCI layout whose one gzip layer unpacks to `size` bytes of zeros (a decompression bomb).
+fn bomb_layout(dir: &Path, size: u64) {
+    use std::io::Write;
+    let mut gzip = Command::new("gzip")
+        .args(["-1", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    let mut stdin = gzip.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        stdin.write_all(&tar_header("zeros", size)).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        let mut left = size.div_ceil(512) * 512 + 1024;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            stdin.write_all(&chunk[..n]).unwrap();
+            left -= n as u64;
+        }
+    });
+    let out = gzip.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(out.status.success());
+    one_layer_layout(dir, &out.stdout, "tar+gzip");
+}
+
+/// An OCI layout (tag `evil`) of one layer, `layer` in the given media type suffix.
+fn one_layer_layout(dir: &Path, layer: &[u8], kind: &str) {
     use aws_lc_rs::digest::{SHA256, digest};
     let hex = |b: &[u8]| {
         digest(&SHA256, b)
@@ -388,32 +446,14 @@ fn hostile_layout(dir: &Path, name: &str) {
             .map(|x| format!("{x:02x}"))
             .collect::<String>()
     };
-    let mut header = [0u8; 512];
-    header[..name.len()].copy_from_slice(name.as_bytes());
-    header[100..107].copy_from_slice(b"0000644");
-    header[108..115].copy_from_slice(b"0000000");
-    header[116..123].copy_from_slice(b"0000000");
-    header[124..135].copy_from_slice(b"00000000004");
-    header[136..147].copy_from_slice(b"00000000000");
-    header[156] = b'0';
-    header[257..263].copy_from_slice(b"ustar\0");
-    header[263..265].copy_from_slice(b"00");
-    header[148..156].copy_from_slice(b"        ");
-    let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
-    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-    let mut layer = header.to_vec();
-    let mut data = b"pwn\n".to_vec();
-    data.resize(512, 0);
-    layer.extend(data);
-    layer.extend([0u8; 1024]);
     let config = br#"{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/x"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
-    let (lh, ch) = (hex(&layer), hex(config));
-    std::fs::write(blobs.join(&lh), &layer).unwrap();
+    let (lh, ch) = (hex(layer), hex(config));
+    std::fs::write(blobs.join(&lh), layer).unwrap();
     std::fs::write(blobs.join(&ch), config).unwrap();
     let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{ch}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{lh}","size":{}}}]}}"#,
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{ch}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.{kind}","digest":"sha256:{lh}","size":{}}}]}}"#,
         config.len(),
         layer.len()
     );
@@ -469,8 +509,10 @@ fn bad_images_fail_the_deploy_with_the_reason_and_the_previous_revision_keeps_se
         &evil_dir,
         &format!("../../../../../../../../tmp/{sentinel}"),
     );
+    let bomb_dir = work.path().join("bomb");
+    bomb_layout(&bomb_dir, 256 << 20);
 
-    let p = Pier::start(&["--startup-timeout", "3s"]);
+    let p = Pier::start(&["--startup-timeout", "3s", "--max-image-size", "64Mi"]);
     let url = deploy(&p, "svc", &["--image", &good, "--allow-unauthenticated"]);
     assert_eq!(json(&get(&p, &url))["greeting"], "good");
     let serving = latest_revision(&p, "svc");
@@ -496,6 +538,7 @@ fn bad_images_fail_the_deploy_with_the_reason_and_the_previous_revision_keeps_se
     let no_tag = format!("{}/hello:nope", reg.addr);
     let (bare_ref, arm_ref) = (bare.clone(), arm.clone());
     let evil = format!("oci:{}:evil", evil_dir.display());
+    let bomb = format!("oci:{}:evil", bomb_dir.display());
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--image", &missing], "not found"),
         (vec!["--image", &no_tag], "not found"),
@@ -504,6 +547,10 @@ fn bad_images_fail_the_deploy_with_the_reason_and_the_previous_revision_keeps_se
         (vec!["--image", &bare_ref], "no entrypoint or command"),
         (vec!["--image", &arm_ref], "linux/arm64"),
         (vec!["--image", &evil], "leaves the layer root"),
+        (
+            vec!["--image", &bomb],
+            "more than the server's limit of 64 MiB",
+        ),
         (
             vec![
                 "--image",
@@ -542,6 +589,14 @@ fn bad_images_fail_the_deploy_with_the_reason_and_the_previous_revision_keeps_se
         !Path::new("/tmp").join(&sentinel).exists(),
         "a hostile layer wrote outside the image"
     );
+    let half_made: Vec<_> = std::fs::read_dir(p.dir.join("images/layers"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name().to_string_lossy().contains(".tmp-") || e.path().join("zeros").exists()
+        })
+        .collect();
+    assert!(half_made.is_empty(), "half-made layers: {half_made:?}");
     assert!(
         std::fs::read_dir(p.dir.join("containers/bundles"))
             .unwrap()
@@ -711,6 +766,109 @@ fn copy_mode_roots_and_image_users_work() {
     assert!(
         oci::mounts_under(&p.dir).is_empty(),
         "copy mode mounts no overlay"
+    );
+    // A writable root layers the instance's writes over the copy, which stays as it was.
+    oci::build(&layout, "as-root", &ImageSpec::busybox_httpd(SCRIPTS));
+    let url = deploy(
+        &p,
+        "copy-writable",
+        &[
+            "--image",
+            &format!("oci:{}:as-root", layout.display()),
+            "--writable-root",
+            "--allow-unauthenticated",
+        ],
+    );
+    assert!(get(&p, &format!("{url}/cgi-bin/fs")).contains("root=writable"));
+    let copies: Vec<_> = std::fs::read_dir(p.dir.join("images/copies"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    assert!(
+        copies.iter().all(|c| !c.join("written").exists()),
+        "a copy was written"
+    );
+}
+
+#[test]
+fn writable_roots_are_in_memory_per_instance_and_left_clean_after_kill9() {
+    oci::need(&["runc"]);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    oci::build(&layout, "bb", &ImageSpec::busybox_httpd(SCRIPTS));
+    let data = tempfile::tempdir().unwrap();
+    let args = with_free_ports(&[]);
+    let mut p = Pier::launch(data.path(), &args);
+    let image = format!("oci:{}:bb", layout.display());
+    let url = deploy(
+        &p,
+        "scratch",
+        &[
+            "--image",
+            &image,
+            "--writable-root",
+            "--min-instances",
+            "1",
+            "--memory",
+            "64Mi",
+            "--allow-unauthenticated",
+        ],
+    );
+    let yaml = p.ok(&["services", "describe", "scratch", "--format", "yaml"]);
+    assert!(yaml.contains("readOnlyRootFilesystem: false"), "{yaml}");
+    // The instance writes anywhere in its root and reads back what it wrote.
+    assert!(get(&p, &format!("{url}/cgi-bin/fs")).contains("root=writable"));
+    assert_eq!(get(&p, &format!("{url}/cgi-bin/remember?a")), "a\n");
+    assert_eq!(get(&p, &format!("{url}/cgi-bin/remember?b")), "a\nb\n");
+    // The image's shared root and layers are untouched.
+    let images = data.path().join("images");
+    let touched: Vec<_> = ["rootfs", "layers"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(images.join(d))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|e| e.path().join("etc/remembered").exists() || e.path().join("written").exists())
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        touched.is_empty(),
+        "the image root was written: {touched:?}"
+    );
+    let bundles = data.path().join("containers/bundles");
+    let before = oci::mounts_under(&bundles);
+    assert_eq!(before.len(), 2, "an overlay and its tmpfs: {before:?}");
+
+    // A killed server leaves the container and its mounts; the next start clears both, and the new
+    // instance starts from the image again.
+    p.kill9();
+    assert_eq!(oci::mounts_under(&bundles), before);
+    let mut p = Pier::launch(data.path(), &args);
+    eventually(30, "the min instance to come back", || {
+        let c = oci::containers(data.path());
+        (c.len() == 1).then_some(c)
+    });
+    let after = oci::mounts_under(&bundles);
+    assert!(
+        after.iter().all(|m| !before.contains(m)),
+        "the old instance's mounts are still there: {after:?}"
+    );
+    let url = p.describe("scratch")["url"].as_str().unwrap().to_owned();
+    assert_eq!(get(&p, &format!("{url}/cgi-bin/remember?c")), "c\n");
+
+    // Back to a read-only root with a new revision; a clean stop leaves no mount at all.
+    deploy(&p, "scratch", &["--no-writable-root"]);
+    assert!(get(&p, &format!("{url}/cgi-bin/remember?d")).contains("write-failed"));
+    assert!(p.terminate().success());
+    assert!(oci::containers(data.path()).is_empty());
+    assert!(
+        oci::mounts_under(data.path()).is_empty(),
+        "{:?}",
+        oci::mounts_under(data.path())
     );
 }
 

@@ -84,6 +84,15 @@ pub struct TemplateFlags {
     #[arg(long)]
     pub no_use_http2: bool,
 
+    /// Give each container instance a writable root: an in-memory layer over the image, counted against
+    /// --memory and gone when the instance stops (container images only).
+    #[arg(long, overrides_with = "no_writable_root")]
+    pub writable_root: bool,
+
+    /// Keep the container's root read-only, with only /tmp writable (the default).
+    #[arg(long)]
+    pub no_writable_root: bool,
+
     /// Working directory of the command [default for host commands: the current directory].
     #[arg(long)]
     pub workdir: Option<std::path::PathBuf>,
@@ -224,6 +233,8 @@ impl TemplateFlags {
             && self.port.is_none()
             && !self.use_http2
             && !self.no_use_http2
+            && !self.writable_root
+            && !self.no_writable_root
             && self.workdir.is_none()
             && self.service_account.is_none()
     }
@@ -323,6 +334,12 @@ impl TemplateFlags {
         }
         if self.no_use_http2 {
             t.http2 = false;
+        }
+        if self.writable_root {
+            t.writable_root = true;
+        }
+        if self.no_writable_root {
+            t.writable_root = false;
         }
         if let Some(sa) = &self.service_account {
             t.service_account = Some(sa.to_ascii_lowercase());

@@ -667,6 +667,46 @@ fn compressed_layers_unpack_identically() {
 }
 
 #[test]
+fn a_decompression_bomb_stops_at_the_limit_before_the_file_is_written() {
+    // 64 MiB of zeros gzip to about 64 KiB.
+    let tar = Tar::new()
+        .file("small", b"fine\n")
+        .file("bomb", &vec![0; 64 << 20])
+        .finish();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&tar).unwrap();
+    let gz = gz.finish().unwrap();
+    assert!(gz.len() < 1 << 20, "{} bytes", gz.len());
+    let fx = Fixture::new();
+    let err = unpack_layer_limited(
+        &gz[..],
+        Compression::Gzip,
+        &fx.dest,
+        UnpackMode::Overlay,
+        16 << 20,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, UnpackError::TooLarge { entry, limit } if entry == "bomb" && *limit == 16 << 20),
+        "{err}"
+    );
+    assert!(err.to_string().contains("limit of 16 MiB"), "{err}");
+    assert!(fx.dest.join("small").exists());
+    assert!(!fx.dest.join("bomb").exists(), "the bomb was written");
+    // The same layer within a larger limit unpacks.
+    let fx = Fixture::new();
+    let report = unpack_layer_limited(
+        &gz[..],
+        Compression::Gzip,
+        &fx.dest,
+        UnpackMode::Overlay,
+        65 << 20,
+    )
+    .unwrap();
+    assert_eq!(report.bytes, (64 << 20) + 5);
+}
+
+#[test]
 fn unpack_takes_the_reader_by_mutable_reference() {
     let fx = Fixture::new();
     let mut bytes = Tar::new().file("a", b"a").finish();

@@ -121,6 +121,7 @@ pub fn image_store(
     insecure: Vec<String>,
     cas: &[std::path::PathBuf],
     rootfs: &str,
+    max_unpacked_bytes: u64,
 ) -> anyhow::Result<Arc<ImageStore>> {
     use anyhow::Context;
     let mut extra_ca_pem = Vec::new();
@@ -145,6 +146,7 @@ pub fn image_store(
             credentials,
         },
         rootfs: rootfs.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+        max_unpacked_bytes,
     };
     ImageStore::open(&data_dir.join("images"), options).context("opening the image store")
 }
