@@ -606,10 +606,9 @@ fn bad_images_fail_the_deploy_with_the_reason_and_the_previous_revision_keeps_se
     );
 }
 
-#[test]
-fn registry_credentials_are_used_and_never_shown() {
-    oci::need(&["runc"]);
-    let reg = Registry::with_auth("alice", "s3cret-pw");
+/// Deploys from `reg` (which wants `user`'s `password`) without, with wrong, then with right credentials;
+/// returns the server for more checks.
+fn deploy_with_credentials(reg: &Registry, user: &str, password: &str) -> Pier {
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("layout");
     let image = reg.push(
@@ -623,7 +622,7 @@ fn registry_credentials_are_used_and_never_shown() {
 
     let configure = |password: &str| {
         let mut child = Command::new(PIER)
-            .args(["auth", "configure-docker", &reg.addr, "--username", "alice"])
+            .args(["auth", "configure-docker", &reg.addr, "--username", user])
             .arg("--password-stdin")
             .env("PIER_CONFIG", p.dir.join("cli.toml"))
             .stdin(std::process::Stdio::piped())
@@ -644,14 +643,56 @@ fn registry_credentials_are_used_and_never_shown() {
     let err = p.fails(&["deploy", "hello", "--image", &image]);
     assert!(err.contains("refused"), "{err}");
 
-    configure("s3cret-pw");
+    configure(password);
     let url = deploy(&p, "hello", &["--image", &image, "--allow-unauthenticated"]);
     assert_eq!(json(&get(&p, &url))["greeting"], "private-registry");
     let regs = p.ok(&["images", "registries", "--format", "json"]);
-    assert!(regs.contains("alice") && !regs.contains("s3cret"), "{regs}");
+    assert!(regs.contains(user) && !regs.contains(password), "{regs}");
     assert!(
-        !p.server_log().contains("s3cret-pw"),
+        !p.server_log().contains(password),
         "a secret reached the log"
+    );
+    p
+}
+
+#[test]
+fn registry_credentials_are_used_and_never_shown() {
+    oci::need(&["runc"]);
+    let reg = Registry::with_auth("alice", "s3cret-pw");
+    deploy_with_credentials(&reg, "alice", "s3cret-pw");
+}
+
+#[test]
+fn bearer_token_registries_are_pulled_with_tokens_from_their_token_service() {
+    oci::need(&["runc", "openssl"]);
+    let tokens = oci::TokenServer::start("bob", "t0ken-pw");
+    let reg = Registry::with_token_auth(&tokens, "bob", "t0ken-pw");
+    deploy_with_credentials(&reg, "bob", "t0ken-pw");
+    let seen: Vec<_> = tokens.requests.lock().unwrap().clone();
+    // skopeo pushed with a token...
+    assert!(
+        seen.iter()
+            .any(|r| r.scopes.iter().any(|s| s.contains("push")) && r.status == 200),
+        "{seen:?}"
+    );
+    // ...and Pier went to the token service each time: anonymously first (a grant of nothing, so the
+    // registry refused the pull), then refused for the wrong password, then granted the pull of hello.
+    let pull = "repository:hello:pull".to_owned();
+    assert!(
+        seen.iter()
+            .any(|r| r.user.is_none() && r.scopes.contains(&pull) && r.status == 200),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|r| r.user.as_deref() == Some("bob") && r.status == 401),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|r| r.user.as_deref() == Some("bob")
+            && r.scopes.contains(&pull)
+            && r.status == 200),
+        "{seen:?}"
     );
 }
 

@@ -118,16 +118,29 @@ impl Registry {
             d("key.pem").display()
         );
         let ca = d("ca.pem");
-        let mut reg = Self::launch_with(None, &tls);
+        let mut reg = Self::launch_with(None, &tls, "");
         reg._certs = Some(dir);
         (reg, ca)
     }
 
-    fn launch(creds: Option<(String, String)>) -> Self {
-        Self::launch_with(creds, "")
+    /// A registry that wants bearer tokens from `tokens` (the Docker token protocol, as Docker Hub, GHCR
+    /// and most hosted registries use); `user`/`password` are what the token server accepts.
+    pub fn with_token_auth(tokens: &TokenServer, user: &str, password: &str) -> Self {
+        let auth = format!(
+            "auth:\n  token:\n    realm: http://{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+            tokens.addr,
+            tokens.cert_pem.display()
+        );
+        let mut reg = Self::launch_with(None, "", &auth);
+        reg.creds = Some((user.to_owned(), password.to_owned()));
+        reg
     }
 
-    fn launch_with(creds: Option<(String, String)>, http_extra: &str) -> Self {
+    fn launch(creds: Option<(String, String)>) -> Self {
+        Self::launch_with(creds, "", "")
+    }
+
+    fn launch_with(creds: Option<(String, String)>, http_extra: &str, auth: &str) -> Self {
         need(&["docker-registry", "htpasswd"]);
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
@@ -146,6 +159,7 @@ impl Registry {
                 htpasswd.display()
             ));
         }
+        config.push_str(auth);
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
@@ -414,4 +428,220 @@ pub fn remove_leftovers(dir: &Path) {
     for m in mounts.iter().rev() {
         let _ = Command::new("umount").args(["-l", m]).output();
     }
+}
+
+/// A request the token server answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// The Basic-auth user, if the client sent credentials.
+    pub user: Option<String>,
+    /// The `scope` parameters, decoded (`repository:hello:pull`).
+    pub scopes: Vec<String>,
+    /// The HTTP status answered.
+    pub status: u16,
+}
+
+/// A stand-in for a registry's token service (what Docker Hub's `auth.docker.io` does): it answers the
+/// Docker token protocol with RS256 JWTs that Debian's docker-registry verifies through the `x5c` chain.
+/// Good credentials get the scopes asked for, no credentials an empty grant, wrong ones 401.
+pub struct TokenServer {
+    pub addr: String,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<TokenRequest>>>,
+    pub cert_pem: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The `service` and `iss` the token server and the registry agree on.
+const TOKEN_SERVICE: &str = "pier-test-registry";
+const TOKEN_ISSUER: &str = "pier-test-tokens";
+
+impl TokenServer {
+    pub fn start(user: &str, password: &str) -> Self {
+        use base64::Engine;
+        let dir = tempfile::tempdir().unwrap();
+        let d = |f: &str| dir.path().join(f);
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=pier test tokens",
+            ])
+            .args(["-newkey", "rsa:2048", "-nodes"])
+            .arg("-keyout")
+            .arg(d("key.pem"))
+            .arg("-out")
+            .arg(d("cert.pem"))
+            .stderr(Stdio::null()));
+        run(Command::new("openssl")
+            .args(["pkcs8", "-topk8", "-nocrypt", "-outform", "DER"])
+            .arg("-in")
+            .arg(d("key.pem"))
+            .arg("-out")
+            .arg(d("key.der")));
+        run(Command::new("openssl")
+            .args(["x509", "-outform", "DER"])
+            .arg("-in")
+            .arg(d("cert.pem"))
+            .arg("-out")
+            .arg(d("cert.der")));
+        let key =
+            aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&std::fs::read(d("key.der")).unwrap())
+                .expect("token signing key");
+        let x5c =
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(d("cert.der")).unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let expected = format!("{user}:{password}");
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let answered = answer_token_request(conn, &key, &x5c, &expected);
+                if let Some(r) = answered {
+                    log.lock().unwrap().push(r);
+                }
+            }
+        });
+        Self {
+            addr,
+            requests,
+            cert_pem: d("cert.pem"),
+            _dir: dir,
+        }
+    }
+}
+
+fn answer_token_request(
+    mut conn: std::net::TcpStream,
+    key: &aws_lc_rs::signature::RsaKeyPair,
+    x5c: &str,
+    expected: &str,
+) -> Option<TokenRequest> {
+    use base64::Engine;
+    use std::io::{BufRead, BufReader, Write};
+    let b64url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let mut reader = BufReader::new(conn.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let target = line.split_whitespace().nth(1)?.to_owned();
+    let mut user_pass = None;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).ok()? == 0 || header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("authorization")
+            && let Some(b) = value.trim().strip_prefix("Basic ")
+        {
+            let raw = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
+            user_pass = Some(String::from_utf8_lossy(&raw).into_owned());
+        }
+    }
+    let scopes: Vec<String> = target
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("scope="))
+        .map(percent_decode)
+        .collect();
+    let user = user_pass
+        .as_deref()
+        .map(|up| up.split_once(':').map_or(up, |(u, _)| u).to_owned());
+    let (status, body) = match user_pass.as_deref() {
+        Some(up) if up != expected => (
+            401,
+            r#"{"details":"incorrect username or password"}"#.to_owned(),
+        ),
+        granted => {
+            // Anonymous callers get a token that grants nothing, as Docker Hub's do for private images.
+            let access: Vec<serde_json::Value> = if granted.is_some() {
+                scopes
+                    .iter()
+                    .filter_map(|s| {
+                        let mut parts = s.splitn(3, ':');
+                        let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                        Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
+            let claims = serde_json::json!({
+                "iss": TOKEN_ISSUER, "sub": user.clone().unwrap_or_default(), "aud": TOKEN_SERVICE,
+                "iat": now, "nbf": now - 10, "exp": now + 300, "jti": format!("{now}-{}", next_token_id()),
+                "access": access,
+            });
+            let signing_input = format!(
+                "{}.{}",
+                b64url(header.to_string().as_bytes()),
+                b64url(claims.to_string().as_bytes())
+            );
+            let mut sig = vec![0; key.public_modulus_len()];
+            key.sign(
+                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                signing_input.as_bytes(),
+                &mut sig,
+            )
+            .ok()?;
+            let token = format!("{signing_input}.{}", b64url(&sig));
+            (
+                200,
+                serde_json::json!({"token": token, "access_token": token, "expires_in": 300})
+                    .to_string(),
+            )
+        }
+    };
+    let reason = if status == 200 { "OK" } else { "Unauthorized" };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    Some(TokenRequest {
+        user,
+        scopes,
+        status,
+    })
+}
+
+/// A process-unique number for token ids.
+fn next_token_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1..i + 3)) {
+            (b'%', Some(hex))
+                if u8::from_str_radix(std::str::from_utf8(hex).unwrap_or("zz"), 16).is_ok() =>
+            {
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).unwrap(), 16).unwrap());
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
