@@ -349,8 +349,16 @@ fn apply(
             "cached layer {digest} is damaged (it hashes to {actual}); deploy again to download it anew"
         )));
     }
-    for s in &report.skipped {
-        tracing::debug!(layer = %digest, "skipped: {s}");
+    if let Some(first) = report.skipped.first() {
+        // Device nodes and the like: never created in a root (the container runtime provides /dev).
+        tracing::info!(
+            layer = %digest,
+            count = report.skipped.len(),
+            "layer entries not created, such as {first}"
+        );
+        for s in &report.skipped[1..] {
+            tracing::debug!(layer = %digest, "not created: {s}");
+        }
     }
     Ok(report.bytes)
 }
