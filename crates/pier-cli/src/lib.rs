@@ -160,6 +160,16 @@ pub struct ServerArgs {
     #[arg(long, default_value = "runc")]
     pub container_runtime: PathBuf,
 
+    /// Give container instances outbound network (the internet, the LAN) through NAT on a bridge, as Cloud
+    /// Run's instances have; never to the host itself or to each other. Sets net.ipv4.ip_forward and adds
+    /// an nftables table of this server's own.
+    #[arg(long)]
+    pub container_egress: bool,
+
+    /// The private subnet container instances get addresses from, with --container-egress.
+    #[arg(long, default_value = "10.89.0.0/16", value_name = "CIDR")]
+    pub container_subnet: String,
+
     /// A registry (`host:port`) reached over plain HTTP (repeatable); loopback registries always are.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registries: Vec<String>,

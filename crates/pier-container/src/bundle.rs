@@ -80,6 +80,8 @@ pub struct SharedFiles {
     pub ca_bundle: Option<std::path::PathBuf>,
     /// Mapped to `/etc/pier/ca.pem` (Pier's CA alone).
     pub ca_cert: Option<std::path::PathBuf>,
+    /// Mapped to `/etc/resolv.conf` (with egress: name servers reachable through NAT).
+    pub resolv: Option<std::path::PathBuf>,
 }
 
 /// Everything `config.json` is made from.
@@ -210,6 +212,7 @@ pub fn config(input: &BundleInput<'_>) -> Result<Value, BundleError> {
         (&input.files.hosts, "/etc/hosts"),
         (&input.files.ca_bundle, "/etc/pier/ca-bundle.pem"),
         (&input.files.ca_cert, "/etc/pier/ca.pem"),
+        (&input.files.resolv, "/etc/resolv.conf"),
     ];
     for (source, destination) in binds {
         if let Some(source) = source {

@@ -38,6 +38,7 @@ use tokio::sync::watch;
 
 pub mod bundle;
 pub mod cgroups;
+pub mod egress;
 pub mod user;
 pub mod writable;
 
@@ -64,6 +65,10 @@ pub struct ContainerConfig {
     pub cgroup_parent: String,
     /// Host files mounted into every container.
     pub files: SharedFiles,
+    /// This installation's short id (names its bridge and firewall table).
+    pub installation: String,
+    /// Outbound network for instances, on this subnet; none, only Pier's services are reachable.
+    pub egress: Option<egress::Subnet>,
 }
 
 /// Runs instances as OCI containers.
@@ -75,6 +80,7 @@ pub struct ContainerRuntime {
     images: Arc<ImageStore>,
     services: Option<Arc<dyn NamespaceServices>>,
     memory: Option<MemoryController>,
+    egress: Option<Arc<egress::Egress>>,
 }
 
 impl std::fmt::Debug for ContainerRuntime {
@@ -128,7 +134,15 @@ impl ContainerRuntime {
         for d in [&state, &bundles] {
             std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         }
+        let egress = match config.egress {
+            Some(subnet) => Some(Arc::new(egress::Egress::setup(
+                &config.installation,
+                subnet,
+            )?)),
+            None => None,
+        };
         Ok(Self {
+            egress,
             memory: MemoryController::detect(),
             config,
             state,
@@ -148,6 +162,13 @@ impl ContainerRuntime {
     /// Removes this server's (empty) cgroup directories; at shutdown, after every instance stopped.
     pub fn remove_cgroups(&self) {
         cgroups::remove_parent(&self.config.cgroup_parent);
+    }
+
+    /// Removes this server's bridge and firewall table (egress); at shutdown, after every instance stopped.
+    pub fn remove_network(&self) {
+        if let Some(e) = &self.egress {
+            e.teardown();
+        }
     }
 
     fn cgroup_path(&self, id: &str) -> String {
@@ -221,12 +242,28 @@ impl Runtime for ContainerRuntime {
             .map_err(|e| RuntimeError::Unsupported(e.to_string()))?;
         let image_ready = started.elapsed();
 
-        let ns = tokio::task::spawn_blocking(NetNs::create)
-            .await
-            .map_err(|e| RuntimeError::Unsupported(e.to_string()))?
-            .map_err(RuntimeError::io(
-                "creating the instance's network namespace",
-            ))?;
+        let leased = match &self.egress {
+            Some(e) => {
+                let (link, lease) = e.lease().map_err(RuntimeError::Unsupported)?;
+                Some((e.clone(), link, lease))
+            }
+            None => None,
+        };
+        let ns = tokio::task::spawn_blocking(move || -> Result<NetNs, RuntimeError> {
+            let io = RuntimeError::io("creating the instance's network namespace");
+            let Some((egress, link, lease)) = leased else {
+                return NetNs::create().map_err(io);
+            };
+            let mut ns = NetNs::create_linked(Some(link.clone())).map_err(io)?;
+            // The lease and the host veth end live as long as the namespace.
+            ns.hold(lease);
+            egress.attach(&link).map_err(|e| {
+                RuntimeError::Unsupported(format!("connecting the instance to the network: {e}"))
+            })?;
+            Ok(ns)
+        })
+        .await
+        .map_err(|e| RuntimeError::Unsupported(e.to_string()))??;
         let ns = Arc::new(ns);
         let attached = match &self.services {
             Some(s) => Some(s.attach(&spec, &ns).map_err(RuntimeError::io(

@@ -10,6 +10,10 @@
 //! - [`GATEWAY_IP`] (`169.254.169.253`): the gateway, on the same port numbers as outside, so service URLs
 //!   work unchanged (the instance's `/etc/hosts` maps service hosts here).
 //!
+//! With egress (the container runtime's choice), the namespace also gets `eth0`, one end of a veth pair
+//! whose other end the caller puts on a bridge: an address from the caller's subnet and a default route
+//! through the bridge ([`VethLink`]).
+//!
 //! A namespace is created by a short-lived thread that `unshare`s, so the server's own threads never change
 //! namespace for long: a socket belongs to the namespace its creating thread was in, so [`NetNs::socket`]
 //! switches the calling thread in, creates the socket, and switches straight back. The namespace lives as
@@ -32,9 +36,32 @@ pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 253);
 
 /// A network namespace Pier made for one instance.
-#[derive(Debug)]
 pub struct NetNs {
     file: File,
+    /// What must live exactly as long as the namespace (an address lease).
+    held: Option<Box<dyn Send + Sync>>,
+}
+
+impl std::fmt::Debug for NetNs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetNs")
+            .field("file", &self.file)
+            .field("holds", &self.held.is_some())
+            .finish()
+    }
+}
+
+/// `eth0` of an instance with egress: a veth pair whose host end is `host_name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethLink {
+    /// The host end's name (at most 15 bytes), left in the server's namespace for the caller to bridge.
+    pub host_name: String,
+    /// The instance's address on `eth0`.
+    pub addr: Ipv4Addr,
+    /// Its network's prefix length.
+    pub prefix_len: u8,
+    /// The default route's next hop (the bridge's address).
+    pub gateway: Ipv4Addr,
 }
 
 /// The server's own namespace, to return to after creating a socket elsewhere.
@@ -52,10 +79,15 @@ impl NetNs {
     /// Creates a namespace with `lo` up and the link-local addresses on it. Blocking (a thread and one
     /// `ip` command, about 2 ms): call it from `spawn_blocking`.
     pub fn create() -> io::Result<NetNs> {
+        Self::create_linked(None)
+    }
+
+    /// [`NetNs::create`], plus `eth0` as `link` says when there is one.
+    pub fn create_linked(link: Option<VethLink>) -> io::Result<NetNs> {
         host_ns()?;
         std::thread::Builder::new()
             .name("pier-netns".into())
-            .spawn(|| -> io::Result<NetNs> {
+            .spawn(move || -> io::Result<NetNs> {
                 unshare(CloneFlags::CLONE_NEWNET).map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::PermissionDenied,
@@ -64,11 +96,16 @@ impl NetNs {
                 })?;
                 let file = File::open("/proc/thread-self/ns/net")?;
                 // A child forked from this thread starts in this thread's namespace.
-                configure_loopback()?;
-                Ok(NetNs { file })
+                configure(link.as_ref())?;
+                Ok(NetNs { file, held: None })
             })?
             .join()
             .map_err(|_| io::Error::other("the namespace thread panicked"))?
+    }
+
+    /// Keeps `thing` until this namespace is dropped.
+    pub fn hold(&mut self, thing: Box<dyn Send + Sync>) {
+        self.held = Some(thing);
     }
 
     /// The path another program (the OCI runtime) opens to join this namespace.
@@ -118,8 +155,9 @@ impl NetNs {
     }
 }
 
-/// Brings `lo` up and puts the link-local addresses on it, in the calling thread's namespace.
-fn configure_loopback() -> io::Result<()> {
+/// Brings `lo` up and puts the link-local addresses on it, in the calling thread's namespace; with a
+/// link, makes `eth0` and sends the host end to the server's namespace (the main thread's, by pid).
+fn configure(link: Option<&VethLink>) -> io::Result<()> {
     use std::io::Write;
     let mut child = Command::new("ip")
         .args(["-batch", "-"])
@@ -133,9 +171,19 @@ fn configure_loopback() -> io::Result<()> {
                 format!("cannot run `ip` ({e}): install iproute2 (apt install iproute2)"),
             )
         })?;
-    let script = format!(
+    let mut script = format!(
         "link set lo up\naddr add {METADATA_IP}/32 dev lo\naddr add {GATEWAY_IP}/32 dev lo\n"
     );
+    if let Some(l) = link {
+        script.push_str(&format!(
+            "link add eth0 type veth peer name {} netns {}\naddr add {}/{} dev eth0\nlink set eth0 up\nroute add default via {}\n",
+            l.host_name,
+            std::process::id(),
+            l.addr,
+            l.prefix_len,
+            l.gateway
+        ));
+    }
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(script.as_bytes())?;
     }

@@ -212,6 +212,7 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     let run_dir = data_dir.join("run");
     let hosts_file = run_dir.join("hosts");
     let container_hosts_file = run_dir.join("container-hosts");
+    let container_resolv_file = run_dir.join("container-resolv.conf");
     let cgroups = pier_runtime::cgroup::CgroupRoot::detect(&installation);
     let process = Arc::new(
         ProcessRuntime::new(logs.clone(), &run_dir)?
@@ -244,6 +245,19 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
 
     // Containers: images, and the runtime with Pier's services inside each instance's namespace.
     write_file(&container_hosts_file, "127.0.0.1 localhost\n")?;
+    let egress = if args.container_egress {
+        let subnet = args
+            .container_subnet
+            .parse::<pier_container::egress::Subnet>()
+            .map_err(|e| anyhow::anyhow!("--container-subnet: {e}"))?;
+        write_file(
+            &container_resolv_file,
+            &pier_container::egress::resolv_conf(),
+        )?;
+        Some(subnet)
+    } else {
+        None
+    };
     let images = containers::image_store(
         &data_dir,
         store.clone(),
@@ -253,14 +267,18 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         args.max_image_size,
     )?;
     let container = containers::container_runtime(
-        &args.container_runtime,
-        &data_dir,
-        &installation,
-        pier_container::bundle::SharedFiles {
-            hosts: Some(container_hosts_file.clone()),
-            ca_bundle: Some(ca_bundle.clone()),
-            ca_cert: Some(ca.cert_path().to_path_buf()),
-        },
+        containers::container_config(
+            &args.container_runtime,
+            &data_dir,
+            &installation,
+            pier_container::bundle::SharedFiles {
+                hosts: Some(container_hosts_file.clone()),
+                ca_bundle: Some(ca_bundle.clone()),
+                ca_cert: Some(ca.cert_path().to_path_buf()),
+                resolv: egress.is_some().then(|| container_resolv_file.clone()),
+            },
+            egress,
+        ),
         logs.clone(),
         images.clone(),
         Arc::new(containers::NsServices {
@@ -280,6 +298,8 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
                 tracing::info!(count = left, "deleted containers left by a previous server");
             }
         }
+        // Asked for explicitly, egress that cannot be set up stops the server.
+        Err(why) if egress.is_some() => anyhow::bail!("--container-egress: {why}"),
         Err(why) => tracing::warn!("container images are disabled: {why}"),
     }
     let containers_ok = container.is_ok();
@@ -443,6 +463,7 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     }
     if let Some(c) = &container_at_exit {
         c.remove_cgroups();
+        c.remove_network();
     }
     tracing::info!("stopped");
     match up_failed {

@@ -218,6 +218,14 @@ const SCRIPTS: &[(&str, &str)] = &[
         "touch /written 2>/dev/null && echo root=writable || echo root=readonly\ntouch /tmp/x && echo tmp=writable\necho limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)\necho uid=$(id -u)",
     ),
     (
+        "fetch",
+        "timeout 3 wget -q -O- \"http://$QUERY_STRING\" 2>/dev/null || echo fetch-failed",
+    ),
+    (
+        "addr",
+        "ip -o -4 addr show dev eth0 2>&1\ncat /etc/resolv.conf",
+    ),
+    (
         "remember",
         "{ echo \"$QUERY_STRING\" >> /etc/remembered && cat /etc/remembered; } 2>/dev/null || echo write-failed",
     ),
@@ -911,6 +919,222 @@ fn writable_roots_are_in_memory_per_instance_and_left_clean_after_kill9() {
         "{:?}",
         oci::mounts_under(data.path())
     );
+}
+
+/// A stand-in for the world beyond the host: a network namespace reached from the host through a veth pair
+/// on a documentation network (198.51.100.0/24), serving files over HTTP at 198.51.100.2:8000.
+struct World {
+    ns: String,
+    host_if: String,
+    server: std::process::Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    const ADDR: &str = "198.51.100.2:8000";
+    const HOST_SIDE: &str = "198.51.100.1";
+
+    fn start(file: &str, content: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(file), content).unwrap();
+        let ns = format!("pier-world-{}", std::process::id());
+        let host_if = format!("pw{}", std::process::id() % 10_000_000);
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &ns]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", Self::HOST_SIDE),
+            "dev",
+            &host_if,
+        ]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&["-n", &ns, "addr", "add", "198.51.100.2/24", "dev", "eth0"]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        let log = dir.path().join("http.log");
+        let server = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-m", "http.server", "8000"])
+            .args(["--bind", "198.51.100.2", "--directory"])
+            .arg(dir.path())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let world = World {
+            ns,
+            host_if,
+            server,
+            log,
+            _dir: dir,
+        };
+        eventually(20, "the world's HTTP server", || {
+            std::net::TcpStream::connect(Self::ADDR).ok()
+        });
+        world
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+    }
+}
+
+/// The instance's `eth0` address, from its `addr` CGI script.
+fn eth0_addr(p: &Pier, url: &str) -> String {
+    let out = get(p, &format!("{url}/cgi-bin/addr"));
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no eth0 address in {out}"))
+        .to_owned()
+}
+
+#[test]
+fn egress_reaches_beyond_the_host_but_never_the_host_or_other_instances() {
+    oci::need(&["runc", "python3"]);
+    let world = World::start("hello.txt", "hello from beyond\n");
+    // A service on the host, on every address, that instances must not reach.
+    let host_service = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = host_service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in host_service.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 14\r\n\r\nhost-answered\n");
+        }
+    });
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    oci::build(&layout, "bb", &ImageSpec::busybox_httpd(SCRIPTS));
+    let image = format!("oci:{}:bb", layout.display());
+    let p = Pier::start(&["--container-egress", "--container-subnet", "10.213.7.0/24"]);
+    let a = deploy(&p, "out-a", &["--image", &image, "--allow-unauthenticated"]);
+    let b = deploy(&p, "out-b", &["--image", &image, "--allow-unauthenticated"]);
+    let (addr_a, addr_b) = (eth0_addr(&p, &a), eth0_addr(&p, &b));
+    assert!(
+        addr_a.starts_with("10.213.7.") && addr_b.starts_with("10.213.7."),
+        "{addr_a} {addr_b}"
+    );
+    assert_ne!(addr_a, addr_b);
+    // The host's name servers (reachable through NAT) are the instance's.
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if let Some(ns) = host_resolv
+        .lines()
+        .find(|l| l.starts_with("nameserver") && !l.contains("127.") && !l.contains("::1"))
+    {
+        let theirs = get(&p, &format!("{a}/cgi-bin/addr"));
+        assert!(theirs.contains(ns.trim()), "{theirs}");
+    }
+
+    // Out to the world, through NAT: the world sees the host's address.
+    let fetched = get(&p, &format!("{a}/cgi-bin/fetch?{}/hello.txt", World::ADDR));
+    assert_eq!(
+        fetched,
+        "hello from beyond\n",
+        "{}\n{}",
+        get(&p, &format!("{a}/cgi-bin/addr")),
+        String::from_utf8_lossy(
+            &Command::new("bridge")
+                .args(["link"])
+                .output()
+                .unwrap()
+                .stdout
+        )
+    );
+    assert!(world.log().contains(World::HOST_SIDE), "{}", world.log());
+    // Pier's services are where they were: the metadata server answers inside.
+    assert!(get(&p, &format!("{a}/cgi-bin/email")).contains("compute@"));
+
+    // An instance reaches its own address, but not another instance's...
+    let own = format!("{b}/cgi-bin/fetch?{addr_b}:8080/cgi-bin/addr");
+    assert!(
+        get(&p, &own).contains(&addr_b),
+        "an instance cannot reach itself on eth0"
+    );
+    let other = get(&p, &format!("{a}/cgi-bin/fetch?{addr_b}:8080/cgi-bin/addr"));
+    assert!(
+        other.contains("fetch-failed"),
+        "instance to instance: {other}"
+    );
+    // ...nor the host, by any of its addresses, though the host's service answers the host.
+    let local = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{host_port}/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&local.stdout), "host-answered\n");
+    for host in ["10.213.7.1", World::HOST_SIDE] {
+        let out = get(&p, &format!("{a}/cgi-bin/fetch?{host}:{host_port}/"));
+        assert!(
+            out.contains("fetch-failed"),
+            "instance to host {host}: {out}"
+        );
+    }
+    // Nothing on the host reaches an instance's port around the gateway.
+    let direct = Command::new("curl")
+        .args(["-sS", "--max-time", "3"])
+        .arg(format!("http://{addr_a}:8080/cgi-bin/addr"))
+        .output()
+        .unwrap();
+    assert!(
+        !direct.status.success(),
+        "the host reached {addr_a}:8080 directly"
+    );
+
+    // A clean stop leaves no bridge, veth end or firewall table behind.
+    let ip_out = |args: &[&str]| {
+        String::from_utf8_lossy(&Command::new("ip").args(args).output().unwrap().stdout)
+            .into_owned()
+    };
+    let addrs = ip_out(&["-o", "-4", "addr", "show"]);
+    let bridge = addrs
+        .lines()
+        .find(|l| l.contains(" 10.213.7.1/24"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no bridge with 10.213.7.1: {addrs}"))
+        .to_owned();
+    let links = ip_out(&["-o", "link", "show"]);
+    assert_eq!(
+        links.matches(&format!("master {bridge}")).count(),
+        2,
+        "{links}"
+    );
+    let mut p = p;
+    assert!(p.terminate().success());
+    eventually(10, "the container network to go", || {
+        let links = ip_out(&["-o", "link", "show"]);
+        (!links.contains(&bridge)).then_some(())
+    });
+    let tables = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(!tables.contains(&bridge.replace('-', "_")), "{tables}");
 }
 
 #[test]

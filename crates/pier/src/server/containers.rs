@@ -151,21 +151,31 @@ pub fn image_store(
     ImageStore::open(&data_dir.join("images"), options).context("opening the image store")
 }
 
-/// The container runtime, or why there is none on this machine.
-pub fn container_runtime(
+/// The configuration of the container runtime: its files under the data dir, its cgroups under the
+/// installation's.
+pub fn container_config(
     runtime: &Path,
     data_dir: &Path,
     installation: &str,
     files: SharedFiles,
-    logs: Arc<pier_runtime::logs::LogStore>,
-    images: Arc<ImageStore>,
-    services: Arc<dyn NamespaceServices>,
-) -> Result<Arc<ContainerRuntime>, String> {
-    let config = ContainerConfig {
+    egress: Option<pier_container::egress::Subnet>,
+) -> ContainerConfig {
+    ContainerConfig {
         runtime: runtime.to_path_buf(),
         dir: data_dir.join("containers"),
         cgroup_parent: format!("/pier-containers/{installation}"),
         files,
-    };
+        installation: installation.to_owned(),
+        egress,
+    }
+}
+
+/// The container runtime, or why there is none on this machine.
+pub fn container_runtime(
+    config: ContainerConfig,
+    logs: Arc<pier_runtime::logs::LogStore>,
+    images: Arc<ImageStore>,
+    services: Arc<dyn NamespaceServices>,
+) -> Result<Arc<ContainerRuntime>, String> {
     ContainerRuntime::new(config, logs, images).map(|r| Arc::new(r.with_services(services)))
 }
