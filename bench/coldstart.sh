@@ -6,6 +6,7 @@
 # cold start is timed. Needs root and runc, umoci (scripts/install-test-deps).
 #
 #   bench/coldstart.sh          # TRIES=50 by default
+#   EGRESS=1 bench/coldstart.sh # containers with outbound network (--container-egress): a veth per instance
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 TRIES=${TRIES:-50}
@@ -21,7 +22,9 @@ umoci repack --image "$LAYOUT:bench" "$WORK/unpacked"
 umoci config --image "$LAYOUT:bench" --config.entrypoint /pier-hello
 umoci unpack --image "$LAYOUT:bench" "$WORK/bundle" >/dev/null
 
-start_pier pier --https-port 19443 --http-port 19080 --api-addr 127.0.0.1:19079 --scale-to-zero-grace 100ms
+EXTRA=()
+[[ -n "${EGRESS:-}" ]] && EXTRA=(--container-egress --container-subnet 10.89.250.0/24)
+start_pier pier --https-port 19443 --http-port 19080 --api-addr 127.0.0.1:19079 --scale-to-zero-grace 100ms "${EXTRA[@]}"
 # --args (empty) runs the binary directly, without a shell in between, as the direct measurement does.
 "$PIER" deploy cold --command "$HELLO" --args "" --allow-unauthenticated >/dev/null 2>&1
 "$PIER" deploy cold-ctr --image "oci:$LAYOUT:bench" --allow-unauthenticated >/dev/null 2>&1
