@@ -1031,7 +1031,9 @@ fn egress_reaches_beyond_the_host_but_never_the_host_or_other_instances() {
     let layout = work.path().join("layout");
     oci::build(&layout, "bb", &ImageSpec::busybox_httpd(SCRIPTS));
     let image = format!("oci:{}:bb", layout.display());
-    let p = Pier::start(&["--container-egress", "--container-subnet", "10.213.7.0/24"]);
+    let data = tempfile::tempdir().unwrap();
+    let args = with_free_ports(&["--container-egress", "--container-subnet", "10.213.7.0/24"]);
+    let mut p = Pier::launch(data.path(), &args);
     let a = deploy(&p, "out-a", &["--image", &image, "--allow-unauthenticated"]);
     let b = deploy(&p, "out-b", &["--image", &image, "--allow-unauthenticated"]);
     let (addr_a, addr_b) = (eth0_addr(&p, &a), eth0_addr(&p, &b));
@@ -1105,7 +1107,8 @@ fn egress_reaches_beyond_the_host_but_never_the_host_or_other_instances() {
         "the host reached {addr_a}:8080 directly"
     );
 
-    // A clean stop leaves no bridge, veth end or firewall table behind.
+    // A killed server leaves its network; the next start takes it over, removes the old veth ends and
+    // connects new instances.
     let ip_out = |args: &[&str]| {
         String::from_utf8_lossy(&Command::new("ip").args(args).output().unwrap().stdout)
             .into_owned()
@@ -1117,13 +1120,20 @@ fn egress_reaches_beyond_the_host_but_never_the_host_or_other_instances() {
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or_else(|| panic!("no bridge with 10.213.7.1: {addrs}"))
         .to_owned();
-    let links = ip_out(&["-o", "link", "show"]);
-    assert_eq!(
-        links.matches(&format!("master {bridge}")).count(),
-        2,
-        "{links}"
-    );
-    let mut p = p;
+    let on_bridge = || {
+        ip_out(&["-o", "link", "show"])
+            .matches(&format!("master {bridge}"))
+            .count()
+    };
+    assert_eq!(on_bridge(), 2);
+    p.kill9();
+    let mut p = Pier::launch(data.path(), &args);
+    let a = p.describe("out-a")["url"].as_str().unwrap().to_owned();
+    let fetched = get(&p, &format!("{a}/cgi-bin/fetch?{}/hello.txt", World::ADDR));
+    assert_eq!(fetched, "hello from beyond\n");
+    assert_eq!(on_bridge(), 1, "the old instances' veth ends are gone");
+
+    // A clean stop leaves no bridge, veth end or firewall table behind.
     assert!(p.terminate().success());
     eventually(10, "the container network to go", || {
         let links = ip_out(&["-o", "link", "show"]);
