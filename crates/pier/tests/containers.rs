@@ -388,6 +388,34 @@ fn an_instance_over_its_memory_limit_is_reported_out_of_memory() {
     assert!(text.contains("out of memory"), "{text}");
     let logs = p.ok(&["logs", "hog"]);
     assert!(logs.contains("out of memory"), "{logs}");
+
+    // A writable root lives in memory: writing twice the limit into it fails, one way or the other.
+    deploy(
+        &p,
+        "filler",
+        &[
+            "--image",
+            &format!("oci:{}:bb", layout.display()),
+            "--memory",
+            "32Mi",
+            "--writable-root",
+            "--min-instances",
+            "1",
+            "--command",
+            "/bin/sh,-c",
+            "--args",
+            "httpd -p $PORT -h /www; sleep 1; dd if=/dev/zero of=/big bs=1M count=64; echo dd-finished; exec sleep 1000",
+            "--allow-unauthenticated",
+        ],
+    );
+    let how = eventually(30, "the write to stop", || {
+        let logs = p.ok(&["logs", "filler"]);
+        if logs.contains("No space left") {
+            return Some(logs);
+        }
+        (p.describe("filler")["lastInstanceExit"]["outOfMemory"] == true).then_some(logs)
+    });
+    assert!(!how.contains("64+0 records out"), "64 MiB fit in 32: {how}");
 }
 
 /// A raw ustar header for a regular file `name` (any bytes, even ones the tar crate refuses) of `size`.
