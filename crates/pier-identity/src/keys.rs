@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::IdentityError;
 
+/// Lifetime of the ID tokens Pier's keys sign (a retired key stays published at least this long).
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// How keys rotate.
 #[derive(Clone, Copy, Debug)]
 pub struct RotationPolicy {
@@ -35,7 +38,7 @@ impl Default for RotationPolicy {
         Self {
             signing_period: Duration::from_secs(24 * 3600),
             publish_ahead: Duration::from_secs(3600),
-            retention: crate::tokens::TOKEN_LIFETIME + Duration::from_secs(600),
+            retention: TOKEN_LIFETIME + Duration::from_secs(600),
         }
     }
 }

@@ -10,17 +10,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::keys::KeyRing;
+pub use crate::keys::TOKEN_LIFETIME;
 use crate::principal::Principal;
 
-/// Lifetime of the ID tokens Pier issues.
-pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// Clock leeway for `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: u64 = 60;
 /// The audience of tokens the CLI mints for its user by default, accepted by every service for developer
