@@ -17,12 +17,11 @@
 //! go away with their namespaces; ones a killed server left are deleted at the next start.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use pier_runtime::netns::VethLink;
+use pier_runtime::netns::{VethLink, run_script};
 
 /// An IPv4 network, `ADDR/LEN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,33 +115,14 @@ impl Drop for Lease {
     }
 }
 
-/// Runs `ip -batch -` (or `nft -f -`) with `script`; the error output on failure.
-fn run_script(program: &str, args: &[&str], script: &str) -> Result<(), String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            format!("cannot run {program} ({e}): install it (apt install iproute2 nftables)")
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| format!("{program}: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+/// Runs an `ip -batch` script.
+fn ip(script: &str) -> Result<(), String> {
+    run_script("ip", &["-batch", "-"], script, "iproute2", "ip").map_err(|e| e.to_string())
+}
+
+/// Loads an nftables script.
+fn nft(script: &str) -> Result<(), String> {
+    run_script("nft", &["-f", "-"], script, "nftables", "nft").map_err(|e| e.to_string())
 }
 
 fn output(program: &str, args: &[&str]) -> String {
@@ -188,30 +168,23 @@ impl Egress {
             .join(&bridge)
             .exists()
         {
-            run_script(
-                "ip",
-                &["-batch", "-"],
-                &format!("link add {bridge} type bridge\n"),
-            )?;
+            ip(&format!("link add {bridge} type bridge\n"))?;
         }
-        run_script(
-            "ip",
-            &["-batch", "-"],
-            &format!(
-                "addr replace {gateway}/{} dev {bridge}\nlink set {bridge} up\n",
-                subnet.prefix_len
-            ),
-        )?;
+        ip(&format!(
+            "addr replace {gateway}/{} dev {bridge}\nlink set {bridge} up\n",
+            subnet.prefix_len
+        ))?;
         // Host ends a killed server left (their namespaces should be gone with their containers).
         for line in output("ip", &["-o", "link", "show"]).lines() {
             if let Some(name) = line.split(':').nth(1).map(str::trim) {
                 let name = name.split('@').next().unwrap_or(name);
                 if name.starts_with(&veth_prefix) {
-                    let _ = run_script("ip", &["-batch", "-"], &format!("link del {name}\n"));
+                    let _ = ip(&format!("link del {name}\n"));
                 }
             }
         }
-        let table = bridge.replace('-', "_");
+        let egress = Self::pool(subnet, bridge, veth_prefix);
+        let (bridge, table) = (&egress.bridge, &egress.table);
         let rules = format!(
             r#"add table ip {table}
 flush table ip {table}
@@ -240,9 +213,9 @@ table ip {table} {{
 }}
 "#
         );
-        run_script("nft", &["-f", "-"], &rules)?;
+        nft(&rules)?;
         tracing::info!(%subnet, %bridge, "container egress on: instances reach beyond the host through NAT");
-        Ok(Self::pool(subnet, bridge, veth_prefix))
+        Ok(egress)
     }
 
     fn pool(subnet: Subnet, bridge: String, veth_prefix: String) -> Self {
@@ -289,30 +262,20 @@ table ip {table} {{
     /// Removes the bridge and the firewall table (a clean stop leaves nothing; forwarding stays on).
     pub fn teardown(&self) {
         let steps = [
-            ("ip", ["-batch", "-"], format!("link del {}\n", self.bridge)),
-            (
-                "nft",
-                ["-f", "-"],
-                format!("delete table ip {}\n", self.table),
-            ),
+            ip(&format!("link del {}\n", self.bridge)),
+            nft(&format!("delete table ip {}\n", self.table)),
         ];
-        for (program, args, script) in steps {
-            if let Err(e) = run_script(program, &args, &script) {
-                tracing::warn!("removing the container network: {e}");
-            }
+        for e in steps.into_iter().filter_map(Result::err) {
+            tracing::warn!("removing the container network: {e}");
         }
     }
 
     /// Puts an instance's host veth end on the bridge, isolated from the other instances, and up.
     pub fn attach(&self, link: &VethLink) -> Result<(), String> {
         let (name, bridge) = (&link.host_name, &self.bridge);
-        run_script(
-            "ip",
-            &["-batch", "-"],
-            &format!(
-                "link set {name} master {bridge}\nlink set dev {name} type bridge_slave isolated on\nlink set {name} up\n"
-            ),
-        )
+        ip(&format!(
+            "link set {name} master {bridge}\nlink set dev {name} type bridge_slave isolated on\nlink set {name} up\n"
+        ))
     }
 }
 

@@ -28,13 +28,12 @@ impl WritableRoot {
         for d in [&scratch, &root] {
             fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         }
-        let lower_text = lower.to_str().unwrap_or_default();
-        if lower_text.is_empty() || lower_text.contains([':', ',', '\\']) {
-            return Err(format!(
+        let lower_text = pier_image::rootfs::overlay_option_path(lower).ok_or_else(|| {
+            format!(
                 "a writable root cannot be layered over {}: the path has characters overlayfs options cannot carry",
                 lower.display()
-            ));
-        }
+            )
+        })?;
         nix::mount::mount(
             Some("tmpfs"),
             &scratch,

@@ -145,13 +145,12 @@ impl Roots {
         lower.push(self.base.clone());
         let mut options = String::from("lowerdir=");
         for (i, dir) in lower.iter().enumerate() {
-            let text = dir.to_str().unwrap_or_default();
-            if text.is_empty() || text.contains([':', ',', '\\']) {
-                return Err(ImageError::OverlayUnavailable(format!(
+            let text = overlay_option_path(dir).ok_or_else(|| {
+                ImageError::OverlayUnavailable(format!(
                     "the data directory path {} has characters overlayfs options cannot carry",
                     dir.display()
-                )));
-            }
+                ))
+            })?;
             if i > 0 {
                 options.push(':');
             }
@@ -377,6 +376,12 @@ fn make_base(base: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `path` as overlayfs mount options can carry it (no `:`, `,` or `\\`), or `None`.
+pub fn overlay_option_path(path: &Path) -> Option<&str> {
+    path.to_str()
+        .filter(|t| !t.is_empty() && !t.contains([':', ',', '\\']))
+}
+
 /// Mount points under `dir`, from `/proc/self/mountinfo` (deepest first).
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
@@ -432,6 +437,17 @@ fn unescape_mountinfo(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlay_options_carry_only_plain_paths() {
+        assert_eq!(
+            overlay_option_path(Path::new("/var/lib/pier")),
+            Some("/var/lib/pier")
+        );
+        for bad in ["/a:b", "/a,b", "/a\\b", ""] {
+            assert_eq!(overlay_option_path(Path::new(bad)), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn mountinfo_paths_are_unescaped() {

@@ -158,19 +158,6 @@ impl NetNs {
 /// Brings `lo` up and puts the link-local addresses on it, in the calling thread's namespace; with a
 /// link, makes `eth0` and sends the host end to the server's namespace (the main thread's, by pid).
 fn configure(link: Option<&VethLink>) -> io::Result<()> {
-    use std::io::Write;
-    let mut child = Command::new("ip")
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot run `ip` ({e}): install iproute2 (apt install iproute2)"),
-            )
-        })?;
     let mut script = format!(
         "link set lo up\naddr add {METADATA_IP}/32 dev lo\naddr add {GATEWAY_IP}/32 dev lo\n"
     );
@@ -184,13 +171,45 @@ fn configure(link: Option<&VethLink>) -> io::Result<()> {
             l.gateway
         ));
     }
+    run_script(
+        "ip",
+        &["-batch", "-"],
+        &script,
+        "iproute2",
+        "configuring the instance network",
+    )
+}
+
+/// Runs `program` with `args` and `script` on its standard input (`ip -batch -`, `nft -f -`). A program
+/// that cannot be started names the Debian `package` to install; one that fails gives `what` and its
+/// error output.
+pub fn run_script(
+    program: &str,
+    args: &[&str],
+    script: &str,
+    package: &str,
+    what: &str,
+) -> io::Result<()> {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot run `{program}` ({e}): install {package} (apt install {package})"),
+            )
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(script.as_bytes())?;
     }
     let out = child.wait_with_output()?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
-            "configuring the instance network failed: {}",
+            "{what} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
