@@ -237,13 +237,18 @@ impl Runtime for ProcessRuntime {
             None
         };
         let hosts = self.hosts_file.clone();
+        let server_pid = nix::unistd::getpid();
         #[allow(unsafe_code)]
-        // SAFETY: the closure runs in the forked child before exec. It calls only prctl(2), write(2) on a
+        // SAFETY: the closure runs in the forked child before exec. It calls only prctl(2), getppid(2), write(2) on a
         // descriptor opened before the fork, unshare(2) and mount(2), which are async-signal-safe, with C
         // strings built before the fork; it allocates nothing and touches no lock shared with the parent.
         unsafe {
             cmd.pre_exec(move || {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+                // A server killed between the fork and the line above sent no signal: stop here.
+                if nix::unistd::getppid() != server_pid {
+                    return Err(std::io::Error::other("the server is gone"));
+                }
                 if let Some(fd) = &join_cgroup {
                     nix::unistd::write(fd, b"0")?;
                 }
