@@ -1,0 +1,864 @@
+//! What a host process instance sees of the filesystem: the host, read-only, with its secrets hidden,
+//! plus a few things of its own. Built in the server as a list of steps ([`FsPlan`]), then run by the
+//! instance's process between `fork` and `exec` in a mount namespace of its own ([`FsPlan::enter`]),
+//! so the host's mounts never change.
+//!
+//! The view, in the order it is made:
+//!
+//! 1. a private copy of the host's mounts, all read-only, `nosuid` and `nodev`;
+//! 2. [`paths::HIDDEN_AREAS`], Pier's data dir and the CLI's config dir: empty directories;
+//!    [`paths::HIDDEN_FILES`]: empty files;
+//! 3. `/tmp` and `/var/tmp`: fresh, writable, in memory (counted against the instance's memory limit);
+//! 4. `/dev`: only `null`, `zero`, `full`, `random`, `urandom`, `tty`, a private `pts`, `shm` and `mqueue`;
+//! 5. `/proc`: a new instance with `hidepid=invisible` (other users' processes do not exist), Docker's
+//!    masked and read-only paths; `/sys` masked the same way;
+//! 6. Pier's files: `/etc/hosts` (service hosts resolve to the gateway), `/etc/resolv.conf`, the CA
+//!    bundle under `/run/pier`;
+//! 7. the revision's working directory and command, read-only at their own paths, owned (through an
+//!    idmapped mount) by the instance's user, so an app in a `0700` directory still runs.
+//!
+//! A working directory that would show a secret (it contains Pier's data dir, a hidden area, or is
+//! someone's home) is refused before anything starts, with the flag to change.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use crate::launch::Stage;
+use crate::paths;
+use crate::userns::UserNsCache;
+
+/// Most detached mounts one plan holds (binds of Pier's files, the app, device nodes).
+const MAX_SLOTS: usize = 32;
+
+/// Why a view cannot be made for a revision; the message names what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    /// The working directory does not exist.
+    #[error("working directory {0} does not exist: fix --workdir or create it")]
+    NoWorkdir(PathBuf),
+    /// Showing the working directory would show a secret.
+    #[error(
+        "working directory {dir} cannot be shown to instances: it contains {secret}; deploy from the application's own folder (--workdir)"
+    )]
+    RevealsSecret {
+        /// The directory.
+        dir: PathBuf,
+        /// What it contains.
+        secret: String,
+    },
+    /// A visible parent of the working directory or command is closed to other users.
+    #[error(
+        "{path} cannot be shown to instances: its parent {parent} is not open to other users (chmod o+x {parent}, or move the application)"
+    )]
+    ClosedParent {
+        /// The path.
+        path: PathBuf,
+        /// Its closed parent.
+        parent: PathBuf,
+    },
+    /// The plan needs more mounts than it has room for.
+    #[error("too many files to mount into the instance")]
+    TooMany,
+    /// The operating system refused something while planning.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The host's view, common to every instance of this server: what is hidden, and Pier's own files.
+#[derive(Debug, Clone)]
+pub struct HostView {
+    hidden_areas: Vec<PathBuf>,
+    hidden_files: Vec<PathBuf>,
+    /// Secrets a working directory must not contain (hidden areas, data dir, config dir).
+    secrets: Vec<PathBuf>,
+    homes: Vec<PathBuf>,
+    files: Vec<(PathBuf, PathBuf)>,
+    masked: Vec<String>,
+}
+
+/// Pier's files inside every process instance.
+#[derive(Debug, Clone, Default)]
+pub struct PierFiles {
+    /// Becomes `/etc/hosts`.
+    pub hosts: Option<PathBuf>,
+    /// Becomes `/etc/resolv.conf`.
+    pub resolv: Option<PathBuf>,
+    /// Becomes [`CA_BUNDLE`].
+    pub ca_bundle: Option<PathBuf>,
+    /// Becomes [`CA_CERT`].
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// Where a process instance finds the system CAs plus Pier's.
+pub const CA_BUNDLE: &str = "/run/pier/ca-bundle.pem";
+/// Where a process instance finds Pier's CA alone.
+pub const CA_CERT: &str = "/run/pier/ca.pem";
+
+fn canonical_dirs(list: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+    let mut seen = BTreeSet::new();
+    list.into_iter()
+        .filter_map(|p| {
+            // Symlinks (/var/run -> /run) hide their target, which is listed on its own.
+            let meta = std::fs::symlink_metadata(&p).ok()?;
+            (meta.is_dir()).then_some(p)
+        })
+        .filter(|p| seen.insert(p.clone()))
+        .collect()
+}
+
+fn home_dirs() -> Vec<PathBuf> {
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(':').nth(5))
+        .filter(|h| h.len() > 1 && h.starts_with('/'))
+        .map(PathBuf::from)
+        .filter(|h| {
+            !matches!(
+                h.to_str(),
+                Some("/nonexistent" | "/bin" | "/usr/sbin" | "/var/empty")
+            )
+        })
+        .collect()
+}
+
+impl HostView {
+    /// The view for this host, hiding `extra` too (Pier's data dir, the CLI's config dir), with Pier's
+    /// `files` mounted.
+    pub fn new(extra: &[PathBuf], files: &PierFiles) -> HostView {
+        let extra: Vec<PathBuf> = extra
+            .iter()
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .collect();
+        let hidden_areas = canonical_dirs(
+            paths::HIDDEN_AREAS
+                .iter()
+                .map(PathBuf::from)
+                .chain(extra.iter().cloned()),
+        );
+        let hidden_files = paths::HIDDEN_FILES
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+            .collect();
+        let mut secrets = hidden_areas.clone();
+        secrets.extend(extra);
+        let mut out = HostView {
+            hidden_areas,
+            hidden_files,
+            secrets,
+            homes: home_dirs(),
+            files: Vec::new(),
+            masked: paths::masked_paths(),
+        };
+        let resolv_target = resolv_target();
+        for (src, dst) in [
+            (&files.hosts, PathBuf::from("/etc/hosts")),
+            (&files.resolv, resolv_target),
+            (&files.ca_bundle, PathBuf::from(CA_BUNDLE)),
+            (&files.ca_cert, PathBuf::from(CA_CERT)),
+        ] {
+            if let Some(src) = src {
+                out.files.push((src.clone(), dst));
+            }
+        }
+        out
+    }
+
+    /// What is hidden (for logs and `pier doctor`).
+    pub fn hidden(&self) -> impl Iterator<Item = &Path> {
+        self.hidden_areas
+            .iter()
+            .chain(self.hidden_files.iter())
+            .map(PathBuf::as_path)
+    }
+
+    /// Whether an instance would not see `path` (in or under something hidden or replaced).
+    fn replaced(&self, path: &Path) -> bool {
+        paths::is_under(path, &self.hidden_areas)
+            || paths::PRIVATE_WRITABLE.iter().any(|p| path.starts_with(p))
+            || path.starts_with("/dev")
+            || path.starts_with("/proc")
+    }
+
+    /// Why `dir` may not be shown, if it may not.
+    fn check_reveal(&self, dir: &Path) -> Result<(), ViewError> {
+        if let Some(secret) = paths::contains_any(dir, &self.secrets) {
+            return Err(ViewError::RevealsSecret {
+                dir: dir.to_owned(),
+                secret: secret.display().to_string(),
+            });
+        }
+        if self.homes.iter().any(|h| h == dir) {
+            return Err(ViewError::RevealsSecret {
+                dir: dir.to_owned(),
+                secret: "a user's home (their keys and credentials)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The steps that make the view for one instance: `workdir` and `program` (absolute, resolved) are
+    /// shown read-only and owned by `uid`/`gid`. Blocking (it may create a user namespace).
+    pub fn plan(
+        &self,
+        workdir: &Path,
+        program: Option<&Path>,
+        uid: u32,
+        gid: u32,
+        userns: &UserNsCache,
+    ) -> Result<FsPlan, ViewError> {
+        let workdir =
+            std::fs::canonicalize(workdir).map_err(|_| ViewError::NoWorkdir(workdir.to_owned()))?;
+        if !workdir.is_dir() {
+            return Err(ViewError::NoWorkdir(workdir));
+        }
+        let mut b = Builder::default();
+        b.step(Step::Unshare(
+            libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
+        ));
+        b.step(Step::MakePrivate);
+
+        // Sources that are hidden or replaced later are taken now.
+        let mut pier_files = Vec::new();
+        for (src, dst) in &self.files {
+            let slot = b.clone_tree(src)?;
+            pier_files.push((slot, dst.clone()));
+        }
+        let mut devices = Vec::new();
+        for d in ["null", "zero", "full", "random", "urandom", "tty"] {
+            let path = PathBuf::from(format!("/dev/{d}"));
+            if path.exists() {
+                let slot = b.clone_tree(&path)?;
+                devices.push((slot, path));
+            }
+        }
+        // The app: its folder and command, unless every user sees them already.
+        let mut app = Vec::new();
+        let mut shown = |path: &Path, is_dir: bool, b: &mut Builder| -> Result<(), ViewError> {
+            if !self.replaced(path) && open_to_others(path, is_dir) {
+                return Ok(());
+            }
+            if is_dir {
+                self.check_reveal(path)?;
+            }
+            if let Some(parent) = closed_visible_parent(path, |p| self.replaced(p)) {
+                return Err(ViewError::ClosedParent {
+                    path: path.to_owned(),
+                    parent,
+                });
+            }
+            let meta = std::fs::metadata(path)
+                .map_err(|e| ViewError::Io(format!("{}: {e}", path.display())))?;
+            let ns = userns
+                .get(
+                    &format!("{} {uid} 1\n", meta.uid()),
+                    &format!("{} {gid} 1\n", meta.gid()),
+                )
+                .map_err(|e| {
+                    ViewError::Io(format!("making the id mapping for {}: {e}", path.display()))
+                })?;
+            let slot = b.clone_tree(path)?;
+            app.push((slot, path.to_owned(), is_dir, ns));
+            Ok(())
+        };
+        if workdir != Path::new("/") {
+            shown(&workdir, true, &mut b)?;
+        }
+        if let Some(program) = program
+            && !program.starts_with(&workdir)
+        {
+            shown(program, false, &mut b)?;
+        }
+
+        // 1. Everything read-only.
+        b.step(Step::ReadOnlyAll);
+        // 2. Secrets hidden.
+        for area in &self.hidden_areas {
+            b.tmpfs(
+                area,
+                "mode=755,size=1m,nr_inodes=4096",
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            );
+            b.to_seal.push(b.cstr(area));
+        }
+        for f in &self.hidden_files {
+            b.step(Step::BindNull(b.cstr(f)));
+        }
+        // 3. Private writable directories.
+        for dir in ["/tmp", "/var/tmp"] {
+            if Path::new(dir).is_dir() {
+                b.tmpfs(
+                    Path::new(dir),
+                    "mode=1777",
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                );
+            }
+        }
+        // 4. /dev.
+        b.tmpfs(
+            Path::new("/dev"),
+            "mode=755,size=64k,nr_inodes=64",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+        );
+        for (slot, path) in devices {
+            b.step(Step::Touch(b.cstr(&path)));
+            b.step(Step::Attach {
+                slot,
+                target: b.cstr(&path),
+                idmap: None,
+                device: true,
+            });
+        }
+        for (link, target) in [
+            ("/dev/fd", "/proc/self/fd"),
+            ("/dev/stdin", "/proc/self/fd/0"),
+            ("/dev/stdout", "/proc/self/fd/1"),
+            ("/dev/stderr", "/proc/self/fd/2"),
+            ("/dev/ptmx", "pts/ptmx"),
+        ] {
+            b.step(Step::Symlink {
+                target: b.cstr(Path::new(target)),
+                link: b.cstr(Path::new(link)),
+            });
+        }
+        for d in ["/dev/pts", "/dev/shm", "/dev/mqueue"] {
+            b.step(Step::Mkdir(b.cstr(Path::new(d))));
+        }
+        b.mount(
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=620",
+            false,
+        );
+        b.tmpfs(
+            Path::new("/dev/shm"),
+            "mode=1777",
+            libc::MS_NOSUID | libc::MS_NODEV,
+        );
+        b.mount(
+            "mqueue",
+            "/dev/mqueue",
+            "mqueue",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            "",
+            true,
+        );
+        b.to_seal.push(b.cstr(Path::new("/dev")));
+        // 5. /proc and /sys.
+        b.mount(
+            "proc",
+            "/proc",
+            "proc",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            "hidepid=invisible",
+            false,
+        );
+        for p in &self.masked {
+            let path = Path::new(p);
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_dir() => b.step(Step::Mount {
+                    source: b.cstr(Path::new("tmpfs")),
+                    target: b.cstr(path),
+                    fstype: b.cstr(Path::new("tmpfs")),
+                    flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    data: b.cstr(Path::new("size=0")),
+                    optional: true,
+                }),
+                Ok(_) => b.step(Step::BindNull(b.cstr(path))),
+                Err(_) => {}
+            }
+        }
+        for p in paths::READ_ONLY {
+            if Path::new(p).exists() {
+                b.step(Step::ReadOnlyBind(b.cstr(Path::new(p))));
+            }
+        }
+        // 6. Pier's files.
+        for (slot, dst) in pier_files {
+            b.ensure_file(&dst);
+            b.step(Step::Attach {
+                slot,
+                target: b.cstr(&dst),
+                idmap: None,
+                device: false,
+            });
+        }
+        // 7. The app.
+        for (slot, path, is_dir, ns) in app {
+            if is_dir {
+                b.ensure_dir(&path);
+            } else {
+                b.ensure_file(&path);
+            }
+            b.step(Step::Attach {
+                slot,
+                target: b.cstr(&path),
+                idmap: Some(ns.as_raw_fd()),
+                device: false,
+            });
+            b.namespaces.push(ns);
+        }
+        // Hidden areas and /dev stop being writable now that everything is in place.
+        for t in std::mem::take(&mut b.to_seal) {
+            b.step(Step::Seal(t));
+        }
+        b.step(Step::Hostname(
+            CString::new("localhost").unwrap_or_default(),
+        ));
+        b.step(Step::Chdir(b.cstr(&workdir)));
+        Ok(FsPlan {
+            steps: b.steps,
+            slots: b.slots,
+            _namespaces: b.namespaces,
+        })
+    }
+}
+
+/// Where `/etc/resolv.conf` really is (it is often a link into `/run`, which instances get empty).
+fn resolv_target() -> PathBuf {
+    std::fs::canonicalize("/etc/resolv.conf").unwrap_or_else(|_| PathBuf::from("/etc/resolv.conf"))
+}
+
+/// Whether any user may read (and, for a directory, enter; for a file, run) `path`, through every parent.
+fn open_to_others(path: &Path, is_dir: bool) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let mode = meta.permissions().mode();
+    let own = if is_dir {
+        mode & 0o005 == 0o005
+    } else {
+        mode & 0o004 != 0
+    };
+    own && path
+        .ancestors()
+        .skip(1)
+        .all(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+/// The nearest visible parent of `path` that other users cannot enter (Pier cannot open it for them).
+fn closed_visible_parent(path: &Path, replaced: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    path.ancestors()
+        .skip(1)
+        .filter(|a| !replaced(a))
+        .find(|a| std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
+        .map(Path::to_owned)
+}
+
+/// One step, with everything it needs made before the fork.
+#[derive(Debug)]
+enum Step {
+    Unshare(libc::c_int),
+    MakePrivate,
+    /// `slots[slot] = open_tree(path, OPEN_TREE_CLONE)`.
+    CloneTree {
+        path: CString,
+        slot: usize,
+    },
+    ReadOnlyAll,
+    Mount {
+        source: CString,
+        target: CString,
+        fstype: CString,
+        flags: libc::c_ulong,
+        data: CString,
+        optional: bool,
+    },
+    BindNull(CString),
+    ReadOnlyBind(CString),
+    Mkdir(CString),
+    Touch(CString),
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    Attach {
+        slot: usize,
+        target: CString,
+        idmap: Option<RawFd>,
+        /// Device nodes stay usable (no `nodev`).
+        device: bool,
+    },
+    Seal(CString),
+    Hostname(CString),
+    Chdir(CString),
+}
+
+#[derive(Default)]
+struct Builder {
+    steps: Vec<Step>,
+    slots: usize,
+    to_seal: Vec<CString>,
+    namespaces: Vec<Arc<OwnedFd>>,
+    made: BTreeSet<PathBuf>,
+}
+
+impl Builder {
+    fn step(&mut self, s: Step) {
+        self.steps.push(s);
+    }
+
+    fn cstr(&self, p: &Path) -> CString {
+        CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
+    }
+
+    fn clone_tree(&mut self, p: &Path) -> Result<usize, ViewError> {
+        if self.slots >= MAX_SLOTS {
+            return Err(ViewError::TooMany);
+        }
+        let slot = self.slots;
+        self.slots += 1;
+        let path = self.cstr(p);
+        self.step(Step::CloneTree { path, slot });
+        Ok(slot)
+    }
+
+    fn tmpfs(&mut self, target: &Path, options: &str, flags: libc::c_ulong) {
+        self.made.insert(target.to_owned());
+        let step = Step::Mount {
+            source: self.cstr(Path::new("tmpfs")),
+            target: self.cstr(target),
+            fstype: self.cstr(Path::new("tmpfs")),
+            flags,
+            data: self.cstr(Path::new(options)),
+            optional: false,
+        };
+        self.step(step);
+    }
+
+    fn mount(
+        &mut self,
+        source: &str,
+        target: &str,
+        fstype: &str,
+        flags: libc::c_ulong,
+        data: &str,
+        optional: bool,
+    ) {
+        let step = Step::Mount {
+            source: self.cstr(Path::new(source)),
+            target: self.cstr(Path::new(target)),
+            fstype: self.cstr(Path::new(fstype)),
+            flags,
+            data: self.cstr(Path::new(data)),
+            optional,
+        };
+        self.step(step);
+    }
+
+    /// Makes every missing directory up to `dir` (only possible inside Pier's own mounts).
+    fn ensure_dir(&mut self, dir: &Path) {
+        let mut acc = PathBuf::from("/");
+        for c in dir.components() {
+            if let Component::Normal(n) = c {
+                acc.push(n);
+                if self.made.insert(acc.clone()) {
+                    self.step(Step::Mkdir(self.cstr(&acc)));
+                }
+            }
+        }
+    }
+
+    fn ensure_file(&mut self, file: &Path) {
+        if let Some(parent) = file.parent() {
+            self.ensure_dir(parent);
+        }
+        self.step(Step::Touch(self.cstr(file)));
+    }
+}
+
+/// The steps of one instance's view, run by [`FsPlan::enter`] in the forked child.
+#[derive(Debug)]
+pub struct FsPlan {
+    steps: Vec<Step>,
+    slots: usize,
+    _namespaces: Vec<Arc<OwnedFd>>,
+}
+
+/// A step that failed: which, and the OS error.
+#[derive(Debug, Clone, Copy)]
+pub struct StepFailed {
+    /// The step.
+    pub stage: Stage,
+    /// The OS error number.
+    pub errno: i32,
+}
+
+// open_tree(2), move_mount(2) and mount_setattr(2) (libc has the numbers, not the wrappers).
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+impl FsPlan {
+    /// Runs the steps in the calling process. Async-signal-safe: only system calls on memory made before
+    /// the fork; it allocates nothing. Meant for a freshly forked child that is about to `exec`.
+    pub fn enter(&self) -> Result<(), StepFailed> {
+        let mut slots = [-1 as RawFd; MAX_SLOTS];
+        let fail = |stage: Stage| StepFailed {
+            stage,
+            errno: io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        };
+        for step in &self.steps {
+            #[allow(unsafe_code)]
+            // SAFETY: every call below is a plain system call whose pointer arguments are C strings or
+            // structs owned by this plan (or on this stack frame) for the duration of the call.
+            unsafe {
+                match step {
+                    Step::Unshare(flags) => {
+                        if libc::unshare(*flags) != 0 {
+                            return Err(fail(Stage::UnshareMounts));
+                        }
+                    }
+                    Step::MakePrivate => {
+                        if libc::mount(
+                            std::ptr::null(),
+                            c"/".as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        ) != 0
+                        {
+                            return Err(fail(Stage::PrivateMounts));
+                        }
+                    }
+                    Step::CloneTree { path, slot } => {
+                        let fd = libc::syscall(
+                            libc::SYS_open_tree,
+                            libc::AT_FDCWD,
+                            path.as_ptr(),
+                            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
+                        );
+                        if fd < 0 {
+                            return Err(fail(Stage::OpenShown));
+                        }
+                        slots[*slot] = fd as RawFd;
+                    }
+                    Step::ReadOnlyAll => {
+                        let attr = MountAttr {
+                            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                            attr_clr: 0,
+                            propagation: 0,
+                            userns_fd: 0,
+                        };
+                        if libc::syscall(
+                            libc::SYS_mount_setattr,
+                            libc::AT_FDCWD,
+                            c"/".as_ptr(),
+                            libc::AT_RECURSIVE,
+                            &attr as *const MountAttr,
+                            std::mem::size_of::<MountAttr>(),
+                        ) != 0
+                        {
+                            return Err(fail(Stage::ReadOnlyHost));
+                        }
+                    }
+                    Step::Mount {
+                        source,
+                        target,
+                        fstype,
+                        flags,
+                        data,
+                        optional,
+                    } => {
+                        if libc::mount(
+                            source.as_ptr(),
+                            target.as_ptr(),
+                            fstype.as_ptr(),
+                            *flags,
+                            data.as_ptr().cast(),
+                        ) != 0
+                            && !optional
+                        {
+                            return Err(fail(Stage::MountPrivate));
+                        }
+                    }
+                    Step::BindNull(target) => {
+                        if libc::mount(
+                            c"/dev/null".as_ptr(),
+                            target.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND,
+                            std::ptr::null(),
+                        ) != 0
+                        {
+                            return Err(fail(Stage::HideFile));
+                        }
+                    }
+                    Step::ReadOnlyBind(target) => {
+                        if libc::mount(
+                            target.as_ptr(),
+                            target.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND | libc::MS_REC,
+                            std::ptr::null(),
+                        ) != 0
+                        {
+                            return Err(fail(Stage::ReadOnlyPath));
+                        }
+                        let attr = MountAttr {
+                            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                            attr_clr: 0,
+                            propagation: 0,
+                            userns_fd: 0,
+                        };
+                        if libc::syscall(
+                            libc::SYS_mount_setattr,
+                            libc::AT_FDCWD,
+                            target.as_ptr(),
+                            libc::AT_RECURSIVE,
+                            &attr as *const MountAttr,
+                            std::mem::size_of::<MountAttr>(),
+                        ) != 0
+                        {
+                            return Err(fail(Stage::ReadOnlyPath));
+                        }
+                    }
+                    Step::Mkdir(path) => {
+                        if libc::mkdir(path.as_ptr(), 0o755) != 0 && errno() != libc::EEXIST {
+                            return Err(fail(Stage::MountPoint));
+                        }
+                    }
+                    Step::Touch(path) => {
+                        let fd = libc::open(
+                            path.as_ptr(),
+                            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                            0o644,
+                        );
+                        if fd >= 0 {
+                            libc::close(fd);
+                        } else if errno() != libc::EEXIST && errno() != libc::EROFS {
+                            return Err(fail(Stage::MountPoint));
+                        }
+                    }
+                    Step::Symlink { target, link } => {
+                        if libc::symlink(target.as_ptr(), link.as_ptr()) != 0
+                            && errno() != libc::EEXIST
+                        {
+                            return Err(fail(Stage::Link));
+                        }
+                    }
+                    Step::Attach {
+                        slot,
+                        target,
+                        idmap,
+                        device,
+                    } => {
+                        let fd = slots[*slot];
+                        let mut attr = MountAttr {
+                            attr_set: if *device {
+                                MOUNT_ATTR_NOSUID
+                            } else {
+                                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+                            },
+                            attr_clr: 0,
+                            propagation: 0,
+                            userns_fd: 0,
+                        };
+                        if let Some(ns) = idmap {
+                            attr.attr_set |= MOUNT_ATTR_IDMAP;
+                            attr.userns_fd = *ns as u64;
+                        }
+                        let mut r = libc::syscall(
+                            libc::SYS_mount_setattr,
+                            fd,
+                            c"".as_ptr(),
+                            libc::AT_EMPTY_PATH,
+                            &attr as *const MountAttr,
+                            std::mem::size_of::<MountAttr>(),
+                        );
+                        if r != 0 && idmap.is_some() {
+                            // A filesystem without idmapped mounts: show it as it is.
+                            attr.attr_set &= !MOUNT_ATTR_IDMAP;
+                            attr.userns_fd = 0;
+                            r = libc::syscall(
+                                libc::SYS_mount_setattr,
+                                fd,
+                                c"".as_ptr(),
+                                libc::AT_EMPTY_PATH,
+                                &attr as *const MountAttr,
+                                std::mem::size_of::<MountAttr>(),
+                            );
+                        }
+                        if r != 0 {
+                            return Err(fail(Stage::ShownOptions));
+                        }
+                        if libc::syscall(
+                            libc::SYS_move_mount,
+                            fd,
+                            c"".as_ptr(),
+                            libc::AT_FDCWD,
+                            target.as_ptr(),
+                            MOVE_MOUNT_F_EMPTY_PATH,
+                        ) != 0
+                        {
+                            return Err(fail(Stage::MountShown));
+                        }
+                        libc::close(fd);
+                    }
+                    Step::Seal(target) => {
+                        let attr = MountAttr {
+                            attr_set: MOUNT_ATTR_RDONLY,
+                            attr_clr: 0,
+                            propagation: 0,
+                            userns_fd: 0,
+                        };
+                        if libc::syscall(
+                            libc::SYS_mount_setattr,
+                            libc::AT_FDCWD,
+                            target.as_ptr(),
+                            0,
+                            &attr as *const MountAttr,
+                            std::mem::size_of::<MountAttr>(),
+                        ) != 0
+                            && errno() != libc::ENOENT
+                        {
+                            // (A hidden area under another replaced one, such as a data dir in /tmp, is
+                            // gone already.)
+                            return Err(fail(Stage::Seal));
+                        }
+                    }
+                    Step::Hostname(name) => {
+                        if libc::sethostname(name.as_ptr(), name.as_bytes().len()) != 0 {
+                            return Err(fail(Stage::Hostname));
+                        }
+                    }
+                    Step::Chdir(dir) => {
+                        if libc::chdir(dir.as_ptr()) != 0 {
+                            return Err(fail(Stage::Workdir));
+                        }
+                    }
+                }
+            }
+        }
+        let _ = self.slots;
+        Ok(())
+    }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;
