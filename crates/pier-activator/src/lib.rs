@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use pier_model::{InstanceId, ProjectName, RevisionName, RevisionTemplate, ServiceName};
-use pier_runtime::{InstanceSpec, Runtime};
+use pier_runtime::{InstanceSpec, Isolation, Runtime};
 use thiserror::Error;
 
 mod pool;
@@ -189,13 +189,15 @@ impl Activator {
     }
 
     /// The pool of a revision, created (with its scaler task) if needed. `serving` says whether the
-    /// revision receives traffic, which decides whether `min-instances` applies.
+    /// revision receives traffic, which decides whether `min-instances` applies; `isolation` is how its
+    /// service's instances are isolated.
     pub fn ensure_pool(
         &self,
         project: &ProjectName,
         service: &ServiceName,
         revision: &RevisionName,
         template: Arc<RevisionTemplate>,
+        isolation: Isolation,
         serving: bool,
     ) -> Result<Arc<RevisionPool>, String> {
         let key = PoolKey {
@@ -213,6 +215,7 @@ impl Activator {
             service.clone(),
             revision.clone(),
             template,
+            isolation,
             serving,
             runtime,
             self.hooks.clone(),

@@ -10,7 +10,7 @@ use pier_autoscaler::{Observation, Policy, Sample, ScalerState, decide};
 use pier_model::api::{InstanceExitView, InstanceState, InstanceView};
 use pier_model::{InstanceId, ProjectName, RevisionName, RevisionTemplate, ServiceName};
 use pier_runtime::probe::wait_ready;
-use pier_runtime::{Endpoint, ExitReason, Instance, InstanceSpec, Runtime};
+use pier_runtime::{Endpoint, ExitReason, Instance, InstanceSpec, Isolation, Runtime};
 use tokio::sync::{Notify, oneshot};
 
 use crate::{AcquireError, ActivatorConfig, InstanceHooks, PoolStats, random_suffix, since_origin};
@@ -86,6 +86,7 @@ pub struct RevisionPool {
     service: ServiceName,
     revision: RevisionName,
     template: Arc<RevisionTemplate>,
+    isolation: Isolation,
     runtime: Arc<dyn Runtime>,
     hooks: Option<Arc<dyn InstanceHooks>>,
     config: ActivatorConfig,
@@ -150,6 +151,7 @@ impl RevisionPool {
         service: ServiceName,
         revision: RevisionName,
         template: Arc<RevisionTemplate>,
+        isolation: Isolation,
         serving: bool,
         runtime: Arc<dyn Runtime>,
         hooks: Option<Arc<dyn InstanceHooks>>,
@@ -160,6 +162,7 @@ impl RevisionPool {
             service,
             revision,
             template,
+            isolation,
             runtime,
             hooks,
             config,
@@ -371,6 +374,7 @@ impl RevisionPool {
             revision: self.revision.clone(),
             template: self.template.clone(),
             extra_env: Vec::new(),
+            isolation: self.isolation.clone(),
         };
         if let Some(hooks) = &self.hooks {
             spec.extra_env = hooks.prepare(&spec);

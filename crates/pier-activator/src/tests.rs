@@ -119,6 +119,7 @@ fn pool_with(
             &"svc".parse().unwrap(),
             &"svc-00001-abc".parse().unwrap(),
             t,
+            pier_runtime::Isolation::default(),
             serving,
         )
         .unwrap();

@@ -138,8 +138,20 @@ pub(crate) async fn update_service(
 ) -> Result<axum::Json<ServiceView>, ApiError> {
     let resource = Resource::Service(project.clone(), service.clone());
     require(&s, &who, Permission::ServicesWrite, resource.clone())?;
-    if req.allow_unauthenticated.is_some() {
-        require(&s, &who, Permission::ServicesSetIamPolicy, resource)?;
+    // Widening who may reach the service needs the right to set its IAM policy, as on Cloud Run.
+    let current = s.platform.get_service(&project, &service).await?;
+    let widening = req.widening(
+        current.ingress,
+        current.invoker_iam_check,
+        &current.custom_audiences,
+    );
+    if !widening.is_empty() {
+        require(&s, &who, Permission::ServicesSetIamPolicy, resource).map_err(|_| {
+            ApiError::from(pier_control::ControlError::Forbidden(format!(
+                "{who} may not widen who reaches service {service} ({}): that needs run.services.setIamPolicy (roles/run.admin or roles/owner)",
+                widening.join(", ")
+            )))
+        })?;
     }
     Ok(axum::Json(
         s.platform.update_service(&project, &service, req).await?,
@@ -156,7 +168,7 @@ pub(crate) async fn deploy(
     State(s): State<AppState>,
     Caller(who): Caller,
     ServicePath(project, service): ServicePath,
-    ApiJson(req): ApiJson<DeployRequest>,
+    ApiJson(mut req): ApiJson<DeployRequest>,
 ) -> Result<(StatusCode, axum::Json<RevisionView>), ApiError> {
     // Creating a project needs the installation-level permission; writing a service, the service's.
     if !s.platform.project_exists(&project).await? {
@@ -164,8 +176,33 @@ pub(crate) async fn deploy(
     }
     let resource = Resource::Service(project.clone(), service.clone());
     require(&s, &who, Permission::ServicesWrite, resource.clone())?;
-    if req.allow_unauthenticated.is_some() || req.settings.allow_unauthenticated.is_some() {
-        require(&s, &who, Permission::ServicesSetIamPolicy, resource)?;
+    // Widening who may reach the service needs the right to set its IAM policy; without it the deploy
+    // goes on without the widening and says so, as Cloud Run's does.
+    let mut warnings = Vec::new();
+    if req.settings.allow_unauthenticated.is_none() {
+        req.settings.allow_unauthenticated = req.allow_unauthenticated.take();
+    }
+    let current = match s.platform.get_service(&project, &service).await {
+        Ok(v) => Some(v),
+        Err(pier_control::ControlError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let (ingress, check, audiences) = current
+        .as_ref()
+        .map(|c| (c.ingress, c.invoker_iam_check, c.custom_audiences.clone()))
+        .unwrap_or((pier_model::Ingress::All, true, Vec::new()));
+    let widening = req.settings.widening(ingress, check, &audiences);
+    if !widening.is_empty()
+        && s.platform
+            .identity()
+            .require(&who, Permission::ServicesSetIamPolicy, &resource)
+            .is_err()
+    {
+        warnings.push(format!(
+            "{} not applied: {who} lacks run.services.setIamPolicy on service {service}; ask an admin to grant it (pier services add-iam-policy-binding / update)",
+            widening.join(", ")
+        ));
+        req.settings.without_widening(ingress, check, &audiences);
     }
     // Running as a service account needs actAs on it (the project's default one included).
     let identity = s.platform.identity();
@@ -177,6 +214,30 @@ pub(crate) async fn deploy(
         ),
     };
     require(&s, &who, Permission::ServiceAccountsActAs, sa)?;
+    // Host access is an installation-level right: running unsandboxed, or letting the instance read host
+    // paths other users cannot (a home, a 0700 folder), which Pier records with the revision.
+    if req.template.unsandboxed {
+        identity.require(&who, Permission::InstancesHostAccess, &Resource::Installation).map_err(|_| {
+            ApiError::from(pier_control::ControlError::Forbidden(format!(
+                "{who} may not deploy --unsandboxed: it runs the command as the server's user, which only an owner may allow"
+            )))
+        })?;
+    }
+    req.template.private_paths = req.template.image.is_none()
+        && identity
+            .require(
+                &who,
+                Permission::InstancesHostAccess,
+                &Resource::Installation,
+            )
+            .is_ok();
+    if req.template.vpc_egress.is_some() {
+        identity.require(&who, Permission::NetworksUse, &Resource::Installation).map_err(|_| {
+            ApiError::from(pier_control::ControlError::Forbidden(format!(
+                "{who} may not deploy with --vpc-egress: reaching the operator's private networks needs vpcaccess.connectors.use on the installation (roles/vpcaccess.user); ask an owner"
+            )))
+        })?;
+    }
     // An image from the server's own files reads them as the server: an installation-level right.
     let local = ["oci-archive:", "docker-archive:", "oci:"];
     if let Some(image) = &req.template.image
@@ -184,7 +245,8 @@ pub(crate) async fn deploy(
     {
         require(&s, &who, Permission::ImagesWrite, Resource::Installation)?;
     }
-    let rev = s.platform.deploy(&project, &service, req).await?;
+    let mut rev = s.platform.deploy(&project, &service, req).await?;
+    rev.warnings = warnings;
     Ok((StatusCode::ACCEPTED, axum::Json(rev)))
 }
 

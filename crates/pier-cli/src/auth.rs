@@ -33,6 +33,7 @@ pub enum Credentials {
 #[derive(Deserialize)]
 struct TokenAnswer {
     id_token: Option<String>,
+    access_token: Option<String>,
     refresh_token: Option<String>,
 }
 
@@ -92,7 +93,7 @@ impl Credentials {
                     "grant_type",
                     "urn:ietf:params:oauth:grant-type:jwt-bearer".into(),
                 ),
-                ("assertion", assertion(k, audience)?),
+                ("assertion", assertion(k, Some(audience))?),
             ],
         };
         let answer = token_request(http, api_url, &form).await?;
@@ -100,10 +101,33 @@ impl Credentials {
             .id_token
             .ok_or_else(|| anyhow!("the token endpoint returned no ID token"))
     }
+
+    /// An access token: what the admin API accepts (services never receive one whole), as gcloud calls
+    /// Google's APIs with access tokens and services with ID tokens.
+    pub async fn access_token(&self, http: &reqwest::Client, api_url: &str) -> Result<String> {
+        let form: Vec<(&str, String)> = match self {
+            Credentials::User(u) => vec![
+                ("grant_type", "refresh_token".into()),
+                ("refresh_token", u.refresh_token.clone()),
+            ],
+            Credentials::ServiceAccount(k) => vec![
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:jwt-bearer".into(),
+                ),
+                ("assertion", assertion(k, None)?),
+            ],
+        };
+        let answer = token_request(http, api_url, &form).await?;
+        answer
+            .access_token
+            .ok_or_else(|| anyhow!("the token endpoint returned no access token"))
+    }
 }
 
-/// Signs the JWT-bearer assertion a service-account key makes.
-fn assertion(key: &KeyFile, target_audience: &str) -> Result<String> {
+/// Signs the JWT-bearer assertion a service-account key makes: with `target_audience` it asks for an ID
+/// token, without for an access token.
+fn assertion(key: &KeyFile, target_audience: Option<&str>) -> Result<String> {
     let enc = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key.as_bytes())
         .map_err(|e| anyhow!("the key file's private_key is unusable: {e}"))?;
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
@@ -112,14 +136,16 @@ fn assertion(key: &KeyFile, target_audience: &str) -> Result<String> {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let claims = serde_json::json!({
+    let mut claims = serde_json::json!({
         "iss": key.client_email,
         "sub": key.client_email,
         "aud": key.token_uri,
         "iat": now,
         "exp": now + 3600,
-        "target_audience": target_audience,
     });
+    if let Some(aud) = target_audience {
+        claims["target_audience"] = serde_json::Value::String(aud.to_owned());
+    }
     jsonwebtoken::encode(&header, &claims, &enc).map_err(|e| anyhow!("signing the assertion: {e}"))
 }
 

@@ -160,15 +160,40 @@ pub struct ServerArgs {
     #[arg(long, default_value = "runc")]
     pub container_runtime: PathBuf,
 
-    /// Give container instances outbound network (the internet, the LAN) through NAT on a bridge, as Cloud
-    /// Run's instances have; never to the host itself or to each other. Sets net.ipv4.ip_forward and adds
-    /// an nftables table of this server's own.
-    #[arg(long)]
-    pub container_egress: bool,
+    /// How instances reach beyond the host: `user` (slirp4netns per instance; nothing on the host changes),
+    /// `bridge` (a bridge of the server's own with NAT; sets net.ipv4.ip_forward and adds an nftables
+    /// table), or `none`. In every mode private ranges, link-local addresses and the host itself stay
+    /// unreachable unless listed with --private-egress.
+    #[arg(long, default_value = "user", value_parser = ["user", "bridge", "none"])]
+    pub egress: String,
 
-    /// The private subnet container instances get addresses from, with --container-egress.
+    /// The private subnet instances get addresses from, with --egress bridge.
     #[arg(long, default_value = "10.89.0.0/16", value_name = "CIDR")]
-    pub container_subnet: String,
+    pub instance_subnet: String,
+
+    /// Private networks (CIDRs, comma-separated or repeated) that services deployed with
+    /// --vpc-egress private-ranges-only may reach.
+    #[arg(long, value_delimiter = ',', value_name = "CIDR")]
+    pub private_egress: Vec<String>,
+
+    /// Allow host commands deployed --unsandboxed (they run as the server's user, with the host's
+    /// filesystem and no seccomp filter); only owners may deploy them.
+    #[arg(long)]
+    pub allow_unsandboxed: bool,
+
+    /// The execution environment of image revisions that name none: gen2 (runc, hardened) or gen1
+    /// (gVisor's runsc). Recorded in each revision at deploy.
+    #[arg(long, default_value = "gen2", value_parser = ["gen1", "gen2"])]
+    pub execution_environment: String,
+
+    /// gVisor's runtime, which runs gen1 revisions.
+    #[arg(long, default_value = "runsc")]
+    pub gvisor_runtime: PathBuf,
+
+    /// The host ids of instances, `START:COUNT` (a multiple of 65536 ids, one block per service)
+    /// [default: the `pier` lines of /etc/subuid and /etc/subgid, else 1879048192:1073741824].
+    #[arg(long, value_name = "START:COUNT")]
+    pub instance_ids: Option<String>,
 
     /// A registry (`host:port`) reached over plain HTTP (repeatable); loopback registries always are.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
@@ -294,11 +319,7 @@ impl Ctx {
         })?;
         let creds = auth::Credentials::load(&creds_path)?;
         let token = creds
-            .id_token(
-                &http_client()?,
-                &cfg.api_url,
-                pier_identity::tokens::CLI_CLIENT_ID,
-            )
+            .access_token(&http_client()?, &cfg.api_url)
             .await
             .map_err(|e| anyhow!("cannot get a token for {}: {e}", creds.account()))?;
         let project = project

@@ -8,10 +8,12 @@
 //! - the working directory: the revision's, else the image's, else `/`;
 //! - the user: the image's `User`, resolved in the image's own `/etc/passwd` and `/etc/group`.
 //!
-//! What every container gets: pid, mount, ipc, uts namespaces and the network namespace Pier made; a
-//! read-only root; in-memory `/tmp`; Docker's default capabilities less `NET_RAW` and `MKNOD`; Docker's
-//! masked and read-only `/proc` paths; memory and CPU limits (Cloud Run's defaults, 512 MiB and 1 CPU,
-//! when the revision sets none) and a process limit, in the cgroup `CGROUP_PARENT/INSTANCE`.
+//! What every container gets, from [`pier_sandbox`]'s policy: pid, mount, ipc, uts and cgroup namespaces
+//! and the network namespace Pier made; in gen2 also its service's user namespace (image root is an
+//! unprivileged host user); Pier's seccomp profile and `no_new_privs`; a read-only root; in-memory `/tmp`;
+//! Docker's default capabilities less `NET_RAW` and `MKNOD`; Docker's masked and read-only paths; memory
+//! and CPU limits (Cloud Run's defaults, 512 MiB and 1 CPU, when the revision sets none) and a process
+//! limit, in the cgroup `CGROUP_PARENT/INSTANCE`.
 
 use std::path::Path;
 
@@ -30,22 +32,14 @@ pub const DEFAULT_PORT: u16 = 8080;
 /// `PATH` when the image sets none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Capabilities of the container's processes: Docker's defaults without `NET_RAW` (raw sockets) and
-/// `MKNOD` (device nodes), which a web service has no use for.
-const CAPABILITIES: [&str; 12] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+/// The user namespace a gen2 container joins: the service's, which also owns its network namespace.
+#[derive(Debug, Clone)]
+pub struct UserNamespace {
+    /// Where the runtime opens it (`/proc/<server pid>/fd/<fd>`).
+    pub path: std::path::PathBuf,
+    /// The service's host ids (container ids `0..65536` map onto them).
+    pub ids: pier_sandbox::IdBlock,
+}
 
 /// The user a container runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +99,11 @@ pub struct BundleInput<'a> {
     pub cgroup: &'a str,
     /// Shared files to mount.
     pub files: &'a SharedFiles,
+    /// The user namespace to join (gen2); `None` runs in the host's (gen1: gVisor's sentry is the
+    /// boundary there).
+    pub userns: Option<&'a UserNamespace>,
+    /// The seccomp profile in OCI form.
+    pub seccomp: Option<&'a Value>,
 }
 
 /// Why no config can be made.
@@ -223,8 +222,25 @@ pub fn config(input: &BundleInput<'_>) -> Result<Value, BundleError> {
         }
     }
 
-    let caps: Vec<&str> = CAPABILITIES.to_vec();
-    Ok(json!({
+    let caps: Vec<&str> = pier_sandbox::caps::CONTAINER.to_vec();
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        // Its cgroup paths show as `/`: the host's layout stays hidden.
+        json!({"type": "cgroup"}),
+        json!({"type": "network", "path": input.netns}),
+    ];
+    let mut id_mappings = None;
+    if let Some(u) = input.userns {
+        namespaces.push(json!({"type": "user", "path": u.path}));
+        id_mappings = Some((
+            json!([{"containerID": 0, "hostID": u.ids.uid, "size": pier_sandbox::ids::BLOCK}]),
+            json!([{"containerID": 0, "hostID": u.ids.gid, "size": pier_sandbox::ids::BLOCK}]),
+        ));
+    }
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -239,19 +255,14 @@ pub fn config(input: &BundleInput<'_>) -> Result<Value, BundleError> {
             "capabilities": {
                 "bounding": caps, "effective": caps, "permitted": caps,
             },
-            "noNewPrivileges": false,
+            // setuid bits and file capabilities in the image grant nothing.
+            "noNewPrivileges": true,
         },
         "root": {"path": input.rootfs, "readonly": !input.template.writable_root},
         "hostname": input.hostname,
         "mounts": mounts,
         "linux": {
-            "namespaces": [
-                {"type": "pid"},
-                {"type": "ipc"},
-                {"type": "uts"},
-                {"type": "mount"},
-                {"type": "network", "path": input.netns},
-            ],
+            "namespaces": namespaces,
             "cgroupsPath": input.cgroup,
             "resources": {
                 "devices": [{"allow": false, "access": "rwm"}],
@@ -259,16 +270,18 @@ pub fn config(input: &BundleInput<'_>) -> Result<Value, BundleError> {
                 "cpu": {"quota": quota, "period": period},
                 "pids": {"limit": PIDS_LIMIT},
             },
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                "/proc/scsi",
-            ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-            ],
+            "maskedPaths": pier_sandbox::paths::masked_paths(),
+            "readonlyPaths": pier_sandbox::paths::READ_ONLY,
         },
-    }))
+    });
+    if let Some((uids, gids)) = id_mappings {
+        config["linux"]["uidMappings"] = uids;
+        config["linux"]["gidMappings"] = gids;
+    }
+    if let Some(seccomp) = input.seccomp {
+        config["linux"]["seccomp"] = seccomp.clone();
+    }
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -349,6 +362,11 @@ mod tests {
             netns: Path::new("/proc/1/fd/9"),
             cgroup: "/pier-containers/x/svc-1",
             files: &files,
+            userns: Some(&UserNamespace {
+                path: "/proc/1/fd/10".into(),
+                ids: pier_sandbox::IdRange::default_range().block(2).unwrap(),
+            }),
+            seccomp: Some(&json!({"defaultAction": "SCMP_ACT_ERRNO"})),
         })
         .unwrap();
         let spec: oci_spec::runtime::Spec = serde_json::from_value(cfg.clone()).unwrap();
@@ -378,6 +396,22 @@ mod tests {
             ns.iter()
                 .any(|n| n["type"] == "network" && n["path"] == "/proc/1/fd/9")
         );
+        // Image root is the service's first host id, not the host's root.
+        assert!(
+            ns.iter()
+                .any(|n| n["type"] == "user" && n["path"] == "/proc/1/fd/10")
+        );
+        assert!(ns.iter().any(|n| n["type"] == "cgroup"));
+        assert_eq!(
+            cfg["linux"]["uidMappings"][0]["hostID"],
+            1_879_048_192u64 + 2 * 65536
+        );
+        assert_eq!(cfg["linux"]["uidMappings"][0]["size"], 65536);
+        assert_eq!(cfg["process"]["noNewPrivileges"], true);
+        assert_eq!(cfg["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        let masked = cfg["linux"]["maskedPaths"].as_array().unwrap();
+        assert!(masked.iter().any(|p| p == "/proc/interrupts"));
+        assert!(masked.iter().any(|p| p == "/sys/devices/virtual/powercap"));
     }
 
     #[test]
@@ -396,6 +430,8 @@ mod tests {
                 netns: Path::new("/n"),
                 cgroup: "/c",
                 files: &files,
+                userns: None,
+                seccomp: None,
             })
         };
         assert_eq!(

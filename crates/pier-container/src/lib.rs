@@ -1,21 +1,29 @@
-//! The container runtime: runs a revision's OCI image with an OCI runtime (`runc` by default; `crun` or
-//! `youki` can be chosen), behind the same [`Runtime`] trait and contract as the process runtime.
+//! The container runtime: runs a revision's OCI image in one of Cloud Run's execution environments,
+//! behind the same [`Runtime`] trait and contract as the process runtime.
+//!
+//! - **gen2** (the default): runc, hardened with [`pier_sandbox`]'s policy: the seccomp profile,
+//!   `no_new_privs`, masked paths, a private cgroup namespace, and the service's user namespace, so the
+//!   image's root is an unprivileged host user. The image root is an overlay of idmapped layers built for
+//!   the service (runc 1.1 cannot idmap mounts itself); the network namespace is owned by that user
+//!   namespace, so the container mounts its own sysfs.
+//! - **gen1**: gVisor's runsc: the app runs on gVisor's own kernel in user space, under the same seccomp
+//!   profile (applied by the sentry), in the same network namespace design, with the same limits, logs and
+//!   metadata server. runsc cannot join a user namespace with `--network=host`; gVisor's sentry is the
+//!   boundary instead.
 //!
 //! Starting an instance:
 //!
-//! 1. the image's read-only root is prepared (unpacked and mounted once per image, then shared);
-//! 2. a network namespace is made with only loopback and the link-local addresses, and Pier's services for
-//!    the instance (its metadata server, a gateway entrance) listen inside it ([`NamespaceServices`]);
+//! 1. the image's read-only root is prepared (unpacked once per image, mounted once per image and id
+//!    mapping, then shared);
+//! 2. its network is made as every instance's is ([`pier_runtime::network`]);
 //! 3. `config.json` is written to the instance's bundle ([`bundle`]);
-//! 4. `runc run --keep` starts the container in the foreground: its stdout and stderr are the instance's
-//!    log, its exit is the instance's end; SIGTERM sent to it is forwarded to the container.
+//! 4. the runtime runs the container in the foreground ([`engine`]): its stdout and stderr are the
+//!    instance's log, its exit is the instance's end.
 //!
-//! The gateway reaches the instance's `PORT` with sockets it opens inside the namespace, so no other
-//! process on the host can reach the port and bypass authentication. An instance over its memory limit is
-//! killed by the kernel; Pier reads the cgroup's kill counter (while it runs and when it ends) and reports
-//! "out of memory" rather than a plain exit. After the instance ends, the runtime's state, the cgroup and
-//! the bundle are deleted; the namespace goes with its last socket. A server killed with -9 leaves
-//! containers running: [`Runtime::cleanup_leftovers`] deletes them at the next start.
+//! An instance over its memory limit is killed by the kernel; Pier reads the cgroup's kill counter
+//! (while it runs and when it ends) and reports "out of memory". After the instance ends, the runtime's
+//! state, the cgroup and the bundle are deleted; the namespace goes with its last socket. A server killed
+//! with -9 leaves containers running: [`Runtime::cleanup_leftovers`] deletes them at the next start.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,63 +32,63 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use nix::sys::signal::Signal;
-use nix::unistd::Pid;
-use pier_image::{ImageSource, ImageStore, pinned_digest};
-use pier_model::RevisionTemplate;
+use pier_image::{IdMap, ImageSource, ImageStore, pinned_digest};
 use pier_model::api::LogStream;
+use pier_model::{ExecutionEnvironment, RevisionTemplate};
+use pier_runtime::cgroup::{CgroupRoot, Limits};
 use pier_runtime::logs::{InstanceLog, LogStore, pump};
-use pier_runtime::netns::NetNs;
+use pier_runtime::network::Network;
 use pier_runtime::{
     Endpoint, ExitReason, Instance, InstanceSpec, Runtime, RuntimeError, instance_env,
 };
+use pier_sandbox::userns::UserNsCache;
 use tokio::sync::watch;
 
 pub mod bundle;
 pub mod cgroups;
-pub mod egress;
+pub mod engine;
 pub mod user;
 pub mod writable;
 
-use bundle::{BundleInput, SharedFiles};
+use bundle::{BundleInput, SharedFiles, UserNamespace};
 use cgroups::MemoryController;
+use engine::{Engine, Kind};
 
 /// How often a running container's out-of-memory counter is read.
 const OOM_POLL: Duration = Duration::from_millis(500);
 
-/// Pier's services for one instance, served on listeners inside its network namespace.
-pub trait NamespaceServices: Send + Sync + 'static {
-    /// Starts serving `spec`'s instance inside `ns`; dropping what it returns stops them.
-    fn attach(&self, spec: &InstanceSpec, ns: &NetNs) -> std::io::Result<Box<dyn Send + Sync>>;
-}
-
 /// Configuration of the container runtime.
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
-    /// The OCI runtime binary (`runc`, `crun`, `youki`, or a path).
+    /// The gen2 OCI runtime binary (`runc`, or a runc-compatible one such as `crun` or a path).
     pub runtime: PathBuf,
-    /// This server's directory for the runtime's state (`--root`) and the bundles.
+    /// gVisor's `runsc`, which runs gen1 revisions.
+    pub gvisor: PathBuf,
+    /// This server's directory for the runtimes' state (`--root`) and the bundles.
     pub dir: PathBuf,
     /// The cgroup under which instances' cgroups are made (`/pier-containers/INSTALLATION`).
     pub cgroup_parent: String,
     /// Host files mounted into every container.
     pub files: SharedFiles,
-    /// This installation's short id (names its bridge and firewall table).
+    /// This installation's short id.
     pub installation: String,
-    /// Outbound network for instances, on this subnet; none, only Pier's services are reachable.
-    pub egress: Option<egress::Subnet>,
 }
 
 /// Runs instances as OCI containers.
 pub struct ContainerRuntime {
     config: ContainerConfig,
-    state: PathBuf,
+    runc: Engine,
+    /// `None` where runsc is not installed (gen1 deploys then fail with the fix).
+    runsc: Result<Engine, String>,
     bundles: PathBuf,
     logs: Arc<LogStore>,
     images: Arc<ImageStore>,
-    services: Option<Arc<dyn NamespaceServices>>,
+    network: Arc<Network>,
     memory: Option<MemoryController>,
-    egress: Option<Arc<egress::Egress>>,
+    /// gen1's cgroups, made by Pier (runsc would delete its own before the kill counter can be read).
+    gvisor_cgroups: Option<CgroupRoot>,
+    userns: Arc<UserNsCache>,
+    seccomp: serde_json::Value,
 }
 
 impl std::fmt::Debug for ContainerRuntime {
@@ -91,21 +99,13 @@ impl std::fmt::Debug for ContainerRuntime {
     }
 }
 
-/// Runs an OCI runtime command to completion; its error output on failure.
-async fn runtime_cmd(runtime: &Path, state: &Path, args: &[&str]) -> Result<(), String> {
-    let out = tokio::process::Command::new(runtime)
-        .arg("--root")
-        .arg(state)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
+fn runs(binary: &Path) -> bool {
+    std::process::Command::new(binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 impl ContainerRuntime {
@@ -114,49 +114,59 @@ impl ContainerRuntime {
         config: ContainerConfig,
         logs: Arc<LogStore>,
         images: Arc<ImageStore>,
+        network: Arc<Network>,
     ) -> Result<Self, String> {
         if !nix::unistd::geteuid().is_root() {
             return Err("container images need the server to run as root (for namespaces, mounts and cgroups)".into());
         }
-        let found = std::process::Command::new(&config.runtime)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if !found.is_ok_and(|s| s.success()) {
+        if !runs(&config.runtime) {
             return Err(format!(
                 "the OCI runtime {:?} cannot be run: install it (apt install runc) or choose another with --container-runtime",
                 config.runtime
             ));
         }
-        let state = config.dir.join("state");
+        let seccomp = pier_sandbox::Arch::native()
+            .and_then(|a| pier_sandbox::Profile::builtin().and_then(|p| p.to_oci(a)))
+            .map_err(|e| e.to_string())?;
+        let runc = Engine {
+            kind: Kind::Runc,
+            binary: config.runtime.clone(),
+            state: config.dir.join("state"),
+        };
+        let runsc = if runs(&config.gvisor) {
+            Ok(Engine {
+                kind: Kind::Runsc,
+                binary: config.gvisor.clone(),
+                state: config.dir.join("state-gvisor"),
+            })
+        } else {
+            Err(format!(
+                "gen1 runs on gVisor, whose runtime {} is not installed: install it (apt install runsc), or deploy with --execution-environment gen2",
+                config.gvisor.display()
+            ))
+        };
         let bundles = config.dir.join("bundles");
-        for d in [&state, &bundles] {
+        let mut dirs = vec![&runc.state, &bundles];
+        if let Ok(e) = &runsc {
+            dirs.push(&e.state);
+        }
+        for d in dirs {
             std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         }
-        let egress = match config.egress {
-            Some(subnet) => Some(Arc::new(egress::Egress::setup(
-                &config.installation,
-                subnet,
-            )?)),
-            None => None,
-        };
+        let gvisor_cgroups = CgroupRoot::detect_at(&config.cgroup_parent);
         Ok(Self {
-            egress,
             memory: MemoryController::detect(),
+            gvisor_cgroups,
+            userns: Arc::default(),
+            seccomp,
             config,
-            state,
+            runc,
+            runsc,
             bundles,
             logs,
             images,
-            services: None,
+            network,
         })
-    }
-
-    /// Serves Pier's per-instance services inside each instance's namespace.
-    pub fn with_services(mut self, services: Arc<dyn NamespaceServices>) -> Self {
-        self.services = Some(services);
-        self
     }
 
     /// Removes this server's (empty) cgroup directories; at shutdown, after every instance stopped.
@@ -164,38 +174,17 @@ impl ContainerRuntime {
         cgroups::remove_parent(&self.config.cgroup_parent);
     }
 
-    /// Removes this server's bridge and firewall table (egress); at shutdown, after every instance stopped.
-    pub fn remove_network(&self) {
-        if let Some(e) = &self.egress {
-            e.teardown();
-        }
-    }
-
     fn cgroup_path(&self, id: &str) -> String {
         format!("{}/{id}", self.config.cgroup_parent)
     }
 
-    async fn runtime_cmd(&self, args: &[&str]) -> Result<(), String> {
-        runtime_cmd(&self.config.runtime, &self.state, args).await
-    }
-
-    /// Container ids the runtime's state holds.
-    async fn list(&self) -> Vec<String> {
-        let out = tokio::process::Command::new(&self.config.runtime)
-            .arg("--root")
-            .arg(&self.state)
-            .args(["list", "--quiet"])
-            .stdin(Stdio::null())
-            .output()
-            .await;
-        match out {
-            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            _ => Vec::new(),
+    fn engine(&self, env: ExecutionEnvironment) -> Result<&Engine, RuntimeError> {
+        match env {
+            ExecutionEnvironment::Gen2 => Ok(&self.runc),
+            ExecutionEnvironment::Gen1 => self
+                .runsc
+                .as_ref()
+                .map_err(|why| RuntimeError::Unsupported(why.clone())),
         }
     }
 }
@@ -222,12 +211,21 @@ impl Runtime for ContainerRuntime {
                 "--workdir {w:?} must be an absolute path inside the container"
             )));
         }
+        self.engine(
+            template
+                .execution_environment
+                .unwrap_or(ExecutionEnvironment::Gen2),
+        )?;
         Ok(())
     }
 
     async fn start(&self, spec: InstanceSpec) -> Result<Arc<dyn Instance>, RuntimeError> {
         let template = spec.template.clone();
         self.check(&template)?;
+        let env_kind = template
+            .execution_environment
+            .unwrap_or(ExecutionEnvironment::Gen2);
+        let engine = self.engine(env_kind)?.clone();
         let started = Instant::now();
         let image_text = template.image.clone().unwrap_or_default();
         let digest = pinned_digest(&image_text).ok_or_else(|| {
@@ -235,44 +233,41 @@ impl Runtime for ContainerRuntime {
                 "image {image_text} is not resolved to a digest: deploy it again"
             ))
         })?;
+        // gen2: the service's user namespace, which maps the image's ids and owns the network namespace.
+        let userns = match (env_kind, spec.isolation.ids) {
+            (ExecutionEnvironment::Gen2, Some(ids)) => {
+                let (u, g) = (ids.uid_map(), ids.gid_map());
+                let cache = self.userns.clone();
+                let ns = tokio::task::spawn_blocking(move || cache.get(&u, &g))
+                    .await
+                    .map_err(|e| RuntimeError::Unsupported(e.to_string()))?
+                    .map_err(RuntimeError::io("making the service's user namespace"))?;
+                Some((ids, ns))
+            }
+            (ExecutionEnvironment::Gen2, None) => {
+                return Err(RuntimeError::Unsupported(
+                    "the instance has no host ids of its own (its service has no id block)".into(),
+                ));
+            }
+            (ExecutionEnvironment::Gen1, _) => None,
+        };
+        let map = userns.as_ref().map(|(ids, ns)| IdMap {
+            tag: format!("u{}", ids.uid),
+            userns: ns.clone(),
+        });
         let image = self
             .images
-            .prepare(&digest)
+            .prepare_as(&digest, map)
             .await
             .map_err(|e| RuntimeError::Unsupported(e.to_string()))?;
         let image_ready = started.elapsed();
 
-        let leased = match &self.egress {
-            Some(e) => {
-                let (link, lease) = e.lease().map_err(RuntimeError::Unsupported)?;
-                Some((e.clone(), link, lease))
-            }
-            None => None,
-        };
-        let ns = tokio::task::spawn_blocking(move || -> Result<NetNs, RuntimeError> {
-            let io = RuntimeError::io("creating the instance's network namespace");
-            let Some((egress, link, lease)) = leased else {
-                return NetNs::create().map_err(io);
-            };
-            let mut ns = NetNs::create_linked(Some(link.clone())).map_err(io)?;
-            // The lease and the host veth end live as long as the namespace.
-            ns.hold(lease);
-            egress.attach(&link).map_err(|e| {
-                RuntimeError::Unsupported(format!("connecting the instance to the network: {e}"))
-            })?;
-            Ok(ns)
-        })
-        .await
-        .map_err(|e| RuntimeError::Unsupported(e.to_string()))??;
-        let ns = Arc::new(ns);
-        let attached = match &self.services {
-            Some(s) => Some(s.attach(&spec, &ns).map_err(RuntimeError::io(
-                "serving Pier's endpoints inside the instance's namespace",
-            ))?),
-            None => None,
-        };
-
         let port = template.port.unwrap_or(bundle::DEFAULT_PORT);
+        let net = self
+            .network
+            .make(&spec, port, userns.as_ref().map(|(_, ns)| ns.clone()))
+            .await?;
+        let ns = net.ns.clone();
         let env = instance_env(&spec, port);
         let user = user::resolve(&image.rootfs, image.config.user.as_deref())
             .map_err(RuntimeError::Unsupported)?;
@@ -285,8 +280,25 @@ impl Runtime for ContainerRuntime {
         std::fs::create_dir_all(&bundle_dir)
             .map_err(RuntimeError::io(format!("creating the bundle of {id}")))?;
         let memory_limit = template.memory_bytes().unwrap_or(bundle::DEFAULT_MEMORY);
+        // gen1's cgroups are Pier's own (see the field's docs); runc makes gen2's from the config.
+        let gvisor_cg = match (&self.gvisor_cgroups, env_kind) {
+            (Some(root), ExecutionEnvironment::Gen1) => Some(Arc::new(
+                root.create(
+                    &id,
+                    &Limits {
+                        memory: memory_limit,
+                        cpu_millis: template.cpu_millis().unwrap_or(bundle::DEFAULT_CPU_MILLIS),
+                        pids: bundle::PIDS_LIMIT as u64,
+                    },
+                )
+                .map_err(RuntimeError::io(format!("creating the cgroups of {id}")))?,
+            )),
+            _ => None,
+        };
+        let owner = userns.as_ref().map(|(ids, _)| (ids.uid, ids.gid));
         let writable = if template.writable_root {
-            let mounted = writable::WritableRoot::mount(&bundle_dir, &image.rootfs, memory_limit);
+            let mounted =
+                writable::WritableRoot::mount(&bundle_dir, &image.rootfs, memory_limit, owner);
             match mounted {
                 Ok(w) => Some(w),
                 Err(e) => {
@@ -304,6 +316,14 @@ impl Runtime for ContainerRuntime {
             let _ = std::fs::remove_dir_all(&bundle_dir);
             RuntimeError::Unsupported(e)
         };
+        let user_namespace = userns.as_ref().map(|(ids, ns)| UserNamespace {
+            path: PathBuf::from(format!(
+                "/proc/{}/fd/{}",
+                std::process::id(),
+                std::os::fd::AsRawFd::as_raw_fd(ns.as_ref())
+            )),
+            ids: *ids,
+        });
         let config = bundle::config(&BundleInput {
             hostname: &hostname,
             rootfs: writable.as_ref().map_or(&image.rootfs, |w| &w.root),
@@ -314,6 +334,8 @@ impl Runtime for ContainerRuntime {
             netns: &netns_path,
             cgroup: &cgroup,
             files: &self.config.files,
+            userns: user_namespace.as_ref(),
+            seccomp: Some(&self.seccomp),
         })
         .map_err(|e| abandon(e.to_string()))?;
         let json = serde_json::to_vec(&config).map_err(|e| abandon(e.to_string()))?;
@@ -324,14 +346,8 @@ impl Runtime for ContainerRuntime {
         let log = self
             .logs
             .instance_writer(&spec.project, &spec.service, &spec.revision, &spec.id);
-        let mut cmd = tokio::process::Command::new(&self.config.runtime);
-        cmd.arg("--root")
-            .arg(&self.state)
-            .args(["run", "--keep", "--bundle"])
-            .arg(&bundle_dir)
-            .arg(&id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+        let mut cmd = engine.run(&bundle_dir, &id);
+        cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
@@ -340,18 +356,23 @@ impl Runtime for ContainerRuntime {
             Err(e) => {
                 let _ = abandon(String::new());
                 return Err(RuntimeError::NotExecutable {
-                    program: self.config.runtime.display().to_string(),
+                    program: engine.binary.display().to_string(),
                     reason: e.to_string(),
                 });
             }
         };
         let runtime_pid = child.id().map(|p| p as i32).unwrap_or(0);
         log.system(&format!(
-            "container starting: image {} ({}), PORT={port}, user {}:{}, memory {} MiB, cpu {}m, {} root (root ready in {:.1} ms, bundle in {:.1} ms)",
+            "container starting ({}): image {} ({}), PORT={port}, user {}:{}{}, memory {} MiB, cpu {}m, {} root (root ready in {:.1} ms, bundle in {:.1} ms)",
+            match env_kind {
+                ExecutionEnvironment::Gen1 => "gen1, gVisor",
+                ExecutionEnvironment::Gen2 => "gen2",
+            },
             image_text.rsplit_once('@').map(|(n, _)| n).unwrap_or(&image_text),
             digest.short(),
             user.uid,
             user.gid,
+            owner.map(|(u, _)| format!(" (host uid {})", u + user.uid)).unwrap_or_default(),
             memory_limit >> 20,
             template.cpu_millis().unwrap_or(bundle::DEFAULT_CPU_MILLIS),
             if writable.is_some() { "writable in-memory" } else { "read-only" },
@@ -368,15 +389,18 @@ impl Runtime for ContainerRuntime {
         let (exit_tx, exit_rx) = watch::channel(None);
         let stopping = Arc::new(AtomicBool::new(false));
         let oom_killed = Arc::new(AtomicBool::new(false));
+        let oom_kills = {
+            let memory = self.memory.clone();
+            let (cgroup, gvisor_cg) = (cgroup.clone(), gvisor_cg.clone());
+            move || match &gvisor_cg {
+                Some(cg) => cg.oom_kills(),
+                None => memory.as_ref().map(|m| m.oom_kills(&cgroup)).unwrap_or(0),
+            }
+        };
         // Out-of-memory kills of any process in the container end the instance, as on Cloud Run.
-        if let Some(memory) = self.memory.clone() {
+        {
             let mut exit = exit_rx.clone();
-            let (runtime, state, id, cgroup) = (
-                self.config.runtime.clone(),
-                self.state.clone(),
-                id.clone(),
-                cgroup.clone(),
-            );
+            let (engine, id, oom_kills) = (engine.clone(), id.clone(), oom_kills.clone());
             let (log, oom_killed) = (log.clone(), oom_killed.clone());
             tokio::spawn(async move {
                 loop {
@@ -384,45 +408,36 @@ impl Runtime for ContainerRuntime {
                         _ = exit.wait_for(Option::is_some) => return,
                         _ = tokio::time::sleep(OOM_POLL) => {}
                     }
-                    if memory.oom_kills(&cgroup) > 0 {
+                    if oom_kills() > 0 {
                         oom_killed.store(true, Ordering::SeqCst);
                         log.system("out of memory: the kernel killed a process over the instance's memory limit; stopping the instance (raise --memory)");
-                        let _ = runtime_cmd(&runtime, &state, &["kill", &id, "KILL"]).await;
+                        let _ = engine.kill(&id, "KILL").await;
                         return;
                     }
                 }
             });
         }
         {
-            let (runtime, state) = (self.config.runtime.clone(), self.state.clone());
-            let memory = self.memory.clone();
             let (log, stopping, oom_killed) = (log.clone(), stopping.clone(), oom_killed.clone());
-            let (id, cgroup) = (id.clone(), cgroup.clone());
-            let ns = ns.clone();
+            let (engine, id) = (engine.clone(), id.clone());
             tokio::spawn(async move {
                 let status = child.wait().await;
-                let oom = oom_killed.load(Ordering::SeqCst)
-                    || memory.as_ref().is_some_and(|m| m.oom_kills(&cgroup) > 0);
-                if let Err(e) = runtime_cmd(&runtime, &state, &["delete", "--force", &id]).await {
+                let oom = oom_killed.load(Ordering::SeqCst) || oom_kills() > 0;
+                if let Err(e) = engine.delete(&id).await {
                     tracing::warn!(instance = %id, "deleting the container failed: {e}");
                 }
                 if let Some(w) = &writable {
                     w.unmount();
                 }
                 let _ = std::fs::remove_dir_all(&bundle_dir);
-                drop(attached);
-                drop(ns);
+                if let Some(cg) = &gvisor_cg {
+                    cg.destroy().await;
+                }
+                drop(net);
                 let reason = match status {
                     _ if oom => ExitReason::OutOfMemory,
                     _ if stopping.load(Ordering::SeqCst) => ExitReason::Stopped,
-                    // The runtime exits with the container's status, 128+N for signal N.
-                    Ok(s) => match s.code() {
-                        Some(code) if (129..=128 + 64).contains(&code) => {
-                            ExitReason::Signaled(code - 128)
-                        }
-                        Some(code) => ExitReason::Exited(code),
-                        None => ExitReason::Exited(-1),
-                    },
+                    Ok(s) => engine.exit_reason(s.code()),
                     Err(_) => ExitReason::Exited(-1),
                 };
                 log.system(&format!("instance {reason}"));
@@ -436,8 +451,7 @@ impl Runtime for ContainerRuntime {
                 ns,
                 std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
             ),
-            runtime: self.config.runtime.clone(),
-            state: self.state.clone(),
+            engine,
             runtime_pid,
             exit: exit_rx,
             log,
@@ -446,16 +460,21 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn cleanup_leftovers(&self) -> Result<usize, RuntimeError> {
-        let ids = self.list().await;
-        for id in &ids {
-            match self.runtime_cmd(&["delete", "--force", id]).await {
-                Ok(()) => {
-                    tracing::info!(container = %id, "deleted a container left by a previous server")
-                }
-                Err(e) => {
-                    tracing::warn!(container = %id, "deleting a leftover container failed: {e}")
+        let mut count = 0;
+        let engines = std::iter::once(&self.runc).chain(self.runsc.as_ref().ok());
+        for engine in engines {
+            let ids = engine.list().await;
+            for id in &ids {
+                match engine.delete(id).await {
+                    Ok(()) => {
+                        tracing::info!(container = %id, "deleted a container left by a previous server")
+                    }
+                    Err(e) => {
+                        tracing::warn!(container = %id, "deleting a leftover container failed: {e}")
+                    }
                 }
             }
+            count += ids.len();
         }
         let unmounted = writable::unmount_under(&self.bundles);
         if unmounted > 0 {
@@ -466,8 +485,13 @@ impl Runtime for ContainerRuntime {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
+        if let Some(root) = &self.gvisor_cgroups {
+            for cg in root.leftovers() {
+                cg.destroy().await;
+            }
+        }
         cgroups::remove_parent(&self.config.cgroup_parent);
-        Ok(ids.len())
+        Ok(count)
     }
 }
 
@@ -475,8 +499,7 @@ struct ContainerInstance {
     id: pier_model::InstanceId,
     container: String,
     endpoint: Endpoint,
-    runtime: PathBuf,
-    state: PathBuf,
+    engine: Engine,
     runtime_pid: i32,
     exit: watch::Receiver<Option<ExitReason>>,
     log: InstanceLog,
@@ -502,26 +525,21 @@ impl Instance for ContainerInstance {
     }
 
     async fn stop(&self, grace: Duration) {
-        let runtime_pid = self.runtime_pid;
+        let (engine, container, pid) = (
+            self.engine.clone(),
+            self.container.clone(),
+            self.runtime_pid,
+        );
         pier_runtime::stop_gracefully(
             &self.exit,
             &self.stopping,
             grace,
             &self.log,
-            // `runc run` forwards the signal to the container's first process.
-            || {
-                if runtime_pid > 0 {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(runtime_pid), Signal::SIGTERM);
-                }
+            move || {
+                tokio::spawn(async move { engine.terminate(&container, pid).await });
             },
             || async {
-                if let Err(e) = runtime_cmd(
-                    &self.runtime,
-                    &self.state,
-                    &["kill", &self.container, "KILL"],
-                )
-                .await
-                {
+                if let Err(e) = self.engine.kill(&self.container, "KILL").await {
                     tracing::warn!(instance = %self.id, "killing the container failed: {e}");
                 }
             },

@@ -21,8 +21,14 @@ pub struct WritableRoot {
 
 impl WritableRoot {
     /// Mounts a writable root for the instance whose bundle is `bundle`, over the image root `lower`,
-    /// with at most `size` bytes of writes.
-    pub fn mount(bundle: &Path, lower: &Path, size: u64) -> Result<Self, String> {
+    /// with at most `size` bytes of writes. With `owner` (the host ids of a gen2 container's root), the
+    /// top of the writable layer belongs to it, as the image root's directories appear to.
+    pub fn mount(
+        bundle: &Path,
+        lower: &Path,
+        size: u64,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Self, String> {
         let scratch = bundle.join("scratch");
         let root = bundle.join("root");
         for d in [&scratch, &root] {
@@ -54,6 +60,14 @@ impl WritableRoot {
                 this.unmount();
                 return Err(format!("creating {}: {e}", d.display()));
             }
+        }
+        if let Some((uid, gid)) = owner
+            && let Err(e) = std::os::unix::fs::chown(&upper, Some(uid), Some(gid))
+        {
+            this.unmount();
+            return Err(format!(
+                "giving the writable layer to the container's root: {e}"
+            ));
         }
         let options = format!(
             "lowerdir={lower_text},upperdir={},workdir={}",

@@ -382,9 +382,12 @@ impl IdentityService {
         Ok(v)
     }
 
-    /// The audiences the admin API accepts: the CLI's client id and the issuer (access tokens).
+    /// The audiences the admin API accepts: its own, the issuer's URL, which access tokens carry.
+    /// Never the CLI's client id or a service's URL: those tokens reach services, and a public service
+    /// could replay them here.
     pub fn api_audiences(&self) -> Vec<String> {
-        vec![CLI_CLIENT_ID.to_owned(), self.issuer.url().to_owned()]
+        let url = self.issuer.url().trim_end_matches('/');
+        vec![url.to_owned(), format!("{url}/")]
     }
 
     fn uid_of(&self, who: &Principal) -> Result<String> {

@@ -75,9 +75,29 @@ type Result<T, E = ControlError> = std::result::Result<T, E>;
 pub mod identity;
 pub use identity::{IdentityService, Resource};
 
+/// How the control plane isolates instances.
+#[derive(Clone, Debug)]
+pub struct IsolationConfig {
+    /// The installation's host ids, one block per service.
+    pub ids: pier_sandbox::IdRange,
+    /// The execution environment of image revisions that name none (`pier server
+    /// --execution-environment`), recorded in each revision at deploy.
+    pub default_environment: pier_model::ExecutionEnvironment,
+}
+
+impl Default for IsolationConfig {
+    fn default() -> Self {
+        Self {
+            ids: pier_sandbox::IdRange::default_range(),
+            default_environment: pier_model::ExecutionEnvironment::Gen2,
+        }
+    }
+}
+
 /// The control plane.
 pub struct Platform {
     store: Arc<Store>,
+    isolation: IsolationConfig,
     activator: Arc<Activator>,
     gateway: Arc<Gateway>,
     logs: Arc<LogStore>,
@@ -88,7 +108,6 @@ pub struct Platform {
     unrouted_since: Mutex<HashMap<PoolKey, Instant>>,
     apex: Mutex<Option<Arc<dyn LocalHandler>>>,
     hosts_file: Mutex<Option<std::path::PathBuf>>,
-    container_hosts_file: Mutex<Option<std::path::PathBuf>>,
     images: Mutex<Option<Arc<ImageStore>>>,
     /// Deploys hold it shared from pull to record; a prune holds it alone, so it never frees an image a
     /// deploy has pulled but not yet recorded.
@@ -146,9 +165,11 @@ impl Platform {
         logs: Arc<LogStore>,
         scheme: UrlScheme,
         identity: Arc<IdentityService>,
+        isolation: IsolationConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
+            isolation,
             activator,
             gateway,
             logs,
@@ -159,7 +180,6 @@ impl Platform {
             unrouted_since: Mutex::new(HashMap::new()),
             apex: Mutex::new(None),
             hosts_file: Mutex::new(None),
-            container_hosts_file: Mutex::new(None),
             images: Mutex::new(None),
             image_ops: tokio::sync::RwLock::new(()),
         })
@@ -175,19 +195,10 @@ impl Platform {
         *self.apex.lock().unwrap_or_else(|p| p.into_inner()) = Some(handler);
     }
 
-    /// Keeps `path` a hosts file mapping every service host to loopback (instances see it as
-    /// `/etc/hosts`, so `*.DOMAIN` names resolve inside them).
-    pub fn set_hosts_file(&self, path: std::path::PathBuf) {
+    /// Keeps `path` the `/etc/hosts` of every instance: service hosts map to the gateway's address
+    /// inside each instance's network namespace, and `metadata.google.internal` to the metadata server's.
+    pub fn set_instance_hosts_file(&self, path: std::path::PathBuf) {
         *self.hosts_file.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
-    }
-
-    /// Keeps `path` the `/etc/hosts` of containers: service hosts map to the gateway's address inside
-    /// each instance's network namespace, and `metadata.google.internal` to the metadata server's.
-    pub fn set_container_hosts_file(&self, path: std::path::PathBuf) {
-        *self
-            .container_hosts_file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(path);
     }
 
     /// Lets revisions run container images from `images`.
@@ -282,7 +293,9 @@ impl Platform {
             let mut shares = Vec::new();
             for (key, pct) in svc.traffic.percents() {
                 if let Some(rec) = resolve(&key) {
-                    let pool = self.pool_for(rec, true).map_err(ControlError::Internal)?;
+                    let pool = self
+                        .pool_for(rec, svc.id_block, true)
+                        .map_err(ControlError::Internal)?;
                     routed.insert(PoolKey {
                         project: rec.project.clone(),
                         revision: rec.name.clone(),
@@ -313,7 +326,7 @@ impl Platform {
                         };
                         let serving = routed.contains(&key);
                         let pool = self
-                            .pool_for(rec, serving)
+                            .pool_for(rec, svc.id_block, serving)
                             .map_err(ControlError::Internal)?;
                         routed.insert(key);
                         Route::split(
@@ -403,19 +416,6 @@ impl Platform {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         if let Some(path) = path {
-            let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-            text.push_str("\n# Pier services\n");
-            for h in &hosts {
-                text.push_str(&format!("127.0.0.1 {h}\n"));
-            }
-            write_in_place(&path, &text);
-        }
-        let path = self
-            .container_hosts_file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(path) = path {
             let mut text =
                 String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n");
             text.push_str(&format!(
@@ -429,9 +429,28 @@ impl Platform {
         }
     }
 
+    /// How instances of a service with id block `block` and this template are isolated.
+    fn isolation(
+        &self,
+        block: u32,
+        template: &pier_model::RevisionTemplate,
+    ) -> std::result::Result<pier_runtime::Isolation, String> {
+        let ids = self.isolation.ids.block(block).ok_or_else(|| {
+            format!(
+                "this service's id block {block} is beyond the installation's range ({}): give Pier a larger range in /etc/subuid and /etc/subgid",
+                self.isolation.ids
+            )
+        })?;
+        Ok(pier_runtime::Isolation {
+            ids: Some(ids),
+            private_egress: template.vpc_egress.is_some(),
+        })
+    }
+
     fn pool_for(
         &self,
         rec: &RevisionRecord,
+        block: u32,
         serving: bool,
     ) -> std::result::Result<Arc<pier_activator::RevisionPool>, String> {
         // An image revision runs the digest its tag resolved to at deploy, whatever the tag says now.
@@ -442,11 +461,13 @@ impl Platform {
                 None => return Err(format!("revision {} has no resolved image", rec.name)),
             }
         }
+        let isolation = self.isolation(block, &template)?;
         self.activator.ensure_pool(
             &rec.project,
             &rec.service,
             &rec.name,
             Arc::new(template),
+            isolation,
             serving,
         )
     }
@@ -489,6 +510,11 @@ impl Platform {
     ) -> Result<RevisionView> {
         let mut req = req;
         req.template.validate()?;
+        // An image revision records the environment it runs in, so changing the server's default later
+        // never changes it.
+        if req.template.image.is_some() && req.template.execution_environment.is_none() {
+            req.template.execution_environment = Some(self.isolation.default_environment);
+        }
         self.activator
             .check(&req.template)
             .map_err(ControlError::Invalid)?;
@@ -548,7 +574,7 @@ impl Platform {
         }
         let template = req.template.clone();
         let (p2, s2) = (project.clone(), service.clone());
-        let (_svc, rev) = self
+        let (svc, rev) = self
             .db(move |s| {
                 s.ensure_project(&p2, project_hash)?;
                 s.create_revision(&p2, &s2, &template, &wishes, &revision_suffix())
@@ -563,7 +589,7 @@ impl Platform {
         // pool once its image is pulled and pinned.
         let pool = match &image {
             Some(_) => None,
-            None => match self.pool_for(&rev, false) {
+            None => match self.pool_for(&rev, svc.id_block, false) {
                 Ok(p) => Some(p),
                 Err(why) => {
                     self.fail_revision(&rev, &why, Vec::new()).await;
@@ -573,10 +599,11 @@ impl Platform {
         };
         let this = self.clone();
         let rec = rev.clone();
+        let block = svc.id_block;
         tokio::spawn(async move {
             let (rec, pool) = match (pool, image) {
                 (Some(pool), _) => (rec, pool),
-                (None, Some(source)) => match this.pull_for(&rec, &source).await {
+                (None, Some(source)) => match this.pull_for(&rec, block, &source).await {
                     Ok(found) => found,
                     Err(why) => {
                         this.fail_revision(&rec, &why, Vec::new()).await;
@@ -609,6 +636,7 @@ impl Platform {
     async fn pull_for(
         self: &Arc<Self>,
         rec: &RevisionRecord,
+        block: u32,
         source: &ImageSource,
     ) -> std::result::Result<(RevisionRecord, Arc<pier_activator::RevisionPool>), String> {
         let images = self
@@ -640,7 +668,7 @@ impl Platform {
             .map_err(|e| e.to_string())?;
         let mut rec = rec.clone();
         rec.image_digest = Some(info.pinned);
-        let pool = self.pool_for(&rec, false)?;
+        let pool = self.pool_for(&rec, block, false)?;
         Ok((rec, pool))
     }
 
@@ -896,6 +924,7 @@ impl Platform {
         let instances = pool.as_ref().map(|p| p.instances()).unwrap_or_default();
         let last_instance_exit = pool.as_ref().and_then(|p| p.last_exit());
         Ok(RevisionView {
+            warnings: Vec::new(),
             name: rec.name.clone(),
             service: rec.service.clone(),
             project: rec.project.clone(),
@@ -1087,6 +1116,12 @@ impl Platform {
     ) -> Result<()> {
         for a in &req.add_custom_audiences {
             pier_model::settings::validate_audience(a)?;
+            if self.scheme.is_own_audience(a) {
+                return Err(ControlError::Invalid(format!(
+                    "custom audience {a:?} is Pier's own (its CLI, its API, or a URL under {}): tokens meant for them must never reach a service whole; use the service's own name or another URL",
+                    self.scheme.domain()
+                )));
+            }
         }
         let (p, n, r) = (project.clone(), name.clone(), req.clone());
         self.db(move |s| {

@@ -33,6 +33,7 @@ fn svc(traffic: Traffic) -> ServiceRecord {
         latest_ready: Some("a-00002-bbb".parse().unwrap()),
         created_at: String::new(),
         updated_at: String::new(),
+        id_block: 0,
     }
 }
 

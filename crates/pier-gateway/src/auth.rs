@@ -6,7 +6,10 @@
 //!    process, or which namespace, owns the connection), never by headers, so a forged `Host` or
 //!    `X-Forwarded-For` changes nothing. Checked before authentication.
 //! 2. **Public services** (allUsers holds the invoker role) and services with the invoker check off pass
-//!    through untouched: their `Authorization` header is theirs.
+//!    through, their `Authorization` header theirs; but a Pier token addressed to something else (the
+//!    CLI's client id, the admin API, another service) has its signature removed, so a public service
+//!    never receives a token it could replay elsewhere. A token addressed to the service stays whole
+//!    (services with `--no-invoker-iam-check` verify it themselves).
 //! 3. **CORS preflight** (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) to a private service
 //!    is refused with 403: browsers do not send credentials on preflight, so it cannot be authorized.
 //! 4. **Token.** From `X-Serverless-Authorization: Bearer` when present (then `Authorization` is passed to
@@ -14,7 +17,8 @@
 //!    algorithm, times, issuer, audience, revoked principal or key): 401 with
 //!    `WWW-Authenticate: Bearer error="invalid_token"`. Valid but without `run.routes.invoke`: 403.
 //! 5. **Forward** with the token's signature replaced by `SIGNATURE_REMOVED_BY_PIER`, so the app can read
-//!    the claims but cannot replay the token.
+//!    the claims but cannot replay the token. A client that sends a token in that form is refused: only
+//!    Pier makes them, so any such token an app receives is one Pier verified.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,16 +51,54 @@ pub type PeerCheck = Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>;
 pub struct IdentityGuard {
     tokens: Arc<dyn TokenVerifier>,
     is_instance: PeerCheck,
+    issuer: String,
 }
 
 impl IdentityGuard {
-    /// A guard verifying tokens with `tokens` and identifying instances with `is_instance`.
-    pub fn new(tokens: Arc<dyn TokenVerifier>, is_instance: PeerCheck) -> Self {
+    /// A guard verifying tokens with `tokens`, identifying instances with `is_instance`; `issuer` is
+    /// Pier's own (whose tokens are stripped where they are not addressed to the service).
+    pub fn new(tokens: Arc<dyn TokenVerifier>, is_instance: PeerCheck, issuer: &str) -> Self {
         Self {
             tokens,
             is_instance,
+            issuer: issuer.trim_end_matches('/').to_owned(),
         }
     }
+
+    /// Removes the signature of every Pier token in `req` (but `except`) that is not addressed to the
+    /// route: the CLI's client id, the admin API's audience and other services' URLs do not count.
+    fn strip_foreign(
+        &self,
+        route: &Route,
+        req: &mut http::request::Parts,
+        except: Option<&HeaderName>,
+    ) {
+        for name in [X_SERVERLESS_AUTHORIZATION, header::AUTHORIZATION] {
+            if except == Some(&name) {
+                continue;
+            }
+            let Some(value) = req.headers.get(&name) else {
+                continue;
+            };
+            let Some(peeked) = bearer(value).and_then(pier_identity::tokens::peek) else {
+                continue;
+            };
+            let addressed = peeked.audiences.iter().any(|a| {
+                a != pier_identity::tokens::CLI_CLIENT_ID && route.access.audiences.contains(a)
+            });
+            if peeked.issuer == self.issuer
+                && !addressed
+                && let Some(stripped) = strip_signature(value)
+            {
+                req.headers.insert(name, stripped);
+            }
+        }
+    }
+}
+
+/// Whether a header carries a token in the form Pier forwards verified ones (signature removed).
+fn already_stripped(v: &HeaderValue) -> bool {
+    bearer(v).is_some_and(|t| t.ends_with(&format!(".{SIGNATURE_REMOVED}")))
 }
 
 type Refusal = Box<Response<GatewayBody>>;
@@ -102,7 +144,17 @@ impl Guard for IdentityGuard {
                 ));
             }
         }
+        // Only Pier makes tokens with a removed signature: one from a client is a forgery of that form.
+        if [&X_SERVERLESS_AUTHORIZATION, &header::AUTHORIZATION]
+            .iter()
+            .any(|h| req.headers.get(*h).is_some_and(already_stripped))
+        {
+            return Err(invalid_token(
+                "this token's signature was removed by Pier, so it cannot be used to call a service",
+            ));
+        }
         if !access.invoker_check || access.invokers.all_users {
+            self.strip_foreign(route, req, None);
             return Ok(());
         }
         if req.method == Method::OPTIONS
@@ -157,8 +209,11 @@ impl Guard for IdentityGuard {
             .ok()
             .or_else(|| strip_signature(value));
         if let Some(stripped) = stripped {
-            req.headers.insert(header_name, stripped);
+            req.headers.insert(header_name.clone(), stripped);
         }
+        // The other header (the app's own `Authorization` beside `X-Serverless-Authorization`) is the
+        // app's, unless it is a Pier token meant for something else.
+        self.strip_foreign(route, req, Some(&header_name));
         Ok(())
     }
 }

@@ -25,6 +25,8 @@ pub enum Source {
 pub enum ProxyError {
     /// No usable `Host` header or `:authority`.
     BadHost,
+    /// The request is malformed in a way the message names.
+    BadRequest(String),
     /// No service at this host.
     UnknownHost,
     /// The route exists but has nothing ready to serve.
@@ -45,7 +47,9 @@ impl ProxyError {
     /// Where the error came from.
     pub fn source(&self) -> Source {
         match self {
-            ProxyError::BadHost | ProxyError::BodyTooLarge(_) => Source::Downstream,
+            ProxyError::BadHost | ProxyError::BadRequest(_) | ProxyError::BodyTooLarge(_) => {
+                Source::Downstream
+            }
             ProxyError::UnknownHost | ProxyError::Unavailable(_) | ProxyError::Acquire(_) => {
                 Source::Internal
             }
@@ -61,6 +65,10 @@ impl ProxyError {
             ProxyError::BadHost => (
                 StatusCode::BAD_REQUEST,
                 "Bad Request: the request has no valid Host header.".into(),
+            ),
+            ProxyError::BadRequest(why) => (
+                StatusCode::BAD_REQUEST,
+                format!("Bad Request: {why}."),
             ),
             ProxyError::UnknownHost => (
                 StatusCode::NOT_FOUND,

@@ -11,16 +11,44 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1). `TE` is rebuilt as
+/// `trailers` when the client asked for trailers (the one value HTTP/2 allows, RFC 9113 §8.2.2, and what
+/// gRPC requires); `Trailer` is not hop-by-hop (RFC 9110 §6.6.2) and passes.
+const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     KEEP_ALIVE,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
+
+/// Headers a `Connection` header may not name: the ones the guard reads or Pier sets for the app.
+/// Naming one would make a proxy drop it after the guard saw it (or before the app sees Pier's), so a
+/// request that does is refused.
+const PROTECTED: [&str; 10] = [
+    "host",
+    "authorization",
+    "x-serverless-authorization",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "traceparent",
+    "content-length",
+    "cookie",
+];
+
+/// The first header Pier relies on that the request's `Connection` header names, if any.
+pub fn connection_names_protected(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .find(|t| PROTECTED.contains(&t.as_str()))
+}
 
 /// Whether a request asks to switch protocols (WebSocket and the like).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -46,6 +74,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !any && !keep_upgrade {
         return;
     }
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.trim()
+                .split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -64,6 +103,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
         headers.remove(header::UPGRADE);
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -111,7 +153,13 @@ impl Forwarding {
             IpAddr::V4(_) => ip,
             IpAddr::V6(_) => format!("\"[{ip}]\""),
         };
-        format!("for={node};proto={};host={host}", self.proto)
+        // The Host as received, port included (RFC 7239 §5.3); a value with `:` is not a token, so it
+        // is quoted (§4).
+        if host.contains(':') {
+            format!("for={node};proto={};host=\"{host}\"", self.proto)
+        } else {
+            format!("for={node};proto={};host={host}", self.proto)
+        }
     }
 
     /// Appends this hop to `X-Forwarded-For` and `Forwarded` and sets `X-Forwarded-Proto`.
@@ -244,7 +292,25 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut h, false);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, vec!["x-app"]);
+        assert_eq!(names, vec!["x-app", "te"]);
+        assert_eq!(h["te"], "trailers", "gRPC's TE survives, alone");
+        let mut h = map(&[("te", "gzip, deflate"), ("trailer", "grpc-status")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key("te"));
+        assert_eq!(h["trailer"], "grpc-status", "Trailer is not hop-by-hop");
+    }
+
+    #[test]
+    fn connection_may_not_name_what_pier_relies_on() {
+        let h = map(&[("connection", "keep-alive, X-Serverless-Authorization")]);
+        assert_eq!(
+            connection_names_protected(&h).as_deref(),
+            Some("x-serverless-authorization")
+        );
+        assert_eq!(
+            connection_names_protected(&map(&[("connection", "close, x-mine")])),
+            None
+        );
     }
 
     #[test]
@@ -278,6 +344,17 @@ mod tests {
         let mut h6 = HeaderMap::new();
         add_forwarding(&mut h6, "::1".parse().unwrap(), "https", "h");
         assert_eq!(h6["forwarded"], "for=\"[::1]\";proto=https;host=h");
+        let mut port = HeaderMap::new();
+        add_forwarding(
+            &mut port,
+            "10.0.0.1".parse().unwrap(),
+            "https",
+            "a.example:8443",
+        );
+        assert_eq!(
+            port["forwarded"],
+            "for=10.0.0.1;proto=https;host=\"a.example:8443\""
+        );
     }
 
     #[test]

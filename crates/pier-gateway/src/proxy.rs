@@ -24,7 +24,9 @@ use pier_model::hosts::normalize_host;
 use crate::Gateway;
 use crate::body::{GatewayBody, ProxyBody};
 use crate::error::{ProxyError, plain};
-use crate::headers::{Forwarding, ensure_traceparent, is_upgrade, strip_hop_by_hop};
+use crate::headers::{
+    Forwarding, connection_names_protected, ensure_traceparent, is_upgrade, strip_hop_by_hop,
+};
 use crate::routes::Route;
 use crate::upstream::{BodyTooLarge, Conns, RequestBody, Sender};
 
@@ -168,6 +170,24 @@ async fn proxy(
         .ok()
         .and_then(normalize_host)
         .ok_or(ProxyError::BadHost)?;
+    // One host per request (RFC 9112 §3.2: more than one Host line is a 400). Over HTTP/1.1 an
+    // absolute-form target's authority replaces the Host line (§3.2.2); over HTTP/2 a `host` that names
+    // another entity than `:authority` is malformed (RFC 9113 §8.3.1).
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    if let (Some(_), Some(_)) = (hosts.next(), hosts.next()) {
+        return Err(ProxyError::BadRequest(
+            "the request has more than one Host header".into(),
+        ));
+    }
+    if parts.version == Version::HTTP_2
+        && parts.uri.authority().is_some()
+        && let Some(h) = parts.headers.get(header::HOST)
+        && h.to_str().ok().and_then(normalize_host).as_deref() != Some(host.as_ref())
+    {
+        return Err(ProxyError::BadRequest(
+            "the Host header names another host than the request target".into(),
+        ));
+    }
     let table = gw.routes.load();
     let route: Arc<Route> = match table.get(host.as_ref()) {
         Some(r) => r.clone(),
@@ -182,6 +202,17 @@ async fn proxy(
         }
     };
     drop(table);
+
+    // Connection-level headers go before anyone reads the request: what the guard checks is what the
+    // app receives. A `Connection` that names a header Pier relies on is refused.
+    if let Some(name) = connection_names_protected(&parts.headers) {
+        return Err(ProxyError::BadRequest(format!(
+            "the Connection header names {name}, which a proxy may not drop"
+        )));
+    }
+    let client_version = parts.version;
+    let upgrade = client_version == Version::HTTP_11 && is_upgrade(&parts.headers);
+    strip_hop_by_hop(&mut parts.headers, upgrade);
 
     // Ingress, authentication and authorization.
     if let Some(guard) = gw.guard.load().as_ref()
@@ -211,28 +242,30 @@ async fn proxy(
     let deadline = Instant::now() + Duration::from_secs(u64::from(timeout_secs));
     let lease = pool.acquire(deadline).await.map_err(ProxyError::Acquire)?;
 
-    // Rewrite the request for the instance.
-    let client_version = parts.version;
-    let upgrade = client_version == Version::HTTP_11 && is_upgrade(&parts.headers);
+    // Rewrite the request for the instance. The app's Host is the authority the request was routed by
+    // (an absolute-form target replaces the Host line, RFC 9112 §3.2.2; HTTP/2 clients send only
+    // :authority), port included.
     let client_upgrade = if upgrade {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
     } else {
         None
     };
-    strip_hop_by_hop(&mut parts.headers, upgrade);
-    fwd.apply(&mut parts.headers, &host);
+    let authority = host_value
+        .to_str()
+        .map_err(|_| ProxyError::BadHost)?
+        .to_owned();
+    fwd.apply(&mut parts.headers, &authority);
     ensure_traceparent(&mut parts.headers);
-    if !parts.headers.contains_key(header::HOST) {
-        // HTTP/2 clients send :authority only; instances get it as Host.
-        parts.headers.insert(header::HOST, host_value.clone());
-    }
+    parts.headers.insert(header::HOST, host_value.clone());
     let h2 = lease.template().http2;
     if h2 {
         parts.version = Version::HTTP_2;
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(http::uri::Scheme::HTTP);
-        uri.authority =
-            Some(http::uri::Authority::try_from(host.as_ref()).map_err(|_| ProxyError::BadHost)?);
+        // :authority and host agree (RFC 9113 §8.3.1): both carry the port.
+        uri.authority = Some(
+            http::uri::Authority::try_from(authority.as_str()).map_err(|_| ProxyError::BadHost)?,
+        );
         uri.path_and_query = parts.uri.path_and_query().cloned();
         parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadHost)?;
     } else {

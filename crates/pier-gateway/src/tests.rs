@@ -225,6 +225,7 @@ async fn harness(template: RevisionTemplate, config: GatewayConfig) -> Harness {
             &"hello".parse().unwrap(),
             &"hello-00001-abc".parse().unwrap(),
             Arc::new(template),
+            pier_runtime::Isolation::default(),
             true,
         )
         .unwrap();

@@ -43,6 +43,10 @@ pub enum Permission {
     ImagesGet,
     /// Prune images, set registry credentials, deploy images from the server's local files.
     ImagesWrite,
+    /// Deploy host commands that run unsandboxed, or that see host paths other users cannot read.
+    InstancesHostAccess,
+    /// Let a service reach the operator's private networks (`--vpc-egress`).
+    NetworksUse,
 }
 
 impl Permission {
@@ -64,6 +68,8 @@ impl Permission {
             Permission::UsersWrite => "pier.users.update",
             Permission::ImagesGet => "pier.images.list",
             Permission::ImagesWrite => "pier.images.update",
+            Permission::InstancesHostAccess => "pier.instances.hostAccess",
+            Permission::NetworksUse => "vpcaccess.connectors.use",
         }
     }
 }
@@ -128,7 +134,13 @@ pub const ROLES: &[Role] = &[
             UsersWrite,
             ImagesGet,
             ImagesWrite,
+            InstancesHostAccess,
+            NetworksUse,
         ],
+    },
+    Role {
+        name: "roles/vpcaccess.user",
+        permissions: &[NetworksUse],
     },
     Role {
         name: "roles/iam.serviceAccountUser",

@@ -20,11 +20,41 @@ use crate::keys::KeyRing;
 pub use crate::keys::TOKEN_LIFETIME;
 use crate::principal::Principal;
 
+/// What a JWT claims to be, read without verifying it: only for deciding how to pass a token along,
+/// never for trusting it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unverified {
+    /// `iss`, without a trailing slash.
+    pub issuer: String,
+    /// `aud`, one or several.
+    pub audiences: Vec<String>,
+}
+
+/// Reads `iss` and `aud` from a JWT's payload without checking anything.
+pub fn peek(token: &str) -> Option<Unverified> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    let issuer = v.get("iss")?.as_str()?.trim_end_matches('/').to_owned();
+    let audiences = match v.get("aud")? {
+        serde_json::Value::String(a) => vec![a.clone()],
+        serde_json::Value::Array(list) => list
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(Unverified { issuer, audiences })
+}
+
 /// Clock leeway for `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: u64 = 60;
 /// The audience of tokens the CLI mints for its user by default, accepted by every service for developer
-/// testing (as Cloud Run accepts gcloud's client id).
-pub const CLI_CLIENT_ID: &str = "pier-cli";
+/// testing (as Cloud Run accepts gcloud's client id), never by the admin API.
+pub use pier_model::CLI_CLIENT_ID;
 /// The token endpoint Google's libraries put in assertions, whatever the key file's `token_uri` says.
 pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// Most entries in the verification cache.

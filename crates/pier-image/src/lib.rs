@@ -115,6 +115,16 @@ pub struct PreparedImage {
     pub config: RunConfig,
 }
 
+/// A mapping of image ids onto a service's host ids: the user namespace that carries it, and a short tag
+/// naming it in the roots' directory names.
+#[derive(Debug, Clone)]
+pub struct IdMap {
+    /// Names the mapping (unique per mapping, such as the first host uid).
+    pub tag: String,
+    /// The user namespace whose maps apply.
+    pub userns: Arc<std::os::fd::OwnedFd>,
+}
+
 /// What a garbage collection freed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
@@ -138,13 +148,16 @@ pub struct ImageOptions {
     pub max_unpacked_bytes: u64,
 }
 
+/// A prepared root: the image, and the id mapping's tag (`None` for the unmapped root).
+type RootKey = (Digest, Option<String>);
+
 /// The images of one server.
 #[derive(Debug)]
 pub struct ImageStore {
     blobs: BlobStore,
     roots: rootfs::Roots,
     options: ImageOptions,
-    prepared: Mutex<HashMap<Digest, Arc<PreparedImage>>>,
+    prepared: Mutex<HashMap<RootKey, Arc<PreparedImage>>>,
     /// Pulls and prepares hold it shared; a collection holds it alone, so it never removes what a pull
     /// just fetched but has not yet recorded.
     gc_lock: tokio::sync::RwLock<()>,
@@ -278,12 +291,23 @@ impl ImageStore {
         self: &Arc<Self>,
         digest: &Digest,
     ) -> Result<Arc<PreparedImage>, ImageError> {
-        if let Some(p) = self.cached(digest) {
+        self.prepare_as(digest, None).await
+    }
+
+    /// [`ImageStore::prepare`], the root's ids mapped through `map` (a service's user namespace) when
+    /// given: one root per image and mapping, shared by every instance of that service.
+    pub async fn prepare_as(
+        self: &Arc<Self>,
+        digest: &Digest,
+        map: Option<IdMap>,
+    ) -> Result<Arc<PreparedImage>, ImageError> {
+        let key = (digest.clone(), map.as_ref().map(|m| m.tag.clone()));
+        if let Some(p) = self.cached(&key) {
             return Ok(p);
         }
         let _shared = self.gc_lock.read().await;
         let _build = self.build_lock.lock().await;
-        if let Some(p) = self.cached(digest) {
+        if let Some(p) = self.cached(&key) {
             return Ok(p);
         }
         let this = self.clone();
@@ -292,7 +316,10 @@ impl ImageStore {
             let manifest = this.manifest(&d)?;
             let config = this.config_of(&manifest)?;
             let started = std::time::Instant::now();
-            let rootfs = this.roots.prepare(&d, &manifest, &this.blobs)?;
+            let rootfs = match &map {
+                None => this.roots.prepare(&d, &manifest, &this.blobs)?,
+                Some(m) => this.roots.prepare_mapped(&d, &manifest, &this.blobs, m)?,
+            };
             tracing::info!(image = %d, root = %rootfs.display(), elapsed = ?started.elapsed(), "image root ready");
             Ok(PreparedImage {
                 digest: d,
@@ -306,15 +333,15 @@ impl ImageStore {
         self.prepared
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(digest.clone(), prepared.clone());
+            .insert(key, prepared.clone());
         Ok(prepared)
     }
 
-    fn cached(&self, digest: &Digest) -> Option<Arc<PreparedImage>> {
+    fn cached(&self, key: &RootKey) -> Option<Arc<PreparedImage>> {
         self.prepared
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(digest)
+            .get(key)
             .cloned()
     }
 
@@ -350,7 +377,7 @@ impl ImageStore {
         self.prepared
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|d, _| images_kept.contains(d.hex()));
+            .retain(|(d, _), _| images_kept.contains(d.hex()));
         let mut report = GcReport::default();
         for b in self.blobs.list() {
             if !blobs_kept.contains(&b) {

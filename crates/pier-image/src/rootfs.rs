@@ -127,6 +127,45 @@ impl Roots {
         self.copy(digest, manifest, blobs)
     }
 
+    /// The root of `digest` with its ids mapped through `map`, at `rootfs/<digest>.<tag>`: an overlay of
+    /// idmapped layers, or an idmapped bind of the copy in copy mode. Blocking.
+    pub(crate) fn prepare_mapped(
+        &self,
+        digest: &Digest,
+        manifest: &Manifest,
+        blobs: &BlobStore,
+        map: &crate::IdMap,
+    ) -> Result<PathBuf, ImageError> {
+        let target = self.mounts.join(format!("{}.{}", digest.hex(), map.tag));
+        if is_mountpoint(&target) {
+            return Ok(target);
+        }
+        let mapped = |dir: &Path| {
+            pier_sandbox::mounts::idmapped_tree(dir, &map.userns).map_err(|e| {
+                ImageError::Io(format!("mapping the ids of the root of {digest}: {e}"))
+            })
+        };
+        fs::create_dir_all(&target).map_err(|e| ImageError::Io(e.to_string()))?;
+        let result = if self.mode() == RootfsMode::Overlay {
+            let mut lowers = Vec::new();
+            let mut budget = self.max_bytes;
+            for layer in manifest.layers.iter().rev() {
+                lowers.push(mapped(&self.layer_dir(layer, blobs, &mut budget)?)?);
+            }
+            lowers.push(mapped(&self.base)?);
+            pier_sandbox::mounts::overlay_of(&lowers, &target)
+                .map_err(|e| ImageError::Io(format!("mounting the root of {digest}: {e}")))
+        } else {
+            let copy = self.copy(digest, manifest, blobs)?;
+            pier_sandbox::mounts::attach(mapped(&copy)?, &target)
+                .map_err(|e| ImageError::Io(format!("mounting the root of {digest}: {e}")))
+        };
+        if result.is_err() {
+            let _ = fs::remove_dir(&target);
+        }
+        result.map(|()| target)
+    }
+
     fn overlay(
         &self,
         digest: &Digest,
@@ -253,6 +292,10 @@ impl Roots {
             )?;
             Ok(())
         });
+        // The runtime's mount points, as the base layer gives overlay roots: a container in a user
+        // namespace cannot create them in its root.
+        let result =
+            result.and_then(|()| make_base(&tmp).map_err(|e| ImageError::Io(e.to_string())));
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
@@ -276,9 +319,11 @@ impl Roots {
     /// Removes roots and layers not in `keep_images` / `keep_layers`; returns how many went.
     pub(crate) fn gc(&self, keep_images: &HashSet<String>, keep_layers: &HashSet<String>) -> usize {
         let mut removed = 0;
+        // Roots are named by digest, and by digest and id mapping (`<digest>.<tag>`).
+        let image_of = |name: &str| name.split('.').next().unwrap_or(name).to_owned();
         for target in mounts_under(&self.mounts) {
             let name = target.file_name().map(|n| n.to_string_lossy().into_owned());
-            if name.is_some_and(|n| !keep_images.contains(&n)) {
+            if name.is_some_and(|n| !keep_images.contains(&image_of(&n))) {
                 let _ = nix::mount::umount2(&target, MntFlags::MNT_DETACH);
             }
         }
@@ -286,7 +331,7 @@ impl Roots {
             let mut n = 0;
             for e in fs::read_dir(dir).into_iter().flatten().flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if keep.contains(&name) {
+                if keep.contains(&image_of(&name)) {
                     continue;
                 }
                 let gone = if rmdir_only {

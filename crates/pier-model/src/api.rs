@@ -72,6 +72,9 @@ pub struct InstanceView {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RevisionView {
+    /// What the deploy did not do, and why (for example public access the caller may not grant).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Revision name.
     pub name: RevisionName,
     /// Its service.
@@ -317,6 +320,62 @@ pub struct UpdateServiceRequest {
 }
 
 impl UpdateServiceRequest {
+    /// What in this request would widen who may reach a service whose settings are now `ingress`,
+    /// `invoker_check` and `audiences`: turning the invoker check off, a wider ingress, new custom
+    /// audiences, public access. Cloud Run asks for `run.services.setIamPolicy` for each.
+    pub fn widening(
+        &self,
+        ingress: Ingress,
+        invoker_check: bool,
+        audiences: &[String],
+    ) -> Vec<&'static str> {
+        let rank = |i: Ingress| match i {
+            Ingress::Internal => 0,
+            Ingress::InternalAndCloudLoadBalancing => 1,
+            Ingress::All => 2,
+        };
+        let mut out = Vec::new();
+        if self.allow_unauthenticated.is_some() {
+            out.push("public access (--allow-unauthenticated)");
+        }
+        if self.invoker_iam_check == Some(false) && invoker_check {
+            out.push("turning the invoker check off (--no-invoker-iam-check)");
+        }
+        if self.ingress.is_some_and(|i| rank(i) > rank(ingress)) {
+            out.push("a wider ingress");
+        }
+        if self
+            .add_custom_audiences
+            .iter()
+            .any(|a| !audiences.contains(a))
+        {
+            out.push("new custom audiences");
+        }
+        out
+    }
+
+    /// Drops every part of this request that would widen access (see [`UpdateServiceRequest::widening`]).
+    pub fn without_widening(
+        &mut self,
+        ingress: Ingress,
+        invoker_check: bool,
+        audiences: &[String],
+    ) {
+        let rank = |i: Ingress| match i {
+            Ingress::Internal => 0,
+            Ingress::InternalAndCloudLoadBalancing => 1,
+            Ingress::All => 2,
+        };
+        self.allow_unauthenticated = None;
+        if self.invoker_iam_check == Some(false) && invoker_check {
+            self.invoker_iam_check = None;
+        }
+        if self.ingress.is_some_and(|i| rank(i) > rank(ingress)) {
+            self.ingress = None;
+        }
+        self.add_custom_audiences.retain(|a| audiences.contains(a));
+    }
+
     /// Whether it changes nothing.
     pub fn is_empty(&self) -> bool {
         self.allow_unauthenticated.is_none()

@@ -1,5 +1,15 @@
-//! The URL scheme: `https://SERVICE-HASH.DOMAIN[:PORT]` for a service and
-//! `https://TAG---SERVICE-HASH.DOMAIN[:PORT]` for a tag (three hyphens, Cloud Run's form).
+//! The URL scheme, one for every kind of resource, so that no name of one kind can form the host of
+//! another:
+//!
+//! - a service: `https://NAME-HASH.DOMAIN[:PORT]`, a tag of it `https://TAG---NAME-HASH.DOMAIN[:PORT]`
+//!   (three hyphens, Cloud Run's form);
+//! - an API gateway: `https://NAME-HASH.DOMAIN[:PORT]`, a hosting site `https://NAME-HASH...` and its
+//!   channels `https://SITE--CHANNEL-HASH...`,
+//!
+//! where `HASH` depends on the installation, the project and the kind ([`HostKind`]): the project's
+//! random hash for services (the form their URLs have always had), a hash of it and the kind's name for
+//! the others. Names of any kind may not contain `--` ([`crate::names`]), and the control plane refuses
+//! (and logs) a host two routes would share, as a last defense.
 
 use crate::error::SpecError;
 use crate::names::{MAX_DNS_LABEL, ServiceName, Tag};
@@ -9,6 +19,35 @@ use crate::names::{MAX_DNS_LABEL, ServiceName, Tag};
 pub struct UrlScheme {
     domain: String,
     https_port: u16,
+}
+
+/// The kinds of resource that get hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HostKind {
+    /// A service.
+    Service,
+    /// An API gateway.
+    Gateway,
+    /// A hosting site.
+    Site,
+}
+
+impl HostKind {
+    /// The hash in this kind's hosts, from the project's own.
+    pub fn hash(self, project_hash: &str) -> String {
+        let kind = match self {
+            HostKind::Service => return project_hash.to_owned(),
+            HostKind::Gateway => "gateway",
+            HostKind::Site => "site",
+        };
+        // FNV-1a over the project hash and the kind: stable, and different for every kind.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in project_hash.bytes().chain([b'/']).chain(kind.bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{:06x}", h & 0xff_ffff)
+    }
 }
 
 impl UrlScheme {
@@ -32,7 +71,32 @@ impl UrlScheme {
 
     /// `SERVICE-HASH.DOMAIN`.
     pub fn service_host(&self, service: &ServiceName, project_hash: &str) -> String {
-        format!("{service}-{project_hash}.{}", self.domain)
+        self.host(HostKind::Service, service.as_str(), project_hash)
+    }
+
+    /// `NAME-HASH.DOMAIN` for a resource of `kind`, the hash derived for that kind.
+    pub fn host(&self, kind: HostKind, name: &str, project_hash: &str) -> String {
+        format!("{name}-{}.{}", kind.hash(project_hash), self.domain)
+    }
+
+    /// Whether `audience` names Pier itself or one of its hosts (the issuer, `https://*.DOMAIN`, the
+    /// CLI's client id): a service may not claim it as a custom audience, or tokens meant for Pier or for
+    /// another service would reach it whole.
+    pub fn is_own_audience(&self, audience: &str) -> bool {
+        if audience == crate::CLI_CLIENT_ID {
+            return true;
+        }
+        let Some(rest) = audience
+            .strip_prefix("https://")
+            .or_else(|| audience.strip_prefix("http://"))
+        else {
+            return false;
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let Some(host) = normalize_host(authority) else {
+            return false;
+        };
+        host == self.domain || host.ends_with(&format!(".{}", self.domain))
     }
 
     /// `TAG---SERVICE-HASH.DOMAIN`, refused when the first label would exceed 63 characters.
@@ -113,6 +177,33 @@ mod tests {
             UrlScheme::new("Run.Example.com.", 443).url("a"),
             "https://a"
         );
+    }
+
+    #[test]
+    fn each_kind_has_its_own_hash_and_pier_owns_its_audiences() {
+        let s = UrlScheme::new("pier.localhost", 8443);
+        let svc = s.host(HostKind::Service, "shop", "3f9a2c");
+        let gw = s.host(HostKind::Gateway, "shop", "3f9a2c");
+        let site = s.host(HostKind::Site, "shop", "3f9a2c");
+        assert_eq!(svc, "shop-3f9a2c.pier.localhost");
+        assert!(svc != gw && gw != site && svc != site, "{svc} {gw} {site}");
+        assert_eq!(HostKind::Gateway.hash("3f9a2c").len(), 6);
+        for own in [
+            "pier-cli",
+            "https://pier.localhost:8443",
+            "https://pier.localhost/",
+            "https://other-abc123.pier.localhost:8443/x",
+            "https://PIER.localhost",
+        ] {
+            assert!(s.is_own_audience(own), "{own}");
+        }
+        for not in [
+            "https://api.example.com",
+            "my-audience",
+            "https://notpier.localhost",
+        ] {
+            assert!(!s.is_own_audience(not), "{not}");
+        }
     }
 
     #[test]

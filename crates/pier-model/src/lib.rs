@@ -13,8 +13,12 @@ pub mod spec;
 pub mod traffic;
 
 pub use error::{NameError, SpecError};
-pub use hosts::UrlScheme;
+pub use hosts::{HostKind, UrlScheme};
 pub use names::{InstanceId, ProjectName, RevisionName, ServiceName, Tag};
 pub use settings::Ingress;
-pub use spec::{EnvVar, RevisionTemplate};
+pub use spec::{EnvVar, ExecutionEnvironment, RevisionTemplate, VpcEgress};
 pub use traffic::{Traffic, TrafficKey, TrafficTarget};
+
+/// The OAuth client id of Pier's CLI: the audience of the identity tokens `pier auth
+/// print-identity-token` prints by default (as gcloud's user tokens carry gcloud's client id).
+pub const CLI_CLIENT_ID: &str = "pier-cli";

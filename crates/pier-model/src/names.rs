@@ -45,6 +45,14 @@ fn check_label(kind: &'static str, value: &str, max: usize) -> Result<(), NameEr
     if value.ends_with('-') {
         return Err(invalid("it must not end with a hyphen"));
     }
+    // `---` separates a tag from its service in hosts (`TAG---NAME-HASH`), and `--` a hosting channel
+    // from its site (`SITE--CHANNEL-HASH`): no name may hold either, so no name of one kind can form the
+    // host of another.
+    if value.contains("--") {
+        return Err(invalid(
+            "it must not contain two hyphens in a row (they separate names in service and tag URLs)",
+        ));
+    }
     Ok(())
 }
 
@@ -231,6 +239,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("longer than 49"), "{err}");
+    }
+
+    #[test]
+    fn no_name_can_form_another_resources_host() {
+        // A service named like a tag URL would take over that tag's host.
+        for bad in ["green---b", "a--b"] {
+            let err = bad.parse::<ServiceName>().unwrap_err().to_string();
+            assert!(err.contains("two hyphens"), "{bad}: {err}");
+            assert!(bad.parse::<ProjectName>().is_err());
+        }
+        assert!("a-b-c".parse::<ServiceName>().is_ok());
     }
 
     #[test]

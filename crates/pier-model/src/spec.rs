@@ -84,7 +84,93 @@ pub struct RevisionTemplate {
     /// each instance and gone when it stops (container images only; the default root is read-only).
     #[serde(default, skip_serializing_if = "is_false")]
     pub writable_root: bool,
+    /// Cloud Run's execution environment: `gen2` (the hardened container runtime, default) or `gen1`
+    /// (gVisor). Resolved at deploy from the server's default and recorded, so changing the default
+    /// never changes a running revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_environment: Option<ExecutionEnvironment>,
+    /// Reach the operator's private networks (Cloud Run's `run.googleapis.com/vpc-access-egress`):
+    /// only `private-ranges-only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_egress: Option<VpcEgress>,
+    /// Run a host command without the sandbox, as the server's user (the operator must allow it with
+    /// `pier server --allow-unsandboxed`, and only an owner may deploy it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unsandboxed: bool,
+    /// Show the host command's working directory, program and the files its arguments name to the
+    /// instance even where other users cannot read them (a home, a `0700` folder). Pier records it at
+    /// deploy: true only when an owner deployed the revision, since it lets the instance read those
+    /// paths.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub private_paths: bool,
 }
+
+/// Where a revision's instances run, in Cloud Run's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionEnvironment {
+    /// gVisor (`runsc`): the app runs on a kernel of its own in user space.
+    Gen1,
+    /// runc with Pier's hardening: seccomp, user namespace, read-only root.
+    Gen2,
+}
+
+impl ExecutionEnvironment {
+    /// The flag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionEnvironment::Gen1 => "gen1",
+            ExecutionEnvironment::Gen2 => "gen2",
+        }
+    }
+}
+
+impl std::str::FromStr for ExecutionEnvironment {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "gen1" => Ok(ExecutionEnvironment::Gen1),
+            "gen2" => Ok(ExecutionEnvironment::Gen2),
+            other => Err(SpecError::new(format!(
+                "--execution-environment {other:?} is not valid: use gen1 (gVisor) or gen2"
+            ))),
+        }
+    }
+}
+
+/// Which traffic goes to the operator's private networks (Cloud Run's VPC egress setting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum VpcEgress {
+    /// Private ranges the operator lists (`pier server --private-egress`) are reachable.
+    PrivateRangesOnly,
+}
+
+impl VpcEgress {
+    /// The flag value.
+    pub fn as_str(self) -> &'static str {
+        "private-ranges-only"
+    }
+}
+
+impl std::str::FromStr for VpcEgress {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "private-ranges-only" => Ok(VpcEgress::PrivateRangesOnly),
+            "all-traffic" => Err(SpecError::new(
+                "--vpc-egress all-traffic is not available: Pier has no VPC to send all traffic to; use private-ranges-only",
+            )),
+            other => Err(SpecError::new(format!(
+                "--vpc-egress {other:?} is not valid: use private-ranges-only"
+            ))),
+        }
+    }
+}
+
+/// Ports an app may not listen on: Pier's own endpoints inside every instance, and the rest of the set
+/// Knative's queue-proxy reserves.
+pub const RESERVED_PORTS: [u16; 5] = [8012, 8013, 8022, 9090, 9091];
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -117,6 +203,10 @@ impl Default for RevisionTemplate {
             port: None,
             service_account: None,
             writable_root: false,
+            execution_environment: None,
+            vpc_egress: None,
+            unsandboxed: false,
+            private_paths: false,
         }
     }
 }
@@ -185,7 +275,40 @@ impl RevisionTemplate {
         if self.port == Some(0) {
             return Err(SpecError::new("--port 0 is not a port: use 1 to 65535"));
         }
+        if let Some(p) = self.port
+            && RESERVED_PORTS.contains(&p)
+        {
+            return Err(SpecError::new(format!(
+                "--port {p} is reserved: Pier's own endpoints inside every instance use 8012, 8013 and 8022 (and 9090 and 9091 are kept free, as Knative does); choose another port"
+            )));
+        }
+        if self.unsandboxed && self.image.is_some() {
+            return Err(SpecError::new(
+                "--unsandboxed is for host commands: a container image always runs in its sandbox",
+            ));
+        }
+        if self.execution_environment == Some(ExecutionEnvironment::Gen1) && self.image.is_none() {
+            return Err(SpecError::new(
+                "--execution-environment gen1 runs container images under gVisor: deploy an --image, or use gen2 for a host command",
+            ));
+        }
         Ok(())
+    }
+
+    /// This template as Pier records it when `stored` was recorded from it: the fields Pier fills in at
+    /// deploy (the default service account, the execution environment, whether private paths are shown)
+    /// taken from `stored` where this template leaves them to Pier. Compare the result with `stored` to
+    /// tell whether deploying this would change anything.
+    pub fn as_recorded_like(&self, stored: &RevisionTemplate) -> RevisionTemplate {
+        let mut t = self.clone();
+        if t.service_account.is_none() {
+            t.service_account = stored.service_account.clone();
+        }
+        if t.execution_environment.is_none() {
+            t.execution_environment = stored.execution_environment;
+        }
+        t.private_paths = stored.private_paths;
+        t
     }
 
     /// CPU limit in thousandths of a core, if one is set.

@@ -1,14 +1,19 @@
-//! Instances in their own cgroup (v2): every process an instance starts stays in it whatever it does
-//! (new process groups, double forks), `cgroup.kill` ends them all at once, and what a killed server left
-//! behind is found at the next start by listing the directory.
+//! Cgroups of host process instances: every process an instance starts stays in them whatever it does
+//! (new sessions, double forks), its memory, CPU and process count are limited, an out-of-memory kill is
+//! counted, and what a killed server left behind is found at the next start by listing directories.
 //!
-//! Joining a cgroup costs an RCU grace period (about 10 ms here) unless the hierarchy is mounted with
-//! `favordynmods`. On such mounts the instance's process joins before `exec`, so it never runs untracked;
-//! elsewhere the server moves it right after spawning, off the cold-start path, and the instance's
-//! process group (killed as a whole too) covers its first milliseconds.
+//! Both layouts in the field are supported, as runc supports them:
 //!
-//! Layout: `CGROUP2_MOUNT/pier/INSTALLATION/INSTANCE`. On machines with only cgroup v1, or without the
-//! rights to create groups, Pier falls back to process groups (see `process`).
+//! - **unified** (cgroup v2 with the `memory`, `cpu` and `pids` controllers): one directory per instance
+//!   under `MOUNT/pier/INSTALLATION`, limits in `memory.max`, `cpu.max`, `pids.max`;
+//! - **hybrid** (v1 controllers, plus a v2 mount with few or no controllers, as this project's CI machine
+//!   has): the instance's v2 directory tracks its processes (and `cgroup.kill` ends them), and a
+//!   directory in each v1 hierarchy holds a limit (`memory.limit_in_bytes`, `cpu.cfs_quota_us`,
+//!   `pids.max`).
+//!
+//! The instance's process joins every group before `exec` (it writes `0` to open `cgroup.procs` files),
+//! so limits hold from its first instruction. A limit a host cannot enforce is reported by
+//! [`CgroupRoot::enforced`] (`pier doctor` and the instance's log say so).
 
 use std::fs;
 use std::io;
@@ -16,160 +21,320 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// An instance's limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory (and memory plus swap) in bytes.
+    pub memory: u64,
+    /// CPU in thousandths of a core.
+    pub cpu_millis: u32,
+    /// Most processes and threads.
+    pub pids: u64,
+}
+
+/// CFS period for CPU quotas, in microseconds.
+const CPU_PERIOD: u64 = 100_000;
+
+/// Which limits this host enforces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Enforced {
+    /// Memory.
+    pub memory: bool,
+    /// CPU.
+    pub cpu: bool,
+    /// Process count.
+    pub pids: bool,
+}
+
+impl Enforced {
+    /// What is missing, for messages (empty when everything is enforced).
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut m = Vec::new();
+        if !self.memory {
+            m.push("memory");
+        }
+        if !self.cpu {
+            m.push("cpu");
+        }
+        if !self.pids {
+            m.push("pids");
+        }
+        m
+    }
+}
+
 /// Where this installation's instance cgroups live.
 #[derive(Clone, Debug)]
 pub struct CgroupRoot {
-    dir: PathBuf,
-    fast_join: bool,
+    /// The v2 directory tracking instances (and holding limits on unified hosts).
+    tracking: Option<PathBuf>,
+    /// Whether the v2 directory has the memory, cpu and pids controllers.
+    unified: bool,
+    /// v1 directories by controller, on hybrid hosts.
+    memory_v1: Option<PathBuf>,
+    cpu_v1: Option<PathBuf>,
+    pids_v1: Option<PathBuf>,
 }
 
-/// Whether the cgroup v2 mount has `favordynmods` (cheap migrations).
-fn favors_dynmods() -> bool {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(" - "))
-        .filter(|(_, right)| right.starts_with("cgroup2 "))
-        .any(|(_, right)| right.contains("favordynmods"))
+/// The mount points of cgroup hierarchies: the v2 one, and each v1 one with its controllers.
+fn mounts() -> (Option<PathBuf>, Vec<(PathBuf, Vec<String>)>) {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v2 = None;
+    let mut v1 = Vec::new();
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mount) = left.split_whitespace().nth(4).map(PathBuf::from) else {
+            continue;
+        };
+        let mut fields = right.split_whitespace();
+        match fields.next() {
+            Some("cgroup2") => v2 = v2.or(Some(mount)),
+            Some("cgroup") => {
+                let opts = fields.nth(1).unwrap_or("");
+                v1.push((mount, opts.split(',').map(str::to_owned).collect()));
+            }
+            _ => {}
+        }
+    }
+    (v2, v1)
 }
 
-/// Finds the cgroup v2 mount (`/sys/fs/cgroup` on unified systems, `/sys/fs/cgroup/unified` on hybrid
-/// ones) from `/proc/self/mountinfo`.
+/// The v2 mount (`/sys/fs/cgroup` on unified systems, `/sys/fs/cgroup/unified` on hybrid ones).
 pub fn cgroup2_mount() -> Option<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        right
-            .starts_with("cgroup2 ")
-            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))
-            .flatten()
-    })
+    mounts().0
+}
+
+fn probe(dir: &Path) -> Option<()> {
+    fs::create_dir_all(dir).ok()?;
+    let p = dir.join(".probe");
+    fs::create_dir(&p)
+        .ok()
+        .or_else(|| p.exists().then_some(()))?;
+    let _ = fs::remove_dir(&p);
+    Some(())
 }
 
 impl CgroupRoot {
-    /// This installation's root, created if needed; `None` when cgroup v2 is unavailable or not writable.
+    /// This installation's groups (`pier/INSTALLATION` in every hierarchy), created if needed; `None`
+    /// when this host has no usable cgroups.
     pub fn detect(installation: &str) -> Option<Self> {
-        let mount = cgroup2_mount()?;
-        let dir = mount.join("pier").join(installation);
-        fs::create_dir_all(&dir).ok()?;
-        // Probe: can we make and remove a group here?
-        let probe = dir.join(".probe");
-        fs::create_dir(&probe)
-            .ok()
-            .or_else(|| probe.exists().then_some(()))?;
-        let _ = fs::remove_dir(&probe);
-        Some(Self {
-            dir,
-            fast_join: favors_dynmods(),
-        })
+        Self::detect_at(&format!("pier/{installation}"))
     }
 
-    /// Whether a process can join a group cheaply before `exec` (see the module docs).
-    pub fn joins_fast(&self) -> bool {
-        self.fast_join
+    /// Groups under `parent` (a path such as `/pier-containers/INSTALLATION`) in every hierarchy.
+    pub fn detect_at(parent: &str) -> Option<Self> {
+        let (v2, v1) = mounts();
+        let rel = Path::new(parent.trim_start_matches('/'));
+        let mut root = CgroupRoot {
+            tracking: None,
+            unified: false,
+            memory_v1: None,
+            cpu_v1: None,
+            pids_v1: None,
+        };
+        if let Some(mount) = &v2 {
+            let dir = mount.join(rel);
+            if probe(&dir).is_some() {
+                let available =
+                    fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+                let has = |c: &str| available.split_whitespace().any(|a| a == c);
+                if has("memory") && has("cpu") && has("pids") {
+                    let enable = "+memory +cpu +pids";
+                    let ok = rel
+                        .ancestors()
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .skip(1)
+                        .all(|a| {
+                            fs::write(mount.join(a).join("cgroup.subtree_control"), enable).is_ok()
+                        });
+                    root.unified = ok;
+                }
+                root.tracking = Some(dir);
+            }
+        }
+        if !root.unified {
+            for (mount, opts) in &v1 {
+                let dir = mount.join(rel);
+                let has = |c: &str| opts.iter().any(|o| o == c);
+                let slot = if has("memory") {
+                    &mut root.memory_v1
+                } else if has("cpu") {
+                    &mut root.cpu_v1
+                } else if has("pids") {
+                    &mut root.pids_v1
+                } else {
+                    continue;
+                };
+                if slot.is_none() && probe(&dir).is_some() {
+                    *slot = Some(dir);
+                }
+            }
+        }
+        (root.tracking.is_some() || root.pids_v1.is_some()).then_some(root)
     }
 
-    /// The root's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Which limits hold.
+    pub fn enforced(&self) -> Enforced {
+        if self.unified {
+            return Enforced {
+                memory: true,
+                cpu: true,
+                pids: true,
+            };
+        }
+        Enforced {
+            memory: self.memory_v1.is_some(),
+            cpu: self.cpu_v1.is_some(),
+            pids: self.pids_v1.is_some(),
+        }
     }
 
-    /// Creates the group of a new instance.
-    pub fn create(&self, name: &str) -> io::Result<InstanceCgroup> {
-        let dir = self.dir.join(name);
-        fs::create_dir(&dir)?;
-        let procs = fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))?;
-        Ok(InstanceCgroup {
-            dir,
-            procs: Some(procs.into()),
-        })
+    fn dirs(&self) -> Vec<&PathBuf> {
+        [
+            self.tracking.as_ref(),
+            self.memory_v1.as_ref(),
+            self.cpu_v1.as_ref(),
+            self.pids_v1.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Creates the groups of a new instance, with `limits` written, and opens their `cgroup.procs`.
+    pub fn create(&self, name: &str, limits: &Limits) -> io::Result<InstanceCgroup> {
+        let mut cg = self.instance(name);
+        let result = (|| {
+            for d in cg.all_dirs() {
+                fs::create_dir(d)?;
+            }
+            let quota = u64::from(limits.cpu_millis) * CPU_PERIOD / 1000;
+            if self.unified
+                && let Some(d) = &cg.tracking
+            {
+                fs::write(d.join("memory.max"), limits.memory.to_string())?;
+                let _ = fs::write(d.join("memory.swap.max"), "0");
+                fs::write(d.join("cpu.max"), format!("{quota} {CPU_PERIOD}"))?;
+                fs::write(d.join("pids.max"), limits.pids.to_string())?;
+            }
+            if let Some(d) = &cg.memory_v1 {
+                fs::write(d.join("memory.limit_in_bytes"), limits.memory.to_string())?;
+                // Memory plus swap, where swap is accounted.
+                let _ = fs::write(
+                    d.join("memory.memsw.limit_in_bytes"),
+                    limits.memory.to_string(),
+                );
+            }
+            if let Some(d) = &cg.cpu_v1 {
+                fs::write(d.join("cpu.cfs_period_us"), CPU_PERIOD.to_string())?;
+                fs::write(d.join("cpu.cfs_quota_us"), quota.to_string())?;
+            }
+            if let Some(d) = &cg.pids_v1 {
+                fs::write(d.join("pids.max"), limits.pids.to_string())?;
+            }
+            let files: Vec<PathBuf> = cg
+                .all_dirs()
+                .iter()
+                .map(|d| d.join("cgroup.procs"))
+                .collect();
+            for f in files {
+                let f = fs::OpenOptions::new().write(true).open(f)?;
+                cg.procs.push(f.into());
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(cg),
+            Err(e) => {
+                cg.remove_dirs();
+                Err(e)
+            }
+        }
+    }
+
+    fn instance(&self, name: &str) -> InstanceCgroup {
+        InstanceCgroup {
+            name: name.to_owned(),
+            tracking: self.tracking.as_ref().map(|d| d.join(name)),
+            memory_v1: self.memory_v1.as_ref().map(|d| d.join(name)),
+            cpu_v1: self.cpu_v1.as_ref().map(|d| d.join(name)),
+            pids_v1: self.pids_v1.as_ref().map(|d| d.join(name)),
+            unified: self.unified,
+            procs: Vec::new(),
+        }
     }
 
     /// Groups left by a previous server.
     pub fn leftovers(&self) -> Vec<InstanceCgroup> {
-        fs::read_dir(&self.dir)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| InstanceCgroup {
-                        dir: e.path(),
-                        procs: None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        let mut names = std::collections::BTreeSet::new();
+        for d in self.dirs() {
+            if let Ok(entries) = fs::read_dir(d) {
+                for e in entries.flatten() {
+                    if e.path().is_dir() {
+                        names.insert(e.file_name().to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
+        names.into_iter().map(|n| self.instance(&n)).collect()
     }
 
-    /// Removes the root if it is empty (at shutdown).
+    /// Removes the installation's directories if they are empty (at shutdown).
     pub fn remove_if_empty(&self) {
-        let _ = fs::remove_dir(&self.dir);
+        for d in self.dirs() {
+            let _ = fs::remove_dir(d);
+            if let Some(parent) = d.parent() {
+                let _ = fs::remove_dir(parent);
+            }
+        }
     }
 }
 
-/// One instance's cgroup.
+/// One instance's groups.
 #[derive(Debug)]
 pub struct InstanceCgroup {
-    dir: PathBuf,
-    procs: Option<OwnedFd>,
+    name: String,
+    tracking: Option<PathBuf>,
+    memory_v1: Option<PathBuf>,
+    cpu_v1: Option<PathBuf>,
+    pids_v1: Option<PathBuf>,
+    unified: bool,
+    procs: Vec<OwnedFd>,
 }
 
 impl InstanceCgroup {
-    /// The open `cgroup.procs` a starting process writes `0` to, to join (before `exec`).
-    pub fn procs_fd(&self) -> Option<&OwnedFd> {
-        self.procs.as_ref()
+    fn all_dirs(&self) -> Vec<&PathBuf> {
+        [
+            self.tracking.as_ref(),
+            self.memory_v1.as_ref(),
+            self.cpu_v1.as_ref(),
+            self.pids_v1.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
-    /// Takes the open `cgroup.procs` (to move into the child's pre-exec step).
-    pub fn take_procs_fd(&mut self) -> Option<OwnedFd> {
-        self.procs.take()
-    }
-
-    /// Moves process `pid` into the group (blocking: a migration waits for an RCU grace period).
-    pub fn join(&self, pid: i32) -> io::Result<()> {
-        fs::write(self.dir.join("cgroup.procs"), pid.to_string())
-    }
-
-    /// Moves `leader` and every descendant it forked before the move into the group (blocking). Once a
-    /// process is in, what it forks is too; the loop catches what forked while it ran.
-    pub fn adopt(&self, leader: i32) -> io::Result<()> {
-        self.join(leader)?;
-        for _ in 0..10 {
-            let inside = self.pids();
-            let outside: Vec<i32> = descendants(leader)
-                .into_iter()
-                .filter(|p| !inside.contains(p))
-                .collect();
-            if outside.is_empty() {
-                break;
-            }
-            for pid in outside {
-                // It may have exited meanwhile.
-                let _ = self.join(pid);
-            }
-        }
-        Ok(())
+    /// The open `cgroup.procs` files a starting process writes `0` to, to join (before `exec`).
+    pub fn take_procs_fds(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.procs)
     }
 
     /// The group's name (the instance id).
-    pub fn name(&self) -> String {
-        self.dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Processes in the group now.
     pub fn pids(&self) -> Vec<i32> {
-        fs::read_to_string(self.dir.join("cgroup.procs"))
+        let dir = self.tracking.as_ref().or(self.pids_v1.as_ref());
+        dir.and_then(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
             .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
-    }
-
-    /// Whether a process is in the group.
-    pub fn contains(&self, pid: i32) -> bool {
-        self.pids().contains(&pid)
     }
 
     /// Sends `sig` to every process in the group.
@@ -181,52 +346,58 @@ impl InstanceCgroup {
 
     /// Kills every process in the group (`cgroup.kill`, or SIGKILL to each where the kernel lacks it).
     pub fn kill(&self) {
-        if fs::write(self.dir.join("cgroup.kill"), "1").is_err() {
-            self.signal(nix::sys::signal::Signal::SIGKILL);
+        let killed = self
+            .tracking
+            .as_ref()
+            .is_some_and(|d| fs::write(d.join("cgroup.kill"), "1").is_ok());
+        if !killed {
+            // A fork between listing and killing: go round a few times.
+            for _ in 0..3 {
+                self.signal(nix::sys::signal::Signal::SIGKILL);
+            }
         }
     }
 
-    /// Kills what is left and removes the group (waiting briefly for the kernel to reap).
+    /// How many processes the kernel killed for going over the memory limit.
+    pub fn oom_kills(&self) -> u64 {
+        let file = match (&self.memory_v1, &self.tracking) {
+            (Some(d), _) => d.join("memory.oom_control"),
+            (None, Some(d)) if self.unified => d.join("memory.events"),
+            _ => return 0,
+        };
+        fs::read_to_string(file)
+            .ok()
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .and_then(|n| n.trim().parse().ok())
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    fn remove_dirs(&self) -> bool {
+        let mut all = true;
+        for d in self.all_dirs() {
+            if fs::remove_dir(d).is_err() && d.exists() {
+                all = false;
+            }
+        }
+        all
+    }
+
+    /// Kills what is left and removes the groups (waiting briefly for the kernel to reap).
     pub async fn destroy(&self) {
         self.kill();
         for _ in 0..100 {
-            if fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+            if self.remove_dirs() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+            self.kill();
         }
-        tracing::warn!(cgroup = %self.dir.display(), "could not remove an instance cgroup");
+        tracing::warn!(cgroup = %self.name, "could not remove an instance's cgroups");
     }
-}
-
-/// Every live descendant of `root`, from the parent ids in `/proc`.
-fn descendants(root: i32) -> Vec<i32> {
-    let mut parent_of: Vec<(i32, i32)> = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // The command may hold spaces and parentheses: the fields start after the last ')'.
-        let ppid = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 2..].split_whitespace().nth(1))
-            .and_then(|p| p.parse::<i32>().ok());
-        if let Some(ppid) = ppid {
-            parent_of.push((pid, ppid));
-        }
-    }
-    let mut out = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for (child, _) in parent_of.iter().filter(|(_, pp)| *pp == p) {
-            if !out.contains(child) {
-                out.push(*child);
-                frontier.push(*child);
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -234,27 +405,34 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn groups_track_and_kill_every_descendant() {
+    async fn groups_limit_track_and_kill_every_descendant() {
         let Some(root) = CgroupRoot::detect("test-cgroups") else {
-            panic!(
-                "cgroup v2 is not available or not writable: this machine cannot isolate instances"
-            );
+            panic!("no usable cgroups: this machine cannot isolate instances");
         };
-        let g = root.create("unit-test-1").unwrap();
-        let procs = g.procs_fd().unwrap().try_clone().unwrap();
+        let enforced = root.enforced();
+        assert!(enforced.memory && enforced.pids, "{enforced:?}");
+        let limits = Limits {
+            memory: 64 << 20,
+            cpu_millis: 500,
+            pids: 100,
+        };
+        let mut g = root.create("unit-test-1", &limits).unwrap();
+        let procs = g.take_procs_fds();
         let mut cmd = tokio::process::Command::new("sh");
         // A child that starts its own session (escaping its process group) is still caught.
         cmd.arg("-c").arg("setsid sleep 100 & sleep 100");
         #[allow(unsafe_code)]
-        // SAFETY: write(2) on an already-open descriptor is async-signal-safe; nothing is allocated.
+        // SAFETY: write(2) on already-open descriptors is async-signal-safe; nothing is allocated.
         unsafe {
             cmd.pre_exec(move || {
-                nix::unistd::write(&procs, b"0")?;
+                for fd in &procs {
+                    nix::unistd::write(fd, b"0")?;
+                }
                 Ok(())
             });
         }
         let mut child = cmd.spawn().unwrap();
-        for _ in 0..100 {
+        for _ in 0..200 {
             if g.pids().len() >= 3 {
                 break;
             }
@@ -265,10 +443,21 @@ mod tests {
             "sh, sleep and the setsid sleep: {:?}",
             g.pids()
         );
-        let dir = g.dir.clone();
+        if let Some(d) = &g.memory_v1 {
+            assert_eq!(
+                fs::read_to_string(d.join("memory.limit_in_bytes"))
+                    .unwrap()
+                    .trim(),
+                (64u64 << 20).to_string()
+            );
+        }
+        assert_eq!(g.oom_kills(), 0);
         g.destroy().await;
         let _ = child.wait().await;
-        assert!(!dir.exists(), "the group is gone");
+        assert!(
+            g.all_dirs().iter().all(|d| !d.exists()),
+            "the groups are gone"
+        );
         assert!(root.leftovers().is_empty());
         root.remove_if_empty();
     }

@@ -19,16 +19,37 @@ use pier_model::{InstanceId, ProjectName, RevisionName, RevisionTemplate, Servic
 use thiserror::Error;
 use tokio::sync::watch;
 
+pub mod bridge;
 pub mod cgroup;
 pub mod logs;
 pub mod netns;
+pub mod network;
 pub mod probe;
 pub mod process;
+pub mod resolver;
+pub mod usernet;
 
 /// Grace period between SIGTERM and SIGKILL, as on Cloud Run.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long an instance has to start listening on PORT (Cloud Run's startup probe limit).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(240);
+/// Memory limit when the revision sets none (Cloud Run's default).
+pub const DEFAULT_MEMORY: u64 = 512 << 20;
+/// CPU limit in millicores when the revision sets none (Cloud Run's default).
+pub const DEFAULT_CPU_MILLIS: u32 = 1000;
+/// Most processes (and threads) one instance may have.
+pub const PIDS_LIMIT: u64 = 4096;
+/// The port when the revision sets none (Cloud Run's default).
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// How a service's instances are isolated, decided by the control plane for the service.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Isolation {
+    /// The service's block of host ids (absent only for runtimes that need none, such as test doubles).
+    pub ids: Option<pier_sandbox::IdBlock>,
+    /// Whether the service may reach the operator's private ranges (`--vpc-egress private-ranges-only`).
+    pub private_egress: bool,
+}
 
 /// Everything a runtime needs to start one instance.
 #[derive(Clone, Debug)]
@@ -46,6 +67,8 @@ pub struct InstanceSpec {
     /// More environment Pier adds (for example the metadata server's address); applied after the user's
     /// and before the reserved variables.
     pub extra_env: Vec<(String, String)>,
+    /// How it is isolated.
+    pub isolation: Isolation,
 }
 
 /// Where the gateway connects to reach an instance.
@@ -292,6 +315,7 @@ mod tests {
             revision: "a-00001-abc".parse().unwrap(),
             template: Arc::new(template),
             extra_env: vec![("PORT".into(), "1".into())],
+            isolation: Isolation::default(),
         };
         let env = instance_env(&spec, 9000);
         assert_eq!(env.iter().filter(|(k, _)| k == "PORT").count(), 1);

@@ -1,23 +1,17 @@
-//! Network namespaces for isolated instances. Each container instance gets a namespace of its own with
-//! only a loopback interface, so nothing on the host can reach its port: the gateway reaches it with sockets
-//! it opens *inside* the namespace ([`NetNs::connect`]), and Pier serves the instance's metadata server and a
-//! gateway entrance on listeners it also opens inside ([`NetNs::listen`]).
+//! Network namespaces for instances. Each instance (a host process or a container) gets a namespace of
+//! its own, so nothing on the host can reach its port: the gateway reaches it with sockets it opens
+//! *inside* the namespace ([`NetNs::connect`]), and Pier serves the instance's metadata server, name
+//! server and gateway entrances on listeners it also opens inside ([`NetNs::listen`]).
 //!
-//! Addresses inside every namespace, on `lo`:
-//!
-//! - `127.0.0.1`: the instance itself (its `PORT`);
-//! - [`METADATA_IP`] (`169.254.169.254`, link-local as on Google Cloud): the metadata server, port 80;
-//! - [`GATEWAY_IP`] (`169.254.169.253`): the gateway, on the same port numbers as outside, so service URLs
-//!   work unchanged (the instance's `/etc/hosts` maps service hosts here).
-//!
-//! With egress (the container runtime's choice), the namespace also gets `eth0`, one end of a veth pair
-//! whose other end the caller puts on a bridge: an address from the caller's subnet and a default route
-//! through the bridge ([`VethLink`]).
+//! A namespace is made with `lo` up, the link-local addresses of [`pier_sandbox::net`] on it, and that
+//! module's nftables table loaded (redirects to Pier's reserved ports, the egress filter); then, for
+//! egress, either `eth0` (one end of a veth pair the bridge takes, [`VethLink`]) or `tap0` from
+//! slirp4netns, user-mode networking that changes nothing on the host ([`UserNet`]).
 //!
 //! A namespace is created by a short-lived thread that `unshare`s, so the server's own threads never change
 //! namespace for long: a socket belongs to the namespace its creating thread was in, so [`NetNs::socket`]
 //! switches the calling thread in, creates the socket, and switches straight back. The namespace lives as
-//! long as its file descriptor or any process or socket in it; the container runtime joins it through
+//! long as its file descriptor or any process or socket in it; runtimes join it through
 //! `/proc/<server pid>/fd/<fd>`, so no bind mount is left behind if the server dies.
 
 use std::fs::File;
@@ -30,23 +24,21 @@ use std::sync::OnceLock;
 
 use nix::sched::{CloneFlags, setns, unshare};
 
-/// The metadata server's address inside every instance namespace.
-pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
-/// The gateway's address inside every instance namespace.
-pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 253);
+pub use pier_sandbox::net::{GATEWAY_IP, METADATA_IP};
+use pier_sandbox::net::{NetPolicy, nft_script};
 
 /// A network namespace Pier made for one instance.
 pub struct NetNs {
     file: File,
-    /// What must live exactly as long as the namespace (an address lease).
-    held: Option<Box<dyn Send + Sync>>,
+    /// What must live exactly as long as the namespace (an address lease, the egress helper).
+    held: Vec<Box<dyn Send + Sync>>,
 }
 
 impl std::fmt::Debug for NetNs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NetNs")
             .field("file", &self.file)
-            .field("holds", &self.held.is_some())
+            .field("holds", &self.held.len())
             .finish()
     }
 }
@@ -76,28 +68,55 @@ fn host_ns() -> io::Result<&'static File> {
 }
 
 impl NetNs {
-    /// Creates a namespace with `lo` up and the link-local addresses on it. Blocking (a thread and one
-    /// `ip` command, about 2 ms): call it from `spawn_blocking`.
+    /// Creates a namespace with `lo` up, the link-local addresses on it and no policy (tests). Blocking:
+    /// call it from `spawn_blocking`.
     pub fn create() -> io::Result<NetNs> {
-        Self::create_linked(None)
+        Self::create_linked(None, None)
     }
 
-    /// [`NetNs::create`], plus `eth0` as `link` says when there is one.
-    pub fn create_linked(link: Option<VethLink>) -> io::Result<NetNs> {
+    /// A namespace with `policy`'s table loaded, plus `eth0` as `link` says when there is one. Blocking
+    /// (a thread, an `ip` and an `nft` command): call it from `spawn_blocking`.
+    pub fn create_linked(link: Option<VethLink>, policy: Option<&NetPolicy>) -> io::Result<NetNs> {
+        Self::create_in(None, link, policy)
+    }
+
+    /// [`NetNs::create_linked`], the namespace owned by the user namespace `owner` when given (a gen2
+    /// container joins both, and may then mount its own sysfs).
+    pub fn create_in(
+        owner: Option<&std::os::fd::OwnedFd>,
+        link: Option<VethLink>,
+        policy: Option<&NetPolicy>,
+    ) -> io::Result<NetNs> {
         host_ns()?;
+        let made = owner.map(pier_sandbox::userns::netns_in).transpose()?;
+        let rules = policy.map(nft_script);
         std::thread::Builder::new()
             .name("pier-netns".into())
             .spawn(move || -> io::Result<NetNs> {
-                unshare(CloneFlags::CLONE_NEWNET).map_err(|e| {
-                    io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        format!("cannot create a network namespace ({e}): run the server as root"),
-                    )
-                })?;
-                let file = File::open("/proc/thread-self/ns/net")?;
+                let file = match made {
+                    Some(fd) => {
+                        setns(&fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+                        File::from(fd)
+                    }
+                    None => {
+                        unshare(CloneFlags::CLONE_NEWNET).map_err(|e| {
+                            io::Error::new(
+                                io::ErrorKind::PermissionDenied,
+                                format!("cannot create a network namespace ({e}): run the server as root"),
+                            )
+                        })?;
+                        File::open("/proc/thread-self/ns/net")?
+                    }
+                };
                 // A child forked from this thread starts in this thread's namespace.
                 configure(link.as_ref())?;
-                Ok(NetNs { file, held: None })
+                if let Some(rules) = &rules {
+                    run_script("nft", &["-f", "-"], rules, "nftables", "loading the instance's firewall")?;
+                }
+                Ok(NetNs {
+                    file,
+                    held: Vec::new(),
+                })
             })?
             .join()
             .map_err(|_| io::Error::other("the namespace thread panicked"))?
@@ -105,7 +124,12 @@ impl NetNs {
 
     /// Keeps `thing` until this namespace is dropped.
     pub fn hold(&mut self, thing: Box<dyn Send + Sync>) {
-        self.held = Some(thing);
+        self.held.push(thing);
+    }
+
+    /// The namespace's descriptor (for `setns`).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
     }
 
     /// The path another program (the OCI runtime) opens to join this namespace.
@@ -141,6 +165,13 @@ impl NetNs {
         let stream = self.socket()?.connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+
+    /// A UDP socket bound to `addr` inside this namespace (non-blocking, ready for tokio).
+    pub fn udp(&self, addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+        let socket = self.inside(|| std::net::UdpSocket::bind(addr))?;
+        socket.set_nonblocking(true)?;
+        Ok(socket)
     }
 
     /// A listener on `addr` inside this namespace (non-blocking, ready for tokio).

@@ -1,19 +1,27 @@
-//! The process runtime: each instance is the revision's command run as its own process group on the host.
+//! The process runtime: each instance is the revision's command, run as a host process inside a sandbox
+//! made from [`pier_sandbox`]'s policy, the same policy containers get.
 //!
-//! - `PORT` is a free loopback port chosen per instance; the gateway connects to `127.0.0.1:PORT`.
-//! - The environment is cleared, then given `PATH`, `HOME`, `LANG`, `TZ` and similar from the server, the
-//!   revision's variables, and the reserved `PORT`/`K_*` (so server secrets never leak into apps).
-//! - The group leader dies with the server (`PR_SET_PDEATHSIG`); its group is recorded in the run dir so that
-//!   anything it started is killed at the next start after a kill -9 of the server.
-//! - Stop is SIGTERM to the whole group, a grace period, then SIGKILL; when the leader exits by itself the
-//!   rest of its group is killed too, as when a container's PID 1 exits.
-//! - `--cpu`/`--memory` are not enforced by this runtime (deploy a container image for limits); the
-//!   instance's log says so when they are set.
+//! - **User.** The instance runs as its service's unprivileged host uid (the first id of the service's
+//!   block), with no capabilities, `no_new_privs` and the seccomp profile.
+//! - **Filesystem.** Its own mount namespace shows the host read-only with secrets hidden, a private
+//!   `/tmp`, and the revision's working directory and command ([`pier_sandbox::fsview`]).
+//! - **Network.** Its own network namespace ([`crate::network`]): the app listens on `0.0.0.0:$PORT`
+//!   (8080 unless `--port`), which only the gateway reaches, through sockets opened inside.
+//! - **Limits.** Its cgroups ([`crate::cgroup`]) hold `--memory`, `--cpu` (Cloud Run's defaults, 512 MiB
+//!   and 1 CPU, when unset) and a process limit; an instance over its memory limit is killed and reported
+//!   as out of memory. It joins them before `exec`, so nothing it starts escapes, and a server killed with
+//!   -9 finds every process it left in them at the next start.
+//! - **Environment.** Cleared, then `PATH`, `LANG`, `TZ` and similar from the server, `HOME=/tmp`, the
+//!   revision's variables, and the reserved `PORT`/`K_*` (server secrets never leak into apps).
+//! - **Stop.** SIGTERM to the whole process group, a grace period, then SIGKILL to everything in the
+//!   cgroup; when the leader exits by itself the rest goes too, as when a container's PID 1 exits.
+//!
+//! A revision deployed `--unsandboxed` (the operator must allow it, and an owner deploy it) keeps the
+//! network namespace and limits but runs as the server's user with the host's filesystem and no filter.
 
-use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -23,141 +31,129 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use pier_model::api::LogStream;
 use pier_model::{InstanceId, RevisionTemplate};
-use serde::{Deserialize, Serialize};
+use pier_sandbox::launch::{Exit, Launch, LaunchError, Spawned, Spawner};
+use pier_sandbox::userns::UserNsCache;
+use pier_sandbox::{HostView, Program};
+use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use crate::cgroup::{CgroupRoot, InstanceCgroup};
+use crate::cgroup::{CgroupRoot, InstanceCgroup, Limits};
 use crate::logs::{InstanceLog, LogStore, pump};
+use crate::network::{InstanceNet, Network};
 use crate::{
-    Endpoint, ExitReason, Instance, InstanceSpec, Runtime, RuntimeError, instance_argv,
-    instance_env,
+    DEFAULT_CPU_MILLIS, DEFAULT_MEMORY, DEFAULT_PORT, Endpoint, ExitReason, Instance, InstanceSpec,
+    PIDS_LIMIT, Runtime, RuntimeError, instance_argv, instance_env,
 };
 
 /// Variables passed from the server's environment to every instance, when set.
-const PASSED_ENV: [&str; 8] = [
-    "PATH",
-    "HOME",
-    "USER",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "TMPDIR",
-    "SSL_CERT_FILE",
-];
+const PASSED_ENV: [&str; 5] = ["PATH", "LANG", "LC_ALL", "TZ", "TERM"];
 
-/// Runs instances as host processes.
+/// How often a running instance's out-of-memory counter is read.
+const OOM_POLL: Duration = Duration::from_millis(500);
+
+/// The sandbox of sandboxed instances.
+pub struct Sandbox {
+    /// What instances see of the filesystem.
+    pub view: HostView,
+    /// The seccomp filter.
+    pub seccomp: Program,
+    /// Id mappings for showing the app's files.
+    pub userns: UserNsCache,
+}
+
+/// Settings of the process runtime.
+pub struct ProcessConfig {
+    /// Where instance output goes.
+    pub logs: Arc<LogStore>,
+    /// The working directory when a revision names none.
+    pub default_workdir: PathBuf,
+    /// The sandbox; without one, only `--unsandboxed` revisions run (tests of the runtime itself).
+    pub sandbox: Option<Arc<Sandbox>>,
+    /// Whether `--unsandboxed` revisions may run at all (`pier server --allow-unsandboxed`).
+    pub allow_unsandboxed: bool,
+    /// Instance networks.
+    pub network: Arc<Network>,
+    /// Instance cgroups.
+    pub cgroups: Option<CgroupRoot>,
+}
+
+/// Runs instances as sandboxed host processes.
 pub struct ProcessRuntime {
-    logs: Arc<LogStore>,
-    run_dir: PathBuf,
+    config: ProcessConfig,
     base_env: Vec<(String, String)>,
-    default_workdir: PathBuf,
-    hosts_file: Option<std::ffi::CString>,
-    cgroups: Option<CgroupRoot>,
-    live: Arc<std::sync::Mutex<std::collections::HashMap<InstanceId, Tracked>>>,
-}
-
-/// How a live instance's processes are found.
-#[derive(Clone)]
-struct Tracked {
-    leader: i32,
-    cgroup: Option<Arc<InstanceCgroup>>,
-}
-
-impl Tracked {
-    fn pids(&self) -> Vec<i32> {
-        match &self.cgroup {
-            Some(cg) => cg.pids(),
-            None => peers::process_tree(self.leader),
-        }
-    }
 }
 
 impl std::fmt::Debug for ProcessRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessRuntime")
-            .field("run_dir", &self.run_dir)
+            .field("sandboxed", &self.config.sandbox.is_some())
             .finish_non_exhaustive()
     }
 }
 
-/// What is recorded about a running instance so a later server can clean it up.
-#[derive(Serialize, Deserialize)]
-struct Leftover {
-    pgid: i32,
-    start_ticks: u64,
-    boot_id: String,
-}
-
 impl ProcessRuntime {
-    /// A runtime that logs to `logs` and records running instances under `run_dir`.
-    pub fn new(logs: Arc<LogStore>, run_dir: &Path) -> Result<Self, RuntimeError> {
-        fs::create_dir_all(run_dir)
-            .map_err(RuntimeError::io(format!("creating {}", run_dir.display())))?;
+    /// A runtime with `config`.
+    pub fn new(config: ProcessConfig) -> Self {
         let base_env = PASSED_ENV
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
             .collect();
-        Ok(Self {
-            logs,
-            run_dir: run_dir.to_owned(),
-            base_env,
-            default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
-            hosts_file: None,
-            cgroups: None,
-            live: Arc::default(),
+        if config.cgroups.is_none() {
+            tracing::warn!("no usable cgroups: process instances run without limits or tracking");
+        }
+        Self { config, base_env }
+    }
+
+    /// The limits this host cannot enforce, for messages.
+    pub fn unenforced(&self) -> Vec<&'static str> {
+        match &self.config.cgroups {
+            Some(c) => c.enforced().missing(),
+            None => vec!["memory", "cpu", "pids"],
+        }
+    }
+}
+
+/// Finds `program` as `execvp` would, from the instance's `PATH` and working directory.
+fn resolve_program(program: &str, path: Option<&str>, workdir: &Path) -> Option<PathBuf> {
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.is_file() && m.permissions().mode() & 0o111 != 0
         })
+    };
+    if program.contains('/') {
+        let p = workdir.join(program);
+        return runnable(&p).then_some(p);
     }
+    path.unwrap_or("/usr/local/bin:/usr/bin:/bin")
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| workdir.join(d).join(program))
+        .find(|p| runnable(p))
+}
 
-    /// Puts every instance in its own cgroup under `root` (see [`crate::cgroup`]).
-    pub fn with_cgroups(mut self, root: Option<CgroupRoot>) -> Self {
-        if root.is_none() {
-            tracing::warn!(
-                "cgroup v2 is not available: instances are tracked by process group only"
-            );
+/// Absolute paths that exist among the words of the arguments (`python3 /srv/app/main.py`, a `sh -c`
+/// line, `--config=/etc/app.toml`): what the instance is shown besides its working directory and
+/// program, when its revision may see private paths.
+fn mentioned_paths(argv: &[String]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for word in argv.iter().skip(1).flat_map(|a| a.split_whitespace()) {
+        let word = word.trim_matches(|c| c == '\'' || c == '"' || c == ';');
+        let path = word.rsplit_once('=').map_or(word, |(_, v)| v);
+        if path.starts_with('/') && path.len() > 1 {
+            let p = PathBuf::from(path);
+            if std::fs::symlink_metadata(&p).is_ok() && !out.contains(&p) && out.len() < 16 {
+                out.push(p);
+            }
         }
-        self.cgroups = root;
-        self
     }
-
-    /// Gives every instance its own mount namespace where `path` is `/etc/hosts`, so the service hosts
-    /// Pier writes there resolve inside instances. Needs root (without it, instances see the host's
-    /// `/etc/hosts` and the server logs why).
-    pub fn with_hosts_file(mut self, path: &Path) -> Self {
-        if !nix::unistd::geteuid().is_root() {
-            tracing::warn!(
-                "not running as root: instances cannot get their own /etc/hosts, so service hosts may not resolve inside them"
-            );
-            return self;
-        }
-        use std::os::unix::ffi::OsStrExt;
-        self.hosts_file = std::ffi::CString::new(path.as_os_str().as_bytes()).ok();
-        self
-    }
+    out
 }
 
-fn free_port() -> Result<u16, RuntimeError> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(RuntimeError::io("finding a free port"))?;
-    Ok(l.local_addr()
-        .map_err(RuntimeError::io("finding a free port"))?
-        .port())
-}
-
-fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// Field 22 (start time in clock ticks since boot) and field 5 (process group) of `/proc/PID/stat`.
-fn proc_stat(pid: i32) -> Option<(i32, u64)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses; fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let pgrp = fields.get(2)?.parse().ok()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((pgrp, start))
+fn cstring(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
+    CString::new(s.as_ref().to_vec()).map_err(|_| {
+        RuntimeError::Unsupported("a command, argument or variable contains a NUL byte".into())
+    })
 }
 
 #[async_trait]
@@ -172,14 +168,19 @@ impl Runtime for ProcessRuntime {
                 "this revision runs a container image, which the process runtime cannot run".into(),
             ));
         }
-        if template.port.is_some() {
-            return Err(RuntimeError::Unsupported(
-                "--port needs a container image: the process runtime gives each instance its own free PORT".into(),
-            ));
-        }
         if template.command.is_empty() {
             return Err(RuntimeError::Unsupported(
                 "the process runtime needs a command: give --command".into(),
+            ));
+        }
+        if template.unsandboxed && !self.config.allow_unsandboxed {
+            return Err(RuntimeError::Unsupported(
+                "this server does not run unsandboxed instances: deploy without --unsandboxed, or start the server with --allow-unsandboxed".into(),
+            ));
+        }
+        if !template.unsandboxed && self.config.sandbox.is_none() {
+            return Err(RuntimeError::Unsupported(
+                "this server cannot sandbox host processes (it needs root): run it as root, or deploy a container image".into(),
             ));
         }
         Ok(())
@@ -188,13 +189,18 @@ impl Runtime for ProcessRuntime {
     async fn start(&self, spec: InstanceSpec) -> Result<Arc<dyn Instance>, RuntimeError> {
         let template = spec.template.clone();
         self.check(&template)?;
-        let port = free_port()?;
+        let port = template.port.unwrap_or(DEFAULT_PORT);
         let mut env = self.base_env.clone();
+        if !template.unsandboxed {
+            env.push(("HOME".into(), "/tmp".into()));
+        } else if let Ok(home) = std::env::var("HOME") {
+            env.push(("HOME".into(), home));
+        }
         let inst_env = instance_env(&spec, port);
         env.retain(|(k, _)| !inst_env.iter().any(|(ik, _)| ik == k));
         env.extend(inst_env);
         let argv = instance_argv(&template, &env);
-        let Some((program, args)) = argv.split_first() else {
+        let Some(program) = argv.first().cloned() else {
             return Err(RuntimeError::Unsupported(
                 "the process runtime needs a command: give --command".into(),
             ));
@@ -203,176 +209,189 @@ impl Runtime for ProcessRuntime {
             .working_dir
             .as_deref()
             .map(PathBuf::from)
-            .unwrap_or_else(|| self.default_workdir.clone());
+            .unwrap_or_else(|| self.config.default_workdir.clone());
         if !workdir.is_dir() {
             return Err(RuntimeError::Unsupported(format!(
                 "working directory {} does not exist: fix --workdir or create it",
                 workdir.display()
             )));
         }
+        let path_var = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str());
+        let resolved = resolve_program(&program, path_var, &workdir).ok_or_else(|| {
+            RuntimeError::CommandNotFound {
+                program: program.clone(),
+            }
+        })?;
+        let exec_path = std::fs::canonicalize(&resolved).unwrap_or(resolved);
 
-        let log = self
-            .logs
-            .instance_writer(&spec.project, &spec.service, &spec.revision, &spec.id);
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&workdir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(false);
-        let mut cgroup = match &self.cgroups {
-            Some(root) => Some(root.create(spec.id.as_str()).map_err(RuntimeError::io(
-                format!("creating the cgroup of instance {}", spec.id),
-            ))?),
+        let limits = Limits {
+            memory: template.memory_bytes().unwrap_or(DEFAULT_MEMORY),
+            cpu_millis: template.cpu_millis().unwrap_or(DEFAULT_CPU_MILLIS),
+            pids: PIDS_LIMIT,
+        };
+        let mut cgroup = match &self.config.cgroups {
+            Some(root) => Some(root.create(spec.id.as_str(), &limits).map_err(
+                RuntimeError::io(format!("creating the cgroups of instance {}", spec.id)),
+            )?),
             None => None,
         };
-        let join_in_child = self.cgroups.as_ref().is_some_and(|r| r.joins_fast());
-        let join_cgroup = if join_in_child {
-            cgroup.as_mut().and_then(|c| c.take_procs_fd())
-        } else {
-            None
-        };
-        let hosts = self.hosts_file.clone();
-        let server_pid = nix::unistd::getpid();
-        #[allow(unsafe_code)]
-        // SAFETY: the closure runs in the forked child before exec. It calls only prctl(2), getppid(2), write(2) on a
-        // descriptor opened before the fork, unshare(2) and mount(2), which are async-signal-safe, with C
-        // strings built before the fork; it allocates nothing and touches no lock shared with the parent.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-                // A server killed between the fork and the line above sent no signal: stop here.
-                if nix::unistd::getppid() != server_pid {
-                    return Err(std::io::Error::other("the server is gone"));
-                }
-                if let Some(fd) = &join_cgroup {
-                    nix::unistd::write(fd, b"0")?;
-                }
-                if let Some(hosts) = &hosts {
-                    use nix::mount::{MsFlags, mount};
-                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-                    mount(
-                        None::<&std::ffi::CStr>,
-                        c"/",
-                        None::<&std::ffi::CStr>,
-                        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                        None::<&std::ffi::CStr>,
-                    )?;
-                    mount(
-                        Some(hosts.as_c_str()),
-                        c"/etc/hosts",
-                        None::<&std::ffi::CStr>,
-                        MsFlags::MS_BIND,
-                        None::<&std::ffi::CStr>,
-                    )?;
-                }
-                Ok(())
-            });
-        }
-        let spawned = cmd.spawn();
-        // The child holds its own copy of the cgroup descriptor; ours closes with the command.
-        drop(cmd);
-        let cgroup = cgroup.map(Arc::new);
-        if spawned.is_err()
-            && let Some(cg) = &cgroup
-        {
-            cg.destroy().await;
-        }
-        let mut child = spawned.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => RuntimeError::CommandNotFound {
-                program: program.clone(),
-            },
-            std::io::ErrorKind::PermissionDenied => RuntimeError::NotExecutable {
-                program: program.clone(),
-                reason: "permission denied (is it executable?)".into(),
-            },
-            _ => RuntimeError::NotExecutable {
-                program: program.clone(),
-                reason: e.to_string(),
-            },
-        })?;
-        let pid = child.id().map(|p| p as i32).unwrap_or(0);
-        if !join_in_child && let Some(cg) = cgroup.clone() {
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = cg.adopt(pid) {
-                    tracing::debug!(pid, "moving an instance into its cgroup failed: {e}");
-                }
-            });
-        }
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            spec.id.clone(),
-            Tracked {
-                leader: pid,
-                cgroup: cgroup.clone(),
-            },
-        );
-        let state_file = self.run_dir.join(format!("{}.json", spec.id));
-        // The process group is recorded too while the cgroup cannot be joined before exec: it covers what
-        // the instance starts before the move.
-        if (cgroup.is_none() || !join_in_child)
-            && let Some((_, start_ticks)) = proc_stat(pid)
-        {
-            let rec = Leftover {
-                pgid: pid,
-                start_ticks,
-                boot_id: boot_id(),
-            };
-            if let Ok(json) = serde_json::to_vec(&rec) {
-                let _ = fs::write(&state_file, json);
-            }
-        }
-        log.system(&format!(
-            "instance started: pid {pid}, PORT={port}, command {program:?}"
-        ));
-        if template.cpu.is_some() || template.memory.is_some() {
-            log.system("note: the process runtime does not enforce --cpu/--memory; deploy a container image for limits");
-        }
-
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump(out, log.clone(), LogStream::Stdout));
-        }
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(err, log.clone(), LogStream::Stderr));
-        }
-        let (exit_tx, exit_rx) = watch::channel(None);
-        let stopping = Arc::new(AtomicBool::new(false));
-        {
-            let log = log.clone();
-            let stopping = stopping.clone();
-            let state_file = state_file.clone();
-            let live = self.live.clone();
-            let id = spec.id.clone();
-            let cg = cgroup.clone();
-            tokio::spawn(async move {
-                let status = child.wait().await;
-                // Whatever else the leader started goes with it.
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                if let Some(cg) = &cg {
+        let net = match self.config.network.make(&spec, port, None).await {
+            Ok(n) => n,
+            Err(e) => {
+                if let Some(cg) = &cgroup {
                     cg.destroy().await;
                 }
-                let _ = fs::remove_file(&state_file);
-                live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                use std::os::unix::process::ExitStatusExt;
-                let reason = match status {
-                    _ if stopping.load(Ordering::SeqCst) => ExitReason::Stopped,
-                    Ok(s) => match (s.code(), s.signal()) {
-                        (Some(code), _) => ExitReason::Exited(code),
-                        (None, Some(sig)) => ExitReason::Signaled(sig),
-                        _ => ExitReason::Exited(-1),
-                    },
-                    Err(_) => ExitReason::Exited(-1),
-                };
-                log.system(&format!("instance {reason}"));
-                let _ = exit_tx.send(Some(reason));
+                return Err(e);
+            }
+        };
+        let log = self.config.logs.instance_writer(
+            &spec.project,
+            &spec.service,
+            &spec.revision,
+            &spec.id,
+        );
+        let (out_r, out_w) = pier_sandbox::launch::output_pipe()
+            .map_err(RuntimeError::io("making the instance's output pipes"))?;
+        let (err_r, err_w) = pier_sandbox::launch::output_pipe()
+            .map_err(RuntimeError::io("making the instance's output pipes"))?;
+        let user = match (&template.unsandboxed, spec.isolation.ids) {
+            (false, Some(ids)) => Some((ids.uid, ids.gid)),
+            (false, None) => {
+                return Err(RuntimeError::Unsupported(
+                    "the instance has no user of its own (the service has no id block)".into(),
+                ));
+            }
+            (true, _) => None,
+        };
+        let launch = Launch {
+            program: cstring(exec_path.as_os_str().as_bytes())?,
+            argv: argv.iter().map(cstring).collect::<Result<_, _>>()?,
+            envp: env
+                .iter()
+                .map(|(k, v)| cstring(format!("{k}={v}")))
+                .collect::<Result<_, _>>()?,
+            workdir: cstring(workdir.as_os_str().as_bytes())?,
+            stdout: out_w,
+            stderr: err_w,
+            cgroups: cgroup
+                .as_mut()
+                .map(|c| c.take_procs_fds())
+                .unwrap_or_default(),
+            netns: Some(std::os::fd::AsRawFd::as_raw_fd(&net.ns.fd())),
+            view: None,
+            user,
+            seccomp: None,
+        };
+        let sandbox = if template.unsandboxed {
+            None
+        } else {
+            self.config.sandbox.clone()
+        };
+        let (wd, path, prog) = (workdir.clone(), exec_path.clone(), program.clone());
+        let mentioned = mentioned_paths(&argv);
+        let private = template.private_paths;
+        let mut launch = launch;
+        // Planning may fork (an id mapping) and spawning forks: on the spawner thread, off the async
+        // workers, and from a thread that outlives the instance (see `Spawner`).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = move || -> Result<Spawned, RuntimeError> {
+            if let (Some(sb), Some((uid, gid))) = (sandbox, user) {
+                launch.view = Some(
+                    sb.view
+                        .plan(&wd, Some(&path), &mentioned, private, uid, gid, &sb.userns)
+                        .map_err(|e| RuntimeError::Unsupported(e.to_string()))?,
+                );
+                launch.seccomp = Some(sb.seccomp.clone());
+            }
+            pier_sandbox::launch::spawn(&launch).map_err(|e| match e {
+                LaunchError::NotFound(_) => RuntimeError::CommandNotFound { program: prog },
+                LaunchError::NotExecutable(_) => RuntimeError::NotExecutable {
+                    program: prog,
+                    reason: "permission denied (is it executable, and readable by others?)".into(),
+                },
+                other => RuntimeError::Unsupported(other.to_string()),
+            })
+        };
+        let result = match Spawner::global().run(job, move |r| {
+            let _ = tx.send(r);
+        }) {
+            Ok(()) => rx
+                .await
+                .map_err(|_| RuntimeError::Unsupported("the spawner thread is gone".into()))
+                .and_then(|r| r),
+            Err(e) => Err(RuntimeError::Unsupported(e.to_string())),
+        };
+        let spawned = match result {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(cg) = &cgroup {
+                    cg.destroy().await;
+                }
+                return Err(e);
+            }
+        };
+        let pid = spawned.pid;
+        log.system(&format!(
+            "instance started: pid {pid}, PORT={port}, {}, memory {} MiB, cpu {}m, command {program:?}",
+            match user {
+                Some((uid, _)) => format!("user {uid}, sandboxed"),
+                None => "unsandboxed (the server's user)".into(),
+            },
+            limits.memory >> 20,
+            limits.cpu_millis,
+        ));
+        let unenforced = self.unenforced();
+        if !unenforced.is_empty() {
+            log.system(&format!(
+                "note: this host cannot enforce these limits: {} (see `pier doctor`)",
+                unenforced.join(", ")
+            ));
+        }
+        for (r, stream) in [(out_r, LogStream::Stdout), (err_r, LogStream::Stderr)] {
+            match tokio::net::unix::pipe::Receiver::from_owned_fd(r) {
+                Ok(rx) => {
+                    tokio::spawn(pump(rx, log.clone(), stream));
+                }
+                Err(e) => log.system(&format!("cannot read the instance's output: {e}")),
+            }
+        }
+        let cgroup = cgroup.map(Arc::new);
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let oom = Arc::new(AtomicBool::new(false));
+        if let Some(cg) = cgroup.clone() {
+            let (mut exit, log, oom) = (exit_rx.clone(), log.clone(), oom.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = exit.wait_for(Option::is_some) => return,
+                        _ = tokio::time::sleep(OOM_POLL) => {}
+                    }
+                    if cg.oom_kills() > 0 {
+                        oom.store(true, Ordering::SeqCst);
+                        log.system("out of memory: the kernel killed a process over the instance's memory limit; stopping the instance (raise --memory)");
+                        cg.kill();
+                        return;
+                    }
+                }
             });
+        }
+        let ns = net.ns.clone();
+        {
+            let (log, stopping, cg, oom) =
+                (log.clone(), stopping.clone(), cgroup.clone(), oom.clone());
+            tokio::spawn(watch_exit(spawned, net, cg, log, stopping, oom, exit_tx));
         }
         Ok(Arc::new(ProcessInstance {
             id: spec.id,
-            endpoint: Endpoint::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+            endpoint: Endpoint::Netns(
+                ns,
+                std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+            ),
             pgid: pid,
             cgroup,
             exit: exit_rx,
@@ -381,86 +400,61 @@ impl Runtime for ProcessRuntime {
         }))
     }
 
-    fn peer_instance(&self, peer: SocketAddr) -> Option<InstanceId> {
-        if !peer.ip().is_loopback() {
-            return None;
-        }
-        let inode = peers::socket_inode(peer)?;
-        let live: Vec<(InstanceId, Tracked)> = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        live.into_iter().find_map(|(id, t)| {
-            t.pids()
-                .into_iter()
-                .any(|pid| peers::holds_socket(pid, inode))
-                .then_some(id)
-        })
-    }
-
     async fn cleanup_leftovers(&self) -> Result<usize, RuntimeError> {
         let mut killed = 0;
-        // Instances already counted through their cgroup (their process group may be recorded too).
-        let mut counted = std::collections::HashSet::new();
-        if let Some(root) = &self.cgroups {
+        if let Some(root) = &self.config.cgroups {
             for cg in root.leftovers() {
                 if !cg.pids().is_empty() {
                     killed += 1;
-                    counted.insert(cg.name());
+                    tracing::info!(
+                        instance = cg.name(),
+                        "killed an instance left by a previous server"
+                    );
                 }
                 cg.destroy().await;
             }
         }
-        let entries = match fs::read_dir(&self.run_dir) {
-            Ok(e) => e,
-            Err(_) => return Ok(killed),
-        };
-        let boot = boot_id();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            if let Ok(rec) = fs::read(&path)
-                .map_err(|_| ())
-                .and_then(|b| serde_json::from_slice::<Leftover>(&b).map_err(|_| ()))
-                && rec.boot_id == boot
-                && rec.pgid > 1
-            {
-                // Kill members of the recorded group that started no earlier than its leader: a pid reused
-                // by an unrelated process after the leader died cannot match both.
-                let mut found = false;
-                if let Ok(procs) = fs::read_dir("/proc") {
-                    for p in procs.flatten() {
-                        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok())
-                        else {
-                            continue;
-                        };
-                        if let Some((pgrp, start)) = proc_stat(pid)
-                            && pgrp == rec.pgid
-                            && start >= rec.start_ticks
-                        {
-                            found = true;
-                            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-                        }
-                    }
-                }
-                let name = path
-                    .file_stem()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                if found && !counted.contains(&name) {
-                    killed += 1;
-                    tracing::info!(instance = ?path.file_stem(), "killed instance left by a previous server");
-                }
-            }
-            let _ = fs::remove_file(&path);
-        }
         Ok(killed)
     }
+}
+
+/// Waits for the leader's end, then takes everything else of the instance down with it.
+async fn watch_exit(
+    spawned: Spawned,
+    net: InstanceNet,
+    cgroup: Option<Arc<InstanceCgroup>>,
+    log: InstanceLog,
+    stopping: Arc<AtomicBool>,
+    oom: Arc<AtomicBool>,
+    exit_tx: watch::Sender<Option<ExitReason>>,
+) {
+    #[allow(unsafe_code)]
+    // SAFETY: the AsyncFd owns the pidfd, which stays open and the same until it is dropped.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(spawned.pidfd, tokio::io::Interest::READABLE) };
+    let exit = match registered.map_err(|e| e.into_parts().1) {
+        Ok(fd) => {
+            let _ = fd.readable().await;
+            pier_sandbox::launch::reap(fd.get_ref())
+        }
+        Err(e) => Err(e),
+    };
+    // Whatever else the leader started goes with it.
+    let _ = killpg(Pid::from_raw(spawned.pid), Signal::SIGKILL);
+    let oom = oom.load(Ordering::SeqCst) || cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+    if let Some(cg) = &cgroup {
+        cg.destroy().await;
+    }
+    drop(net);
+    let reason = match exit {
+        _ if oom => ExitReason::OutOfMemory,
+        _ if stopping.load(Ordering::SeqCst) => ExitReason::Stopped,
+        Ok(Exit::Code(c)) => ExitReason::Exited(c),
+        Ok(Exit::Signal(s)) => ExitReason::Signaled(s),
+        Err(_) => ExitReason::Exited(-1),
+    };
+    log.system(&format!("instance {reason}"));
+    let _ = exit_tx.send(Some(reason));
 }
 
 struct ProcessInstance {
@@ -517,8 +511,6 @@ impl Instance for ProcessInstance {
         .await;
     }
 }
-
-mod peers;
 
 #[cfg(test)]
 mod tests;

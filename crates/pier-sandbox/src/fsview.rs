@@ -44,7 +44,7 @@ pub enum ViewError {
     NoWorkdir(PathBuf),
     /// Showing the working directory would show a secret.
     #[error(
-        "working directory {dir} cannot be shown to instances: it contains {secret}; deploy from the application's own folder (--workdir)"
+        "{dir} cannot be shown to instances: it holds {secret}; deploy from the application's own folder (--workdir)"
     )]
     RevealsSecret {
         /// The directory.
@@ -52,6 +52,12 @@ pub enum ViewError {
         /// What it contains.
         secret: String,
     },
+    /// The working directory or command is hidden or closed to other users, and the revision may not
+    /// be shown private paths.
+    #[error(
+        "{0} is not visible to instances (it is hidden from them, or closed to other users): deploy from a folder every user can read, or have an owner deploy it"
+    )]
+    NotVisible(PathBuf),
     /// A visible parent of the working directory or command is closed to other users.
     #[error(
         "{path} cannot be shown to instances: its parent {parent} is not open to other users (chmod o+x {parent}, or move the application)"
@@ -77,6 +83,8 @@ pub struct HostView {
     hidden_files: Vec<PathBuf>,
     /// Secrets a working directory must not contain (hidden areas, data dir, config dir).
     secrets: Vec<PathBuf>,
+    /// Pier's own (data dir, config dir): never shown.
+    pier_secrets: Vec<PathBuf>,
     homes: Vec<PathBuf>,
     files: Vec<(PathBuf, PathBuf)>,
     masked: Vec<String>,
@@ -148,8 +156,9 @@ impl HostView {
             .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
             .collect();
         let mut secrets = hidden_areas.clone();
-        secrets.extend(extra);
+        secrets.extend(extra.iter().cloned());
         let mut out = HostView {
+            pier_secrets: extra,
             hidden_areas,
             hidden_files,
             secrets,
@@ -189,6 +198,12 @@ impl HostView {
 
     /// Why `dir` may not be shown, if it may not.
     fn check_reveal(&self, dir: &Path) -> Result<(), ViewError> {
+        if let Some(secret) = paths::contains_any(dir, &self.pier_secrets) {
+            return Err(ViewError::RevealsSecret {
+                dir: dir.to_owned(),
+                secret: format!("Pier's own files ({})", secret.display()),
+            });
+        }
         if let Some(secret) = paths::contains_any(dir, &self.secrets) {
             return Err(ViewError::RevealsSecret {
                 dir: dir.to_owned(),
@@ -204,12 +219,18 @@ impl HostView {
         Ok(())
     }
 
-    /// The steps that make the view for one instance: `workdir` and `program` (absolute, resolved) are
-    /// shown read-only and owned by `uid`/`gid`. Blocking (it may create a user namespace).
+    /// The steps that make the view for one instance running as `uid`/`gid`. With `private` (recorded
+    /// for revisions an owner deployed), `workdir`, `program` (absolute, resolved) and the existing
+    /// absolute paths in `mentioned` (what the command's arguments name) are shown read-only and owned by
+    /// the instance's user, wherever they are; without it they must be visible to every user already.
+    /// Blocking (it may create a user namespace).
+    #[allow(clippy::too_many_arguments)]
     pub fn plan(
         &self,
         workdir: &Path,
         program: Option<&Path>,
+        mentioned: &[PathBuf],
+        private: bool,
         uid: u32,
         gid: u32,
         userns: &UserNsCache,
@@ -239,14 +260,32 @@ impl HostView {
                 devices.push((slot, path));
             }
         }
-        // The app: its folder and command, unless every user sees them already.
-        let mut app = Vec::new();
-        let mut shown = |path: &Path, is_dir: bool, b: &mut Builder| -> Result<(), ViewError> {
+        // The app: its folder, command and the files it names, unless every user sees them already.
+        let mut app: Vec<(usize, PathBuf, bool, Arc<OwnedFd>)> = Vec::new();
+        let mut shown = |path: &Path, b: &mut Builder| -> Result<(), ViewError> {
+            let is_dir = path.is_dir();
             if !self.replaced(path) && open_to_others(path, is_dir) {
+                return Ok(());
+            }
+            if !private {
+                return Err(ViewError::NotVisible(path.to_owned()));
+            }
+            if app.iter().any(|(_, p, _, _)| path.starts_with(p)) {
                 return Ok(());
             }
             if is_dir {
                 self.check_reveal(path)?;
+            } else if self.hidden_files.iter().any(|f| f == path) {
+                return Err(ViewError::RevealsSecret {
+                    dir: path.to_owned(),
+                    secret: "a file Pier hides from instances".into(),
+                });
+            }
+            if paths::is_under(path, &self.pier_secrets) {
+                return Err(ViewError::RevealsSecret {
+                    dir: path.to_owned(),
+                    secret: "Pier's own files".into(),
+                });
             }
             if let Some(parent) = closed_visible_parent(path, |p| self.replaced(p)) {
                 return Err(ViewError::ClosedParent {
@@ -269,12 +308,20 @@ impl HostView {
             Ok(())
         };
         if workdir != Path::new("/") {
-            shown(&workdir, true, &mut b)?;
+            shown(&workdir, &mut b)?;
         }
-        if let Some(program) = program
-            && !program.starts_with(&workdir)
-        {
-            shown(program, false, &mut b)?;
+        if let Some(program) = program {
+            shown(program, &mut b)?;
+        }
+        for m in mentioned {
+            if let Ok(m) = std::fs::canonicalize(m)
+                && m != Path::new("/")
+            {
+                // A path the command names but the instance may not see only fails the command.
+                if private {
+                    shown(&m, &mut b)?;
+                }
+            }
         }
 
         // 1. Everything read-only.

@@ -327,6 +327,55 @@ pub fn spawn(l: &Launch) -> Result<Spawned, LaunchError> {
     })
 }
 
+/// The thread every sandboxed process is forked from. A child's parent-death signal fires when the
+/// *thread* that forked it ends, not only the process, so forks must come from a thread that lives as
+/// long as the server: a pool's worker (tokio's blocking threads end after ten idle seconds) would take
+/// its instances down with it.
+pub struct Spawner {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spawner")
+    }
+}
+
+impl Spawner {
+    /// The process's spawner thread, started on first use.
+    pub fn global() -> &'static Spawner {
+        static SPAWNER: std::sync::OnceLock<Spawner> = std::sync::OnceLock::new();
+        SPAWNER.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+            std::thread::Builder::new()
+                .name("pier-spawner".into())
+                .spawn(move || {
+                    for job in rx {
+                        job();
+                    }
+                })
+                .expect("starting the spawner thread");
+            Spawner {
+                jobs: std::sync::Mutex::new(tx),
+            }
+        })
+    }
+
+    /// Runs `job` on the spawner thread; `done` gets its result.
+    pub fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+        done: impl FnOnce(T) + Send + 'static,
+    ) -> Result<(), LaunchError> {
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Box::new(move || done(job())));
+        sent.map_err(|_| LaunchError::Io(io::Error::other("the spawner thread is gone")))
+    }
+}
+
 /// Reports `stage` and the current `errno` on `status` and exits (in the child).
 fn fail(status: RawFd, stage: Stage, errno: i32) -> ! {
     let e = errno.to_ne_bytes();

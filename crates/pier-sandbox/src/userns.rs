@@ -59,6 +59,57 @@ pub fn create(uid_map: &str, gid_map: &str) -> io::Result<OwnedFd> {
     result
 }
 
+/// A new network namespace owned by `userns`, so a container that joins both namespaces can mount its
+/// own sysfs (the kernel allows that only to the owner of the network namespace). Blocking; needs root.
+pub fn netns_in(userns: &OwnedFd) -> io::Result<OwnedFd> {
+    let (ready_r, ready_w) = pipe()?;
+    let user = userns.as_raw_fd();
+    #[allow(unsafe_code)]
+    // SAFETY: the child only makes async-signal-safe system calls (setns, unshare, write, pause) on
+    // memory that exists before the fork; it allocates nothing and takes no lock.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        #[allow(unsafe_code)]
+        // SAFETY: see above; the child never returns.
+        unsafe {
+            let ok: u8 = if libc::setns(user, libc::CLONE_NEWUSER) == 0
+                && libc::unshare(libc::CLONE_NEWNET) == 0
+            {
+                1
+            } else {
+                0
+            };
+            libc::write(ready_w.as_raw_fd(), (&ok as *const u8).cast(), 1);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    drop(ready_w);
+    let result = (|| {
+        let mut byte = [0u8; 1];
+        if read_fd(&ready_r, &mut byte)? != 1 || byte[0] != 1 {
+            return Err(io::Error::other(
+                "cannot create a network namespace in the service's user namespace",
+            ));
+        }
+        Ok(OwnedFd::from(std::fs::File::open(format!(
+            "/proc/{pid}/ns/net"
+        ))?))
+    })();
+    #[allow(unsafe_code)]
+    // SAFETY: plain system calls on the child's pid.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+    result
+}
+
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     #[allow(unsafe_code)]

@@ -75,6 +75,8 @@ pub struct ServiceRecord {
     pub created_at: String,
     /// Last change, RFC 3339.
     pub updated_at: String,
+    /// The service's block of host ids (see `pier_sandbox::ids`); given at creation, never shared.
+    pub id_block: u32,
 }
 
 /// A revision's stored state. The template never changes after creation.
@@ -180,7 +182,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 }
 
 const SERVICE_COLS: &str = "project, name, traffic, latest_created, latest_ready, created_at, \
-     updated_at, ingress, invoker_iam_check, custom_audiences";
+     updated_at, ingress, invoker_iam_check, custom_audiences, id_block";
 const REVISION_COLS: &str = "project, service, name, seq, template, state, message, log_tail, \
      pending_tag, created_at, ready_at, image_digest";
 
@@ -195,6 +197,7 @@ struct RawService {
     ingress: String,
     invoker_iam_check: bool,
     custom_audiences: String,
+    id_block: u32,
 }
 
 impl RawService {
@@ -210,6 +213,7 @@ impl RawService {
             ingress: r.get(7)?,
             invoker_iam_check: r.get(8)?,
             custom_audiences: r.get(9)?,
+            id_block: r.get(10)?,
         })
     }
 
@@ -231,6 +235,7 @@ impl RawService {
                 .transpose()?,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            id_block: self.id_block,
         })
     }
 }
@@ -445,14 +450,26 @@ impl Store {
             let ts = now();
             let existing = service_in(tx, project, service)?;
             if existing.is_none() {
+                // The lowest block no service holds.
+                let mut taken = tx.prepare("SELECT id_block FROM services ORDER BY id_block")?;
+                let mut block: u32 = 0;
+                for b in taken.query_map([], |r| r.get::<_, u32>(0))? {
+                    if b? == block {
+                        block += 1;
+                    } else {
+                        break;
+                    }
+                }
+                drop(taken);
                 tx.execute(
-                    "INSERT INTO services (project, name, traffic, next_seq, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, 1, ?4, ?4)",
+                    "INSERT INTO services (project, name, traffic, next_seq, created_at, updated_at, id_block) \
+                     VALUES (?1, ?2, ?3, 1, ?4, ?4, ?5)",
                     params![
                         project.as_str(),
                         service.as_str(),
                         to_json(&Traffic::default()),
-                        ts
+                        ts,
+                        block
                     ],
                 )?;
             }

@@ -120,6 +120,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL
     ) STRICT;
     "#,
+    // 4: every service owns a block of host ids for its instances (the lowest free one at creation).
+    r#"
+    ALTER TABLE services ADD COLUMN id_block INTEGER NOT NULL DEFAULT -1;
+    UPDATE services SET id_block = (
+        SELECT COUNT(*) FROM services AS older WHERE older.rowid < services.rowid
+    );
+    CREATE UNIQUE INDEX services_by_id_block ON services (id_block);
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per migration.

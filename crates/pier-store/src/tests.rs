@@ -392,3 +392,36 @@ fn images_in_use_survive_pruning_and_credentials_round_trip() {
     assert!(s.registry_credential("localhost:5000").unwrap().is_none());
     assert!(s.delete_registry_credential("localhost:5000").is_err());
 }
+
+#[test]
+fn every_service_gets_its_own_id_block_and_freed_blocks_are_reused() {
+    let s = store();
+    let w = NewRevision::default();
+    let blocks: Vec<u32> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            s.create_revision(&p(), &svc(n), &template("x"), &w, "aaa")
+                .unwrap()
+                .0
+                .id_block
+        })
+        .collect();
+    assert_eq!(blocks, vec![0, 1, 2]);
+    // A second revision keeps the service's block.
+    let again = s
+        .create_revision(&p(), &svc("b"), &template("y"), &w, "bbb")
+        .unwrap()
+        .0;
+    assert_eq!(again.id_block, 1);
+    s.delete_service(&p(), &svc("b")).unwrap();
+    let d = s
+        .create_revision(&p(), &svc("d"), &template("x"), &w, "ccc")
+        .unwrap()
+        .0;
+    assert_eq!(d.id_block, 1, "the lowest free block");
+    let e = s
+        .create_revision(&p(), &svc("e"), &template("x"), &w, "ddd")
+        .unwrap()
+        .0;
+    assert_eq!(e.id_block, 3);
+}

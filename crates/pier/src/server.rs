@@ -3,7 +3,7 @@
 //! (stop accepting, let requests in flight finish, stop instances).
 
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,14 +23,17 @@ use pier_model::UrlScheme;
 use pier_model::api::ServerInfo;
 use pier_runtime::Runtime;
 use pier_runtime::logs::LogStore;
-use pier_runtime::process::ProcessRuntime;
+use pier_runtime::process::{ProcessConfig, ProcessRuntime};
 use pier_store::Store;
 use pier_tls::{CertSource, DomainCert, LocalCa, SniResolver};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 mod containers;
+mod data_dir;
 mod instance_env;
+mod instances;
+mod namespace;
 mod oidc;
 
 fn random_hex(bytes: usize) -> Result<String> {
@@ -114,11 +117,7 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         bail!("--trusted-issuer {bad}: an issuer URL must start with https://");
     }
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&data_dir)
-        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    data_dir::prepare(&data_dir)?;
     let data_dir = std::fs::canonicalize(&data_dir)?;
 
     let store = Arc::new(
@@ -207,32 +206,24 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         );
     }
 
-    // Instances.
+    // Instances: every one in a sandbox of its own (see the pier-sandbox crate), whatever runs it.
     let logs = Arc::new(LogStore::new(&data_dir.join("logs")));
     let run_dir = data_dir.join("run");
-    let hosts_file = run_dir.join("hosts");
-    let container_hosts_file = run_dir.join("container-hosts");
-    let container_resolv_file = run_dir.join("container-resolv.conf");
+    std::fs::create_dir_all(&run_dir)?;
+    let hosts_file = run_dir.join("instance-hosts");
+    let resolv_file = run_dir.join("instance-resolv.conf");
+    write_file(&hosts_file, "127.0.0.1 localhost\n")?;
+    write_file(
+        &resolv_file,
+        &pier_runtime::resolver::instance_resolv_conf(),
+    )?;
+    let ids = instances::id_range(args.instance_ids.as_deref())?;
     let cgroups = pier_runtime::cgroup::CgroupRoot::detect(&installation);
-    let process = Arc::new(
-        ProcessRuntime::new(logs.clone(), &run_dir)?
-            .with_hosts_file(&hosts_file)
-            .with_cgroups(cgroups.clone()),
-    );
-    let leftovers = process.cleanup_leftovers().await?;
-    if leftovers > 0 {
-        tracing::info!(
-            count = leftovers,
-            "cleaned up instances left by a previous server"
-        );
-    }
-    let peers = process.clone();
     let metadata = MetadataServer::new(
         Arc::new(instance_env::MetadataTokens(identity.clone())),
-        Arc::new(move |peer| peers.peer_instance(peer)),
+        Arc::new(|_| None),
     );
     let hooks = Arc::new(instance_env::InstanceEnv::new(
-        metadata.clone(),
         identity.clone(),
         &ca_bundle,
         ca.cert_path(),
@@ -242,22 +233,44 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         max_request_body: args.max_request_body,
         ..GatewayConfig::default()
     });
+    let network = instances::network(
+        &args,
+        &installation,
+        https_port,
+        http_port,
+        Arc::new(namespace::NsServices {
+            metadata: metadata.clone(),
+            gateway: gateway.clone(),
+            identity: identity.clone(),
+            tls: tls.clone(),
+            http_serve: args.http_serve,
+            upstreams: Arc::new(pier_runtime::resolver::upstreams()),
+        }),
+    )?;
+    let files = pier_sandbox::PierFiles {
+        hosts: Some(hosts_file.clone()),
+        resolv: Some(resolv_file.clone()),
+        ca_bundle: Some(ca_bundle.clone()),
+        ca_cert: Some(ca.cert_path().to_path_buf()),
+    };
+    let process = Arc::new(ProcessRuntime::new(ProcessConfig {
+        logs: logs.clone(),
+        default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        sandbox: instances::process_sandbox(&data_dir, &config_path(), &files),
+        allow_unsandboxed: args.allow_unsandboxed,
+        network: network.clone(),
+        cgroups: cgroups.clone(),
+    }));
+    data_dir::secure(&data_dir)?;
+    let leftovers = process.cleanup_leftovers().await?;
+    if leftovers > 0 {
+        tracing::info!(
+            count = leftovers,
+            "cleaned up instances left by a previous server"
+        );
+    }
 
     // Containers: images, and the runtime with Pier's services inside each instance's namespace.
-    write_file(&container_hosts_file, "127.0.0.1 localhost\n")?;
-    let egress = if args.container_egress {
-        let subnet = args
-            .container_subnet
-            .parse::<pier_container::egress::Subnet>()
-            .map_err(|e| anyhow::anyhow!("--container-subnet: {e}"))?;
-        write_file(
-            &container_resolv_file,
-            &pier_container::egress::resolv_conf(),
-        )?;
-        Some(subnet)
-    } else {
-        None
-    };
     let images = containers::image_store(
         &data_dir,
         store.clone(),
@@ -269,27 +282,19 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     let container = containers::container_runtime(
         containers::container_config(
             &args.container_runtime,
+            &args.gvisor_runtime,
             &data_dir,
             &installation,
             pier_container::bundle::SharedFiles {
-                hosts: Some(container_hosts_file.clone()),
+                hosts: Some(hosts_file.clone()),
                 ca_bundle: Some(ca_bundle.clone()),
                 ca_cert: Some(ca.cert_path().to_path_buf()),
-                resolv: egress.is_some().then(|| container_resolv_file.clone()),
+                resolv: Some(resolv_file.clone()),
             },
-            egress,
         ),
         logs.clone(),
         images.clone(),
-        Arc::new(containers::NsServices {
-            metadata: metadata.clone(),
-            gateway: gateway.clone(),
-            identity: identity.clone(),
-            tls: tls.clone(),
-            https_port,
-            http_port,
-            http_serve: args.http_serve,
-        }),
+        network.clone(),
     );
     match &container {
         Ok(c) => {
@@ -298,8 +303,6 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
                 tracing::info!(count = left, "deleted containers left by a previous server");
             }
         }
-        // Asked for explicitly, egress that cannot be set up stops the server.
-        Err(why) if egress.is_some() => anyhow::bail!("--container-egress: {why}"),
         Err(why) => tracing::warn!("container images are disabled: {why}"),
     }
     let containers_ok = container.is_ok();
@@ -317,10 +320,12 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         Arc::new(containers::Runtimes { process, container }),
         hooks,
     );
-    let peer_activator = activator.clone();
     gateway.set_guard(Box::new(IdentityGuard::new(
         identity.clone(),
-        Arc::new(move |peer| peer_activator.peer_instance(peer).is_some()),
+        // Instances reach the gateway only through the entrances inside their namespaces, which mark
+        // their connections internal; nothing arriving on the host's listeners is an instance.
+        Arc::new(|_| false),
+        &issuer_url,
     )));
     let platform = Platform::new(
         store,
@@ -329,12 +334,18 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         logs,
         scheme.clone(),
         identity.clone(),
+        pier_control::IsolationConfig {
+            ids,
+            default_environment: args
+                .execution_environment
+                .parse()
+                .map_err(|e: pier_model::SpecError| anyhow!("{e}"))?,
+        },
     );
     if containers_ok {
         platform.set_images(images);
-        platform.set_container_hosts_file(container_hosts_file);
     }
-    platform.set_hosts_file(hosts_file);
+    platform.set_instance_hosts_file(hosts_file);
 
     let ca_path = ca.cert_path().display().to_string();
     let info = ServerInfo {
@@ -425,7 +436,7 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         let token = identity
             .mint_id_token(
                 &Principal::User(format!("owner@{}", scheme.domain())),
-                pier_identity::tokens::CLI_CLIENT_ID,
+                &issuer_url,
                 None,
             )
             .map_err(|e| anyhow!("{e}"))?;
@@ -463,8 +474,8 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     }
     if let Some(c) = &container_at_exit {
         c.remove_cgroups();
-        c.remove_network();
     }
+    network.teardown();
     tracing::info!("stopped");
     match up_failed {
         Some(e) => Err(e),

@@ -69,8 +69,8 @@ fn the_cli_refuses_bad_names_and_flags_with_one_line_reasons() {
             "KEY=VALUE",
         ),
         (
-            vec!["deploy", "ok", "--command", b, "--port", "9000"],
-            "--port needs a container image",
+            vec!["deploy", "ok", "--command", b, "--port", "8022"],
+            "--port 8022 is reserved",
         ),
         (
             vec!["deploy", "ok", "--command", b, "--tag", "BAD"],
@@ -216,7 +216,11 @@ fn the_admin_api_requires_its_token_and_explains_errors() {
     );
     let (code, _) = curl(&["-H", "Authorization: Bearer wrong", &services]);
     assert_eq!(code, "401");
-    let auth = format!("Authorization: Bearer {}", pier.token());
+    // An identity token (the kind services receive) is not for the admin API.
+    let id = format!("Authorization: Bearer {}", pier.token());
+    let (code, body) = curl(&["-H", &id, &services]);
+    assert_eq!(code, "401", "{body}");
+    let auth = format!("Authorization: Bearer {}", pier.api_token());
     let (code, body) = curl(&["-H", &auth, &services]);
     assert_eq!((code.as_str(), body.as_str()), ("200", "[]"));
     let (code, body) = curl(&[

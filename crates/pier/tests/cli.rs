@@ -32,7 +32,9 @@ fn projects_are_namespaces_with_their_own_urls() {
 #[test]
 fn manifests_update_and_env_files() {
     let pier = Pier::start(&[]);
-    let manifest = pier.dir.join("svc.yaml");
+    // The manifest's folder is the instance's working directory: the app's own, not Pier's data dir.
+    let app = tempfile::tempdir().unwrap();
+    let manifest = app.path().join("svc.yaml");
     std::fs::write(
         &manifest,
         format!(
@@ -156,7 +158,8 @@ spec:
 #[test]
 fn logs_follow_streams_new_lines() {
     let pier = Pier::start(&[]);
-    let server = pier.dir.join("talk.sh");
+    let app = tempfile::tempdir().unwrap();
+    let server = app.path().join("talk.sh");
     std::fs::write(
         &server,
         "echo booting; exec python3 -u -m http.server $PORT\n",

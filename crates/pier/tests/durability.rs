@@ -41,6 +41,11 @@ fn kill_9_loses_nothing_committed() {
         &format!("sleep 30; exec {}", bin.display()),
     ]);
     assert!(out.contains("is deploying"), "{out}");
+    // Its instance runs (the sandboxed `sh` and the `sleep` it forked) when the server dies.
+    let leftover = eventually(10, "the deploy's sleep to start", || {
+        let found = processes_matching("sleep 30");
+        (found.len() >= 2).then_some(found)
+    });
 
     pier.kill9();
     let pier = Pier::launch(tmp.path(), &args);
@@ -52,9 +57,14 @@ fn kill_9_loses_nothing_committed() {
             .unwrap_or(false);
         (!alive).then_some(())
     });
+    let alive: Vec<u32> = leftover
+        .iter()
+        .copied()
+        .filter(|p| processes_matching("sleep 30").contains(p))
+        .collect();
     assert!(
-        processes_matching("sleep 30").is_empty(),
-        "the interrupted deploy's instance is gone"
+        alive.is_empty(),
+        "the interrupted deploy's instance is gone: {alive:?}"
     );
 
     let after = pier.describe("keep");

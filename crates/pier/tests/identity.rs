@@ -743,7 +743,7 @@ fn oidc_discovery_and_jwks_are_public() {
     // The admin API is served there too, behind tokens.
     let (code, _) = call(&pier, &[&format!("{base}/v1/projects/default/services")]);
     assert_eq!(code, "401");
-    let auth = format!("Authorization: Bearer {}", pier.token());
+    let auth = format!("Authorization: Bearer {}", pier.api_token());
     let (code, _) = call(
         &pier,
         &["-H", &auth, &format!("{base}/v1/projects/default/services")],

@@ -66,7 +66,8 @@ fn websockets_work_through_the_gateway() {
         "python3 package `websockets` is missing: run scripts/test (it installs it)"
     );
     let pier = Pier::start(&[]);
-    let server = pier.dir.join("ws_server.py");
+    let app_dir = tempfile::tempdir().unwrap();
+    let server = app_dir.path().join("ws_server.py");
     std::fs::write(
         &server,
         r#"

@@ -14,8 +14,11 @@
 //! | `/status?code=N` | answers with status N |
 //! | `/env?name=VAR` | the value of one environment variable |
 //! | `/crash` | exits the process at once, mid-request |
+//! | `/probe` | a JSON report of its own sandbox (see `probe.rs`) |
 
 #![allow(clippy::print_stderr)] // the instance's log is its standard error
+
+mod probe;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -127,6 +130,11 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
             )
         }
         "/crash" => std::process::exit(3),
+        "/probe" => full(
+            StatusCode::OK,
+            "application/json",
+            probe::report().to_string(),
+        ),
         _ => echo(&req),
     };
     Ok(resp)

@@ -55,6 +55,8 @@ pub enum AuthCommand {
         #[arg(long)]
         impersonate_service_account: Option<String>,
     },
+    /// Print an access token for the active account: what the admin API accepts (never a service).
+    PrintAccessToken,
     /// Show who the server thinks you are.
     Whoami,
     /// Give the server credentials for a container registry (it pulls images with them), or remove them.
@@ -135,7 +137,9 @@ fn read_password(stdin: bool, file: Option<&Path>) -> Result<String> {
 pub(crate) async fn run_local(cmd: &AuthCommand, format: Format) -> Option<Result<()>> {
     match cmd {
         AuthCommand::Whoami | AuthCommand::ConfigureDocker { .. } => None,
-        AuthCommand::PrintIdentityToken { .. } => Some(print_token(cmd).await),
+        AuthCommand::PrintIdentityToken { .. } | AuthCommand::PrintAccessToken => {
+            Some(print_token(cmd).await)
+        }
         _ => Some(run_offline(cmd, format).await),
     }
 }
@@ -167,7 +171,7 @@ async fn run_offline(cmd: &AuthCommand, format: Format) -> Result<()> {
             }
             // Prove the key works before switching to it.
             creds
-                .id_token(&http_client()?, &cfg.api_url, CLI_CLIENT_ID)
+                .access_token(&http_client()?, &cfg.api_url)
                 .await
                 .map_err(|e| anyhow!("the key was refused: {e}"))?;
             let file = CliConfig::credentials_dir().join(format!("{}.json", key.client_email));
@@ -238,30 +242,35 @@ async fn run_offline(cmd: &AuthCommand, format: Format) -> Result<()> {
         }
         AuthCommand::Whoami
         | AuthCommand::PrintIdentityToken { .. }
+        | AuthCommand::PrintAccessToken
         | AuthCommand::ConfigureDocker { .. } => {}
     }
     Ok(())
 }
 
 async fn print_token(cmd: &AuthCommand) -> Result<()> {
-    let AuthCommand::PrintIdentityToken {
-        audiences,
-        impersonate_service_account,
-    } = cmd
-    else {
-        return Ok(());
-    };
     let cfg = load_config()?;
     let creds_path = cfg.credentials_file.clone().ok_or_else(|| {
         anyhow!("not signed in: run `pier auth login EMAIL` or `pier auth activate-service-account --key-file FILE`")
     })?;
     let creds = Credentials::load(&creds_path)?;
+    let AuthCommand::PrintIdentityToken {
+        audiences,
+        impersonate_service_account,
+    } = cmd
+    else {
+        println!(
+            "{}",
+            creds.access_token(&http_client()?, &cfg.api_url).await?
+        );
+        return Ok(());
+    };
     let audience = audiences.as_deref().unwrap_or(CLI_CLIENT_ID);
     let http = http_client()?;
     let token = match impersonate_service_account {
         None => creds.id_token(&http, &cfg.api_url, audience).await?,
         Some(sa) => {
-            let mine = creds.id_token(&http, &cfg.api_url, CLI_CLIENT_ID).await?;
+            let mine = creds.access_token(&http, &cfg.api_url).await?;
             let client = crate::Client::new(&cfg.api_url, mine)?;
             let t: TokenView = client
                 .post_json(

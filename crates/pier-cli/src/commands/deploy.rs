@@ -21,11 +21,12 @@ pub struct TemplateFlags {
     /// Command to run. On the host, alone it is a shell line run with `sh -c` (like a Procfile line); with
     /// --args it is the program (or a comma-separated entrypoint list) run directly. With --image it is the
     /// entrypoint list, replacing the image's ENTRYPOINT and CMD.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub command: Option<String>,
 
     /// Arguments, comma-separated (`^:^a:b` uses `:` instead); `$(VAR)` expands environment variables.
-    #[arg(long)]
+    /// Values may start with `-`, as gcloud's do (`--args '--port=$(PORT),--verbose'`).
+    #[arg(long, allow_hyphen_values = true)]
     pub args: Option<String>,
 
     /// An environment variable, `KEY=VALUE` (repeatable); added to or replacing the current ones.
@@ -101,6 +102,25 @@ pub struct TemplateFlags {
     /// roles/iam.serviceAccountUser on it.
     #[arg(long)]
     pub service_account: Option<String>,
+
+    /// Where a container image runs: gen2 (runc, hardened; the server's default unless it says
+    /// otherwise) or gen1 (gVisor).
+    #[arg(long, value_parser = ["gen1", "gen2"])]
+    pub execution_environment: Option<String>,
+
+    /// Reach the operator's private networks (`pier server --private-egress`): private-ranges-only.
+    /// Needs vpcaccess.connectors.use on the installation.
+    #[arg(long)]
+    pub vpc_egress: Option<String>,
+
+    /// Run the host command without its sandbox, as the server's user with the host's filesystem (the
+    /// server must allow it with --allow-unsandboxed; owners only).
+    #[arg(long, overrides_with = "no_unsandboxed")]
+    pub unsandboxed: bool,
+
+    /// Run the host command in its sandbox (the default).
+    #[arg(long)]
+    pub no_unsandboxed: bool,
 }
 
 /// Service settings that need no new revision (shared by `deploy` and `services update`).
@@ -237,6 +257,10 @@ impl TemplateFlags {
             && !self.no_writable_root
             && self.workdir.is_none()
             && self.service_account.is_none()
+            && self.execution_environment.is_none()
+            && self.vpc_egress.is_none()
+            && !self.unsandboxed
+            && !self.no_unsandboxed
     }
 
     /// Applies the flags over `base`.
@@ -343,6 +367,18 @@ impl TemplateFlags {
         }
         if let Some(sa) = &self.service_account {
             t.service_account = Some(sa.to_ascii_lowercase());
+        }
+        if let Some(e) = &self.execution_environment {
+            t.execution_environment = Some(e.parse().map_err(|e| anyhow!("{e}"))?);
+        }
+        if let Some(v) = &self.vpc_egress {
+            t.vpc_egress = Some(v.parse().map_err(|e| anyhow!("{e}"))?);
+        }
+        if self.unsandboxed {
+            t.unsandboxed = true;
+        }
+        if self.no_unsandboxed {
+            t.unsandboxed = false;
         }
         if let Some(w) = &self.workdir
             && t.image.is_some()
@@ -452,6 +488,9 @@ pub async fn deploy_and_wait(
     let rev = ctx.client.deploy(&ctx.project, service, req).await?;
     eprintln!("Deploying {service} in project {}...", ctx.project);
     eprintln!("  Creating revision {}...", rev.name);
+    for w in &rev.warnings {
+        eprintln!("WARNING: {w}");
+    }
     if !wait {
         if !output::structured(ctx.format, &rev)? {
             println!("Revision {} is deploying.", rev.name);

@@ -112,13 +112,12 @@ pub async fn deploy_file(
     }
     let project = m.project.clone().unwrap_or_else(|| ctx.project.clone());
     let existing = ctx.client.get_service(&project, &m.name).await?;
-    // A manifest that names no service account means the default, which the stored template spells out.
+    // What Pier fills in at deploy (the default service account, ...) does not count as a change.
     let unchanged = existing.as_ref().is_some_and(|s| {
-        let mut wanted = m.template.clone();
-        if wanted.service_account.is_none() {
-            wanted.service_account = s.template.as_ref().and_then(|t| t.service_account.clone());
-        }
-        s.ready && s.template.as_ref() == Some(&wanted)
+        s.ready
+            && s.template
+                .as_ref()
+                .is_some_and(|stored| m.template.as_recorded_like(stored) == *stored)
     });
     if unchanged && !build {
         eprintln!("Service {} is unchanged.", m.name);

@@ -30,7 +30,15 @@ fn cstr(s: &str) -> CString {
 fn run(view: &HostView, workdir: &Path, script: &str) -> (Exit, String) {
     let userns = UserNsCache::default();
     let plan = view
-        .plan(workdir, Some(Path::new("/bin/sh")), UID, UID, &userns)
+        .plan(
+            workdir,
+            Some(Path::new("/bin/sh")),
+            &[],
+            true,
+            UID,
+            UID,
+            &userns,
+        )
         .unwrap();
     let (r, w) = pipe().unwrap();
     let launch = Launch {
@@ -160,7 +168,10 @@ fn failures_name_the_step_and_missing_programs_are_not_found() {
         stderr: w,
         cgroups: Vec::new(),
         netns: None,
-        view: Some(view.plan(dir.path(), None, UID, UID, &userns).unwrap()),
+        view: Some(
+            view.plan(dir.path(), None, &[], true, UID, UID, &userns)
+                .unwrap(),
+        ),
         user: Some((UID, UID)),
         seccomp: None,
     };
@@ -179,12 +190,77 @@ fn failures_name_the_step_and_missing_programs_are_not_found() {
     .unwrap();
     let view = HostView::new(std::slice::from_ref(&data), &PierFiles::default());
     let err = view
-        .plan(secrets.path(), None, UID, UID, &userns)
+        .plan(secrets.path(), None, &[], true, UID, UID, &userns)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("contains") && err.contains("--workdir"),
+        err.contains("Pier's own files") && err.contains("--workdir"),
         "{err}"
     );
+    // Without the right to private paths, a hidden or closed working directory is refused outright.
+    let app = tempfile::tempdir().unwrap();
+    let err = view
+        .plan(app.path(), None, &[], false, UID, UID, &userns)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not visible to instances"), "{err}");
     let _: PathBuf = data;
+}
+
+/// The parent-death signal fires when the forking *thread* ends: children forked on a short-lived
+/// thread die with it, children forked through the spawner live on.
+#[test]
+fn children_outlive_the_thread_that_asked_for_them() {
+    root();
+    let start = || {
+        let (r, w) = pipe().unwrap();
+        drop(r);
+        Launch {
+            program: cstr("/bin/sleep"),
+            argv: vec![cstr("sleep"), cstr("30")],
+            envp: Vec::new(),
+            workdir: cstr("/"),
+            stdout: w.try_clone().unwrap(),
+            stderr: w,
+            cgroups: Vec::new(),
+            netns: None,
+            view: None,
+            user: None,
+            seccomp: None,
+        }
+    };
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z") && !s.contains(") X"))
+    };
+    // Forked on a thread that then ends: killed.
+    let direct = std::thread::spawn(move || spawn(&start()).unwrap())
+        .join()
+        .unwrap();
+    // Forked through the spawner, asked from a thread that then ends: alive.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        Spawner::global()
+            .run(
+                move || spawn(&start()).unwrap(),
+                move |s| tx.send(s).unwrap(),
+            )
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    let spawned = rx.recv().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = reap(&direct.pidfd);
+    assert!(
+        !alive(direct.pid),
+        "a child of an ended thread got its death signal"
+    );
+    assert!(alive(spawned.pid), "the spawner's child lives on");
+    #[allow(unsafe_code)]
+    // SAFETY: kill on our own child.
+    unsafe {
+        libc::kill(spawned.pid, libc::SIGKILL);
+    }
+    let _ = reap(&spawned.pidfd);
 }

@@ -1,8 +1,8 @@
-//! What every instance gets from Pier besides its revision's template: its own metadata server endpoint
-//! (`GCE_METADATA_HOST`, `GCE_METADATA_IP` for host processes; containers find it at its usual
-//! link-local address), and trust in Pier's CA (`SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE` with the system
-//! CAs plus Pier's, `NODE_EXTRA_CA_CERTS`), so apps call other services at their HTTPS URLs with no code
-//! change.
+//! What every instance gets from Pier besides its revision's template: trust in Pier's CA
+//! (`SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE` with the system CAs plus Pier's, `NODE_EXTRA_CA_CERTS`), at the
+//! paths where its runtime mounts them, so apps call other services at their HTTPS URLs with no code
+//! change. The metadata server needs no variable: every instance finds it at its usual link-local
+//! address (`metadata.google.internal`, 169.254.169.254), inside its own network namespace.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use pier_activator::InstanceHooks;
 use pier_control::IdentityService;
 use pier_identity::Principal;
-use pier_metadata::{MetadataServer, TokenSource};
+use pier_metadata::TokenSource;
 use pier_model::InstanceId;
 use pier_runtime::InstanceSpec;
 
@@ -70,25 +70,16 @@ impl TokenSource for MetadataTokens {
     }
 }
 
-/// The instance hooks: opens and closes metadata endpoints, sets the CA variables.
+/// The instance hooks: the CA variables, by where the instance's runtime puts the CA files.
 pub struct InstanceEnv {
-    metadata: Arc<MetadataServer>,
-    identity: Arc<IdentityService>,
     bundle: String,
     ca: String,
 }
 
 impl InstanceEnv {
-    /// Hooks using `metadata`, with the CA files at `bundle` and `ca`.
-    pub fn new(
-        metadata: Arc<MetadataServer>,
-        identity: Arc<IdentityService>,
-        bundle: &Path,
-        ca: &Path,
-    ) -> Self {
+    /// Hooks with the server's CA files at `bundle` and `ca` (what unsandboxed processes read).
+    pub fn new(_identity: Arc<IdentityService>, bundle: &Path, ca: &Path) -> Self {
         Self {
-            metadata,
-            identity,
             bundle: bundle.display().to_string(),
             ca: ca.display().to_string(),
         }
@@ -97,36 +88,22 @@ impl InstanceEnv {
 
 impl InstanceHooks for InstanceEnv {
     fn prepare(&self, spec: &InstanceSpec) -> Vec<(String, String)> {
-        if spec.template.image.is_some() {
-            // A container: the runtime mounts the CA files at fixed paths, and its own namespace has the
-            // metadata server at the address Google's libraries use by default.
-            return vec![
-                ("SSL_CERT_FILE".to_owned(), CONTAINER_BUNDLE.to_owned()),
-                ("REQUESTS_CA_BUNDLE".to_owned(), CONTAINER_BUNDLE.to_owned()),
-                ("NODE_EXTRA_CA_CERTS".to_owned(), CONTAINER_CA.to_owned()),
-            ];
-        }
-        let sa = spec
-            .template
-            .service_account
-            .clone()
-            .unwrap_or_else(|| self.identity.default_service_account(&spec.project));
-        let mut env = vec![
-            ("SSL_CERT_FILE".to_owned(), self.bundle.clone()),
-            ("REQUESTS_CA_BUNDLE".to_owned(), self.bundle.clone()),
-            ("NODE_EXTRA_CA_CERTS".to_owned(), self.ca.clone()),
-        ];
-        match self.metadata.open(&spec.id, &sa, spec.project.as_str()) {
-            Ok(addr) => {
-                env.push(("GCE_METADATA_HOST".to_owned(), addr.to_string()));
-                env.push(("GCE_METADATA_IP".to_owned(), addr.to_string()));
-            }
-            Err(e) => tracing::error!(instance = %spec.id, "no metadata endpoint: {e}"),
-        }
-        env
+        let (bundle, ca) = if spec.template.image.is_some() {
+            (CONTAINER_BUNDLE, CONTAINER_CA)
+        } else if spec.template.unsandboxed {
+            (self.bundle.as_str(), self.ca.as_str())
+        } else {
+            (
+                pier_sandbox::fsview::CA_BUNDLE,
+                pier_sandbox::fsview::CA_CERT,
+            )
+        };
+        vec![
+            ("SSL_CERT_FILE".to_owned(), bundle.to_owned()),
+            ("REQUESTS_CA_BUNDLE".to_owned(), bundle.to_owned()),
+            ("NODE_EXTRA_CA_CERTS".to_owned(), ca.to_owned()),
+        ]
     }
 
-    fn ended(&self, id: &InstanceId) {
-        self.metadata.close(id);
-    }
+    fn ended(&self, _id: &InstanceId) {}
 }

@@ -131,9 +131,15 @@ impl Pier {
         self.ca_pem = std::fs::read_to_string(self.dir.join("ca.pem")).unwrap();
     }
 
-    /// An ID token of the active account (the owner after the first start) for the admin API.
+    /// An ID token of the active account (the owner after the first start), with the CLI's audience:
+    /// services accept it, the admin API does not.
     pub fn token(&self) -> String {
         self.ok(&["auth", "print-identity-token"]).trim().to_owned()
+    }
+
+    /// An access token of the active account: what the admin API accepts.
+    pub fn api_token(&self) -> String {
+        self.ok(&["auth", "print-access-token"]).trim().to_owned()
     }
 
     /// An ID token of the active account for `audience`.
@@ -147,7 +153,7 @@ impl Pier {
     pub fn api_get(&self, path: &str) -> serde_json::Value {
         let out = Command::new("curl")
             .args(["-sf", "-H"])
-            .arg(format!("Authorization: Bearer {}", self.token()))
+            .arg(format!("Authorization: Bearer {}", self.api_token()))
             .arg(format!("{}{path}", self.api_url))
             .output()
             .unwrap();
@@ -298,6 +304,7 @@ impl Pier {
     }
 }
 
+/// Free ports, and no egress unless the test asks for it (so no test sends traffic off the machine).
 pub fn with_free_ports(args: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = vec![
         "--https-port".into(),
@@ -307,6 +314,9 @@ pub fn with_free_ports(args: &[&str]) -> Vec<String> {
         "--api-addr".into(),
         "127.0.0.1:0".into(),
     ];
+    if !args.contains(&"--egress") {
+        v.extend(["--egress".into(), "none".into()]);
+    }
     v.extend(args.iter().map(|s| s.to_string()));
     v
 }
@@ -362,4 +372,99 @@ pub fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// Another signed-in account of the same server: the CLI with its own config file.
+pub struct Account<'a> {
+    pub pier: &'a Pier,
+    pub config: PathBuf,
+    pub email: String,
+}
+
+impl Pier {
+    /// Creates user `email` (as the owner) and signs the CLI in as it, in a config of its own.
+    pub fn user(&self, email: &str) -> Account<'_> {
+        let password = "correct horse battery staple";
+        let pw = self.dir.join(format!("{email}.pw"));
+        std::fs::write(&pw, password).unwrap();
+        let out = Command::new(PIER)
+            .args(["users", "create", email, "--password-stdin"])
+            .env("PIER_CONFIG", self.dir.join("cli.toml"))
+            .stdin(std::fs::File::open(&pw).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config = self.dir.join(format!("{email}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "api_url = \"{}\"\ndata_dir = \"{}\"\n",
+                self.api_url,
+                self.dir.display()
+            ),
+        )
+        .unwrap();
+        let a = Account {
+            pier: self,
+            config,
+            email: email.to_owned(),
+        };
+        a.ok(&[
+            "auth",
+            "login",
+            email,
+            "--password-file",
+            pw.to_str().unwrap(),
+        ]);
+        a
+    }
+}
+
+impl Account<'_> {
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(PIER)
+            .args(args)
+            .env("PIER_CONFIG", &self.config)
+            .env_remove("PIER_PROJECT")
+            .env_remove("PIER_DATA_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running pier")
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "pier {args:?} as {} failed:\nstdout: {}\nstderr: {}\nserver:\n{}",
+            self.email,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.pier.server_log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            !out.status.success(),
+            "pier {args:?} as {} should have failed; stdout: {}",
+            self.email,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn token(&self) -> String {
+        self.ok(&["auth", "print-identity-token"]).trim().to_owned()
+    }
+
+    pub fn api_token(&self) -> String {
+        self.ok(&["auth", "print-access-token"]).trim().to_owned()
+    }
 }

@@ -403,13 +403,25 @@ pub fn containers(dir: &Path) -> Vec<String> {
 
 /// Mount points under `dir`.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
+    mounts_with_types_under(dir)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Mount points under `dir` with their filesystem types (`overlay`, `ext4` for an idmapped bind, ...).
+pub fn mounts_with_types_under(dir: &Path) -> Vec<(String, String)> {
     let prefix = format!("{}/", dir.display());
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_owned)
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let path = left.split_whitespace().nth(4)?;
+            let fstype = right.split_whitespace().next()?;
+            Some((path.to_owned(), fstype.to_owned()))
+        })
+        .filter(|(p, _)| p.starts_with(&prefix))
         .collect()
 }
 

@@ -1,6 +1,7 @@
-//! Outbound network for containers (`pier server --container-egress`): each instance's `eth0` is one end
-//! of a veth pair whose host end sits, isolated, on a bridge of this server's own; the host masquerades
-//! what leaves the subnet.
+//! Bridged egress (`pier server --egress bridge`): each instance's `eth0` is one end of a veth pair whose
+//! host end sits, isolated, on a bridge of this server's own; the host masquerades what leaves the subnet.
+//! The instance's own filter ([`pier_sandbox::net`]) still refuses private ranges and the host from
+//! inside its namespace; this table adds the host's side.
 //!
 //! What the firewall (an nftables table of this server's own) allows, and nothing else:
 //!
@@ -21,7 +22,7 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use pier_runtime::netns::{VethLink, run_script};
+use crate::netns::{VethLink, run_script};
 
 /// An IPv4 network, `ADDR/LEN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +38,7 @@ impl std::str::FromStr for Subnet {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = |why: &str| {
-            format!("container subnet {s:?} {why}: use a private network such as 10.89.0.0/16")
+            format!("instance subnet {s:?} {why}: use a private network such as 10.89.0.0/16")
         };
         let (addr, len) = s
             .split_once('/')
@@ -89,7 +90,7 @@ impl Subnet {
 
 /// This server's bridge, firewall and address pool.
 #[derive(Debug)]
-pub struct Egress {
+pub struct Bridge {
     subnet: Subnet,
     bridge: String,
     table: String,
@@ -134,7 +135,7 @@ fn output(program: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-impl Egress {
+impl Bridge {
     /// Sets up egress for the installation `tag` (a short hex id) on `subnet`: bridge, firewall,
     /// forwarding. Safe to run again (a restart); refuses a subnet another interface already uses.
     pub fn setup(tag: &str, subnet: Subnet) -> Result<Self, String> {
@@ -157,7 +158,7 @@ impl Egress {
                 .and_then(|a| a.parse::<Ipv4Addr>().ok());
             if dev != bridge && ip.is_some_and(|ip| subnet.contains(ip)) {
                 return Err(format!(
-                    "container subnet {subnet} overlaps {dev}'s address {addr}: choose another with --container-subnet"
+                    "instance subnet {subnet} overlaps {dev}'s address {addr}: choose another with --instance-subnet"
                 ));
             }
         }
@@ -214,7 +215,7 @@ table ip {table} {{
 "#
         );
         nft(&rules)?;
-        tracing::info!(%subnet, %bridge, "container egress on: instances reach beyond the host through NAT");
+        tracing::info!(%subnet, %bridge, "bridged egress on: instances reach beyond the host through NAT");
         Ok(egress)
     }
 
@@ -230,7 +231,7 @@ table ip {table} {{
     }
 
     /// An address and host veth name for a new instance; the lease goes back when what it returns is
-    /// dropped (hand it to the namespace with [`pier_runtime::netns::NetNs::hold`]).
+    /// dropped (hand it to the namespace with [`crate::netns::NetNs::hold`]).
     pub fn lease(&self) -> Result<(VethLink, Box<dyn Send + Sync>), String> {
         let mut leased = self.leased.lock().unwrap_or_else(|p| p.into_inner());
         // .0 is the network, .1 the bridge, the last the broadcast address.
@@ -238,7 +239,7 @@ table ip {table} {{
             .find(|o| !leased.contains(o))
             .ok_or_else(|| {
                 format!(
-                    "container subnet {} is full: choose a larger --container-subnet",
+                    "instance subnet {} is full: choose a larger --instance-subnet",
                     self.subnet
                 )
             })?;
@@ -266,7 +267,7 @@ table ip {table} {{
             nft(&format!("delete table ip {}\n", self.table)),
         ];
         for e in steps.into_iter().filter_map(Result::err) {
-            tracing::warn!("removing the container network: {e}");
+            tracing::warn!("removing the instance bridge: {e}");
         }
     }
 
@@ -277,34 +278,6 @@ table ip {table} {{
             "link set {name} master {bridge}\nlink set dev {name} type bridge_slave isolated on\nlink set {name} up\n"
         ))
     }
-}
-
-/// The resolver configuration for instances: the host's name servers that an instance can reach through
-/// NAT (not loopback ones, such as systemd-resolved's stub, whose upstreams are used instead).
-pub fn resolv_conf() -> String {
-    let servers = |text: &str| -> Vec<String> {
-        text.lines()
-            .filter_map(|l| l.trim().strip_prefix("nameserver"))
-            .map(str::trim)
-            .filter(|s| {
-                s.parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| !ip.is_loopback())
-            })
-            .map(str::to_owned)
-            .collect()
-    };
-    let mut found = servers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
-    if found.is_empty() {
-        found = servers(
-            &std::fs::read_to_string("/run/systemd/resolve/resolv.conf").unwrap_or_default(),
-        );
-    }
-    if found.is_empty() {
-        tracing::warn!(
-            "no name server an instance can reach (the host's are on loopback): instances can connect by address only"
-        );
-    }
-    found.iter().map(|s| format!("nameserver {s}\n")).collect()
 }
 
 #[cfg(test)]
@@ -332,7 +305,7 @@ mod tests {
 
     #[test]
     fn leases_are_unique_and_come_back_when_dropped() {
-        let pool = Egress::pool(
+        let pool = Bridge::pool(
             "10.89.7.0/29".parse().unwrap(),
             "pier-x".into(),
             "pvx".into(),

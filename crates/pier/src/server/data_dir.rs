@@ -1,0 +1,69 @@
+//! The data dir's permissions. The dir itself is `0711`: other users may pass through it (a gen2
+//! container's root user is an unprivileged host user, and the runtime must reach the container's root
+//! filesystem under `images/` and `containers/`) but may not list it. Everything that holds a secret or a
+//! hash is readable by the server's user alone, and stays so across restarts (files made by older
+//! versions are fixed at start):
+//!
+//! | path | holds | mode |
+//! | --- | --- | --- |
+//! | `pier.db`, `pier.db-wal`, `pier.db-shm` | password hashes, refresh-token digests, registry credentials, policies | 0600 |
+//! | `keys/` | the token signing keys | 0700, files 0600 |
+//! | `ca-key.pem` | the local CA's private key | 0600 |
+//! | `tls/` | the gateway's private keys | 0700, keys 0600 |
+//! | `owner-password`, `owner-credentials.json` | the first owner's password and refresh token | 0600 |
+//! | `logs/` | what instances print | 0700 |
+//! | `run/` | the hosts file and resolver config instances see | 0700 |
+//! | `images/`, `containers/` | image layers, roots and bundles | 0711 (no secrets) |
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Creates the data dir (`0711`) and the database file (`0600`) before the store opens it.
+pub fn prepare(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir)
+        .with_context(|| format!("creating the data dir {}", dir.display()))?;
+    set(dir, 0o711)?;
+    let db = dir.join("pier.db");
+    if !db.exists() {
+        pier_tls::write_private(&db, b"", 0o600)
+            .with_context(|| format!("creating {}", db.display()))?;
+    }
+    Ok(())
+}
+
+fn set(path: &Path, mode: u32) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the permissions of {}", path.display()))
+}
+
+/// Makes every file that holds a secret readable by the server's user alone (see the module docs).
+pub fn secure(dir: &Path) -> Result<()> {
+    for f in [
+        "pier.db",
+        "pier.db-wal",
+        "pier.db-shm",
+        "ca-key.pem",
+        "owner-password",
+        "owner-credentials.json",
+    ] {
+        let p = dir.join(f);
+        if p.exists() {
+            set(&p, 0o600)?;
+        }
+    }
+    for d in ["keys", "tls", "logs", "run"] {
+        let p = dir.join(d);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&p)
+            .with_context(|| format!("creating {}", p.display()))?;
+        set(&p, 0o700)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! The server's instance isolation, from its settings: the id range, the instance network, and the
+//! sandbox host processes run in.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use pier_cli::ServerArgs;
+use pier_runtime::network::{EgressMode, NamespaceServices, Network, NetworkConfig};
+use pier_runtime::process::Sandbox;
+use pier_sandbox::ids::{IdRange, RangeSource};
+use pier_sandbox::userns::UserNsCache;
+use pier_sandbox::{Arch, HostView, PierFiles, Profile};
+
+/// The installation's host ids: `--instance-ids`, else the `pier` lines of `/etc/subuid` and
+/// `/etc/subgid`, else Pier's default range (with a warning naming the lines to add).
+pub fn id_range(arg: Option<&str>) -> Result<IdRange> {
+    let range = match arg {
+        Some(text) => {
+            let (start, count) = text
+                .split_once(':')
+                .and_then(|(s, c)| Some((s.parse::<u32>().ok()?, c.parse::<u32>().ok()?)))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "--instance-ids {text:?}: write START:COUNT, such as 1879048192:1073741824"
+                    )
+                })?;
+            if count < pier_sandbox::ids::BLOCK || start.checked_add(count).is_none() {
+                bail!(
+                    "--instance-ids {text}: give at least {} ids that fit below 4294967296",
+                    pier_sandbox::ids::BLOCK
+                );
+            }
+            IdRange {
+                uid_start: start,
+                gid_start: start,
+                count,
+                source: RangeSource::Configured,
+            }
+        }
+        None => IdRange::detect().map_err(|e| anyhow!("{e}"))?,
+    };
+    if range.source == RangeSource::Default {
+        let (u, g) = range.subid_lines();
+        tracing::info!(
+            "instances run as unprivileged host ids {range}; to reserve them for Pier, add `{u}` to /etc/subuid and `{g}` to /etc/subgid (`pier doctor` checks)"
+        );
+    }
+    Ok(range)
+}
+
+/// The instance network as `--egress`, `--instance-subnet` and `--private-egress` say.
+pub fn network(
+    args: &ServerArgs,
+    installation: &str,
+    https_port: u16,
+    http_port: u16,
+    services: Arc<dyn NamespaceServices>,
+) -> Result<Arc<Network>> {
+    let egress: EgressMode = args.egress.parse().map_err(|e: String| anyhow!(e))?;
+    let subnet = args
+        .instance_subnet
+        .parse()
+        .map_err(|e: String| anyhow!("--instance-subnet: {e}"))?;
+    let private_ranges = args
+        .private_egress
+        .iter()
+        .map(|c| {
+            c.parse()
+                .map_err(|e: String| anyhow!("--private-egress: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Network::new(
+        NetworkConfig {
+            https_port,
+            http_port,
+            egress,
+            subnet,
+            installation: installation.to_owned(),
+            private_ranges,
+            helper: pier_runtime::usernet::HELPER.into(),
+        },
+        services,
+    )
+    .map_err(|e| anyhow!("--egress {}: {e}", args.egress))
+}
+
+/// The sandbox of host processes, or `None` where it cannot be made (not root): then only
+/// `--unsandboxed` revisions run, and only where the operator allows them.
+pub fn process_sandbox(
+    data_dir: &Path,
+    cli_config: &Path,
+    files: &PierFiles,
+) -> Option<Arc<Sandbox>> {
+    if !nix::unistd::geteuid().is_root() {
+        tracing::warn!(
+            "not running as root: host commands cannot be sandboxed, so only --unsandboxed revisions (with --allow-unsandboxed) and container images can run"
+        );
+        return None;
+    }
+    let mut hidden = vec![data_dir.to_owned()];
+    if let Some(dir) = cli_config.parent() {
+        hidden.push(dir.to_owned());
+    }
+    let seccomp = Arch::native()
+        .and_then(|arch| Profile::builtin().and_then(|p| p.compile(arch)))
+        .context("compiling the seccomp profile");
+    match seccomp {
+        Ok(seccomp) => Some(Arc::new(Sandbox {
+            view: HostView::new(&hidden, files),
+            seccomp,
+            userns: UserNsCache::default(),
+        })),
+        Err(e) => {
+            tracing::error!("host commands cannot be sandboxed: {e:#}");
+            None
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The attack list: every finding of the security review, replayed against the real binary with the
+//! roles Cloud Run has (an owner, a developer, a stranger), and now failing to succeed. Each test names
+//! the finding it closes; new attacks join the list with their fixes.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::*;
+
+/// A developer of project `default` who may deploy as its default service account: the attacker of
+/// finding 1.
+fn developer(pier: &Pier) -> Account<'_> {
+    let dev = pier.user("dev@example.com");
+    pier.ok(&[
+        "projects",
+        "add-iam-policy-binding",
+        "default",
+        "--member=user:dev@example.com",
+        "--role=roles/run.developer",
+    ]);
+    pier.ok(&[
+        "projects",
+        "add-iam-policy-binding",
+        "default",
+        "--member=user:dev@example.com",
+        "--role=roles/iam.serviceAccountUser",
+    ]);
+    dev
+}
+
+/// A folder every user may read, for a developer's app (developers see only what every user sees of
+/// the host; `/tmp` is every instance's own).
+fn shared_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn write_script(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+fn answers(logs: &str) -> std::collections::HashMap<String, String> {
+    logs.lines()
+        .filter_map(|l| l.split("] ").nth(1))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+fn pid_in_log(logs: &str) -> u32 {
+    logs.lines()
+        .find_map(|l| l.split("instance started: pid ").nth(1))
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .expect("a pid in the log")
+}
+
+/// Finding 1: anyone who may deploy a command ran code as root on the host, with its filesystem.
+#[test]
+fn a_developers_command_reaches_nothing_of_the_host_or_other_instances() {
+    let pier = Pier::start(&[]);
+    // The owner's service, with a secret in its private /tmp.
+    let owner_app = shared_dir();
+    let victim = write_script(
+        owner_app.path(),
+        "victim.sh",
+        "echo s3cret > /tmp/secret; exec python3 -m http.server $PORT\n",
+    );
+    pier.ok(&["deploy", "victim", "--command", &format!("sh {victim}")]);
+    let victim_pid = pid_in_log(&pier.ok(&["logs", "victim"]));
+
+    let dev = developer(&pier);
+    let app = shared_dir();
+    let api_port = pier.api_url.rsplit(':').next().unwrap().to_owned();
+    let probe = write_script(
+        app.path(),
+        "probe.sh",
+        r#"v=$VICTIM
+echo "uid=$(id -u)"
+cat "$DATA/owner-credentials.json" >/dev/null 2>&1 && echo datadir=readable || echo datadir=hidden
+ls "$DATA/keys" >/dev/null 2>&1 && echo keys=readable || echo keys=hidden
+cat /etc/shadow 2>/dev/null | grep -q root && echo shadow=readable || echo shadow=hidden
+cat /proc/$v/root/tmp/secret >/dev/null 2>&1 && echo victim_files=readable || echo victim_files=refused
+test -e /proc/$v && echo victim_process=visible || echo victim_process=hidden
+kill -0 $v 2>/dev/null && echo signal=allowed || echo signal=refused
+python3 -c "import ctypes; print('ptrace=' + ('allowed' if ctypes.CDLL(None).ptrace(16, $v, 0, 0) == 0 else 'refused'))"
+(echo x > /usr/pier-probe) 2>/dev/null && echo host_write=allowed || echo host_write=refused
+(echo x > /tmp/mine) && echo tmp_write=allowed || echo tmp_write=refused
+curl -s -m 3 -o /dev/null "http://127.0.0.1:$API/v1/info" && echo admin_api=reached || echo admin_api=unreachable
+echo done=1
+exec python3 -m http.server $PORT
+"#,
+    );
+    dev.ok(&[
+        "deploy",
+        "probe",
+        "--command",
+        &format!("sh {probe}"),
+        "--env",
+        &format!("DATA={}", pier.dir.display()),
+        "--env",
+        &format!("VICTIM={victim_pid}"),
+        "--env",
+        &format!("API={api_port}"),
+    ]);
+    let logs = eventually(20, "the probe's answers", || {
+        let l = pier.ok(&["logs", "probe"]);
+        l.contains("done=1").then_some(l)
+    });
+    let a = answers(&logs);
+    for (k, v) in [
+        ("datadir", "hidden"),
+        ("keys", "hidden"),
+        ("shadow", "hidden"),
+        ("victim_files", "refused"),
+        ("victim_process", "hidden"),
+        ("signal", "refused"),
+        ("ptrace", "refused"),
+        ("host_write", "refused"),
+        ("tmp_write", "allowed"),
+        ("admin_api", "unreachable"),
+    ] {
+        assert_eq!(a.get(k).map(String::as_str), Some(v), "{k}:\n{logs}");
+    }
+    let uid: u32 = a["uid"].parse().unwrap();
+    assert!(
+        uid >= 1_879_048_192,
+        "an unprivileged host uid, not root: {uid}"
+    );
+    assert!(!Path::new("/usr/pier-probe").exists());
+
+    // Running unsandboxed, or showing a folder other users cannot read, is an owner's call.
+    let err = dev.fails(&["deploy", "raw", "--command", "sh -c id", "--unsandboxed"]);
+    assert!(
+        err.contains("--unsandboxed") && err.contains("owner"),
+        "{err}"
+    );
+    let private = tempfile::tempdir().unwrap();
+    let err = dev.fails(&[
+        "deploy",
+        "hidden",
+        "--command",
+        "python3 -m http.server $PORT",
+        "--workdir",
+        private.path().to_str().unwrap(),
+    ]);
+    assert!(err.contains("not visible to instances"), "{err}");
+}
+
+/// Finding 2: process instances listened on the host's network, so anyone on the host reached private
+/// services without a token.
+#[test]
+fn an_instance_is_reachable_only_through_the_gateway() {
+    let pier = Pier::start(&[]);
+    let url = pier.deploy_hello("private", &[]);
+    let logs = pier.ok(&["logs", "private"]);
+    let pid = pid_in_log(&logs);
+    assert!(logs.contains("PORT=8080"), "{logs}");
+    // Its network namespace is its own: nothing the host (or another instance) connects to is its port.
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).unwrap();
+    assert_ne!(ns(&pid.to_string()), ns("self"));
+    let other = pier.deploy_hello("other", &["--allow-unauthenticated"]);
+    let other_pid = pid_in_log(&pier.ok(&["logs", "other"]));
+    assert_ne!(ns(&pid.to_string()), ns(&other_pid.to_string()));
+    // Through the gateway, the guard decides.
+    let out = pier.curl(&["-o", "/dev/null", "-w", "%{http_code}", &url]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    let out = pier.curl(&["-o", "/dev/null", "-w", "%{http_code}", &other]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+}
+
+/// Finding 3: a developer could make a private service public by turning the invoker check off.
+#[test]
+fn a_developer_cannot_widen_who_reaches_a_service() {
+    let pier = Pier::start(&[]);
+    let url = pier.deploy_hello("b", &["--ingress", "internal"]);
+    let dev = developer(&pier);
+    for (flags, what) in [
+        (vec!["--no-invoker-iam-check"], "invoker check"),
+        (vec!["--ingress", "all"], "ingress"),
+        (vec!["--add-custom-audiences", "mine"], "custom audiences"),
+    ] {
+        let mut args = vec!["services", "update", "b"];
+        args.extend(flags);
+        let err = dev.fails(&args);
+        assert!(
+            err.contains("setIamPolicy") && err.contains(what),
+            "{what}: {err}"
+        );
+    }
+    // Narrowing is a developer's to do.
+    dev.ok(&["services", "update", "b", "--ingress", "internal"]);
+    // A deploy that asks for public access goes on without it, and says so.
+    let out = dev.cli(&[
+        "deploy",
+        "c",
+        "--command",
+        hello_bin().to_str().unwrap(),
+        "--allow-unauthenticated",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WARNING") && stderr.contains("not applied"),
+        "{stderr}"
+    );
+    let c = pier.describe("c");
+    assert_eq!(c["allowUnauthenticated"], false);
+    let code = pier.curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        c["url"].as_str().unwrap(),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&code.stdout), "403");
+    // Nobody may claim Pier's own audiences, owners included.
+    for own in ["pier-cli", url.as_str(), "https://pier.localhost"] {
+        let err = pier.fails(&["services", "update", "b", "--add-custom-audiences", own]);
+        assert!(err.contains("Pier's own"), "{own}: {err}");
+    }
+}
+
+/// Finding 4: a token sent to a public service could be replayed against the admin API as its sender.
+#[test]
+fn tokens_reaching_a_public_service_cannot_be_replayed() {
+    let pier = Pier::start(&[]);
+    let public = pier.deploy_hello("pub", &["--allow-unauthenticated"]);
+    let private = pier.deploy_hello("priv", &[]);
+    let seen = |token: &str| -> String {
+        let out = pier.curl(&["-H", &format!("Authorization: Bearer {token}"), &public]);
+        let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        body["headers"]["authorization"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    // The CLI's identity token, an access token, and a token for another service: stripped.
+    for token in [pier.token(), pier.api_token(), pier.token_for(&private)] {
+        let got = seen(&token);
+        assert!(got.ends_with(".SIGNATURE_REMOVED_BY_PIER"), "{got}");
+        assert!(!got.contains(token.rsplit('.').next().unwrap()));
+    }
+    // A token addressed to the service itself stays whole: it may verify it.
+    let mine = pier.token_for(&public);
+    assert_eq!(seen(&mine), format!("Bearer {mine}"));
+    // The admin API takes only its own tokens: not the CLI's identity token, nor a service's.
+    let api = format!("{}/v1/projects/default/services", pier.api_url);
+    for (token, want) in [
+        (pier.token(), "401"),
+        (mine, "401"),
+        (pier.api_token(), "200"),
+    ] {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(&api)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    }
+}
+
+/// Finding 5: `Connection: X-Serverless-Authorization` let the app see only a forged token, in the
+/// form Pier gives verified ones.
+#[test]
+fn the_app_only_ever_sees_tokens_pier_verified() {
+    let pier = Pier::start(&[]);
+    let url = pier.deploy_hello("api", &[]);
+    let good = pier.token_for(&url);
+    let forged = "Bearer eyJhbGciOiJSUzI1NiJ9.eyJlbWFpbCI6InJvb3QifQ.SIGNATURE_REMOVED_BY_PIER";
+    let out = pier.curl(&[
+        "--http1.1",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        &format!("X-Serverless-Authorization: Bearer {good}"),
+        "-H",
+        &format!("Authorization: {forged}"),
+        "-H",
+        "Connection: X-Serverless-Authorization",
+        &url,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("400"), "{text}");
+    assert!(text.contains("Connection"), "{text}");
+    // A token in Pier's stripped form is refused wherever it comes.
+    for header in ["Authorization", "X-Serverless-Authorization"] {
+        let out = pier.curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("{header}: {forged}"),
+            &url,
+        ]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "401", "{header}");
+    }
+}
+
+/// Finding 6: a service named `green---b` took over service `b`'s tag URL.
+#[test]
+fn no_name_can_take_over_another_resources_host() {
+    let pier = Pier::start(&[]);
+    for name in ["green---b", "a--b"] {
+        let err = pier.fails(&["deploy", name, "--command", hello_bin().to_str().unwrap()]);
+        assert!(err.contains("two hyphens"), "{name}: {err}");
+    }
+}
+
+/// The wider sweep: secrets at rest are the server's alone.
+#[test]
+fn secrets_in_the_data_dir_are_private() {
+    let pier = Pier::start(&[]);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&pier.dir),
+        0o711,
+        "the data dir can be passed, not listed"
+    );
+    for f in [
+        "pier.db",
+        "ca-key.pem",
+        "owner-password",
+        "owner-credentials.json",
+    ] {
+        assert_eq!(mode(&pier.dir.join(f)), 0o600, "{f}");
+    }
+    for d in ["keys", "logs", "run"] {
+        assert_eq!(mode(&pier.dir.join(d)), 0o700, "{d}");
+    }
+    for key in std::fs::read_dir(pier.dir.join("keys")).unwrap().flatten() {
+        assert_eq!(mode(&key.path()), 0o600, "{}", key.path().display());
+    }
+}
+
+/// The wider sweep: a caller without access learns nothing of what exists.
+#[test]
+fn strangers_cannot_tell_what_exists() {
+    let pier = Pier::start(&[]);
+    pier.deploy_hello("exists", &[]);
+    let stranger = pier.user("stranger@example.com");
+    let a = stranger.fails(&["services", "describe", "exists"]);
+    let b = stranger.fails(&["services", "describe", "missing"]);
+    assert!(
+        a.contains("lacks permission") && b.contains("lacks permission"),
+        "{a}\n{b}"
+    );
+    assert_eq!(a.replace("exists", "X"), b.replace("missing", "X"));
+    let a = stranger.fails(&["revisions", "list", "--service", "exists"]);
+    let b = stranger.fails(&["revisions", "list", "--service", "missing"]);
+    assert_eq!(a.replace("exists", "X"), b.replace("missing", "X"));
+}
+
+/// The wider sweep: the Host an app receives is the one the request was routed by (RFC 9112 §3.2).
+#[test]
+fn the_app_receives_the_host_it_was_routed_by() {
+    let pier = Pier::start(&[]);
+    let url = pier.deploy_hello("h", &["--allow-unauthenticated"]);
+    let host = url.trim_start_matches("https://").to_owned();
+    // An absolute-form target wins over a Host line that says otherwise.
+    let out = pier.curl(&[
+        "--http1.1",
+        "--request-target",
+        &format!("https://{host}/"),
+        "-H",
+        "Host: other.example",
+        &url,
+    ]);
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["headers"]["host"], host.as_str());
+    // Two Host lines: 400 (curl sends only one, so the request is written by hand over TLS).
+    let script = format!(
+        r#"import socket, ssl
+ctx = ssl.create_default_context(cafile="{ca}")
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", {port})), server_hostname="{name}")
+s.sendall(b"GET / HTTP/1.1\r\nHost: {host}\r\nHost: other.example\r\nConnection: close\r\n\r\n")
+print(s.recv(100).decode().split("\r\n")[0])
+"#,
+        ca = pier.dir.join("ca.pem").display(),
+        port = pier.https_port,
+        name = host.split(':').next().unwrap(),
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains(" 400 "),
+        "{status}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
