@@ -19,16 +19,9 @@ use std::path::Path;
 
 use pier_image::RunConfig;
 use pier_model::RevisionTemplate;
+use pier_runtime::{DEFAULT_CPU_MILLIS, DEFAULT_MEMORY, PIDS_LIMIT};
 use serde_json::{Value, json};
 
-/// Memory limit when the revision sets none (Cloud Run's default).
-pub const DEFAULT_MEMORY: u64 = 512 << 20;
-/// CPU limit in millicores when the revision sets none (Cloud Run's default).
-pub const DEFAULT_CPU_MILLIS: u32 = 1000;
-/// Most processes (and threads) one instance may have.
-pub const PIDS_LIMIT: i64 = 4096;
-/// The port when the revision sets none (Cloud Run's default).
-pub const DEFAULT_PORT: u16 = 8080;
 /// `PATH` when the image sets none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

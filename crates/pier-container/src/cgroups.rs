@@ -66,8 +66,9 @@ impl MemoryController {
     }
 }
 
-/// Removes the (empty) cgroup directories under `parent` in every hierarchy, deepest first.
-pub fn remove_parent(parent: &str) {
+/// Removes the (empty) cgroup directories under `parent` in every hierarchy, deepest first, and
+/// `parent` itself when `and_parent` (at shutdown; at start, gen1's groups were just made there).
+pub fn remove_under(parent: &str, and_parent: bool) {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };
@@ -89,6 +90,9 @@ pub fn remove_parent(parent: &str) {
                     let _ = fs::remove_dir(e.path());
                 }
             }
+        }
+        if !and_parent {
+            continue;
         }
         let _ = fs::remove_dir(&dir);
         // The top directory (`/pier-containers`) goes too when no other installation uses it.

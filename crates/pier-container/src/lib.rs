@@ -171,7 +171,7 @@ impl ContainerRuntime {
 
     /// Removes this server's (empty) cgroup directories; at shutdown, after every instance stopped.
     pub fn remove_cgroups(&self) {
-        cgroups::remove_parent(&self.config.cgroup_parent);
+        cgroups::remove_under(&self.config.cgroup_parent, true);
     }
 
     fn cgroup_path(&self, id: &str) -> String {
@@ -262,7 +262,7 @@ impl Runtime for ContainerRuntime {
             .map_err(|e| RuntimeError::Unsupported(e.to_string()))?;
         let image_ready = started.elapsed();
 
-        let port = template.port.unwrap_or(bundle::DEFAULT_PORT);
+        let port = template.port.unwrap_or(pier_runtime::DEFAULT_PORT);
         let net = self
             .network
             .make(&spec, port, userns.as_ref().map(|(_, ns)| ns.clone()))
@@ -279,7 +279,9 @@ impl Runtime for ContainerRuntime {
         let _ = std::fs::remove_dir_all(&bundle_dir);
         std::fs::create_dir_all(&bundle_dir)
             .map_err(RuntimeError::io(format!("creating the bundle of {id}")))?;
-        let memory_limit = template.memory_bytes().unwrap_or(bundle::DEFAULT_MEMORY);
+        let memory_limit = template
+            .memory_bytes()
+            .unwrap_or(pier_runtime::DEFAULT_MEMORY);
         // gen1's cgroups are Pier's own (see the field's docs); runc makes gen2's from the config.
         let gvisor_cg = match (&self.gvisor_cgroups, env_kind) {
             (Some(root), ExecutionEnvironment::Gen1) => Some(Arc::new(
@@ -287,8 +289,10 @@ impl Runtime for ContainerRuntime {
                     &id,
                     &Limits {
                         memory: memory_limit,
-                        cpu_millis: template.cpu_millis().unwrap_or(bundle::DEFAULT_CPU_MILLIS),
-                        pids: bundle::PIDS_LIMIT as u64,
+                        cpu_millis: template
+                            .cpu_millis()
+                            .unwrap_or(pier_runtime::DEFAULT_CPU_MILLIS),
+                        pids: pier_runtime::PIDS_LIMIT,
                     },
                 )
                 .map_err(RuntimeError::io(format!("creating the cgroups of {id}")))?,
@@ -374,7 +378,7 @@ impl Runtime for ContainerRuntime {
             user.gid,
             owner.map(|(u, _)| format!(" (host uid {})", u + user.uid)).unwrap_or_default(),
             memory_limit >> 20,
-            template.cpu_millis().unwrap_or(bundle::DEFAULT_CPU_MILLIS),
+            template.cpu_millis().unwrap_or(pier_runtime::DEFAULT_CPU_MILLIS),
             if writable.is_some() { "writable in-memory" } else { "read-only" },
             image_ready.as_secs_f64() * 1e3,
             (prepared - image_ready).as_secs_f64() * 1e3,
@@ -490,7 +494,7 @@ impl Runtime for ContainerRuntime {
                 cg.destroy().await;
             }
         }
-        cgroups::remove_parent(&self.config.cgroup_parent);
+        cgroups::remove_under(&self.config.cgroup_parent, false);
         Ok(count)
     }
 }

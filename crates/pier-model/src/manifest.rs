@@ -2,7 +2,8 @@
 //! and `pier services describe --format yaml` writes, translated to and from Pier's template.
 //!
 //! Supported: `metadata.name/namespace/annotations`, `spec.template.metadata.annotations`
-//! (`autoscaling.knative.dev/minScale|maxScale`), `spec.template.spec` (`containerConcurrency`,
+//! (`autoscaling.knative.dev/minScale|maxScale`, and Cloud Run's `run.googleapis.com/execution-environment`
+//! and `run.googleapis.com/vpc-access-egress`), `spec.template.spec` (`containerConcurrency`,
 //! `timeoutSeconds`, `serviceAccountName`, one container's `image`, `command`, `args`, `env`, `workingDir`,
 //! `ports`, `resources.limits`), and `spec.traffic`. Pier's own annotations live under `pier.dev/`; an
 //! unknown one is an error so a typo cannot pass silently.
@@ -24,6 +25,10 @@ const KNOWN_PIER_ANNOTATIONS: [&str; 2] = [BUILD_ANNOTATION, PUBLIC_ANNOTATION];
 const MIN_SCALE: &str = "autoscaling.knative.dev/minScale";
 const MAX_SCALE: &str = "autoscaling.knative.dev/maxScale";
 const API_VERSION: &str = "serving.knative.dev/v1";
+/// Cloud Run's revision annotation for `gen1`/`gen2`.
+const EXECUTION_ENVIRONMENT: &str = "run.googleapis.com/execution-environment";
+/// Cloud Run's revision annotation for VPC egress (`private-ranges-only`).
+const VPC_EGRESS: &str = "run.googleapis.com/vpc-access-egress";
 
 /// A service described by a manifest, ready to deploy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,6 +232,16 @@ impl ServiceManifest {
         if let Some(max) = scale(MAX_SCALE)? {
             template.max_instances = max;
         }
+        if let Some(v) = ann.get(EXECUTION_ENVIRONMENT) {
+            template.execution_environment = Some(v.parse().map_err(|_| {
+                SpecError::new(format!(
+                    "annotation {EXECUTION_ENVIRONMENT} is {v:?}: use gen1 (gVisor) or gen2"
+                ))
+            })?);
+        }
+        if let Some(v) = ann.get(VPC_EGRESS) {
+            template.vpc_egress = Some(v.parse()?);
+        }
         if let Some(port) = container.ports.first() {
             template.http2 = port.name.as_deref() == Some("h2c");
             template.port = port.container_port;
@@ -274,6 +289,16 @@ impl ServiceManifest {
         tmeta
             .annotations
             .insert(MAX_SCALE.to_owned(), t.max_instances.to_string());
+        if let Some(env) = t.execution_environment {
+            tmeta
+                .annotations
+                .insert(EXECUTION_ENVIRONMENT.to_owned(), env.as_str().to_owned());
+        }
+        if let Some(egress) = t.vpc_egress {
+            tmeta
+                .annotations
+                .insert(VPC_EGRESS.to_owned(), egress.as_str().to_owned());
+        }
         let mut limits = BTreeMap::new();
         if let Some(c) = &t.cpu {
             limits.insert("cpu".to_owned(), c.clone());
@@ -335,6 +360,7 @@ impl ServiceManifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::{ExecutionEnvironment, VpcEgress};
 
     const HELLO: &str = r#"
 apiVersion: serving.knative.dev/v1
@@ -383,6 +409,33 @@ spec:
         let again = ServiceManifest::from_yaml(&m.to_yaml()).unwrap();
         assert_eq!(again.template, m.template);
         assert_eq!(again.traffic, m.traffic);
+    }
+
+    #[test]
+    fn cloud_run_annotations_pick_the_environment_and_egress() {
+        let yaml = HELLO.replace(
+            "autoscaling.knative.dev/maxScale: \"5\"",
+            "autoscaling.knative.dev/maxScale: \"5\"\n        run.googleapis.com/execution-environment: gen1\n        run.googleapis.com/vpc-access-egress: private-ranges-only",
+        );
+        let m = ServiceManifest::from_yaml(&yaml).unwrap();
+        assert_eq!(
+            m.template.execution_environment,
+            Some(ExecutionEnvironment::Gen1)
+        );
+        assert_eq!(m.template.vpc_egress, Some(VpcEgress::PrivateRangesOnly));
+        let again = ServiceManifest::from_yaml(&m.to_yaml()).unwrap();
+        assert_eq!(again.template, m.template);
+
+        let wrong = ServiceManifest::from_yaml(&yaml.replace("gen1", "gen3")).unwrap_err();
+        assert!(
+            wrong
+                .to_string()
+                .contains("run.googleapis.com/execution-environment"),
+            "{wrong}"
+        );
+        let all = ServiceManifest::from_yaml(&yaml.replace("private-ranges-only", "all-traffic"))
+            .unwrap_err();
+        assert!(all.to_string().contains("no VPC"), "{all}");
     }
 
     #[test]

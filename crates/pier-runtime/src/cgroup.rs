@@ -9,7 +9,10 @@
 //! - **hybrid** (v1 controllers, plus a v2 mount with few or no controllers, as this project's CI machine
 //!   has): the instance's v2 directory tracks its processes (and `cgroup.kill` ends them), and a
 //!   directory in each v1 hierarchy holds a limit (`memory.limit_in_bytes`, `cpu.cfs_quota_us`,
-//!   `pids.max`).
+//!   `pids.max`), and `cpuacct` and `cpuset` directories complete the set a JVM looks for.
+//!
+//! An instance sees only its own directories, as `/` of its own cgroup namespace (see
+//! [`InstanceCgroup::view`]), so runtimes that size themselves from their limits find them.
 //!
 //! The instance's process joins every group before `exec` (it writes `0` to open `cgroup.procs` files),
 //! so limits hold from its first instruction. A limit a host cannot enforce is reported by
@@ -70,10 +73,54 @@ pub struct CgroupRoot {
     tracking: Option<PathBuf>,
     /// Whether the v2 directory has the memory, cpu and pids controllers.
     unified: bool,
-    /// v1 directories by controller, on hybrid hosts.
-    memory_v1: Option<PathBuf>,
-    cpu_v1: Option<PathBuf>,
-    pids_v1: Option<PathBuf>,
+    /// v1 hierarchies Pier uses, on hybrid hosts.
+    v1: Vec<V1Dir>,
+}
+
+/// The v1 controllers an instance gets a directory in: the three that hold its limits, and the two the
+/// JVM also requires before it believes any limit (`cpuacct`, `cpuset`; its CPU usage is read from
+/// `cpuacct` too).
+const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "pids", "cpuacct", "cpuset"];
+
+/// A directory in one v1 hierarchy (which may carry several controllers, as `cpu,cpuacct` often does).
+#[derive(Clone, Debug)]
+struct V1Dir {
+    dir: PathBuf,
+    controllers: Vec<String>,
+    /// The hierarchy's mount point's name (`memory`, `cpu,cpuacct`): where it appears in an instance.
+    name: String,
+}
+
+impl V1Dir {
+    fn has(&self, controller: &str) -> bool {
+        self.controllers.iter().any(|c| c == controller)
+    }
+
+    fn join(&self, name: &str) -> V1Dir {
+        V1Dir {
+            dir: self.dir.join(name),
+            ..self.clone()
+        }
+    }
+}
+
+/// A new v1 `cpuset` group has no CPUs or memory nodes (tasks cannot join it) until they are copied
+/// from its parent, level by level from the top (`cgroup.clone_children` would only help below a
+/// parent that has them already).
+fn fill_cpuset(mount: &Path, dir: &Path) -> io::Result<()> {
+    let rel = dir.strip_prefix(mount).unwrap_or(Path::new(""));
+    let mut at = mount.to_owned();
+    for part in rel.components() {
+        let parent = at.clone();
+        at.push(part);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let mine = fs::read_to_string(at.join(file)).unwrap_or_default();
+            if mine.trim().is_empty() {
+                fs::write(at.join(file), fs::read_to_string(parent.join(file))?.trim())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The mount points of cgroup hierarchies: the v2 one, and each v1 one with its controllers.
@@ -130,9 +177,7 @@ impl CgroupRoot {
         let mut root = CgroupRoot {
             tracking: None,
             unified: false,
-            memory_v1: None,
-            cpu_v1: None,
-            pids_v1: None,
+            v1: Vec::new(),
         };
         if let Some(mount) = &v2 {
             let dir = mount.join(rel);
@@ -158,23 +203,37 @@ impl CgroupRoot {
         }
         if !root.unified {
             for (mount, opts) in &v1 {
-                let dir = mount.join(rel);
-                let has = |c: &str| opts.iter().any(|o| o == c);
-                let slot = if has("memory") {
-                    &mut root.memory_v1
-                } else if has("cpu") {
-                    &mut root.cpu_v1
-                } else if has("pids") {
-                    &mut root.pids_v1
-                } else {
+                let controllers: Vec<String> = opts
+                    .iter()
+                    .filter(|o| V1_CONTROLLERS.contains(&o.as_str()))
+                    .cloned()
+                    .collect();
+                let taken = |c: &String| root.v1.iter().any(|d| d.has(c));
+                if controllers.is_empty() || controllers.iter().any(taken) {
                     continue;
-                };
-                if slot.is_none() && probe(&dir).is_some() {
-                    *slot = Some(dir);
                 }
+                let dir = mount.join(rel);
+                if probe(&dir).is_none() {
+                    continue;
+                }
+                if controllers.iter().any(|c| c == "cpuset") && fill_cpuset(mount, &dir).is_err() {
+                    continue;
+                }
+                root.v1.push(V1Dir {
+                    dir,
+                    controllers,
+                    name: mount
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                });
             }
         }
-        (root.tracking.is_some() || root.pids_v1.is_some()).then_some(root)
+        (root.tracking.is_some() || root.v1_dir("pids").is_some()).then_some(root)
+    }
+
+    fn v1_dir(&self, controller: &str) -> Option<&PathBuf> {
+        self.v1.iter().find(|d| d.has(controller)).map(|d| &d.dir)
     }
 
     /// Which limits hold.
@@ -187,22 +246,17 @@ impl CgroupRoot {
             };
         }
         Enforced {
-            memory: self.memory_v1.is_some(),
-            cpu: self.cpu_v1.is_some(),
-            pids: self.pids_v1.is_some(),
+            memory: self.v1_dir("memory").is_some(),
+            cpu: self.v1_dir("cpu").is_some(),
+            pids: self.v1_dir("pids").is_some(),
         }
     }
 
     fn dirs(&self) -> Vec<&PathBuf> {
-        [
-            self.tracking.as_ref(),
-            self.memory_v1.as_ref(),
-            self.cpu_v1.as_ref(),
-            self.pids_v1.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        self.tracking
+            .iter()
+            .chain(self.v1.iter().map(|d| &d.dir))
+            .collect()
     }
 
     /// Creates the groups of a new instance, with `limits` written, and opens their `cgroup.procs`.
@@ -221,7 +275,7 @@ impl CgroupRoot {
                 fs::write(d.join("cpu.max"), format!("{quota} {CPU_PERIOD}"))?;
                 fs::write(d.join("pids.max"), limits.pids.to_string())?;
             }
-            if let Some(d) = &cg.memory_v1 {
+            if let Some(d) = cg.v1_dir("memory") {
                 fs::write(d.join("memory.limit_in_bytes"), limits.memory.to_string())?;
                 // Memory plus swap, where swap is accounted.
                 let _ = fs::write(
@@ -229,12 +283,18 @@ impl CgroupRoot {
                     limits.memory.to_string(),
                 );
             }
-            if let Some(d) = &cg.cpu_v1 {
+            if let Some(d) = cg.v1_dir("cpu") {
                 fs::write(d.join("cpu.cfs_period_us"), CPU_PERIOD.to_string())?;
                 fs::write(d.join("cpu.cfs_quota_us"), quota.to_string())?;
             }
-            if let Some(d) = &cg.pids_v1 {
+            if let Some(d) = cg.v1_dir("pids") {
                 fs::write(d.join("pids.max"), limits.pids.to_string())?;
+            }
+            if let Some(d) = cg.v1_dir("cpuset") {
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    let parent = d.parent().unwrap_or(d);
+                    fs::write(d.join(file), fs::read_to_string(parent.join(file))?.trim())?;
+                }
             }
             let files: Vec<PathBuf> = cg
                 .all_dirs()
@@ -260,9 +320,7 @@ impl CgroupRoot {
         InstanceCgroup {
             name: name.to_owned(),
             tracking: self.tracking.as_ref().map(|d| d.join(name)),
-            memory_v1: self.memory_v1.as_ref().map(|d| d.join(name)),
-            cpu_v1: self.cpu_v1.as_ref().map(|d| d.join(name)),
-            pids_v1: self.pids_v1.as_ref().map(|d| d.join(name)),
+            v1: self.v1.iter().map(|d| d.join(name)).collect(),
             unified: self.unified,
             procs: Vec::new(),
         }
@@ -299,24 +357,40 @@ impl CgroupRoot {
 pub struct InstanceCgroup {
     name: String,
     tracking: Option<PathBuf>,
-    memory_v1: Option<PathBuf>,
-    cpu_v1: Option<PathBuf>,
-    pids_v1: Option<PathBuf>,
+    v1: Vec<V1Dir>,
     unified: bool,
     procs: Vec<OwnedFd>,
 }
 
 impl InstanceCgroup {
     fn all_dirs(&self) -> Vec<&PathBuf> {
-        [
-            self.tracking.as_ref(),
-            self.memory_v1.as_ref(),
-            self.cpu_v1.as_ref(),
-            self.pids_v1.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        self.tracking
+            .iter()
+            .chain(self.v1.iter().map(|d| &d.dir))
+            .collect()
+    }
+
+    fn v1_dir(&self, controller: &str) -> Option<&PathBuf> {
+        self.v1.iter().find(|d| d.has(controller)).map(|d| &d.dir)
+    }
+
+    /// The instance's directories and where each appears in its own `/sys/fs/cgroup` (`""` for the
+    /// unified hierarchy of a unified host; `unified` on a hybrid one; the hierarchy's mount name, such
+    /// as `memory` or `cpu,cpuacct`, for v1).
+    pub fn view(&self) -> Vec<(PathBuf, String)> {
+        let mut out = Vec::new();
+        if let Some(d) = &self.tracking {
+            out.push((
+                d.clone(),
+                if self.unified {
+                    String::new()
+                } else {
+                    "unified".into()
+                },
+            ));
+        }
+        out.extend(self.v1.iter().map(|d| (d.dir.clone(), d.name.clone())));
+        out
     }
 
     /// The open `cgroup.procs` files a starting process writes `0` to, to join (before `exec`).
@@ -331,7 +405,7 @@ impl InstanceCgroup {
 
     /// Processes in the group now.
     pub fn pids(&self) -> Vec<i32> {
-        let dir = self.tracking.as_ref().or(self.pids_v1.as_ref());
+        let dir = self.tracking.as_ref().or(self.v1_dir("pids"));
         dir.and_then(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
             .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
@@ -360,7 +434,7 @@ impl InstanceCgroup {
 
     /// How many processes the kernel killed for going over the memory limit.
     pub fn oom_kills(&self) -> u64 {
-        let file = match (&self.memory_v1, &self.tracking) {
+        let file = match (self.v1_dir("memory"), &self.tracking) {
             (Some(d), _) => d.join("memory.oom_control"),
             (None, Some(d)) if self.unified => d.join("memory.events"),
             _ => return 0,
@@ -443,7 +517,7 @@ mod tests {
             "sh, sleep and the setsid sleep: {:?}",
             g.pids()
         );
-        if let Some(d) = &g.memory_v1 {
+        if let Some(d) = g.v1_dir("memory") {
             assert_eq!(
                 fs::read_to_string(d.join("memory.limit_in_bytes"))
                     .unwrap()

@@ -294,6 +294,7 @@ impl Runtime for ProcessRuntime {
         let (wd, path, prog) = (workdir.clone(), exec_path.clone(), program.clone());
         let mentioned = mentioned_paths(&argv);
         let private = template.private_paths;
+        let cgroup_view = cgroup.as_ref().map(|c| c.view()).unwrap_or_default();
         let mut launch = launch;
         // Planning may fork (an id mapping) and spawning forks: on the spawner thread, off the async
         // workers, and from a thread that outlives the instance (see `Spawner`).
@@ -302,7 +303,16 @@ impl Runtime for ProcessRuntime {
             if let (Some(sb), Some((uid, gid))) = (sandbox, user) {
                 launch.view = Some(
                     sb.view
-                        .plan(&wd, Some(&path), &mentioned, private, uid, gid, &sb.userns)
+                        .plan(
+                            &wd,
+                            Some(&path),
+                            &mentioned,
+                            private,
+                            &cgroup_view,
+                            uid,
+                            gid,
+                            &sb.userns,
+                        )
                         .map_err(|e| RuntimeError::Unsupported(e.to_string()))?,
                 );
                 launch.seccomp = Some(sb.seccomp.clone());

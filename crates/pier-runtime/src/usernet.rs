@@ -8,7 +8,10 @@
 //! (`--exit-fd`). Both reach the host's own addresses; the instance's filter refuses them.
 //!
 //! The helper runs sandboxed (`--enable-sandbox --enable-seccomp`), without its DNS proxy (Pier serves
-//! names itself) and without the host-loopback mapping of its gateway.
+//! names itself) and without the host-loopback mapping of its gateway. It starts in a mount namespace
+//! of its own whose mounts are all private: its sandbox makes only `/` private before it detaches the
+//! old root, which, run as root, would propagate the detach to the host's shared mounts (every
+//! `/run/netns/NAME` of `ip netns` vanished in a test before this).
 
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -79,10 +82,22 @@ impl UserNet {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
         #[allow(unsafe_code)]
-        // SAFETY: dup2 is async-signal-safe; the descriptors exist before the fork.
+        // SAFETY: dup2, unshare and mount are async-signal-safe system calls on descriptors and static
+        // strings that exist before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::dup2(rw, 3) < 0 || libc::dup2(er, 4) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::unshare(libc::CLONE_NEWNS) != 0
+                    || libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())

@@ -38,6 +38,7 @@ pub enum Stage {
     UnshareMounts,
     PrivateMounts,
     OpenShown,
+    Unmount,
     ReadOnlyHost,
     MountPrivate,
     HideFile,
@@ -59,7 +60,7 @@ pub enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 27] = [
+    const ALL: [Stage; 28] = [
         Stage::DeathSignal,
         Stage::Signals,
         Stage::Stdio,
@@ -69,6 +70,7 @@ impl Stage {
         Stage::UnshareMounts,
         Stage::PrivateMounts,
         Stage::OpenShown,
+        Stage::Unmount,
         Stage::ReadOnlyHost,
         Stage::MountPrivate,
         Stage::HideFile,
@@ -105,6 +107,7 @@ impl Stage {
             Stage::UnshareMounts => "creating the instance's mount namespace",
             Stage::PrivateMounts => "making mounts private",
             Stage::OpenShown => "opening a file to show the instance",
+            Stage::Unmount => "unmounting a host filesystem the instance must not see",
             Stage::ReadOnlyHost => "making the host read-only",
             Stage::MountPrivate => "mounting a private filesystem",
             Stage::HideFile => "hiding a file",

@@ -159,9 +159,7 @@ pub fn nft_script(p: &NetPolicy) -> String {
     // Egress.
     s.push_str("  chain filter_out {\n    type filter hook output priority 0; policy accept;\n");
     s.push_str("    oifname \"lo\" accept\n");
-    if !p.allowed.is_empty() {
-        let _ = writeln!(s, "    ip daddr {} accept", cidr_set(&p.allowed));
-    }
+    // The host's own addresses first: a listed private range may hold one of them.
     if !p.host_addrs.is_empty() {
         let list: Vec<String> = p.host_addrs.iter().map(|a| a.to_string()).collect();
         let _ = writeln!(
@@ -169,6 +167,9 @@ pub fn nft_script(p: &NetPolicy) -> String {
             "    ip daddr {{ {} }} reject with icmp type admin-prohibited",
             list.join(", ")
         );
+    }
+    if !p.allowed.is_empty() {
+        let _ = writeln!(s, "    ip daddr {} accept", cidr_set(&p.allowed));
     }
     let _ = writeln!(
         s,
@@ -207,11 +208,13 @@ fn cidr_set(c: &[Cidr]) -> String {
 /// Whether `ip` is one an instance may not reach without an allowance (the filter's own rule, for
 /// tests and `pier doctor`).
 pub fn refused(p: &NetPolicy, ip: Ipv4Addr) -> bool {
+    if p.host_addrs.contains(&ip) {
+        return true;
+    }
     if p.allowed.iter().any(|c| c.contains(ip)) {
         return false;
     }
     !p.egress
-        || p.host_addrs.contains(&ip)
         || PRIVATE_RANGES
             .iter()
             .filter_map(|r| r.parse::<Cidr>().ok())
@@ -300,6 +303,14 @@ mod tests {
         let accept = s.find("10.20.0.0/16").unwrap();
         let reject = s.find("10.0.0.0/8").unwrap();
         assert!(accept < reject, "the allowance comes before the refusal");
+        // The host's own address inside a listed range stays refused.
+        p.host_addrs.push("10.20.0.1".parse().unwrap());
+        assert!(refused(&p, "10.20.0.1".parse().unwrap()));
+        let s = nft_script(&p);
+        assert!(
+            s.find("10.20.0.1").unwrap() < s.find("10.20.0.0/16").unwrap(),
+            "{s}"
+        );
         p.egress = false;
         assert!(refused(&p, "203.0.113.10".parse().unwrap()));
         assert!(nft_script(&p).contains("    reject\n"));

@@ -15,6 +15,7 @@
 //! | `/env?name=VAR` | the value of one environment variable |
 //! | `/crash` | exits the process at once, mid-request |
 //! | `/probe` | a JSON report of its own sandbox (see `probe.rs`) |
+//! | `/fetch?addr=HOST:PORT` | a plain HTTP/1.0 `GET /` to that address (names resolve as the app's would); the answer's first line, or why it failed |
 
 #![allow(clippy::print_stderr)] // the instance's log is its standard error
 
@@ -130,6 +131,13 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
             )
         }
         "/crash" => std::process::exit(3),
+        "/fetch" => {
+            let addr = query_param(&req, "addr").unwrap_or("").to_owned();
+            match fetch(&addr).await {
+                Ok(line) => full(StatusCode::OK, "text/plain", line),
+                Err(e) => full(StatusCode::BAD_GATEWAY, "text/plain", format!("error: {e}")),
+            }
+        }
         "/probe" => full(
             StatusCode::OK,
             "application/json",
@@ -138,6 +146,38 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         _ => echo(&req),
     };
     Ok(resp)
+}
+
+/// `GET /` over HTTP/1.0 to `addr`, with 3 s to answer: the status line.
+async fn fetch(addr: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        s.write_all(format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+            .await?;
+        // Up to the end of the status line, not to EOF: under gVisor's host networking (Debian 12's
+        // runsc) an edge-triggered reader sometimes never hears the peer's close.
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 512];
+        while !buf.windows(2).any(|w| w == b"\r\n") {
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&buf);
+        Ok(text.lines().next().unwrap_or("").to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(3), attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "timed out",
+            ))
+        })
 }
 
 /// A response body fed chunk by chunk from a channel.

@@ -10,13 +10,22 @@ fn workdirs_that_would_show_secrets_or_cannot_be_shown_are_refused() {
     let userns = UserNsCache::default();
     let view = HostView::new(&[], &PierFiles::default());
     let missing = view
-        .plan(Path::new("/no/such/dir"), None, &[], true, 1, 1, &userns)
+        .plan(
+            Path::new("/no/such/dir"),
+            None,
+            &[],
+            true,
+            &[],
+            1,
+            1,
+            &userns,
+        )
         .unwrap_err();
     assert!(matches!(missing, ViewError::NoWorkdir(_)), "{missing}");
 
     // Someone's home would show their keys.
     let root_home = view
-        .plan(Path::new("/root"), None, &[], true, 1, 1, &userns)
+        .plan(Path::new("/root"), None, &[], true, &[], 1, 1, &userns)
         .unwrap_err();
     assert!(root_home.to_string().contains("--workdir"), "{root_home}");
 
@@ -27,7 +36,7 @@ fn workdirs_that_would_show_secrets_or_cannot_be_shown_are_refused() {
     std::fs::create_dir(&inner).unwrap();
     std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let closed = view
-        .plan(&inner, None, &[], true, 1, 1, &userns)
+        .plan(&inner, None, &[], true, &[], 1, 1, &userns)
         .unwrap_err();
     assert!(
         matches!(closed, ViewError::ClosedParent { .. })

@@ -35,6 +35,7 @@ fn run(view: &HostView, workdir: &Path, script: &str) -> (Exit, String) {
             Some(Path::new("/bin/sh")),
             &[],
             true,
+            &[],
             UID,
             UID,
             &userns,
@@ -169,7 +170,7 @@ fn failures_name_the_step_and_missing_programs_are_not_found() {
         cgroups: Vec::new(),
         netns: None,
         view: Some(
-            view.plan(dir.path(), None, &[], true, UID, UID, &userns)
+            view.plan(dir.path(), None, &[], true, &[], UID, UID, &userns)
                 .unwrap(),
         ),
         user: Some((UID, UID)),
@@ -190,7 +191,7 @@ fn failures_name_the_step_and_missing_programs_are_not_found() {
     .unwrap();
     let view = HostView::new(std::slice::from_ref(&data), &PierFiles::default());
     let err = view
-        .plan(secrets.path(), None, &[], true, UID, UID, &userns)
+        .plan(secrets.path(), None, &[], true, &[], UID, UID, &userns)
         .unwrap_err()
         .to_string();
     assert!(
@@ -200,7 +201,7 @@ fn failures_name_the_step_and_missing_programs_are_not_found() {
     // Without the right to private paths, a hidden or closed working directory is refused outright.
     let app = tempfile::tempdir().unwrap();
     let err = view
-        .plan(app.path(), None, &[], false, UID, UID, &userns)
+        .plan(app.path(), None, &[], false, &[], UID, UID, &userns)
         .unwrap_err()
         .to_string();
     assert!(err.contains("not visible to instances"), "{err}");

@@ -59,6 +59,23 @@ pub struct Pier {
     pub http_port: u16,
     pub ca_pem: String,
     pub args: Vec<String>,
+    /// The network namespace (a name under `/run/netns`) the server and every command run in, if any.
+    pub netns: Option<String>,
+}
+
+/// `program`, run in network namespace `netns` when one is given (with `nsenter`, which changes
+/// nothing else: `ip netns exec` would remount `/sys` and hide the cgroup hierarchies).
+pub fn in_netns(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}"))
+                .arg("--")
+                .arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 impl Pier {
@@ -73,13 +90,26 @@ impl Pier {
 
     /// Starts a server in an existing data dir with exactly `args`.
     pub fn launch(dir: &Path, args: &[String]) -> Self {
+        Self::launch_in(None, dir, args)
+    }
+
+    /// Starts a server with extra `args` on free ports inside network namespace `netns`.
+    pub fn start_in(netns: &str, args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let mut p = Self::launch_in(Some(netns), &dir, &with_free_ports(args));
+        p._tmp = Some(tmp);
+        p
+    }
+
+    fn launch_in(netns: Option<&str>, dir: &Path, args: &[String]) -> Self {
         let _ = std::fs::remove_file(dir.join("api-url"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("server.log"))
             .unwrap();
-        let child = Command::new(PIER)
+        let child = in_netns(netns, PIER)
             .arg("server")
             .arg("--data-dir")
             .arg(dir)
@@ -100,6 +130,7 @@ impl Pier {
             http_port: 0,
             ca_pem: String::new(),
             args: args.to_vec(),
+            netns: netns.map(str::to_owned),
         };
         p.wait_up();
         p
@@ -151,7 +182,8 @@ impl Pier {
 
     /// GET on the admin API, as JSON.
     pub fn api_get(&self, path: &str) -> serde_json::Value {
-        let out = Command::new("curl")
+        let out = self
+            .command("curl")
             .args(["-sf", "-H"])
             .arg(format!("Authorization: Bearer {}", self.api_token()))
             .arg(format!("{}{path}", self.api_url))
@@ -161,13 +193,18 @@ impl Pier {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// `program`, run where the server runs (its network namespace, if it has one).
+    pub fn command(&self, program: &str) -> Command {
+        in_netns(self.netns.as_deref(), program)
+    }
+
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
     /// Runs the CLI against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(PIER)
+        self.command(PIER)
             .args(args)
             .env("PIER_CONFIG", self.dir.join("cli.toml"))
             .env("PIER_DATA_DIR", &self.dir)
@@ -231,7 +268,7 @@ impl Pier {
 
     /// curl with Pier's CA.
     pub fn curl(&self, args: &[&str]) -> Output {
-        Command::new("curl")
+        self.command("curl")
             .arg("--cacert")
             .arg(self.dir.join("ca.pem"))
             .args(["-sS", "--max-time", "60"])
