@@ -91,18 +91,11 @@ pub enum AcquireError {
 pub trait RuntimeSelector: Send + Sync + 'static {
     /// The runtime for `template`, or why there is none.
     fn runtime_for(&self, template: &RevisionTemplate) -> Result<Arc<dyn Runtime>, String>;
-
-    /// The instance a connection from `peer` comes from, if it is one of ours.
-    fn peer_instance(&self, peer: std::net::SocketAddr) -> Option<InstanceId>;
 }
 
 impl<R: Runtime> RuntimeSelector for Arc<R> {
     fn runtime_for(&self, _: &RevisionTemplate) -> Result<Arc<dyn Runtime>, String> {
         Ok(self.clone())
-    }
-
-    fn peer_instance(&self, peer: std::net::SocketAddr) -> Option<InstanceId> {
-        Runtime::peer_instance(self.as_ref(), peer)
     }
 }
 
@@ -164,11 +157,6 @@ impl Activator {
             hooks: Some(hooks),
             pools: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// The instance a connection from `peer` comes from, if it is one of ours.
-    pub fn peer_instance(&self, peer: std::net::SocketAddr) -> Option<InstanceId> {
-        self.runtimes.peer_instance(peer)
     }
 
     fn pools(&self) -> MutexGuard<'_, HashMap<PoolKey, Arc<RevisionPool>>> {

@@ -32,6 +32,53 @@ fn require(
     Ok(s.platform.identity().require(who, p, &r)?)
 }
 
+/// The service a revision belongs to, once the caller holds `perm` on it. A revision that does not
+/// exist is a 404 only for callers who hold `perm` on the project; others get the same 403 an existing
+/// revision would give them.
+async fn revision_service(
+    s: &AppState,
+    who: &pier_identity::Principal,
+    project: &pier_model::ProjectName,
+    revision: &RevisionName,
+    perm: Permission,
+) -> Result<ServiceName, ApiError> {
+    match s.platform.get_revision(project, revision).await {
+        Ok(view) => {
+            require(
+                s,
+                who,
+                perm,
+                Resource::Service(project.clone(), view.service.clone()),
+            )?;
+            Ok(view.service)
+        }
+        Err(pier_control::ControlError::NotFound(m)) => {
+            require(s, who, perm, Resource::Project(project.clone()))?;
+            Err(ApiError::from(pier_control::ControlError::NotFound(m)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Blanks a failed revision's last log lines for callers who may not read the service's logs.
+fn hide_logs(
+    s: &AppState,
+    who: &pier_identity::Principal,
+    project: &pier_model::ProjectName,
+    mut view: RevisionView,
+) -> RevisionView {
+    let r = Resource::Service(project.clone(), view.service.clone());
+    if !view.log_tail.is_empty()
+        && s.platform
+            .identity()
+            .require(who, Permission::LogsRead, &r)
+            .is_err()
+    {
+        view.log_tail.clear();
+    }
+    view
+}
+
 /// Longest a client may ask `?wait=` to hold a revision request.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
@@ -170,12 +217,13 @@ pub(crate) async fn deploy(
     ServicePath(project, service): ServicePath,
     ApiJson(mut req): ApiJson<DeployRequest>,
 ) -> Result<(StatusCode, axum::Json<RevisionView>), ApiError> {
-    // Creating a project needs the installation-level permission; writing a service, the service's.
+    // Writing a service needs the service's permission, checked first so the answer says nothing about
+    // whether the project exists; creating the project also needs the installation-level one.
+    let resource = Resource::Service(project.clone(), service.clone());
+    require(&s, &who, Permission::ServicesWrite, resource.clone())?;
     if !s.platform.project_exists(&project).await? {
         require(&s, &who, Permission::ProjectsCreate, Resource::Installation)?;
     }
-    let resource = Resource::Service(project.clone(), service.clone());
-    require(&s, &who, Permission::ServicesWrite, resource.clone())?;
     // Widening who may reach the service needs the right to set its IAM policy; without it the deploy
     // goes on without the widening and says so, as Cloud Run's does.
     let mut warnings = Vec::new();
@@ -207,7 +255,9 @@ pub(crate) async fn deploy(
     // Running as a service account needs actAs on it (the project's default one included).
     let identity = s.platform.identity();
     let sa = match &req.template.service_account {
-        Some(email) => identity.sa_resource(email)?,
+        Some(email) => {
+            crate::iam_handlers::sa_resource(&s, &who, email, Permission::ServiceAccountsActAs)?
+        }
         None => Resource::ServiceAccount(
             project.to_string(),
             identity.default_service_account(&project),
@@ -234,7 +284,7 @@ pub(crate) async fn deploy(
     if req.template.vpc_egress.is_some() {
         identity.require(&who, Permission::NetworksUse, &Resource::Installation).map_err(|_| {
             ApiError::from(pier_control::ControlError::Forbidden(format!(
-                "{who} may not deploy with --vpc-egress: reaching the operator's private networks needs vpcaccess.connectors.use on the installation (roles/vpcaccess.user); ask an owner"
+                "{who} may not deploy with --vpc-egress: reaching the operator's private networks needs vpcaccess.connectors.use on the installation: ask an owner to run `pier installation add-iam-policy-binding --member={who} --role=roles/vpcaccess.user`"
             )))
         })?;
     }
@@ -298,7 +348,7 @@ pub(crate) async fn logs(
     require(
         &s,
         &who,
-        Permission::ServicesGet,
+        Permission::LogsRead,
         Resource::Service(project.clone(), service.clone()),
     )?;
     let revision = q
@@ -389,10 +439,14 @@ pub(crate) async fn list_revisions(
         None => Resource::Project(project.clone()),
     };
     require(&s, &who, Permission::ServicesGet, resource)?;
+    let list = s
+        .platform
+        .list_revisions(&project, service.as_ref())
+        .await?;
     Ok(axum::Json(
-        s.platform
-            .list_revisions(&project, service.as_ref())
-            .await?,
+        list.into_iter()
+            .map(|v| hide_logs(&s, &who, &project, v))
+            .collect(),
     ))
 }
 
@@ -412,13 +466,7 @@ pub(crate) async fn get_revision(
     RevisionPath(project, revision): RevisionPath,
     Query(w): Query<WaitParams>,
 ) -> Result<axum::Json<RevisionView>, ApiError> {
-    let owner = s.platform.get_revision(&project, &revision).await?.service;
-    require(
-        &s,
-        &who,
-        Permission::ServicesGet,
-        Resource::Service(project.clone(), owner),
-    )?;
+    revision_service(&s, &who, &project, &revision, Permission::ServicesGet).await?;
     let view = match w.wait {
         Some(secs) if secs > 0 => {
             s.platform
@@ -427,7 +475,7 @@ pub(crate) async fn get_revision(
         }
         _ => s.platform.get_revision(&project, &revision).await?,
     };
-    Ok(axum::Json(view))
+    Ok(axum::Json(hide_logs(&s, &who, &project, view)))
 }
 
 /// Deletes a revision that serves no traffic.
@@ -439,13 +487,7 @@ pub(crate) async fn delete_revision(
     Caller(who): Caller,
     RevisionPath(project, revision): RevisionPath,
 ) -> Result<StatusCode, ApiError> {
-    let owner = s.platform.get_revision(&project, &revision).await?.service;
-    require(
-        &s,
-        &who,
-        Permission::ServicesWrite,
-        Resource::Service(project.clone(), owner),
-    )?;
+    revision_service(&s, &who, &project, &revision, Permission::ServicesWrite).await?;
     s.platform.delete_revision(&project, &revision).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -39,6 +39,15 @@ pub(crate) fn routes() -> Router<AppState> {
             post(remove_service_binding),
         )
         .route(
+            "/v1/iamPolicy",
+            get(get_installation_policy).put(set_installation_policy),
+        )
+        .route("/v1/iamPolicy/addBinding", post(add_installation_binding))
+        .route(
+            "/v1/iamPolicy/removeBinding",
+            post(remove_installation_binding),
+        )
+        .route(
             "/v1/projects/{project}/iamPolicy",
             get(get_project_policy).put(set_project_policy),
         )
@@ -149,11 +158,20 @@ async fn binding(
     ))
 }
 
-async fn service_resource(s: &AppState, path: ServicePath) -> Result<Resource, ApiError> {
+/// The service at `path` as a resource, once the caller holds `perm` on it: a service that does not
+/// exist is a 404 only for callers who may see it (permission first, then existence).
+async fn service_resource(
+    s: &AppState,
+    who: &Principal,
+    path: ServicePath,
+    perm: Permission,
+) -> Result<Resource, ApiError> {
     let ServicePath(project, service) = path;
+    let r = Resource::Service(project.clone(), service.clone());
+    require(s, who, perm, &r)?;
     // Policies attach to services that exist.
     s.platform.get_service(&project, &service).await?;
-    Ok(Resource::Service(project, service))
+    Ok(r)
 }
 
 /// A service's IAM policy.
@@ -165,7 +183,7 @@ pub(crate) async fn get_service_policy(
     Caller(who): Caller,
     path: ServicePath,
 ) -> Result<Json<Policy>, ApiError> {
-    let r = service_resource(&s, path).await?;
+    let r = service_resource(&s, &who, path, Permission::ServicesGetIamPolicy).await?;
     get_policy(&s, &who, r, Permission::ServicesGetIamPolicy).await
 }
 
@@ -179,7 +197,7 @@ pub(crate) async fn set_service_policy(
     path: ServicePath,
     ApiJson(policy): ApiJson<Policy>,
 ) -> Result<Json<Policy>, ApiError> {
-    let r = service_resource(&s, path).await?;
+    let r = service_resource(&s, &who, path, Permission::ServicesSetIamPolicy).await?;
     set_policy(&s, &who, r, Permission::ServicesSetIamPolicy, policy).await
 }
 
@@ -193,7 +211,7 @@ pub(crate) async fn add_service_binding(
     path: ServicePath,
     ApiJson(change): ApiJson<BindingChange>,
 ) -> Result<Json<Policy>, ApiError> {
-    let r = service_resource(&s, path).await?;
+    let r = service_resource(&s, &who, path, Permission::ServicesSetIamPolicy).await?;
     binding(&s, &who, r, Permission::ServicesSetIamPolicy, change, true).await
 }
 
@@ -207,8 +225,114 @@ pub(crate) async fn remove_service_binding(
     path: ServicePath,
     ApiJson(change): ApiJson<BindingChange>,
 ) -> Result<Json<Policy>, ApiError> {
-    let r = service_resource(&s, path).await?;
+    let r = service_resource(&s, &who, path, Permission::ServicesSetIamPolicy).await?;
     binding(&s, &who, r, Permission::ServicesSetIamPolicy, change, false).await
+}
+
+/// The installation's IAM policy: roles granted here hold in every project (Google Cloud's
+/// organization policy). `roles/vpcaccess.user` is granted here.
+#[utoipa::path(get, path = "/v1/iamPolicy", tag = "iam", responses((status = 200, body = Policy)))]
+pub(crate) async fn get_installation_policy(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Json<Policy>, ApiError> {
+    get_policy(
+        &s,
+        &who,
+        Resource::Installation,
+        Permission::InstallationGetIamPolicy,
+    )
+    .await
+}
+
+/// Replaces the installation's IAM policy (etag-checked). A policy with no `roles/owner` member is
+/// refused: nobody could change it again.
+#[utoipa::path(put, path = "/v1/iamPolicy", tag = "iam", request_body = Policy,
+    responses((status = 200, body = Policy)))]
+pub(crate) async fn set_installation_policy(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ApiJson(policy): ApiJson<Policy>,
+) -> Result<Json<Policy>, ApiError> {
+    keeps_an_owner(&policy)?;
+    set_policy(
+        &s,
+        &who,
+        Resource::Installation,
+        Permission::InstallationSetIamPolicy,
+        policy,
+    )
+    .await
+}
+
+/// Grants a role on the installation.
+#[utoipa::path(post, path = "/v1/iamPolicy/addBinding", tag = "iam", request_body = BindingChange,
+    responses((status = 200, body = Policy)))]
+pub(crate) async fn add_installation_binding(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ApiJson(change): ApiJson<BindingChange>,
+) -> Result<Json<Policy>, ApiError> {
+    binding(
+        &s,
+        &who,
+        Resource::Installation,
+        Permission::InstallationSetIamPolicy,
+        change,
+        true,
+    )
+    .await
+}
+
+/// Revokes a role on the installation; revoking the last owner is refused.
+#[utoipa::path(post, path = "/v1/iamPolicy/removeBinding", tag = "iam", request_body = BindingChange,
+    responses((status = 200, body = Policy), (status = 400, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn remove_installation_binding(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    ApiJson(change): ApiJson<BindingChange>,
+) -> Result<Json<Policy>, ApiError> {
+    require(
+        &s,
+        &who,
+        Permission::InstallationSetIamPolicy,
+        &Resource::Installation,
+    )?;
+    if change.role == "roles/owner" {
+        let mut after = s.platform.get_iam_policy(&Resource::Installation)?;
+        for b in &mut after.bindings {
+            if b.role == change.role {
+                b.members.retain(|m| *m != change.member);
+            }
+        }
+        keeps_an_owner(&after)?;
+    }
+    binding(
+        &s,
+        &who,
+        Resource::Installation,
+        Permission::InstallationSetIamPolicy,
+        change,
+        false,
+    )
+    .await
+}
+
+/// The installation must keep a `roles/owner` user or service account, or nobody could manage it.
+fn keeps_an_owner(policy: &Policy) -> Result<(), ApiError> {
+    let has = policy.bindings.iter().any(|b| {
+        b.role == "roles/owner"
+            && b.members
+                .iter()
+                .any(|m| m.starts_with("user:") || m.starts_with("serviceAccount:"))
+    });
+    if has {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "the installation's policy must keep at least one roles/owner user or service account: grant the role to another member first",
+        ))
+    }
 }
 
 /// A project's IAM policy.
@@ -287,8 +411,33 @@ pub(crate) async fn remove_project_binding(
     .await
 }
 
-fn sa_resource(s: &AppState, email: &str) -> Result<Resource, ApiError> {
-    Ok(s.platform.identity().sa_resource(email)?)
+/// The service account `email` as a resource. One that does not exist is reported as such only to
+/// callers who hold `perm` on its project (the project is part of the address), so nobody learns which
+/// accounts exist from a 404 they could not otherwise get.
+pub(crate) fn sa_resource(
+    s: &AppState,
+    who: &Principal,
+    email: &str,
+    perm: Permission,
+) -> Result<Resource, ApiError> {
+    match s.platform.identity().sa_resource(email) {
+        Ok(r) => Ok(r),
+        Err(pier_control::ControlError::NotFound(m)) => {
+            // Checked on the account it would be (its project's policy and the installation's hold
+            // there), so the refusal reads as it would for an account that exists.
+            let project = email
+                .split_once('@')
+                .and_then(|(_, domain)| domain.split_once(".iam."))
+                .and_then(|(p, _)| p.parse::<pier_model::ProjectName>().ok());
+            let would_be = match project {
+                Some(p) => Resource::ServiceAccount(p.to_string(), email.to_owned()),
+                None => Resource::Installation,
+            };
+            require(s, who, perm, &would_be)?;
+            Err(ApiError::from(pier_control::ControlError::NotFound(m)))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A service account's IAM policy (who may act as it or mint its tokens).
@@ -299,7 +448,7 @@ pub(crate) async fn get_sa_policy(
     Caller(who): Caller,
     AccountPath(email): AccountPath,
 ) -> Result<Json<Policy>, ApiError> {
-    let r = sa_resource(&s, &email)?;
+    let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsGet)?;
     get_policy(&s, &who, r, Permission::ServiceAccountsGet).await
 }
 
@@ -312,7 +461,7 @@ pub(crate) async fn set_sa_policy(
     AccountPath(email): AccountPath,
     ApiJson(policy): ApiJson<Policy>,
 ) -> Result<Json<Policy>, ApiError> {
-    let r = sa_resource(&s, &email)?;
+    let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsWrite)?;
     set_policy(&s, &who, r, Permission::ServiceAccountsWrite, policy).await
 }
 
@@ -325,7 +474,7 @@ pub(crate) async fn add_sa_binding(
     AccountPath(email): AccountPath,
     ApiJson(change): ApiJson<BindingChange>,
 ) -> Result<Json<Policy>, ApiError> {
-    let r = sa_resource(&s, &email)?;
+    let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsWrite)?;
     binding(&s, &who, r, Permission::ServiceAccountsWrite, change, true).await
 }
 
@@ -338,7 +487,7 @@ pub(crate) async fn remove_sa_binding(
     AccountPath(email): AccountPath,
     ApiJson(change): ApiJson<BindingChange>,
 ) -> Result<Json<Policy>, ApiError> {
-    let r = sa_resource(&s, &email)?;
+    let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsWrite)?;
     binding(&s, &who, r, Permission::ServiceAccountsWrite, change, false).await
 }
 
@@ -397,7 +546,7 @@ pub(crate) async fn get_service_account(
     Caller(who): Caller,
     AccountPath(email): AccountPath,
 ) -> Result<Json<ServiceAccountView>, ApiError> {
-    let r = sa_resource(&s, &email)?;
+    let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsGet)?;
     require(&s, &who, Permission::ServiceAccountsGet, &r)?;
     Ok(Json(s.platform.identity().service_account(&email)?))
 }
@@ -410,7 +559,7 @@ pub(crate) async fn delete_service_account(
     Caller(who): Caller,
     AccountPath(email): AccountPath,
 ) -> Result<StatusCode, ApiError> {
-    let r = sa_resource(&s, &email)?;
+    let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsWrite)?;
     require(&s, &who, Permission::ServiceAccountsWrite, &r)?;
     s.platform.identity().delete_service_account(&email)?;
     s.platform.publish_routes().await?;
@@ -423,7 +572,7 @@ async fn set_sa_disabled(
     email: String,
     disabled: bool,
 ) -> Result<StatusCode, ApiError> {
-    let r = sa_resource(&s, &email)?;
+    let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsWrite)?;
     require(&s, &who, Permission::ServiceAccountsWrite, &r)?;
     s.platform
         .identity()
@@ -461,7 +610,7 @@ pub(crate) async fn list_keys(
     Caller(who): Caller,
     AccountPath(email): AccountPath,
 ) -> Result<Json<Vec<KeyView>>, ApiError> {
-    let r = sa_resource(&s, &email)?;
+    let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsGet)?;
     require(&s, &who, Permission::ServiceAccountsGet, &r)?;
     Ok(Json(s.platform.identity().keys(&email)?))
 }
@@ -474,7 +623,7 @@ pub(crate) async fn create_key(
     Caller(who): Caller,
     AccountPath(email): AccountPath,
 ) -> Result<(StatusCode, Json<KeyFile>), ApiError> {
-    let r = sa_resource(&s, &email)?;
+    let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsWrite)?;
     require(&s, &who, Permission::ServiceAccountsWrite, &r)?;
     Ok((
         StatusCode::CREATED,
@@ -489,7 +638,7 @@ async fn key_op(
     op: &str,
 ) -> Result<StatusCode, ApiError> {
     let KeyPath(email, key) = path;
-    let r = sa_resource(&s, &email)?;
+    let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsWrite)?;
     require(&s, &who, Permission::ServiceAccountsWrite, &r)?;
     let id = s.platform.identity();
     match op {
@@ -543,7 +692,7 @@ pub(crate) async fn generate_id_token(
     AccountPath(email): AccountPath,
     ApiJson(req): ApiJson<GenerateIdTokenRequest>,
 ) -> Result<Json<TokenView>, ApiError> {
-    let r = sa_resource(&s, &email)?;
+    let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsGetOpenIdToken)?;
     require(&s, &who, Permission::ServiceAccountsGetOpenIdToken, &r)?;
     let sa = s.platform.identity().service_account(&email)?;
     let token = s.platform.identity().mint_id_token(

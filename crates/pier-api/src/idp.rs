@@ -9,11 +9,26 @@
 //! - `refresh_token` (`refresh_token`, optional `audience`): fresh tokens for a signed-in user.
 //!
 //! Errors are OAuth's: 400 with `{"error": "invalid_grant", "error_description": "..."}`.
+//!
+//! What the standards require, each checked by a test (`crates/pier/tests/token_endpoint.rs`):
+//!
+//! - RFC 6749 §3.2: only `POST` (anything else is 405); §3.1: no parameter more than once
+//!   (`invalid_request`); parameters sent without a value count as omitted; §5.1: every answer with a
+//!   token carries `Cache-Control: no-store` and `Pragma: no-cache`; §5.2: errors are JSON with `error`
+//!   from the RFC's list, 400 (`unsupported_grant_type` for unknown grants).
+//! - RFC 7523 §2.1: exactly one `assertion`; §3: it must be RS256-signed by a key of the service account
+//!   named in `iss`, addressed (`aud`) to this token endpoint, unexpired, not before its `nbf`, and no
+//!   longer-lived than an hour; otherwise `invalid_grant`. Two deviations, for Google's client libraries:
+//!   `sub` may be absent (google-auth's ID-token assertions carry none; when present it must equal `iss`),
+//!   and `aud` may be Google's own token URI, which some of them write whatever the key file says.
+//! - RFC 7009 §2.1: revocation is `POST` with a `token`; §2.2: it answers 200 whether or not the token
+//!   was valid (an unknown token is not an error), so nothing about tokens leaks.
 
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::extract::{Form, State};
+use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -57,31 +72,57 @@ async fn jwks(State(s): State<AppState>) -> impl IntoResponse {
 fn oauth_error(status: StatusCode, error: &str, description: String) -> Response {
     (
         status,
-        [("cache-control", "no-store")],
+        [("cache-control", "no-store"), ("pragma", "no-cache")],
         axum::Json(serde_json::json!({ "error": error, "error_description": description })),
     )
         .into_response()
 }
 
-async fn token(
-    State(s): State<AppState>,
-    form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let Ok(Form(f)) = form else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "send a form-encoded body (application/x-www-form-urlencoded)".into(),
+/// Reads a form-encoded body: each parameter once (RFC 6749 §3.1), empty values dropped (§3.2). A
+/// body that breaks either is an `invalid_request` (the error's description).
+fn read_form(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<HashMap<String, String>, String> {
+    let form_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form_type {
+        return Err(
+            "send a form-encoded body (Content-Type: application/x-www-form-urlencoded)".into(),
         );
+    }
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if out.contains_key(k.as_ref()) {
+            return Err(format!(
+                "parameter {k} is sent more than once: send each parameter once"
+            ));
+        }
+        out.insert(k.into_owned(), v.into_owned());
+    }
+    out.retain(|_, v| !v.is_empty());
+    Ok(out)
+}
+
+async fn token(State(s): State<AppState>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    let f = match read_form(&headers, &body) {
+        Ok(f) => f,
+        Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why),
     };
     let id = s.platform.identity().clone();
-    let get = |k: &str| f.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let get = |k: &str| f.get(k).map(String::as_str);
     let grant = get("grant_type").unwrap_or("");
     // RSA signing and argon2 are CPU work: keep them off the async workers.
     let f2 = f.clone();
     let grant_owned = grant.to_owned();
     let result = tokio::task::spawn_blocking(move || {
-        let get = |k: &str| f2.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let get = |k: &str| f2.get(k).map(String::as_str);
         match grant_owned.as_str() {
             "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
                 get("assertion").map(|a| id.grant_jwt_bearer(a))
@@ -98,7 +139,11 @@ async fn token(
     .ok()
     .flatten();
     match result {
-        Some(Ok(t)) => ([("cache-control", "no-store")], axum::Json(t)).into_response(),
+        Some(Ok(t)) => (
+            [("cache-control", "no-store"), ("pragma", "no-cache")],
+            axum::Json(t),
+        )
+            .into_response(),
         Some(Err(e)) => oauth_error(StatusCode::BAD_REQUEST, e.error, e.error_description),
         None if !matches!(
             grant,
@@ -123,20 +168,32 @@ async fn token(
     }
 }
 
-async fn revoke(State(s): State<AppState>, Form(f): Form<HashMap<String, String>>) -> Response {
+async fn revoke(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let f = match read_form(&headers, &body) {
+        Ok(f) => f,
+        Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why),
+    };
     match f.get("token") {
+        // 200 whether the token was a live refresh token or anything else (RFC 7009 §2.2).
         Some(t) => match s.platform.identity().revoke(t) {
             Ok(()) => StatusCode::OK.into_response(),
-            Err(e) => oauth_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                e.to_string(),
-            ),
+            Err(e) => {
+                tracing::warn!("revoking a token failed: {e}");
+                oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the token could not be revoked now: try again".into(),
+                )
+            }
         },
         None => oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "send token=...".into(),
+            "send token=THE_TOKEN (RFC 7009 §2.1)".into(),
         ),
     }
 }

@@ -76,6 +76,9 @@ pub enum Command {
     /// Project IAM policies.
     #[command(subcommand)]
     Projects(commands::iam::ProjectsCommand),
+    /// The installation's IAM policy (roles that hold in every project).
+    #[command(subcommand)]
+    Installation(commands::iam::InstallationCommand),
     /// Users who sign in with a password.
     #[command(subcommand)]
     Users(commands::iam::UsersCommand),
@@ -353,6 +356,7 @@ pub async fn run_client(cli: Cli) -> Result<()> {
         Command::Auth(c) => commands::auth::run(&ctx, c).await,
         Command::Iam(c) => commands::iam::run(&ctx, c).await,
         Command::Projects(c) => commands::iam::run_projects(&ctx, c).await,
+        Command::Installation(c) => commands::iam::run_installation(&ctx, c).await,
         Command::Users(c) => commands::iam::run_users(&ctx, c).await,
         Command::Images(c) => commands::images::run(&ctx, c).await,
         Command::Server(_) | Command::Up(_) => {

@@ -72,6 +72,7 @@ impl From<SpecError> for ControlError {
 
 type Result<T, E = ControlError> = std::result::Result<T, E>;
 
+mod claims;
 pub mod identity;
 pub use identity::{IdentityService, Resource};
 
@@ -269,7 +270,7 @@ impl Platform {
             .into_iter()
             .map(|r| ((r.project.clone(), r.name.clone()), r))
             .collect();
-        let mut table = RouteTable::new();
+        let mut table = claims::Claims::default();
         let mut routed: HashSet<PoolKey> = HashSet::new();
         let directory = self.identity.directory();
         for svc in &services {
@@ -304,7 +305,7 @@ impl Platform {
                 }
             }
             let host = self.scheme.service_host(&svc.name, hash);
-            table.insert(
+            table.claim(
                 host,
                 Arc::new(Route::split(
                     svc.project.clone(),
@@ -348,9 +349,10 @@ impl Platform {
                         access.clone(),
                     ),
                 };
-                table.insert(host, Arc::new(route));
+                table.claim(host, Arc::new(route));
             }
         }
+        let mut table = table.into_table();
         if let Some(apex) = self.apex.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             table.insert_local(self.scheme.domain().to_owned(), apex);
         }

@@ -20,7 +20,6 @@
 //!    the claims but cannot replay the token. A client that sends a token in that form is refused: only
 //!    Pier makes them, so any such token an app receives is one Pier verified.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -44,23 +43,18 @@ pub trait TokenVerifier: Send + Sync + 'static {
     fn verify(&self, token: &str, audiences: &[String]) -> Result<Arc<Verified>, TokenError>;
 }
 
-/// Tells whether a peer is one of Pier's own instances.
-pub type PeerCheck = Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>;
-
 /// The guard.
 pub struct IdentityGuard {
     tokens: Arc<dyn TokenVerifier>,
-    is_instance: PeerCheck,
     issuer: String,
 }
 
 impl IdentityGuard {
-    /// A guard verifying tokens with `tokens`, identifying instances with `is_instance`; `issuer` is
-    /// Pier's own (whose tokens are stripped where they are not addressed to the service).
-    pub fn new(tokens: Arc<dyn TokenVerifier>, is_instance: PeerCheck, issuer: &str) -> Self {
+    /// A guard verifying tokens with `tokens`; `issuer` is Pier's own (whose tokens are stripped where
+    /// they are not addressed to the service).
+    pub fn new(tokens: Arc<dyn TokenVerifier>, issuer: &str) -> Self {
         Self {
             tokens,
-            is_instance,
             issuer: issuer.trim_end_matches('/').to_owned(),
         }
     }
@@ -134,7 +128,9 @@ impl Guard for IdentityGuard {
     ) -> Result<(), Refusal> {
         let access = &route.access;
         if access.ingress != pier_model::Ingress::All {
-            let internal = *conn.internal.get_or_init(|| (self.is_instance)(conn.peer));
+            // Set by the listener: only the entrances inside instances' namespaces mark connections
+            // internal; nothing arriving on the host's listeners is an instance.
+            let internal = conn.internal.get().copied().unwrap_or(false);
             if !internal {
                 // Cloud Run answers a blocked ingress with 404, as if nothing were there.
                 return Err(refuse(

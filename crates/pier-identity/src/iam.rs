@@ -15,8 +15,10 @@ use crate::principal::{Member, Principal};
 pub enum Permission {
     /// Send requests to a service.
     RoutesInvoke,
-    /// Read services, revisions and logs.
+    /// Read services and revisions.
     ServicesGet,
+    /// Read instances' logs (and a failed revision's last log lines).
+    LogsRead,
     /// Deploy, change traffic, delete services and revisions.
     ServicesWrite,
     /// Read a service's IAM policy.
@@ -47,6 +49,10 @@ pub enum Permission {
     InstancesHostAccess,
     /// Let a service reach the operator's private networks (`--vpc-egress`).
     NetworksUse,
+    /// Read the installation's IAM policy.
+    InstallationGetIamPolicy,
+    /// Change the installation's IAM policy.
+    InstallationSetIamPolicy,
 }
 
 impl Permission {
@@ -55,6 +61,7 @@ impl Permission {
         match self {
             Permission::RoutesInvoke => "run.routes.invoke",
             Permission::ServicesGet => "run.services.get",
+            Permission::LogsRead => "logging.logEntries.list",
             Permission::ServicesWrite => "run.services.update",
             Permission::ServicesGetIamPolicy => "run.services.getIamPolicy",
             Permission::ServicesSetIamPolicy => "run.services.setIamPolicy",
@@ -70,6 +77,9 @@ impl Permission {
             Permission::ImagesWrite => "pier.images.update",
             Permission::InstancesHostAccess => "pier.instances.hostAccess",
             Permission::NetworksUse => "vpcaccess.connectors.use",
+            // The installation stands where Google Cloud has the organization.
+            Permission::InstallationGetIamPolicy => "resourcemanager.organizations.getIamPolicy",
+            Permission::InstallationSetIamPolicy => "resourcemanager.organizations.setIamPolicy",
         }
     }
 }
@@ -100,6 +110,9 @@ pub const ROLES: &[Role] = &[
         permissions: &[
             RoutesInvoke,
             ServicesGet,
+            // Not in Cloud Run's role (there, add roles/logging.viewer): a deploy that fails shows the
+            // instance's last log lines, and a developer must see why.
+            LogsRead,
             ServicesWrite,
             ServicesGetIamPolicy,
             ImagesGet,
@@ -110,6 +123,7 @@ pub const ROLES: &[Role] = &[
         permissions: &[
             RoutesInvoke,
             ServicesGet,
+            LogsRead,
             ServicesWrite,
             ServicesGetIamPolicy,
             ServicesSetIamPolicy,
@@ -121,6 +135,7 @@ pub const ROLES: &[Role] = &[
         permissions: &[
             RoutesInvoke,
             ServicesGet,
+            LogsRead,
             ServicesWrite,
             ServicesGetIamPolicy,
             ServicesSetIamPolicy,
@@ -136,7 +151,13 @@ pub const ROLES: &[Role] = &[
             ImagesWrite,
             InstancesHostAccess,
             NetworksUse,
+            InstallationGetIamPolicy,
+            InstallationSetIamPolicy,
         ],
+    },
+    Role {
+        name: "roles/logging.viewer",
+        permissions: &[LogsRead],
     },
     Role {
         name: "roles/vpcaccess.user",

@@ -1,15 +1,11 @@
 //! A metadata server compatible with Google's (the part Cloud Run instances use), so Google's client
 //! libraries find identity tokens inside instances without a code change.
 //!
-//! Each instance gets its own endpoint: a loopback port announced in `GCE_METADATA_HOST` and
-//! `GCE_METADATA_IP` for host processes, or `169.254.169.254:80` inside a container's own network
-//! namespace (where Google's libraries look by default). A request is answered only when:
-//!
-//! - it comes from the instance the endpoint belongs to, as the runtime tells from the connection's owner
-//!   (so an instance cannot use another's endpoint, and no other host process can use any); inside a
-//!   namespace only the instance can connect at all;
-//! - it carries `Metadata-Flavor: Google` (except the root ping), and no `X-Forwarded-For` (an SSRF guard:
-//!   a proxied request is not the instance asking).
+//! Each instance gets its own endpoint, on a listener the server opens inside the instance's own network
+//! namespace and reaches as `169.254.169.254:80` there (where Google's libraries look by default). Only
+//! the instance can connect to it, so every caller is the instance; nothing else on the host can reach
+//! any endpoint. A request is answered only when it carries `Metadata-Flavor: Google` (except the root
+//! ping), and no `X-Forwarded-For` (an SSRF guard: a proxied request is not the instance asking).
 //!
 //! Served paths (under `/computeMetadata/v1/`): `instance/service-accounts/{default,EMAIL}/identity?audience=`
 //! (an ID token for the revision's service account), `.../email`, `.../token`, `.../?recursive=true`,
@@ -18,10 +14,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,9 +31,6 @@ pub trait TokenSource: Send + Sync + 'static {
     fn access_token(&self, service_account: &str) -> Result<(String, u64), String>;
 }
 
-/// Tells which instance, if any, a connection comes from.
-pub type PeerCheck = Arc<dyn Fn(SocketAddr) -> Option<InstanceId> + Send + Sync>;
-
 /// What one instance's endpoint knows.
 #[derive(Clone)]
 struct Endpoint {
@@ -46,13 +39,11 @@ struct Endpoint {
     project: String,
     numeric_project: String,
     tokens: Arc<dyn TokenSource>,
-    peers: PeerCheck,
 }
 
 /// The metadata server: one endpoint per running instance.
 pub struct MetadataServer {
     tokens: Arc<dyn TokenSource>,
-    peers: PeerCheck,
     endpoints: Mutex<HashMap<InstanceId, (SocketAddr, tokio::task::AbortHandle)>>,
 }
 
@@ -73,34 +64,12 @@ fn numeric(project: &str) -> String {
 }
 
 impl MetadataServer {
-    /// A server minting tokens with `tokens` and identifying callers with `peers`.
-    pub fn new(tokens: Arc<dyn TokenSource>, peers: PeerCheck) -> Arc<Self> {
+    /// A server minting tokens with `tokens`.
+    pub fn new(tokens: Arc<dyn TokenSource>) -> Arc<Self> {
         Arc::new(Self {
             tokens,
-            peers,
             endpoints: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// Opens the endpoint of an instance running as `service_account` in `project` on a fresh loopback
-    /// port; returns its address. Callers are checked against the instance by socket ownership.
-    pub fn open(
-        &self,
-        instance: &InstanceId,
-        service_account: &str,
-        project: &str,
-    ) -> std::io::Result<SocketAddr> {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
-        self.serve(
-            std_listener,
-            instance,
-            service_account,
-            project,
-            self.peers.clone(),
-        )?;
-        Ok(addr)
     }
 
     /// Serves an instance's endpoint on `listener`, opened inside the instance's own network namespace:
@@ -112,14 +81,7 @@ impl MetadataServer {
         service_account: &str,
         project: &str,
     ) -> std::io::Result<()> {
-        let me = instance.clone();
-        self.serve(
-            listener,
-            instance,
-            service_account,
-            project,
-            Arc::new(move |_| Some(me.clone())),
-        )
+        self.serve(listener, instance, service_account, project)
     }
 
     fn serve(
@@ -128,7 +90,6 @@ impl MetadataServer {
         instance: &InstanceId,
         service_account: &str,
         project: &str,
-        peers: PeerCheck,
     ) -> std::io::Result<()> {
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
@@ -139,9 +100,8 @@ impl MetadataServer {
             project: project.to_owned(),
             numeric_project: numeric(project),
             tokens: self.tokens.clone(),
-            peers,
         };
-        let app = router(ep).into_make_service_with_connect_info::<Caller>();
+        let app = router(ep);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -194,40 +154,8 @@ fn refuse(status: StatusCode, msg: &str) -> Response {
     flavored(status, "text/plain", format!("{msg}\n"))
 }
 
-/// A connection's caller: who it is is looked up once per connection (the socket's owner cannot change
-/// while it is open), not once per request.
-#[derive(Clone)]
-struct Caller {
-    peer: SocketAddr,
-    instance: Arc<OnceLock<Option<InstanceId>>>,
-}
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for Caller
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Self {
-            peer: *stream.remote_addr(),
-            instance: Arc::new(OnceLock::new()),
-        }
-    }
-}
-
-/// Checks the caller and the headers; `None` means go on.
-fn gate(
-    ep: &Endpoint,
-    caller: &Caller,
-    headers: &HeaderMap,
-    need_flavor: bool,
-) -> Option<Response> {
-    let who = caller.instance.get_or_init(|| (ep.peers)(caller.peer));
-    if who.as_ref() != Some(&ep.instance) {
-        return Some(refuse(
-            StatusCode::FORBIDDEN,
-            "Forbidden: this metadata endpoint serves only the instance it belongs to",
-        ));
-    }
+/// Checks the headers; `None` means go on.
+fn gate(headers: &HeaderMap, need_flavor: bool) -> Option<Response> {
     if headers.contains_key("x-forwarded-for") {
         return Some(refuse(
             StatusCode::FORBIDDEN,
@@ -273,20 +201,17 @@ fn router(ep: Endpoint) -> Router {
         .with_state(ep)
 }
 
-type Peer = ConnectInfo<Caller>;
-
-async fn root(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
-    gate(&ep, &peer, &h, false).unwrap_or_else(|| text("computeMetadata/\n"))
+async fn root(h: HeaderMap) -> Response {
+    gate(&h, false).unwrap_or_else(|| text("computeMetadata/\n"))
 }
 
-async fn not_found(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
-    gate(&ep, &peer, &h, true)
+async fn not_found(h: HeaderMap) -> Response {
+    gate(&h, true)
         .unwrap_or_else(|| refuse(StatusCode::NOT_FOUND, "Not Found: no such metadata path"))
 }
 
-async fn accounts(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
-    gate(&ep, &peer, &h, true)
-        .unwrap_or_else(|| text(format!("default/\n{}/\n", ep.service_account)))
+async fn accounts(State(ep): State<Endpoint>, h: HeaderMap) -> Response {
+    gate(&h, true).unwrap_or_else(|| text(format!("default/\n{}/\n", ep.service_account)))
 }
 
 fn known_account(ep: &Endpoint, account: &str) -> bool {
@@ -295,11 +220,10 @@ fn known_account(ep: &Endpoint, account: &str) -> bool {
 
 async fn account_info(
     State(ep): State<Endpoint>,
-    ConnectInfo(peer): Peer,
     Path(account): Path<String>,
     h: HeaderMap,
 ) -> Response {
-    if let Some(r) = gate(&ep, &peer, &h, true) {
+    if let Some(r) = gate(&h, true) {
         return r;
     }
     if !known_account(&ep, &account) {
@@ -315,12 +239,11 @@ async fn account_info(
 
 async fn account_item(
     State(ep): State<Endpoint>,
-    ConnectInfo(peer): Peer,
     Path((account, item)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
     h: HeaderMap,
 ) -> Response {
-    if let Some(r) = gate(&ep, &peer, &h, true) {
+    if let Some(r) = gate(&h, true) {
         return r;
     }
     if !known_account(&ep, &account) {
@@ -361,34 +284,24 @@ async fn account_item(
     }
 }
 
-async fn project_id(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
-    gate(&ep, &peer, &h, true).unwrap_or_else(|| text(ep.project.clone()))
+async fn project_id(State(ep): State<Endpoint>, h: HeaderMap) -> Response {
+    gate(&h, true).unwrap_or_else(|| text(ep.project.clone()))
 }
 
-async fn numeric_project_id(
-    State(ep): State<Endpoint>,
-    ConnectInfo(peer): Peer,
-    h: HeaderMap,
-) -> Response {
-    gate(&ep, &peer, &h, true).unwrap_or_else(|| text(ep.numeric_project.clone()))
+async fn numeric_project_id(State(ep): State<Endpoint>, h: HeaderMap) -> Response {
+    gate(&h, true).unwrap_or_else(|| text(ep.numeric_project.clone()))
 }
 
-async fn region(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
-    gate(&ep, &peer, &h, true)
-        .unwrap_or_else(|| text(format!("projects/{}/regions/local", ep.numeric_project)))
+async fn region(State(ep): State<Endpoint>, h: HeaderMap) -> Response {
+    gate(&h, true).unwrap_or_else(|| text(format!("projects/{}/regions/local", ep.numeric_project)))
 }
 
-async fn zone(State(ep): State<Endpoint>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
-    gate(&ep, &peer, &h, true)
-        .unwrap_or_else(|| text(format!("projects/{}/zones/local-1", ep.numeric_project)))
+async fn zone(State(ep): State<Endpoint>, h: HeaderMap) -> Response {
+    gate(&h, true).unwrap_or_else(|| text(format!("projects/{}/zones/local-1", ep.numeric_project)))
 }
 
-async fn instance_id(
-    State(ep): State<Endpoint>,
-    ConnectInfo(peer): Peer,
-    h: HeaderMap,
-) -> Response {
-    gate(&ep, &peer, &h, true).unwrap_or_else(|| text(ep.instance.to_string()))
+async fn instance_id(State(ep): State<Endpoint>, h: HeaderMap) -> Response {
+    gate(&h, true).unwrap_or_else(|| text(ep.instance.to_string()))
 }
 
 #[cfg(test)]

@@ -413,10 +413,13 @@ spec:
 
     #[test]
     fn cloud_run_annotations_pick_the_environment_and_egress() {
-        let yaml = HELLO.replace(
-            "autoscaling.knative.dev/maxScale: \"5\"",
-            "autoscaling.knative.dev/maxScale: \"5\"\n        run.googleapis.com/execution-environment: gen1\n        run.googleapis.com/vpc-access-egress: private-ranges-only",
-        );
+        // gen1 runs images: an image manifest.
+        let yaml = HELLO
+            .replace(
+                "autoscaling.knative.dev/maxScale: \"5\"",
+                "autoscaling.knative.dev/maxScale: \"5\"\n        run.googleapis.com/execution-environment: gen1\n        run.googleapis.com/vpc-access-egress: private-ranges-only",
+            )
+            .replace("- command: [\"./hello\"]", "- image: localhost:5000/hello:1");
         let m = ServiceManifest::from_yaml(&yaml).unwrap();
         assert_eq!(
             m.template.execution_environment,

@@ -201,13 +201,6 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Removes instances a previous server process left running (after kill -9). Returns how many.
     async fn cleanup_leftovers(&self) -> Result<usize, RuntimeError>;
-
-    /// The instance a TCP connection from `peer` comes from, if it is one of this runtime's. Decided by
-    /// who owns the socket, never by anything the peer says.
-    fn peer_instance(&self, peer: std::net::SocketAddr) -> Option<InstanceId> {
-        let _ = peer;
-        None
-    }
 }
 
 /// One running instance.

@@ -180,7 +180,7 @@ impl Runtime for ProcessRuntime {
         }
         if !template.unsandboxed && self.config.sandbox.is_none() {
             return Err(RuntimeError::Unsupported(
-                "this server cannot sandbox host processes (it needs root): run it as root, or deploy a container image".into(),
+                "this server cannot sandbox host processes (it is not running as root): run `pier server` as root".into(),
             ));
         }
         Ok(())

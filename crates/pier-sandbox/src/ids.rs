@@ -55,11 +55,6 @@ pub enum IdError {
         /// gids.
         gids: u32,
     },
-    /// Every block is taken.
-    #[error(
-        "every id block is taken ({0} services): give Pier a larger range in /etc/subuid and /etc/subgid"
-    )]
-    Exhausted(u32),
 }
 
 /// Where a range came from.
@@ -187,31 +182,6 @@ impl IdRange {
             gid: self.gid_start + index * BLOCK,
         })
     }
-
-    /// The lowest block index not in `taken`.
-    pub fn first_free(&self, taken: impl IntoIterator<Item = u32>) -> Result<u32, IdError> {
-        let mut taken: Vec<u32> = taken.into_iter().collect();
-        taken.sort_unstable();
-        taken.dedup();
-        let mut want = 0;
-        for t in taken {
-            if t == want {
-                want += 1;
-            } else if t > want {
-                break;
-            }
-        }
-        if want < self.blocks() {
-            Ok(want)
-        } else {
-            Err(IdError::Exhausted(self.blocks()))
-        }
-    }
-
-    /// Whether a host uid belongs to the range (so to one of this installation's instances).
-    pub fn owns_uid(&self, uid: u32) -> bool {
-        uid >= self.uid_start && u64::from(uid) < u64::from(self.uid_start) + u64::from(self.count)
-    }
 }
 
 /// One service's ids.
@@ -258,8 +228,6 @@ mod tests {
         );
         assert_eq!(b.uid_map(), format!("0 {} 65536", 200_000_000 + 3 * BLOCK));
         assert!(r.block(10).is_none());
-        assert!(r.owns_uid(200_000_000) && !r.owns_uid(199_999_999));
-        assert!(!r.owns_uid(200_000_000 + 655_360));
         assert_eq!(
             r.subid_lines().0,
             "pier:200000000:655360",
@@ -281,17 +249,5 @@ mod tests {
         assert!(matches!(e, IdError::Mismatch { .. }), "{e}");
         let e = IdRange::from_subid("pier:4294967000:65536", "pier:1:65536").unwrap_err();
         assert!(matches!(e, IdError::Malformed { .. }), "overflow: {e}");
-    }
-
-    #[test]
-    fn blocks_are_handed_out_lowest_first() {
-        let r = IdRange::from_subid("pier:1000000:262144", "pier:1000000:262144").unwrap();
-        assert_eq!(r.first_free([]).unwrap(), 0);
-        assert_eq!(r.first_free([0, 1, 3]).unwrap(), 2);
-        assert_eq!(r.first_free([1, 2]).unwrap(), 0);
-        assert!(matches!(
-            r.first_free([0, 1, 2, 3]),
-            Err(IdError::Exhausted(4))
-        ));
     }
 }

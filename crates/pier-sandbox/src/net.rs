@@ -12,8 +12,8 @@
 //! | service URLs over HTTPS | `169.254.169.253:HTTPS_PORT` (and `:443`), `127.0.0.1:HTTPS_PORT` | `169.254.169.253:8013` |
 //! | service URLs over HTTP | `169.254.169.253:HTTP_PORT` (and `:80`), `127.0.0.1:HTTP_PORT` | `169.254.169.253:8012` |
 //!
-//! Pier listens only on link-local addresses and on [`RESERVED_PORTS`] (the ports Knative's queue-proxy
-//! reserves, so apps built for Knative already avoid them), so the app may bind `0.0.0.0` on any other
+//! Pier listens only on link-local addresses and on the ports `pier_model::RESERVED_PORTS` refuses as an
+//! app's `PORT` (Knative's queue-proxy reserves the same, so apps built for Knative already avoid them), so the app may bind `0.0.0.0` on any other
 //! port, the gateway's own port numbers included: a loopback redirect is left out when it is the app's
 //! port.
 //!
@@ -35,8 +35,6 @@ pub const GATEWAY_HTTP_PORT: u16 = 8012;
 pub const GATEWAY_HTTPS_PORT: u16 = 8013;
 /// Pier's metadata server (TCP) and name server (UDP) inside an instance.
 pub const METADATA_PORT: u16 = 8022;
-/// Ports an app may not use for `PORT`: Pier's own, and the rest of Knative's reserved set.
-pub const RESERVED_PORTS: [u16; 5] = [8012, 8013, 8022, 9090, 9091];
 
 /// Ranges no instance reaches unless the operator allows them: "this" network, RFC 1918, CGNAT
 /// (RFC 6598), loopback, link-local, IETF protocol assignments, benchmarking (RFC 2544), multicast and

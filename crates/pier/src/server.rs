@@ -219,15 +219,8 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     )?;
     let ids = instances::id_range(args.instance_ids.as_deref())?;
     let cgroups = pier_runtime::cgroup::CgroupRoot::detect(&installation);
-    let metadata = MetadataServer::new(
-        Arc::new(instance_env::MetadataTokens(identity.clone())),
-        Arc::new(|_| None),
-    );
-    let hooks = Arc::new(instance_env::InstanceEnv::new(
-        identity.clone(),
-        &ca_bundle,
-        ca.cert_path(),
-    ));
+    let metadata = MetadataServer::new(Arc::new(instance_env::MetadataTokens(identity.clone())));
+    let hooks = Arc::new(instance_env::InstanceEnv::new(&ca_bundle, ca.cert_path()));
     let gateway = Gateway::new(GatewayConfig {
         public_https_port: https_port,
         max_request_body: args.max_request_body,
@@ -320,13 +313,7 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         Arc::new(containers::Runtimes { process, container }),
         hooks,
     );
-    gateway.set_guard(Box::new(IdentityGuard::new(
-        identity.clone(),
-        // Instances reach the gateway only through the entrances inside their namespaces, which mark
-        // their connections internal; nothing arriving on the host's listeners is an instance.
-        Arc::new(|_| false),
-        &issuer_url,
-    )));
+    gateway.set_guard(Box::new(IdentityGuard::new(identity.clone(), &issuer_url)));
     let platform = Platform::new(
         store,
         activator,

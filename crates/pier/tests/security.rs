@@ -337,8 +337,27 @@ fn secrets_in_the_data_dir_are_private() {
     ] {
         assert_eq!(mode(&pier.dir.join(f)), 0o600, "{f}");
     }
-    for d in ["keys", "logs", "run"] {
+    // Image content (private registries' included) is the server's alone; only the paths a gen2
+    // container's mapped root walks through to reach its root may be passed.
+    for d in [
+        "keys",
+        "logs",
+        "run",
+        "images/blobs",
+        "images/layers",
+        "images/copies",
+        "images/base",
+        "containers/state",
+    ] {
         assert_eq!(mode(&pier.dir.join(d)), 0o700, "{d}");
+    }
+    for d in [
+        "images",
+        "images/rootfs",
+        "containers",
+        "containers/bundles",
+    ] {
+        assert_eq!(mode(&pier.dir.join(d)), 0o711, "{d}");
     }
     for key in std::fs::read_dir(pier.dir.join("keys")).unwrap().flatten() {
         assert_eq!(mode(&key.path()), 0o600, "{}", key.path().display());
@@ -361,6 +380,207 @@ fn strangers_cannot_tell_what_exists() {
     let a = stranger.fails(&["revisions", "list", "--service", "exists"]);
     let b = stranger.fails(&["revisions", "list", "--service", "missing"]);
     assert_eq!(a.replace("exists", "X"), b.replace("missing", "X"));
+    // A revision, by name.
+    let rev = pier.describe("exists")["latestReadyRevision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = stranger.fails(&["revisions", "describe", &rev]);
+    let b = stranger.fails(&["revisions", "describe", "missing-00001-abc"]);
+    assert!(
+        a.contains("lacks permission") && b.contains("lacks permission"),
+        "{a}\n{b}"
+    );
+    // A service account's policy and keys.
+    pier.ok(&["iam", "service-accounts", "create", "exists"]);
+    {
+        let (sa, missing) = (
+            "exists@default.iam.pier.localhost",
+            "missing@default.iam.pier.localhost",
+        );
+        let a = stranger.fails(&["iam", "service-accounts", "get-iam-policy", sa]);
+        let b = stranger.fails(&["iam", "service-accounts", "get-iam-policy", missing]);
+        assert!(
+            a.contains("lacks permission") && b.contains("lacks permission"),
+            "{a}\n{b}"
+        );
+        let a = stranger.fails(&[
+            "iam",
+            "service-accounts",
+            "keys",
+            "list",
+            "--iam-account",
+            sa,
+        ]);
+        let b = stranger.fails(&[
+            "iam",
+            "service-accounts",
+            "keys",
+            "list",
+            "--iam-account",
+            missing,
+        ]);
+        assert_eq!(a.replace(sa, "X"), b.replace(missing, "X"));
+    }
+    // A project: deploying into one that exists and one that does not reads the same.
+    let a = stranger.fails(&["deploy", "x", "--command", "true", "--project", "default"]);
+    let b = stranger.fails(&[
+        "deploy",
+        "x",
+        "--command",
+        "true",
+        "--project",
+        "nosuchproject",
+    ]);
+    assert_eq!(
+        a.replace("default", "X"),
+        b.replace("nosuchproject", "X"),
+        "the project's existence shows"
+    );
+    // The owner, who may see, is told what is missing.
+    let owner = pier.fails(&["revisions", "describe", "missing-00001-abc"]);
+    assert!(
+        owner.contains("does not exist") || owner.contains("not found"),
+        "{owner}"
+    );
+}
+
+/// Role scope, as on Cloud Run: a viewer reads services but not their logs (which may hold what the app
+/// printed); `roles/logging.viewer` grants the logs alone, and a failed revision's last log lines are
+/// shown only to those who may read logs.
+#[test]
+fn a_viewer_does_not_read_logs() {
+    let pier = Pier::start(&[]);
+    pier.deploy_hello("api", &[]);
+    pier.fails(&[
+        "deploy",
+        "broken",
+        "--command",
+        "echo secret-$((40+2))-log; exit 3",
+    ]);
+    let viewer = pier.user("viewer@example.com");
+    pier.ok(&[
+        "projects",
+        "add-iam-policy-binding",
+        "default",
+        "--member=user:viewer@example.com",
+        "--role=roles/run.viewer",
+    ]);
+    viewer.ok(&["services", "describe", "api"]);
+    let err = viewer.fails(&["logs", "api"]);
+    assert!(err.contains("logging.logEntries.list"), "{err}");
+    let revs = viewer.ok(&[
+        "revisions",
+        "list",
+        "--service",
+        "broken",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        !revs.contains("secret-42-log"),
+        "a viewer sees a failed revision's log lines: {revs}"
+    );
+    let owner_view = pier.ok(&[
+        "revisions",
+        "list",
+        "--service",
+        "broken",
+        "--format",
+        "json",
+    ]);
+    assert!(owner_view.contains("secret-42-log"), "{owner_view}");
+
+    pier.ok(&[
+        "projects",
+        "add-iam-policy-binding",
+        "default",
+        "--member=user:viewer@example.com",
+        "--role=roles/logging.viewer",
+    ]);
+    viewer.ok(&["logs", "api"]);
+    let revs = viewer.ok(&[
+        "revisions",
+        "list",
+        "--service",
+        "broken",
+        "--format",
+        "json",
+    ]);
+    assert!(revs.contains("secret-42-log"), "{revs}");
+}
+
+/// VPC egress is the installation's to grant (as `vpcaccess.connectors.use` is on Google Cloud): a
+/// developer is refused until an owner grants `roles/vpcaccess.user` on the installation, and the
+/// installation never loses its last owner.
+#[test]
+fn private_networks_are_granted_on_the_installation() {
+    let pier = Pier::start(&["--private-egress", "192.168.77.0/24"]);
+    let dev = developer(&pier);
+    let dir = shared_dir();
+    let app = write_script(dir.path(), "app.sh", "exec python3 -m http.server $PORT\n");
+    let deploy = |who: &Account| {
+        who.cli(&[
+            "deploy",
+            "net",
+            "--command",
+            &app,
+            "--workdir",
+            dir.path().to_str().unwrap(),
+            "--vpc-egress",
+            "private-ranges-only",
+        ])
+    };
+    let out = deploy(&dev);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("pier installation add-iam-policy-binding"),
+        "{err}"
+    );
+    // A project-level grant is not enough: the network is the installation's.
+    pier.ok(&[
+        "projects",
+        "add-iam-policy-binding",
+        "default",
+        "--member=user:dev@example.com",
+        "--role=roles/vpcaccess.user",
+    ]);
+    // (the union of policies includes projects; the permission is checked on the installation)
+    let out = deploy(&dev);
+    assert!(
+        !out.status.success(),
+        "a project grant opened the installation's network"
+    );
+    // A developer cannot grant it to themselves.
+    dev.fails(&[
+        "installation",
+        "add-iam-policy-binding",
+        "--member=user:dev@example.com",
+        "--role=roles/vpcaccess.user",
+    ]);
+    pier.ok(&[
+        "installation",
+        "add-iam-policy-binding",
+        "--member=user:dev@example.com",
+        "--role=roles/vpcaccess.user",
+    ]);
+    let out = deploy(&dev);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let policy = pier.ok(&["installation", "get-iam-policy", "--format", "json"]);
+    assert!(policy.contains("roles/vpcaccess.user"), "{policy}");
+    // The last owner stays.
+    let err = pier.fails(&[
+        "installation",
+        "remove-iam-policy-binding",
+        "--member=user:owner@pier.localhost",
+        "--role=roles/owner",
+    ]);
+    assert!(err.contains("at least one roles/owner"), "{err}");
 }
 
 /// The wider sweep: the Host an app receives is the one the request was routed by (RFC 9112 §3.2).

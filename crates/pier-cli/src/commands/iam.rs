@@ -21,7 +21,8 @@ pub struct BindingArgs {
     #[arg(long)]
     pub member: String,
     /// `roles/run.invoker`, `roles/run.viewer`, `roles/run.developer`, `roles/run.admin`, `roles/owner`,
-    /// `roles/iam.serviceAccountUser` or `roles/iam.serviceAccountTokenCreator`.
+    /// `roles/logging.viewer`, `roles/iam.serviceAccountUser`, `roles/iam.serviceAccountTokenCreator`
+    /// or (on the installation) `roles/vpcaccess.user`.
     #[arg(long)]
     pub role: String,
 }
@@ -254,6 +255,29 @@ pub enum ProjectsCommand {
     },
 }
 
+/// `pier installation ...`: the installation's own IAM policy, whose roles hold in every project (Google
+/// Cloud's organization policy).
+#[derive(Debug, Subcommand)]
+pub enum InstallationCommand {
+    /// Print the installation's IAM policy.
+    GetIamPolicy,
+    /// Replace the installation's IAM policy from a file.
+    SetIamPolicy {
+        /// The policy (JSON or YAML).
+        file: PathBuf,
+    },
+    /// Grant a role on the installation (in every project).
+    AddIamPolicyBinding {
+        #[command(flatten)]
+        binding: BindingArgs,
+    },
+    /// Revoke a role on the installation.
+    RemoveIamPolicyBinding {
+        #[command(flatten)]
+        binding: BindingArgs,
+    },
+}
+
 /// `pier users ...`.
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
@@ -441,6 +465,22 @@ pub(crate) async fn run_projects(ctx: &Ctx, cmd: ProjectsCommand) -> Result<()> 
         }
         ProjectsCommand::RemoveIamPolicyBinding { project, binding } => {
             policy(ctx, &base(&project), PolicyOp::Remove(binding), &project).await
+        }
+    }
+}
+
+pub(crate) async fn run_installation(ctx: &Ctx, cmd: InstallationCommand) -> Result<()> {
+    let (base, what) = ("/v1", "the installation");
+    match cmd {
+        InstallationCommand::GetIamPolicy => policy(ctx, base, PolicyOp::Get, what).await,
+        InstallationCommand::SetIamPolicy { file } => {
+            policy(ctx, base, PolicyOp::Set(file), what).await
+        }
+        InstallationCommand::AddIamPolicyBinding { binding } => {
+            policy(ctx, base, PolicyOp::Add(binding), what).await
+        }
+        InstallationCommand::RemoveIamPolicyBinding { binding } => {
+            policy(ctx, base, PolicyOp::Remove(binding), what).await
         }
     }
 }

@@ -1,7 +1,6 @@
 //! Container support for the server: the image store, the container runtime, and the choice of runtime
 //! per revision (an image runs in a container, a command on the host).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,7 +8,7 @@ use pier_activator::RuntimeSelector;
 use pier_container::bundle::SharedFiles;
 use pier_container::{ContainerConfig, ContainerRuntime};
 use pier_image::{ImageOptions, ImageStore, RegistryCredential, RegistryOptions};
-use pier_model::{InstanceId, RevisionTemplate};
+use pier_model::RevisionTemplate;
 use pier_runtime::Runtime;
 use pier_runtime::network::Network;
 use pier_runtime::process::ProcessRuntime;
@@ -30,11 +29,6 @@ impl RuntimeSelector for Runtimes {
             Ok(c) => Ok(c.clone()),
             Err(why) => Err(format!("this server cannot run container images: {why}")),
         }
-    }
-
-    fn peer_instance(&self, _peer: SocketAddr) -> Option<InstanceId> {
-        // Instances reach Pier only through listeners inside their own namespaces.
-        None
     }
 }
 

@@ -13,7 +13,10 @@
 //! | `owner-password`, `owner-credentials.json` | the first owner's password and refresh token | 0600 |
 //! | `logs/` | what instances print | 0700 |
 //! | `run/` | the hosts file and resolver config instances see | 0700 |
-//! | `images/`, `containers/` | image layers, roots and bundles | 0711 (no secrets) |
+//! | `images/`, `containers/` | the two trees a container's root is reached through | 0711 |
+//! | `images/rootfs/`, `containers/bundles/` | mounted image roots, bundles (a gen2 container's mapped root walks through them) | 0711 |
+//! | `images/blobs/`, `images/layers/`, `images/copies/`, `images/base/` | pulled blobs and unpacked layers (private images' content) | 0700 |
+//! | `containers/state/`, `containers/state-gvisor/` | the OCI runtimes' state | 0700 |
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -56,14 +59,29 @@ pub fn secure(dir: &Path) -> Result<()> {
             set(&p, 0o600)?;
         }
     }
-    for d in ["keys", "tls", "logs", "run"] {
+    for (d, mode) in [
+        ("keys", 0o700),
+        ("tls", 0o700),
+        ("logs", 0o700),
+        ("run", 0o700),
+        ("images", 0o711),
+        ("images/rootfs", 0o711),
+        ("images/blobs", 0o700),
+        ("images/layers", 0o700),
+        ("images/copies", 0o700),
+        ("images/base", 0o700),
+        ("containers", 0o711),
+        ("containers/bundles", 0o711),
+        ("containers/state", 0o700),
+        ("containers/state-gvisor", 0o700),
+    ] {
         let p = dir.join(d);
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(mode)
             .create(&p)
             .with_context(|| format!("creating {}", p.display()))?;
-        set(&p, 0o700)?;
+        set(&p, mode)?;
     }
     Ok(())
 }

@@ -78,7 +78,7 @@ pub struct InstanceEnv {
 
 impl InstanceEnv {
     /// Hooks with the server's CA files at `bundle` and `ca` (what unsandboxed processes read).
-    pub fn new(_identity: Arc<IdentityService>, bundle: &Path, ca: &Path) -> Self {
+    pub fn new(bundle: &Path, ca: &Path) -> Self {
         Self {
             bundle: bundle.display().to_string(),
             ca: ca.display().to_string(),

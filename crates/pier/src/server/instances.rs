@@ -85,8 +85,8 @@ pub fn network(
     .map_err(|e| anyhow!("--egress {}: {e}", args.egress))
 }
 
-/// The sandbox of host processes, or `None` where it cannot be made (not root): then only
-/// `--unsandboxed` revisions run, and only where the operator allows them.
+/// The sandbox of host processes, or `None` where it cannot be made (not root, where no instance can
+/// start at all: each needs namespaces only root can make).
 pub fn process_sandbox(
     data_dir: &Path,
     cli_config: &Path,
@@ -94,7 +94,7 @@ pub fn process_sandbox(
 ) -> Option<Arc<Sandbox>> {
     if !nix::unistd::geteuid().is_root() {
         tracing::warn!(
-            "not running as root: host commands cannot be sandboxed, so only --unsandboxed revisions (with --allow-unsandboxed) and container images can run"
+            "not running as root: instances need namespaces only root can make, so none can start; run `pier server` as root"
         );
         return None;
     }
