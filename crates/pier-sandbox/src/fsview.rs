@@ -109,15 +109,25 @@ pub const CA_BUNDLE: &str = "/run/pier/ca-bundle.pem";
 /// Where a process instance finds Pier's CA alone.
 pub const CA_CERT: &str = "/run/pier/ca.pem";
 
+/// The directories to hide, each once: existing ones only, and none inside another (hiding the outer
+/// one hides it, and the inner one's mount point would no longer exist), nor inside a directory every
+/// instance gets a fresh copy of (`/tmp`).
 fn canonical_dirs(list: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
-    let mut seen = BTreeSet::new();
-    list.into_iter()
-        .filter_map(|p| {
+    let dirs: BTreeSet<PathBuf> = list
+        .into_iter()
+        .filter(|p| {
             // Symlinks (/var/run -> /run) hide their target, which is listed on its own.
-            let meta = std::fs::symlink_metadata(&p).ok()?;
-            (meta.is_dir()).then_some(p)
+            std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
         })
-        .filter(|p| seen.insert(p.clone()))
+        .collect();
+    dirs.iter()
+        .filter(|p| {
+            !dirs.iter().any(|q| q != *p && p.starts_with(q))
+                && !paths::PRIVATE_WRITABLE
+                    .iter()
+                    .any(|w| p.starts_with(w) && p.as_path() != Path::new(w))
+        })
+        .cloned()
         .collect()
 }
 

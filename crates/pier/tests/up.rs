@@ -1,26 +1,52 @@
-//! `pier up examples/hello`, the README's first command: builds the example, starts the server, deploys,
-//! prints the URL, serves it, and stops cleanly on SIGTERM.
+//! The README's quickstart as printed, with every default: `pier up examples/hello` run by a user whose
+//! home is a real home folder (hidden from instances, as homes are), no `--data-dir`, no `PIER_CONFIG`,
+//! the default ports (8443, 8080, 8079); then the README's `curl` with the CA from
+//! `~/.local/share/pier`, the "Using Pier" commands against the same server, and a clean stop on
+//! SIGTERM. The other tests use free ports and their own folders; this one is what a new user does.
 
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// A user's home under `/home`, removed afterwards.
+struct Home(PathBuf);
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn as_user(home: &Path, program: &str) -> Command {
+    let mut c = Command::new(program);
+    // The toolchain stays where it is installed, as it would for a user whose cargo lives in $HOME.
+    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| "/root/.cargo".into());
+    let rustup_home = std::env::var("RUSTUP_HOME").unwrap_or_else(|_| "/root/.rustup".into());
+    c.env_clear()
+        .env("HOME", home)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CARGO_HOME", cargo_home)
+        .env("RUSTUP_HOME", rustup_home)
+        .current_dir(home);
+    c
+}
+
 #[test]
-fn up_builds_deploys_and_serves_the_example() {
-    let tmp = tempfile::tempdir().unwrap();
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
-    let mut child = Command::new(PIER)
+fn the_readme_quickstart_works_as_printed() {
+    let home = Home(PathBuf::from(format!(
+        "/home/pier-readme-{}",
+        std::process::id()
+    )));
+    std::fs::create_dir_all(&home.0).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+    let log = home.0.join("up.log");
+    let mut child = as_user(&home.0, PIER)
         .arg("up")
         .arg(&example)
-        .args(with_free_ports(&[]))
-        .arg("--data-dir")
-        .arg(tmp.path())
-        .env("PIER_CONFIG", tmp.path().join("cli.toml"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(
-            std::fs::File::create(tmp.path().join("up.log")).unwrap(),
-        ))
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -33,18 +59,32 @@ fn up_builds_deploys_and_serves_the_example() {
         }
     }
     let url = url.unwrap_or_else(|| {
+        let _ = child.kill();
         panic!(
             "no URL printed:\n{}",
-            std::fs::read_to_string(tmp.path().join("up.log")).unwrap_or_default()
+            std::fs::read_to_string(&log).unwrap_or_default()
         )
     });
-    let out = Command::new("curl")
-        .arg("--cacert")
-        .arg(tmp.path().join("ca.pem"))
-        .args(["-sS", &url])
+    assert!(
+        url.starts_with("https://hello-") && url.ends_with(".pier.localhost:8443"),
+        "the README's URL form: {url}"
+    );
+    // The README's curl, as printed.
+    let out = as_user(&home.0, "curl")
+        .args(
+            ["--cacert", "~/.local/share/pier/ca.pem"]
+                .map(|a| a.replace('~', home.0.to_str().unwrap())),
+        )
+        .args(["-sS", &format!("{url}/")])
         .output()
         .unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
     assert_eq!(body["service"], "hello");
     assert_eq!(body["greeting"], "Hello from Pier");
     assert!(
@@ -53,6 +93,56 @@ fn up_builds_deploys_and_serves_the_example() {
             .unwrap()
             .starts_with("hello-00001-")
     );
+
+    // "Using Pier", against the same server, from a project folder in the user's home.
+    let app = home.0.join("app");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::write(app.join("index.html"), "<h1>from my folder</h1>\n").unwrap();
+    let pier = |args: &[&str]| {
+        let out = as_user(&home.0, PIER)
+            .args(args)
+            .current_dir(&app)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pier {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = pier(&[
+        "deploy",
+        "web",
+        "--command",
+        "python3 -m http.server $PORT",
+        "--allow-unauthenticated",
+    ]);
+    let web = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Service URL: "))
+        .expect("a URL")
+        .to_owned();
+    let page = as_user(&home.0, "curl")
+        .arg("--cacert")
+        .arg(home.0.join(".local/share/pier/ca.pem"))
+        .args(["-sS", &format!("{web}/index.html")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&page.stdout),
+        "<h1>from my folder</h1>\n"
+    );
+    assert!(pier(&["services", "list"]).contains("web"));
+    assert!(
+        pier(&["services", "describe", "web", "--format", "yaml"])
+            .contains("serving.knative.dev/v1")
+    );
+    assert!(pier(&["revisions", "list", "--service", "web"]).contains("web-00001-"));
+    assert!(pier(&["logs", "web"]).contains("GET /index.html"));
+    pier(&["services", "delete", "web"]);
+
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

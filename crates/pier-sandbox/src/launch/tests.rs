@@ -90,8 +90,11 @@ fn a_sandboxed_process_sees_and_does_only_what_it_may() {
     .unwrap();
     let hosts = app.path().join("hosts-for-instances");
     std::fs::write(&hosts, "169.254.169.253 svc.pier.localhost\n").unwrap();
+    // A hidden folder inside another (the CLI's config dir inside a hidden home) is hidden with it.
+    let nested = secrets.path().join("cli-config");
+    std::fs::create_dir(&nested).unwrap();
     let view = HostView::new(
-        &[secrets.path().to_owned()],
+        &[secrets.path().to_owned(), nested],
         &PierFiles {
             hosts: Some(hosts),
             ..Default::default()
