@@ -24,6 +24,7 @@ ap.add_argument("--ca", required=True)
 ap.add_argument("--tries", type=int, default=50)
 ap.add_argument("--hello", required=True, help="the echo server binary, for the direct baseline")
 ap.add_argument("--runc-bundle", help="an OCI bundle of the image, for the runc-alone baseline")
+ap.add_argument("--runsc-bundle", help="a second OCI bundle of the image, for the runsc-alone baseline")
 ap.add_argument("services", nargs="+", help="LABEL=HOST@REVISION")
 args = ap.parse_args()
 
@@ -112,8 +113,9 @@ def app_alone():
     return listening, first
 
 
-def runc_alone(bundle):
-    """`runc run` of the image's bundle on the host network (so the port can be polled), read-only root."""
+def engine_alone(engine, bundle):
+    """`runc run` or `runsc run` of the image's bundle on the host network (so the port can be polled),
+    read-only root, no user namespace: the engine's own cost, without anything Pier adds."""
     cfg_path = os.path.join(bundle, "config.json")
     cfg = json.load(open(cfg_path))
     port = free_port()
@@ -121,22 +123,22 @@ def runc_alone(bundle):
     cfg["process"]["args"] = ["/pier-hello"]
     cfg["process"]["env"] = ["PATH=/bin", f"PORT={port}"]
     cfg["root"]["readonly"] = True
-    cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "network"]
+    cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] not in ("network", "user")]
     cfg["linux"].pop("uidMappings", None)
     cfg["linux"].pop("gidMappings", None)
-    cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "user"]
     json.dump(cfg, open(cfg_path, "w"))
-    root = os.path.join(os.path.dirname(bundle), "runc-state")
+    root = os.path.join(os.path.dirname(bundle), f"{engine}-state")
+    extra = ["--network=host"] if engine == "runsc" else []
     listening, first = [], []
     for i in range(args.tries):
-        cid = f"bench-{os.getpid()}-{i}"
+        cid = f"bench-{os.getpid()}-{engine}-{i}"
         t0 = time.perf_counter()
-        p = subprocess.Popen(["runc", "--root", root, "run", "--bundle", bundle, cid],
+        p = subprocess.Popen([engine, "--root", root, *extra, "run", "--bundle", bundle, cid],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         a, b = wait_and_get(port, t0)
-        subprocess.run(["runc", "--root", root, "kill", cid, "KILL"], stderr=subprocess.DEVNULL)
+        subprocess.run([engine, "--root", root, "kill", cid, "KILL"], stderr=subprocess.DEVNULL)
         p.wait()
-        subprocess.run(["runc", "--root", root, "delete", "--force", cid], stderr=subprocess.DEVNULL)
+        subprocess.run([engine, "--root", root, "delete", "--force", cid], stderr=subprocess.DEVNULL)
         listening.append(a)
         first.append(b)
     return listening, first
@@ -154,20 +156,26 @@ for spec in args.services:
 alone_listen, alone_first = app_alone()
 rows.append(("app alone: spawn to listening", alone_listen))
 rows.append(("app alone: spawn to first byte", alone_first))
-runc_first = None
-if args.runc_bundle:
-    runc_listen, runc_first = runc_alone(args.runc_bundle)
-    rows.append(("runc alone: run to listening", runc_listen))
-    rows.append(("runc alone: run to first byte", runc_first))
+alone = {}
+for engine, bundle in (("runc", args.runc_bundle), ("runsc", args.runsc_bundle)):
+    if bundle:
+        listen, first = engine_alone(engine, bundle)
+        rows.append((f"{engine} alone: run to listening", listen))
+        rows.append((f"{engine} alone: run to first byte", first))
+        alone[engine] = first
 
 print(f"{args.tries} tries each, microseconds")
 print(f"{'':42}{'p50':>9}{'p99':>9}")
 for name, xs in rows:
     print(f"{name:42}{p50(xs):9.0f}{pct(xs, 99):9.0f}")
 print()
+# Each Pier runtime against the engine it runs on: gen2 on runc, gen1 on runsc.
+engine_of = {"gen2": "runc", "gen1": "runsc"}
 for label, cold in cold_by.items():
     print(f"{label}: cold TTFB / app alone first byte (p50): {p50(cold) / p50(alone_first):.2f}x, "
           f"Pier's share {p50(cold) - p50(alone_first):.0f} us")
-    if runc_first and label != "process":
-        print(f"{label}: cold TTFB / runc alone first byte (p50): {p50(cold) / p50(runc_first):.2f}x, "
-              f"Pier's share beyond runc {p50(cold) - p50(runc_first):.0f} us")
+    engine = engine_of.get(label)
+    if engine in alone:
+        base = alone[engine]
+        print(f"{label}: cold TTFB / {engine} alone first byte (p50): {p50(cold) / p50(base):.2f}x, "
+              f"Pier's share beyond {engine} {p50(cold) - p50(base):.0f} us")

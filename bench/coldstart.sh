@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Cold start: time to first byte for a request to a revision scaled to zero (p50/p99 over TRIES), for the
-# same statically linked echo server run as a host process and as a container image (runc), against the
-# app started directly and the image started by runc alone, all in one run. Also splits the container's
-# preparation as Pier logs it (image root, bundle). The client keeps one TLS connection open so only the
-# cold start is timed. Needs root and runc, umoci (scripts/install-test-deps).
+# same statically linked echo server run as a sandboxed host process, as a gen2 container (runc) and as a
+# gen1 container (gVisor's runsc), against the app started directly and the image started by runc alone
+# and by runsc alone, all in one run. Also splits the container's preparation as Pier logs it (image
+# root, bundle). The client keeps one TLS connection open so only the cold start is timed. Needs root,
+# runc, runsc, slirp4netns and umoci (scripts/install-test-deps).
 #
-#   bench/coldstart.sh          # TRIES=50 by default
-#   EGRESS=1 bench/coldstart.sh # containers with outbound network (--container-egress): a veth per instance
+#   bench/coldstart.sh                # TRIES=50, the default egress (user: slirp4netns per instance)
+#   EGRESS=none bench/coldstart.sh    # no outbound network: the namespace alone
+#   EGRESS=bridge bench/coldstart.sh  # a veth on the server's bridge per instance
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 TRIES=${TRIES:-50}
@@ -21,21 +23,23 @@ cp "$HELLO" "$WORK/unpacked/rootfs/pier-hello"
 umoci repack --image "$LAYOUT:bench" "$WORK/unpacked"
 umoci config --image "$LAYOUT:bench" --config.entrypoint /pier-hello
 umoci unpack --image "$LAYOUT:bench" "$WORK/bundle" >/dev/null
+umoci unpack --image "$LAYOUT:bench" "$WORK/bundle-runsc" >/dev/null
 
-EXTRA=()
-[[ -n "${EGRESS:-}" ]] && EXTRA=(--container-egress --container-subnet 10.89.250.0/24)
+EXTRA=(--egress "${EGRESS:-user}")
+[[ "${EGRESS:-}" == bridge ]] && EXTRA+=(--instance-subnet 10.89.250.0/24)
 start_pier pier --https-port 19443 --http-port 19080 --api-addr 127.0.0.1:19079 --scale-to-zero-grace 100ms "${EXTRA[@]}"
 # --args (empty) runs the binary directly, without a shell in between, as the direct measurement does.
 "$PIER" deploy cold --command "$HELLO" --args "" --allow-unauthenticated >/dev/null 2>&1
-"$PIER" deploy cold-ctr --image "oci:$LAYOUT:bench" --allow-unauthenticated >/dev/null 2>&1
+"$PIER" deploy gen2 --image "oci:$LAYOUT:bench" --allow-unauthenticated >/dev/null 2>&1
+"$PIER" deploy gen1 --image "oci:$LAYOUT:bench" --execution-environment gen1 --allow-unauthenticated >/dev/null 2>&1
 rev() { "$PIER" services describe "$1" --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["latestReadyRevision"])'; }
 python3 "$(dirname "$0")/coldstart.py" --api "$(cat "$WORK/pier/api-url")" --token "$(cat "$WORK/pier/admin-token")" \
-  --https-port 19443 --ca "$WORK/pier/ca.pem" --tries "$TRIES" --hello "$HELLO" --runc-bundle "$WORK/bundle" \
-  "process=$(service_host cold)@$(rev cold)" "container=$(service_host cold-ctr)@$(rev cold-ctr)"
+  --https-port 19443 --ca "$WORK/pier/ca.pem" --tries "$TRIES" --hello "$HELLO" --runc-bundle "$WORK/bundle" --runsc-bundle "$WORK/bundle-runsc" \
+  "process=$(service_host cold)@$(rev cold)" "gen2=$(service_host gen2)@$(rev gen2)" "gen1=$(service_host gen1)@$(rev gen1)"
 
 echo
 echo "container preparation per cold start as Pier logs it (p50 over the run, ms):"
-"$PIER" logs cold-ctr --limit 100000 \
+"$PIER" logs gen2 --limit 100000 \
   | sed -n 's/.*root ready in \([0-9.]*\) ms, bundle in \([0-9.]*\) ms.*/\1 \2/p' \
   | python3 -c '
 import statistics, sys

@@ -35,8 +35,8 @@ start_pier() {
   DIRS+=("$dir")
   for _ in $(seq 1 200); do
     if [ -f "$dir/api-url" ] && "$PIER" services list >/dev/null 2>&1; then
-      # A token of the owner for scripts that call the admin API directly.
-      "$PIER" auth print-identity-token >"$dir/admin-token"
+      # An access token of the owner for scripts that call the admin API directly.
+      "$PIER" auth print-access-token >"$dir/admin-token"
       return 0
     fi
     sleep 0.05
@@ -49,7 +49,14 @@ service_host() {
   "$PIER" services describe "$1" --format json | python3 -c 'import json,sys; u=json.load(sys.stdin)["url"]; print(u.split("//")[1].split(":")[0])'
 }
 
-# instance_port NAME: the PORT of the service's first instance, from its log.
-instance_port() {
-  "$PIER" logs "$1" --limit 1000 | sed -n 's/.*PORT=\([0-9]*\).*/\1/p' | tail -1
+# direct_app PORT: the echo server run directly on the host's loopback, outside Pier (an instance's own
+# port is inside its network namespace, out of the host's reach): the baseline a proxy is compared with.
+direct_app() {
+  PORT="$1" "$HELLO" 2>/dev/null &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do
+    curl -sf -o /dev/null "http://127.0.0.1:$1/plain" && return 0
+    sleep 0.05
+  done
+  echo "the echo server did not start on :$1" >&2; exit 1
 }

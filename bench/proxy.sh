@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Proxy overhead: requests/s and latency through Pier versus the same instance reached directly, and versus
-# nginx (one worker) as a reverse proxy to that same instance, all in one run on this machine. Pier runs
+# Proxy overhead: requests/s and latency through Pier versus the same echo server reached directly, and
+# versus nginx (one worker) as a reverse proxy to it, all in one run on this machine. Pier's instance runs
+# sandboxed in its own network namespace (which the host cannot reach), so "direct" and nginx use a second
+# copy of the same binary on the host's loopback. Pier runs
 # with one worker thread, like nginx. Load: wrk over keep-alive connections to the echo server's /plain.
 #
 #   bench/proxy.sh            # DURATION=10s CONNS=32 by default
@@ -15,7 +17,8 @@ build
 start_pier pier --workers 1 --https-port 19443 --http-port 19080 --http-serve --api-addr 127.0.0.1:19079
 "$PIER" deploy bench --command "$HELLO" --min-instances 1 --concurrency 1000 --allow-unauthenticated >/dev/null 2>&1
 HOST=$(service_host bench)
-PORT=$(instance_port bench)
+PORT=19181
+direct_app "$PORT"
 DATA="$WORK/pier"
 
 # nginx: one worker, keep-alive to the same instance, TLS with Pier's own certificate.

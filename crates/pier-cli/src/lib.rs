@@ -57,6 +57,9 @@ pub enum Command {
     Server(ServerArgs),
     /// Start a server in the foreground and deploy the service manifests at PATH (the dev loop).
     Up(UpArgs),
+    /// Check what this host gives instances (root, host ids, cgroups, seccomp, kernel, helper
+    /// programs, ports), with the fix for anything missing.
+    Doctor(DoctorArgs),
     /// Deploy a new revision of a service (creating it if needed).
     Deploy(commands::deploy::DeployArgs),
     /// Manage services.
@@ -85,6 +88,14 @@ pub enum Command {
     /// Container images on the server.
     #[command(subcommand)]
     Images(commands::images::ImagesCommand),
+}
+
+/// Arguments of `pier doctor`.
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// The data dir a server would use [default: $PIER_DATA_DIR or ~/.local/share/pier].
+    #[arg(long, env = "PIER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Arguments of `pier server`.
@@ -359,7 +370,7 @@ pub async fn run_client(cli: Cli) -> Result<()> {
         Command::Installation(c) => commands::iam::run_installation(&ctx, c).await,
         Command::Users(c) => commands::iam::run_users(&ctx, c).await,
         Command::Images(c) => commands::images::run(&ctx, c).await,
-        Command::Server(_) | Command::Up(_) => {
+        Command::Server(_) | Command::Up(_) | Command::Doctor(_) => {
             Err(anyhow!("internal: server commands are run by the binary"))
         }
     }

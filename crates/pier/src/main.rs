@@ -1,11 +1,12 @@
-//! The `pier` binary: parses the command line, then either runs the server (`pier server`, `pier up`) or a
-//! client command against a running server. Wiring lives in [`server`]; everything else in the crates.
+//! The `pier` binary: parses the command line, then either runs the server (`pier server`, `pier up`),
+//! checks the host (`pier doctor`), or runs a client command against a running server. Wiring lives in [`server`]; everything else in the crates.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use pier_cli::{Cli, Command};
 
+mod doctor;
 mod server;
 
 fn main() -> ExitCode {
@@ -13,6 +14,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => server::run(args, None),
         Command::Up(args) => server::run(args.server, Some(args.path)),
+        Command::Doctor(args) => doctor::run(Some(
+            args.data_dir
+                .unwrap_or_else(pier_cli::config::default_data_dir),
+        )),
         _ => run_client(cli),
     };
     match result {

@@ -260,3 +260,62 @@ fn a_custom_domain_with_a_user_certificate() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.pem"));
 }
+
+/// `pier doctor` checks the host as the server would use it, and names the fix for what is missing.
+#[test]
+fn doctor_checks_the_host_and_names_fixes() {
+    let out = std::process::Command::new(PIER)
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for what in [
+        "root",
+        "host ids",
+        "limits",
+        "seccomp",
+        "kernel",
+        "slirp4netns",
+        "runc",
+        "runsc",
+    ] {
+        assert!(
+            text.contains(&format!("{what}: ")),
+            "no {what} line:\n{text}"
+        );
+    }
+    // Without slirp4netns (the default egress) and runsc on PATH.
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["ip", "nft", "runc"] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+        std::os::unix::fs::symlink(path, bin.path().join(tool)).unwrap();
+    }
+    let out = std::process::Command::new(PIER)
+        .arg("doctor")
+        .env("PATH", bin.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "the default egress cannot work:\n{text}"
+    );
+    assert!(
+        text.contains("FAIL  slirp4netns") && text.contains("apt install slirp4netns"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warn  runsc") && text.contains("apt install runsc"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fix the FAIL lines"));
+}
