@@ -281,6 +281,21 @@ pub(crate) async fn deploy(
                 &Resource::Installation,
             )
             .is_ok();
+    // A seccomp exception is the owner's to attach; a revision that keeps the one its service has
+    // already may be deployed by whoever may deploy.
+    let kept = current
+        .as_ref()
+        .and_then(|c| c.template.as_ref())
+        .is_some_and(|t| t.seccomp_exception == req.template.seccomp_exception);
+    if req.template.seccomp_exception.is_some() && !kept {
+        identity
+            .require(&who, Permission::InstancesLoosenSandbox, &Resource::Installation)
+            .map_err(|_| {
+                ApiError::from(pier_control::ControlError::Forbidden(format!(
+                    "{who} may not attach --seccomp-exception: loosening the sandbox needs pier.instances.loosenSandbox on the installation, which only an owner has"
+                )))
+            })?;
+    }
     if req.template.vpc_egress.is_some() {
         identity.require(&who, Permission::NetworksUse, &Resource::Installation).map_err(|_| {
             ApiError::from(pier_control::ControlError::Forbidden(format!(

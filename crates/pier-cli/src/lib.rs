@@ -195,6 +195,13 @@ pub struct ServerArgs {
     #[arg(long)]
     pub allow_unsandboxed: bool,
 
+    /// A named exception to the seccomp profile, NAME:CALL[,CALL...] (repeatable), such as
+    /// profiling:perf_event_open; an owner attaches it to a service with `pier deploy
+    /// --seccomp-exception NAME`. Calls that would leave the sandbox (unshare, mount, bpf, keyctl,
+    /// kexec_load, ...) cannot be named.
+    #[arg(long = "seccomp-exception", value_name = "NAME:CALLS")]
+    pub seccomp_exceptions: Vec<String>,
+
     /// The execution environment of image revisions that name none: gen2 (runc, hardened) or gen1
     /// (gVisor's runsc). Recorded in each revision at deploy.
     #[arg(long, default_value = "gen2", value_parser = ["gen1", "gen2"])]

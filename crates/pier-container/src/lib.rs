@@ -72,6 +72,8 @@ pub struct ContainerConfig {
     pub files: SharedFiles,
     /// This installation's short id.
     pub installation: String,
+    /// The seccomp filters: the profile's, and the operator's named exceptions.
+    pub seccomp: Arc<pier_sandbox::seccomp::Policies>,
 }
 
 /// Runs instances as OCI containers.
@@ -88,7 +90,6 @@ pub struct ContainerRuntime {
     /// gen1's cgroups, made by Pier (runsc would delete its own before the kill counter can be read).
     gvisor_cgroups: Option<CgroupRoot>,
     userns: Arc<UserNsCache>,
-    seccomp: serde_json::Value,
 }
 
 impl std::fmt::Debug for ContainerRuntime {
@@ -125,9 +126,6 @@ impl ContainerRuntime {
                 config.runtime
             ));
         }
-        let seccomp = pier_sandbox::Arch::native()
-            .and_then(|a| pier_sandbox::Profile::builtin().and_then(|p| p.to_oci(a)))
-            .map_err(|e| e.to_string())?;
         let runc = Engine {
             kind: Kind::Runc,
             binary: config.runtime.clone(),
@@ -158,7 +156,6 @@ impl ContainerRuntime {
             memory: MemoryController::detect(),
             gvisor_cgroups,
             userns: Arc::default(),
-            seccomp,
             config,
             runc,
             runsc,
@@ -216,6 +213,10 @@ impl Runtime for ContainerRuntime {
                 .execution_environment
                 .unwrap_or(ExecutionEnvironment::Gen2),
         )?;
+        self.config
+            .seccomp
+            .oci(template.seccomp_exception.as_deref())
+            .map_err(|e| RuntimeError::Unsupported(e.to_string()))?;
         Ok(())
     }
 
@@ -339,7 +340,12 @@ impl Runtime for ContainerRuntime {
             cgroup: &cgroup,
             files: &self.config.files,
             userns: user_namespace.as_ref(),
-            seccomp: Some(&self.seccomp),
+            seccomp: Some(
+                self.config
+                    .seccomp
+                    .oci(template.seccomp_exception.as_deref())
+                    .map_err(|e| abandon(e.to_string()))?,
+            ),
         })
         .map_err(|e| abandon(e.to_string()))?;
         let json = serde_json::to_vec(&config).map_err(|e| abandon(e.to_string()))?;

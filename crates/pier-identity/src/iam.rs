@@ -49,6 +49,8 @@ pub enum Permission {
     InstancesHostAccess,
     /// Let a service reach the operator's private networks (`--vpc-egress`).
     NetworksUse,
+    /// Attach one of the operator's seccomp exceptions to a service (`--seccomp-exception`).
+    InstancesLoosenSandbox,
     /// Read the installation's IAM policy.
     InstallationGetIamPolicy,
     /// Change the installation's IAM policy.
@@ -77,6 +79,7 @@ impl Permission {
             Permission::ImagesWrite => "pier.images.update",
             Permission::InstancesHostAccess => "pier.instances.hostAccess",
             Permission::NetworksUse => "vpcaccess.connectors.use",
+            Permission::InstancesLoosenSandbox => "pier.instances.loosenSandbox",
             // The installation stands where Google Cloud has the organization.
             Permission::InstallationGetIamPolicy => "resourcemanager.organizations.getIamPolicy",
             Permission::InstallationSetIamPolicy => "resourcemanager.organizations.setIamPolicy",
@@ -151,6 +154,7 @@ pub const ROLES: &[Role] = &[
             ImagesWrite,
             InstancesHostAccess,
             NetworksUse,
+            InstancesLoosenSandbox,
             InstallationGetIamPolicy,
             InstallationSetIamPolicy,
         ],

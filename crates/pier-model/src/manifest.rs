@@ -29,6 +29,8 @@ const API_VERSION: &str = "serving.knative.dev/v1";
 const EXECUTION_ENVIRONMENT: &str = "run.googleapis.com/execution-environment";
 /// Cloud Run's revision annotation for VPC egress (`private-ranges-only`).
 const VPC_EGRESS: &str = "run.googleapis.com/vpc-access-egress";
+/// Pier's revision annotation naming a seccomp exception (`--seccomp-exception`).
+const SECCOMP_EXCEPTION: &str = "pier.dev/seccomp-exception";
 
 /// A service described by a manifest, ready to deploy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,6 +244,9 @@ impl ServiceManifest {
         if let Some(v) = ann.get(VPC_EGRESS) {
             template.vpc_egress = Some(v.parse()?);
         }
+        if let Some(v) = ann.get(SECCOMP_EXCEPTION) {
+            template.seccomp_exception = Some(v.clone());
+        }
         if let Some(port) = container.ports.first() {
             template.http2 = port.name.as_deref() == Some("h2c");
             template.port = port.container_port;
@@ -293,6 +298,11 @@ impl ServiceManifest {
             tmeta
                 .annotations
                 .insert(EXECUTION_ENVIRONMENT.to_owned(), env.as_str().to_owned());
+        }
+        if let Some(e) = &t.seccomp_exception {
+            tmeta
+                .annotations
+                .insert(SECCOMP_EXCEPTION.to_owned(), e.clone());
         }
         if let Some(egress) = t.vpc_egress {
             tmeta

@@ -97,6 +97,10 @@ pub struct RevisionTemplate {
     /// `pier server --allow-unsandboxed`, and only an owner may deploy it).
     #[serde(default, skip_serializing_if = "is_false")]
     pub unsandboxed: bool,
+    /// A named exception to the seccomp profile the operator defined (`pier server
+    /// --seccomp-exception NAME:CALLS`), attached by an owner: the calls it names are allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_exception: Option<String>,
     /// Show the host command's working directory, program and the files its arguments name to the
     /// instance even where other users cannot read them (a home, a `0700` folder). Pier records it at
     /// deploy: true only when an owner deployed the revision, since it lets the instance read those
@@ -206,6 +210,7 @@ impl Default for RevisionTemplate {
             execution_environment: None,
             vpc_egress: None,
             unsandboxed: false,
+            seccomp_exception: None,
             private_paths: false,
         }
     }
@@ -285,6 +290,11 @@ impl RevisionTemplate {
         if self.unsandboxed && self.image.is_some() {
             return Err(SpecError::new(
                 "--unsandboxed is for host commands: a container image always runs in its sandbox",
+            ));
+        }
+        if self.unsandboxed && self.seccomp_exception.is_some() {
+            return Err(SpecError::new(
+                "--seccomp-exception loosens the sandbox's filter, and --unsandboxed runs without one: choose one",
             ));
         }
         if self.execution_environment == Some(ExecutionEnvironment::Gen1) && self.image.is_none() {

@@ -31,9 +31,10 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use pier_model::api::LogStream;
 use pier_model::{InstanceId, RevisionTemplate};
+use pier_sandbox::HostView;
 use pier_sandbox::launch::{Exit, Launch, LaunchError, Spawned, Spawner};
+use pier_sandbox::seccomp::Policies;
 use pier_sandbox::userns::UserNsCache;
-use pier_sandbox::{HostView, Program};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
@@ -55,8 +56,8 @@ const OOM_POLL: Duration = Duration::from_millis(500);
 pub struct Sandbox {
     /// What instances see of the filesystem.
     pub view: HostView,
-    /// The seccomp filter.
-    pub seccomp: Program,
+    /// The seccomp filters: the profile's, and the operator's named exceptions.
+    pub seccomp: Arc<Policies>,
     /// Id mappings for showing the app's files.
     pub userns: UserNsCache,
 }
@@ -178,6 +179,11 @@ impl Runtime for ProcessRuntime {
                 "this server does not run unsandboxed instances: deploy without --unsandboxed, or start the server with --allow-unsandboxed".into(),
             ));
         }
+        if let (Some(name), Some(sb)) = (&template.seccomp_exception, &self.config.sandbox) {
+            sb.seccomp
+                .program(Some(name))
+                .map_err(|e| RuntimeError::Unsupported(e.to_string()))?;
+        }
         if !template.unsandboxed && self.config.sandbox.is_none() {
             return Err(RuntimeError::Unsupported(
                 "this server cannot sandbox host processes (it is not running as root): run `pier server` as root".into(),
@@ -294,6 +300,7 @@ impl Runtime for ProcessRuntime {
         let (wd, path, prog) = (workdir.clone(), exec_path.clone(), program.clone());
         let mentioned = mentioned_paths(&argv);
         let private = template.private_paths;
+        let exception = template.seccomp_exception.clone();
         let cgroup_view = cgroup.as_ref().map(|c| c.view()).unwrap_or_default();
         let mut launch = launch;
         // Planning may fork (an id mapping) and spawning forks: on the spawner thread, off the async
@@ -315,7 +322,12 @@ impl Runtime for ProcessRuntime {
                         )
                         .map_err(|e| RuntimeError::Unsupported(e.to_string()))?,
                 );
-                launch.seccomp = Some(sb.seccomp.clone());
+                launch.seccomp = Some(
+                    sb.seccomp
+                        .program(exception.as_deref())
+                        .map_err(|e| RuntimeError::Unsupported(e.to_string()))?
+                        .clone(),
+                );
             }
             pier_sandbox::launch::spawn(&launch).map_err(|e| match e {
                 LaunchError::NotFound(_) => RuntimeError::CommandNotFound { program: prog },

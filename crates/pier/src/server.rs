@@ -246,10 +246,11 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         ca_bundle: Some(ca_bundle.clone()),
         ca_cert: Some(ca.cert_path().to_path_buf()),
     };
+    let seccomp = instances::seccomp_policies(&args)?;
     let process = Arc::new(ProcessRuntime::new(ProcessConfig {
         logs: logs.clone(),
         default_workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
-        sandbox: instances::process_sandbox(&data_dir, &config_path(), &files),
+        sandbox: instances::process_sandbox(&data_dir, &config_path(), &files, seccomp.clone()),
         allow_unsandboxed: args.allow_unsandboxed,
         network: network.clone(),
         cgroups: cgroups.clone(),
@@ -284,6 +285,7 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
                 ca_cert: Some(ca.cert_path().to_path_buf()),
                 resolv: Some(resolv_file.clone()),
             },
+            seccomp.clone(),
         ),
         logs.clone(),
         images.clone(),

@@ -396,3 +396,94 @@ http.server.HTTPServer(("", int(os.environ["PORT"])), http.server.SimpleHTTPRequ
     assert!(used < 0.7, "--cpu 0.5 held: {used:.2} cores");
     assert!(used > 0.2, "the busy loop ran: {used:.2} cores");
 }
+
+/// A named exception loosens the filter for the one service an owner attaches it to, in every runtime;
+/// a developer cannot attach it, an unknown name is refused with the fix, and an exception naming a call
+/// that would leave the sandbox keeps the server from starting.
+#[test]
+fn named_exceptions_loosen_only_what_they_name() {
+    oci::need(&["runc"]);
+    let bad = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(PIER)
+        .args(["server", "--data-dir"])
+        .arg(bad.path())
+        .args(with_free_ports(&["--seccomp-exception", "escape:unshare"]))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a server with an escape hatch started"
+    );
+    assert!(err.contains("unshare cannot be allowed"), "{err}");
+
+    let pier = Pier::start(&["--seccomp-exception", "profiling:perf_event_open"]);
+    let work = tempfile::tempdir().unwrap();
+    let image = image(work.path());
+    let hello = hello_bin();
+    for (name, how) in [
+        ("proc", vec!["--command", hello.to_str().unwrap()]),
+        ("gen2", vec!["--image", image.as_str()]),
+    ] {
+        let mut args = how.clone();
+        args.extend([
+            "--seccomp-exception",
+            "profiling",
+            "--allow-unauthenticated",
+        ]);
+        let url = pier_deploy(&pier, name, &args);
+        let p = probe(&pier, &url);
+        // Allowed now, so the kernel answers the bad arguments.
+        assert_eq!(p["tried"]["perf_event_open"], "EFAULT", "{name}: {p:#}");
+        // Nothing else moved.
+        assert_eq!(p["tried"]["bpf"], "EPERM", "{name}");
+        assert_eq!(p["tried"]["unshare_user"], "EPERM", "{name}");
+        let rev = pier.describe(name);
+        assert_eq!(rev["template"]["seccompException"], "profiling");
+    }
+    // Another service keeps the profile alone.
+    let plain = pier.deploy_hello("plain", &["--allow-unauthenticated"]);
+    assert_eq!(probe(&pier, &plain)["tried"]["perf_event_open"], "EPERM");
+    // An unknown name fails the deploy with the fix; a developer may not attach one.
+    let err = pier.fails(&[
+        "deploy",
+        "typo",
+        "--command",
+        hello.to_str().unwrap(),
+        "--seccomp-exception",
+        "profilng",
+    ]);
+    assert!(err.contains("not defined on this server"), "{err}");
+    let dev = pier.user("dev@example.com");
+    pier.ok(&[
+        "projects",
+        "add-iam-policy-binding",
+        "default",
+        "--member=user:dev@example.com",
+        "--role=roles/run.developer",
+    ]);
+    pier.ok(&[
+        "projects",
+        "add-iam-policy-binding",
+        "default",
+        "--member=user:dev@example.com",
+        "--role=roles/iam.serviceAccountUser",
+    ]);
+    let err = dev.fails(&[
+        "deploy",
+        "devsvc",
+        "--command",
+        hello.to_str().unwrap(),
+        "--workdir",
+        "/",
+        "--seccomp-exception",
+        "profiling",
+    ]);
+    assert!(err.contains("pier.instances.loosenSandbox"), "{err}");
+    // A developer redeploying the owner's service keeps its exception.
+    dev.ok(&["deploy", "proc", "--env", "REDEPLOYED=1"]);
+    assert_eq!(
+        pier.describe("proc")["template"]["seccompException"],
+        "profiling"
+    );
+}

@@ -121,6 +121,15 @@ pub struct TemplateFlags {
     /// Run the host command in its sandbox (the default).
     #[arg(long)]
     pub no_unsandboxed: bool,
+
+    /// Loosen the seccomp filter with an exception the server defines (`pier server
+    /// --seccomp-exception NAME:CALLS`); owners only.
+    #[arg(long, conflicts_with = "no_seccomp_exception")]
+    pub seccomp_exception: Option<String>,
+
+    /// Run under the seccomp profile alone (drop the service's exception).
+    #[arg(long)]
+    pub no_seccomp_exception: bool,
 }
 
 /// Service settings that need no new revision (shared by `deploy` and `services update`).
@@ -261,6 +270,8 @@ impl TemplateFlags {
             && self.vpc_egress.is_none()
             && !self.unsandboxed
             && !self.no_unsandboxed
+            && self.seccomp_exception.is_none()
+            && !self.no_seccomp_exception
     }
 
     /// Applies the flags over `base`.
@@ -376,6 +387,12 @@ impl TemplateFlags {
         }
         if self.unsandboxed {
             t.unsandboxed = true;
+        }
+        if let Some(e) = &self.seccomp_exception {
+            t.seccomp_exception = Some(e.clone());
+        }
+        if self.no_seccomp_exception {
+            t.seccomp_exception = None;
         }
         if self.no_unsandboxed {
             t.unsandboxed = false;

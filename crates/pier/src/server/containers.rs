@@ -77,6 +77,7 @@ pub fn container_config(
     data_dir: &Path,
     installation: &str,
     files: SharedFiles,
+    seccomp: Arc<pier_sandbox::seccomp::Policies>,
 ) -> ContainerConfig {
     ContainerConfig {
         runtime: runtime.to_path_buf(),
@@ -85,6 +86,7 @@ pub fn container_config(
         cgroup_parent: format!("/pier-containers/{installation}"),
         files,
         installation: installation.to_owned(),
+        seccomp,
     }
 }
 

@@ -4,13 +4,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use pier_cli::ServerArgs;
 use pier_runtime::network::{EgressMode, NamespaceServices, Network, NetworkConfig};
 use pier_runtime::process::Sandbox;
 use pier_sandbox::ids::{IdRange, RangeSource};
+use pier_sandbox::seccomp::{Exception, Policies};
 use pier_sandbox::userns::UserNsCache;
-use pier_sandbox::{Arch, HostView, PierFiles, Profile};
+use pier_sandbox::{HostView, PierFiles};
 
 /// The installation's host ids: `--instance-ids`, else the `pier` lines of `/etc/subuid` and
 /// `/etc/subgid`, else Pier's default range (with a warning naming the lines to add).
@@ -91,6 +92,7 @@ pub fn process_sandbox(
     data_dir: &Path,
     cli_config: &Path,
     files: &PierFiles,
+    seccomp: Arc<Policies>,
 ) -> Option<Arc<Sandbox>> {
     if !nix::unistd::geteuid().is_root() {
         tracing::warn!(
@@ -102,18 +104,27 @@ pub fn process_sandbox(
     if let Some(dir) = cli_config.parent() {
         hidden.push(dir.to_owned());
     }
-    let seccomp = Arch::native()
-        .and_then(|arch| Profile::builtin().and_then(|p| p.compile(arch)))
-        .context("compiling the seccomp profile");
-    match seccomp {
-        Ok(seccomp) => Some(Arc::new(Sandbox {
-            view: HostView::new(&hidden, files),
-            seccomp,
-            userns: UserNsCache::default(),
-        })),
-        Err(e) => {
-            tracing::error!("host commands cannot be sandboxed: {e:#}");
-            None
-        }
+    Some(Arc::new(Sandbox {
+        view: HostView::new(&hidden, files),
+        seccomp,
+        userns: UserNsCache::default(),
+    }))
+}
+
+/// The seccomp filters every instance runs under: the profile's, and the `--seccomp-exception`s.
+pub fn seccomp_policies(args: &ServerArgs) -> Result<Arc<Policies>> {
+    let exceptions = args
+        .seccomp_exceptions
+        .iter()
+        .map(|e| e.parse::<Exception>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("{e}"))?;
+    let policies = Policies::new(&exceptions).map_err(|e| anyhow!("{e}"))?;
+    for (name, calls) in policies.exceptions() {
+        tracing::info!(
+            "seccomp exception {name} allows {} for the services an owner attaches it to",
+            calls.join(", ")
+        );
     }
+    Ok(Arc::new(policies))
 }
