@@ -12,13 +12,15 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use pier_activator::Lease;
 
+use crate::linger::Held;
 use crate::upstream::{BoxError, Conns, RequestBody};
 
 /// The body of every gateway response.
 pub enum GatewayBody {
     /// A fixed body, and possibly the request body it answers, kept unread until the response is sent
-    /// (dropping it first would make HTTP/2 reset the stream before the client sees the answer).
-    Full(Option<Bytes>, Option<Incoming>),
+    /// (dropping it first would make HTTP/2 reset the stream before the client sees the answer), then
+    /// lingered on (see [`crate::linger`]).
+    Full(Option<Bytes>, Held),
     /// An instance's response.
     Proxy(ProxyBody),
     /// Any other body (in-process handlers).
@@ -28,18 +30,20 @@ pub enum GatewayBody {
 impl GatewayBody {
     /// A fixed body.
     pub fn full(b: impl Into<Bytes>) -> Self {
-        GatewayBody::Full(Some(b.into()), None)
+        GatewayBody::Full(Some(b.into()), Held::default())
     }
 
     /// No body.
     pub fn empty() -> Self {
-        GatewayBody::Full(None, None)
+        GatewayBody::Full(None, Held::default())
     }
 
-    /// Keeps an unread request body alive until this (fixed) response has been sent.
+    /// Keeps an unread request body alive until this (fixed) response has been sent, then lingers on
+    /// it; with another kind of response, lingers on it at once.
     pub fn hold(&mut self, request_body: Incoming) {
-        if let GatewayBody::Full(_, hold) = self {
-            *hold = Some(request_body);
+        match self {
+            GatewayBody::Full(_, hold) => hold.0 = Some(request_body),
+            _ => crate::linger::linger(request_body),
         }
     }
 }

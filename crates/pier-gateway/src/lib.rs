@@ -21,6 +21,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod linger;
 pub mod proxy;
 pub mod routes;
 pub mod upstream;

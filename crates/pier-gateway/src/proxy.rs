@@ -69,7 +69,13 @@ pub async fn handle(
         proxy(&gw, peer, &fwd, parts, &mut body).await
     };
     let resp = match result {
-        Ok(r) => r,
+        Ok(mut r) => {
+            // Answered without reading the body (the guard's refusals): the client is still sending.
+            if let Some(b) = body.take() {
+                r.body_mut().hold(b);
+            }
+            r
+        }
         Err(e) => {
             if let Some((method, path)) = &logged {
                 let (status, _) = e.status_and_message();
@@ -337,6 +343,13 @@ async fn proxy(
 
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
+    // What apps get slightly wrong, normalized rather than failing the client's stream: a 1xx or 204
+    // has no body and no length (RFC 9110 §8.6, §15.3.5; HTTP/2 clients reset a stream that claims one,
+    // RFC 9113 §8.1.1). A 304 may keep its Content-Length, which describes the selected representation.
+    if parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.remove(header::TRANSFER_ENCODING);
+    }
     parts.version = client_version;
     let conn = h1.map(|s| (conns, s));
     Ok(Response::from_parts(

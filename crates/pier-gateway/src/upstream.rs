@@ -72,7 +72,10 @@ impl Body for RequestBody {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > self.remaining {
-                        self.inner = None;
+                        // The client is still sending: read the rest away while it gets its 413.
+                        if let Some(rest) = self.inner.take() {
+                            crate::linger::linger(rest);
+                        }
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     self.remaining -= n;
@@ -94,6 +97,16 @@ impl Body for RequestBody {
             .as_ref()
             .map(|b| b.size_hint())
             .unwrap_or_else(|| SizeHint::with_exact(0))
+    }
+}
+
+impl Drop for RequestBody {
+    /// An instance that answered without reading the whole body: the client's rest is lingered on, so
+    /// it sees the answer.
+    fn drop(&mut self) {
+        if let Some(rest) = self.inner.take() {
+            crate::linger::linger(rest);
+        }
     }
 }
 

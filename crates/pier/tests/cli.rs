@@ -76,8 +76,20 @@ spec:
             .unwrap()
             .contains("from yaml")
     );
-    // Replacing with the same manifest makes no new revision.
-    pier.ok(&["services", "replace", manifest.to_str().unwrap()]);
+    // Replacing with the same manifest makes no new revision; a bare file name in its own folder, as
+    // users type it, names the same manifest.
+    let bare = pier
+        .command(PIER)
+        .args(["services", "replace", "svc.yaml"])
+        .env("PIER_CONFIG", pier.dir.join("cli.toml"))
+        .current_dir(app.path())
+        .output()
+        .unwrap();
+    assert!(
+        bare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bare.stderr)
+    );
     let revs = pier.ok(&[
         "revisions",
         "list",

@@ -127,3 +127,131 @@ asyncio.run(main())
         "echo: one\necho: two\n"
     );
 }
+
+/// Answers sent while the client is still uploading (the 413 past the body limit, the 403 of a private
+/// service, the 404 of an unknown host) reach real clients: curl over HTTP/1.1 (with and without
+/// `Expect: 100-continue`) and HTTP/2, and Python `requests`. Pier lingers on the unread body instead of
+/// closing under it (RFC 9112 §9.6).
+#[test]
+fn early_answers_reach_clients_that_are_still_sending() {
+    let pier = Pier::start(&["--max-request-body", "1048576"]);
+    let public = pier.deploy_hello("public", &["--allow-unauthenticated"]);
+    let private = pier.deploy_hello("private", &[]);
+    let body = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(body.path(), vec![b'x'; 8 << 20]).unwrap();
+    let data = format!("@{}", body.path().display());
+    let unknown = public.replace("public-", "nosuchservice-");
+    for (url, want) in [
+        (format!("{public}/body"), "413"),
+        (format!("{private}/body"), "403"),
+        (format!("{unknown}/body"), "404"),
+    ] {
+        for (label, extra) in [
+            ("h1", vec!["--http1.1"]),
+            ("h1 without Expect", vec!["--http1.1", "-H", "Expect:"]),
+            ("h2", vec!["--http2"]),
+        ] {
+            let mut args = extra.clone();
+            args.extend([
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "POST",
+                "--data-binary",
+                &data,
+                &url,
+            ]);
+            let out = pier.curl(&args);
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                want,
+                "{label} {url}: curl exit {:?}, {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success(),
+                "{label} {url}: curl exit {:?}",
+                out.status.code()
+            );
+        }
+        // Python requests, resolving *.localhost to loopback itself (this host's glibc does not).
+        let script = r#"
+import socket, sys, requests
+_gai = socket.getaddrinfo
+socket.getaddrinfo = lambda h, *a, **k: _gai("127.0.0.1" if h.endswith(".localhost") else h, *a, **k)
+r = requests.post(sys.argv[1], data=open(sys.argv[2], "rb"), verify=sys.argv[3])
+print(r.status_code)
+"#;
+        let out = std::process::Command::new("python3")
+            .args(["-c", script, &url])
+            .arg(body.path())
+            .arg(pier.dir.join("ca.pem"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            want,
+            "requests {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// What apps get slightly wrong is normalized, not turned into a broken stream: a 204 that claims a
+/// Content-Length reaches HTTP/2 clients as a clean 204 (it used to reset the stream), as it always did
+/// over HTTP/1.1; a 304 keeps its length, which RFC 9110 §8.6 allows.
+#[test]
+fn a_204_with_a_length_is_normalized() {
+    let pier = Pier::start(&[]);
+    let app = tempfile::tempdir().unwrap();
+    std::fs::write(
+        app.path().join("odd.py"),
+        r#"import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        code = int(self.path.split("=")[1])
+        self.send_response(code)
+        self.send_header("Content-Length", "11")
+        self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("", int(os.environ["PORT"])), H).serve_forever()
+"#,
+    )
+    .unwrap();
+    let out = pier.ok(&[
+        "deploy",
+        "odd",
+        "--command",
+        "exec python3 odd.py",
+        "--workdir",
+        app.path().to_str().unwrap(),
+        "--allow-unauthenticated",
+    ]);
+    let url = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Service URL: "))
+        .unwrap()
+        .to_owned();
+    for version in ["--http1.1", "--http2"] {
+        for code in ["204", "304"] {
+            let out = pier.curl(&[
+                version,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("{url}/?c={code}"),
+            ]);
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                code,
+                "{version} {code}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

@@ -58,13 +58,12 @@ pub fn load(file: &Path) -> Result<ServiceManifest> {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let mut m =
         ServiceManifest::from_yaml(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-    let dir = std::fs::canonicalize(file.parent().unwrap_or(Path::new(".")))
-        .with_context(|| format!("resolving the folder of {}", file.display()))?;
-    let dir = if dir.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        dir
-    };
+    // The file's own folder, whatever form the path has (`echo.yaml`, `./echo.yaml`, a symlink).
+    let dir = std::fs::canonicalize(file)
+        .with_context(|| format!("resolving {}", file.display()))?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
     if m.template.image.is_none() {
         if let Some(first) = m.template.command.first_mut()
             && first.contains('/')
