@@ -55,6 +55,9 @@ pub struct ProxyBody {
     conn: Option<(Arc<Conns>, http1::SendRequest<RequestBody>)>,
     deadline: Pin<Box<tokio::time::Sleep>>,
     done: bool,
+    /// A gRPC response: past the deadline it ends with `grpc-status: DEADLINE_EXCEEDED` trailers
+    /// rather than a reset stream.
+    grpc: bool,
 }
 
 impl ProxyBody {
@@ -64,6 +67,7 @@ impl ProxyBody {
         lease: Lease,
         conn: Option<(Arc<Conns>, http1::SendRequest<RequestBody>)>,
         deadline: Pin<Box<tokio::time::Sleep>>,
+        grpc: bool,
     ) -> Self {
         Self {
             inner,
@@ -71,6 +75,7 @@ impl ProxyBody {
             conn,
             deadline,
             done: false,
+            grpc,
         }
     }
 
@@ -134,6 +139,20 @@ impl Body for GatewayBody {
                     Poll::Pending => {
                         if p.deadline.as_mut().poll(cx).is_ready() {
                             p.finish(false);
+                            if p.grpc {
+                                let mut t = http::HeaderMap::new();
+                                t.insert(
+                                    "grpc-status",
+                                    http::HeaderValue::from(crate::error::GRPC_DEADLINE_EXCEEDED),
+                                );
+                                t.insert(
+                                    "grpc-message",
+                                    http::HeaderValue::from_static(
+                                        "the response ran past the revision's request timeout",
+                                    ),
+                                );
+                                return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                            }
                             return Poll::Ready(Some(Err(Box::new(ResponseTimeout))));
                         }
                         Poll::Pending

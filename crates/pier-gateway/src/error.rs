@@ -122,6 +122,65 @@ impl ProxyError {
         let (status, msg) = self.status_and_message();
         plain(status, format!("{msg}\n"))
     }
+
+    /// The response a gRPC client gets: a "Trailers-Only" answer (HTTP 200, `grpc-status`,
+    /// `grpc-message`), so the client sees the right code and Pier's explanation rather than a bare
+    /// HTTP status. Codes follow gRPC's HTTP mapping (`doc/http-grpc-status-mapping.md`), except that a
+    /// request past its deadline is `DEADLINE_EXCEEDED`, as the client's own deadline would be.
+    pub fn into_grpc_response(self) -> Response<GatewayBody> {
+        let (status, msg) = self.status_and_message();
+        let code = match (&self, status) {
+            (ProxyError::Timeout(_), _) | (_, StatusCode::GATEWAY_TIMEOUT) => {
+                GRPC_DEADLINE_EXCEEDED
+            }
+            (_, StatusCode::PAYLOAD_TOO_LARGE) => 8, // RESOURCE_EXHAUSTED
+            (_, StatusCode::UNAUTHORIZED) => 16,     // UNAUTHENTICATED
+            (_, StatusCode::FORBIDDEN) => 7,         // PERMISSION_DENIED
+            (_, StatusCode::NOT_FOUND) => 12,        // UNIMPLEMENTED
+            (_, StatusCode::BAD_REQUEST) => 13,      // INTERNAL
+            _ => 14,                                 // UNAVAILABLE
+        };
+        grpc_status(code, &msg)
+    }
+}
+
+/// gRPC's `DEADLINE_EXCEEDED`.
+pub const GRPC_DEADLINE_EXCEEDED: u32 = 4;
+
+/// A gRPC "Trailers-Only" response: status and message, no body.
+pub fn grpc_status(code: u32, message: &str) -> Response<GatewayBody> {
+    let mut resp = Response::new(GatewayBody::empty());
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(v) = HeaderValue::from_str(&grpc_message(message)) {
+        h.insert("grpc-message", v);
+    }
+    resp
+}
+
+/// `grpc-message` is percent-encoded UTF-8 (gRPC's HTTP/2 protocol document).
+pub fn grpc_message(message: &str) -> String {
+    let mut out = String::new();
+    for b in message.trim().bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Whether a request is gRPC (`content-type: application/grpc`, with or without a `+format`).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 /// A short plain-text response.

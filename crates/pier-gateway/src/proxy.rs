@@ -61,6 +61,7 @@ pub async fn handle(
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
+    let grpc = crate::error::is_grpc(&parts.headers);
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (parts.method.clone(), parts.uri.path().to_owned()));
     let result = if scheme == Scheme::HttpRedirect {
@@ -81,7 +82,11 @@ pub async fn handle(
                 let (status, _) = e.status_and_message();
                 tracing::debug!(%method, %path, status = status.as_u16(), source = ?e.source(), error = ?e, "request failed");
             }
-            let mut resp = e.into_response();
+            let mut resp = if grpc {
+                e.into_grpc_response()
+            } else {
+                e.into_response()
+            };
             if let Some(mut b) = body.take() {
                 // Read a small unread body to its end first, so the client sees a clean answer rather
                 // than a reset stream; a large one stays unread and is dropped after the response.
@@ -217,6 +222,7 @@ async fn proxy(
         )));
     }
     let client_version = parts.version;
+    let grpc = crate::error::is_grpc(&parts.headers);
     let upgrade = client_version == Version::HTTP_11 && is_upgrade(&parts.headers);
     strip_hop_by_hop(&mut parts.headers, upgrade);
 
@@ -354,7 +360,7 @@ async fn proxy(
     let conn = h1.map(|s| (conns, s));
     Ok(Response::from_parts(
         parts,
-        GatewayBody::Proxy(ProxyBody::new(body, lease, conn, timer)),
+        GatewayBody::Proxy(ProxyBody::new(body, lease, conn, timer, grpc)),
     ))
 }
 
