@@ -10,6 +10,9 @@ use pier_autoscaler::{Observation, Policy, Sample, ScalerState, decide};
 use pier_model::api::{InstanceExitView, InstanceState, InstanceView};
 use pier_model::{InstanceId, ProjectName, RevisionName, RevisionTemplate, ServiceName};
 use pier_runtime::probe::wait_ready;
+
+/// How long an instance that failed its liveness probe gets between SIGTERM and SIGKILL.
+const STOP_GRACE_FOR_LIVENESS: Duration = Duration::from_secs(10);
 use pier_runtime::{Endpoint, ExitReason, Instance, InstanceSpec, Isolation, Runtime};
 use tokio::sync::{Notify, oneshot};
 
@@ -396,6 +399,8 @@ impl RevisionPool {
         let ready = wait_ready(
             instance.endpoint(),
             instance.exit_watch(),
+            self.template.startup_probe.as_ref(),
+            instance.endpoint().port(),
             self.config.startup_timeout,
         )
         .await;
@@ -439,6 +444,21 @@ impl RevisionPool {
             instance.stop(self.config.stop_grace).await;
             ended(self);
             return Ok(());
+        }
+        // A liveness probe stops an instance that no longer answers; the pool replaces it as needed.
+        if let Some(probe) = self.template.liveness_probe.clone() {
+            let watched = slot.instance.clone();
+            let mut exit = watched.exit_watch();
+            tokio::spawn(async move {
+                let endpoint = watched.endpoint().clone();
+                let why = tokio::select! {
+                    why = pier_runtime::probe::watch_liveness(&endpoint, &probe, endpoint.port()) => why,
+                    _ = exit.wait_for(Option::is_some) => return,
+                };
+                tracing::warn!(instance = %watched.id(), "{why}: stopping it");
+                watched.note(&format!("{why}: stopping the instance"));
+                watched.stop(STOP_GRACE_FOR_LIVENESS).await;
+            });
         }
         // Watch for the instance ending by itself.
         let weak = Arc::downgrade(self);

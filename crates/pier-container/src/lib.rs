@@ -534,6 +534,10 @@ impl Instance for ContainerInstance {
         self.log.tail(n)
     }
 
+    fn note(&self, line: &str) {
+        self.log.system(line);
+    }
+
     async fn stop(&self, grace: Duration) {
         let (engine, container, pid) = (
             self.engine.clone(),

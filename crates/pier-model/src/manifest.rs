@@ -125,6 +125,10 @@ struct Container {
     resources: Option<Resources>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     security_context: Option<SecurityContext>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    startup_probe: Option<crate::probe::Probe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    liveness_probe: Option<crate::probe::Probe>,
 }
 
 /// The one setting of Kubernetes's container security context Pier honours.
@@ -209,6 +213,8 @@ impl ServiceManifest {
             env: container.env,
             working_dir: container.working_dir,
             service_account: spec.service_account_name,
+            startup_probe: container.startup_probe,
+            liveness_probe: container.liveness_probe,
             ..RevisionTemplate::default()
         };
         if let Some(c) = spec.container_concurrency {
@@ -356,6 +362,8 @@ impl ServiceManifest {
                             security_context: t.writable_root.then_some(SecurityContext {
                                 read_only_root_filesystem: Some(false),
                             }),
+                            startup_probe: t.startup_probe.clone(),
+                            liveness_probe: t.liveness_probe.clone(),
                         }],
                     },
                 },
@@ -449,6 +457,29 @@ spec:
         let all = ServiceManifest::from_yaml(&yaml.replace("private-ranges-only", "all-traffic"))
             .unwrap_err();
         assert!(all.to_string().contains("no VPC"), "{all}");
+    }
+
+    #[test]
+    fn probes_round_trip_in_kubernetes_form() {
+        let yaml = HELLO.replace(
+            "- command: [\"./hello\"]",
+            "- command: [\"./hello\"]\n          startupProbe:\n            httpGet:\n              path: /ready\n            periodSeconds: 2\n          livenessProbe:\n            grpc:\n              service: echo\n            failureThreshold: 5",
+        );
+        let m = ServiceManifest::from_yaml(&yaml).unwrap();
+        let s = m.template.startup_probe.as_ref().unwrap();
+        assert_eq!(s.http_get.as_ref().unwrap().path.as_deref(), Some("/ready"));
+        assert_eq!(s.period(), 2);
+        let l = m.template.liveness_probe.as_ref().unwrap();
+        assert_eq!(l.failure_threshold(), 5);
+        let again = ServiceManifest::from_yaml(&m.to_yaml()).unwrap();
+        assert_eq!(again.template, m.template);
+        // Cloud Run's rules hold in YAML too.
+        let tcp_liveness = yaml.replace(
+            "grpc:\n              service: echo",
+            "tcpSocket:\n              port: 8080",
+        );
+        let err = ServiceManifest::from_yaml(&tcp_liveness).unwrap_err();
+        assert!(err.to_string().contains("liveness"), "{err}");
     }
 
     #[test]

@@ -101,6 +101,13 @@ pub struct RevisionTemplate {
     /// --seccomp-exception NAME:CALLS`), attached by an owner: the calls it names are allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp_exception: Option<String>,
+    /// When a new instance is ready (default: it accepts a TCP connection on `PORT` within the
+    /// server's `--startup-timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<crate::probe::Probe>,
+    /// A check that restarts an instance that stops answering (none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<crate::probe::Probe>,
     /// Show the host command's working directory, program and the files its arguments name to the
     /// instance even where other users cannot read them (a home, a `0700` folder). Pier records it at
     /// deploy: true only when an owner deployed the revision, since it lets the instance read those
@@ -211,6 +218,8 @@ impl Default for RevisionTemplate {
             vpc_egress: None,
             unsandboxed: false,
             seccomp_exception: None,
+            startup_probe: None,
+            liveness_probe: None,
             private_paths: false,
         }
     }
@@ -291,6 +300,12 @@ impl RevisionTemplate {
             return Err(SpecError::new(
                 "--unsandboxed is for host commands: a container image always runs in its sandbox",
             ));
+        }
+        if let Some(p) = &self.startup_probe {
+            p.validate(crate::probe::ProbeKind::Startup)?;
+        }
+        if let Some(p) = &self.liveness_probe {
+            p.validate(crate::probe::ProbeKind::Liveness)?;
         }
         if self.unsandboxed && self.seccomp_exception.is_some() {
             return Err(SpecError::new(

@@ -81,6 +81,21 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The app's port.
+    pub fn port(&self) -> u16 {
+        match self {
+            Endpoint::Tcp(a) | Endpoint::Netns(_, a) => a.port(),
+        }
+    }
+
+    /// The same instance at another port (a probe's).
+    pub fn with_port(&self, port: u16) -> Endpoint {
+        match self {
+            Endpoint::Tcp(a) => Endpoint::Tcp(SocketAddr::new(a.ip(), port)),
+            Endpoint::Netns(ns, a) => Endpoint::Netns(ns.clone(), SocketAddr::new(a.ip(), port)),
+        }
+    }
+
     /// Opens a TCP connection to the instance.
     pub async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
         match self {
@@ -217,6 +232,11 @@ pub trait Instance: Send + Sync + 'static {
 
     /// The last `n` lines it wrote (for failure reports).
     fn log_tail(&self, n: usize) -> Vec<String>;
+
+    /// Writes a line of Pier's own into the instance's log (`[pier] ...`), such as why it is stopped.
+    fn note(&self, line: &str) {
+        let _ = line;
+    }
 
     /// Stops it: SIGTERM, `grace`, then SIGKILL; returns when everything it started is gone.
     async fn stop(&self, grace: Duration);

@@ -1,11 +1,21 @@
-//! The startup probe: an instance is ready when it accepts a TCP connection on its port.
+//! Probes: when a new instance is ready, and whether a running one still answers.
 //!
-//! Polls every 100 µs for the first 20 ms (a fast app listens within milliseconds, and a cold start is on a
-//! request's path, so every poll interval is latency), then every millisecond up to a second, then every
-//! 25 ms; it gives up at once when the instance exits. A refused connect on loopback costs microseconds.
+//! The startup probe is a TCP connect on `PORT` unless the revision sets another
+//! ([`pier_model::Probe`]: TCP, HTTP GET, or gRPC health check). Pier polls fast whatever the probe's
+//! `periodSeconds` says (every 100 µs for the first 20 ms, every millisecond up to a second, then every
+//! 25 ms): a cold start is on a request's path, so every poll interval is latency. The probe fails when
+//! its whole window passes without a success (`initialDelaySeconds + failureThreshold ×
+//! periodSeconds`, the longest Cloud Run would wait), or at once when the instance exits.
+//!
+//! A liveness probe ([`watch_liveness`]) checks every `periodSeconds` after `initialDelaySeconds`, each
+//! check bounded by `timeoutSeconds`, and reports once `failureThreshold` checks in a row fail.
 
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use pier_model::probe::{Check, Probe};
 use tokio::sync::watch;
 
 use crate::{Endpoint, ExitReason};
@@ -15,8 +25,17 @@ use crate::{Endpoint, ExitReason};
 pub enum ProbeFailure {
     /// It ended before listening.
     Exited(ExitReason),
-    /// It did not listen in time.
+    /// It did not listen in time (the default probe).
     Timeout(Duration),
+    /// The revision's startup probe never passed in its window.
+    Failed {
+        /// What was checked, for messages.
+        check: String,
+        /// The window, in seconds.
+        window: u64,
+        /// The last check's failure.
+        last: String,
+    },
 }
 
 impl std::fmt::Display for ProbeFailure {
@@ -28,30 +47,241 @@ impl std::fmt::Display for ProbeFailure {
                 "the instance did not listen on PORT within {}s: make sure the app listens on 0.0.0.0:$PORT",
                 t.as_secs()
             ),
+            ProbeFailure::Failed {
+                check,
+                window,
+                last,
+            } => write!(
+                f,
+                "the startup probe ({check}) did not pass within {window}s (last: {last}): fix the app, or give it more time with --startup-probe's periodSeconds and failureThreshold"
+            ),
         }
     }
 }
 
-/// Waits until `endpoint` accepts a connection, the instance exits, or `timeout` passes. Returns how long
-/// it took.
+/// Describes a check for messages: `tcp :8080`, `GET :8080/ready`, `grpc :8080 "svc"`.
+pub fn describe(check: &Check) -> String {
+    match check {
+        Check::Tcp { port } => format!("tcp :{port}"),
+        Check::Http { port, path, .. } => format!("GET :{port}{path}"),
+        Check::Grpc { port, service } => format!("grpc health :{port} {service:?}"),
+    }
+}
+
+/// Runs one check against the instance, within `timeout`.
+pub async fn check(endpoint: &Endpoint, check: &Check, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, run_check(endpoint, check)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {}s", timeout.as_secs_f32())),
+    }
+}
+
+async fn run_check(endpoint: &Endpoint, check: &Check) -> Result<(), String> {
+    match check {
+        Check::Tcp { port } => endpoint
+            .with_port(*port)
+            .connect()
+            .await
+            .map(drop)
+            .map_err(|e| format!("connect: {e}")),
+        Check::Http {
+            port,
+            path,
+            headers,
+        } => {
+            let stream = endpoint
+                .with_port(*port)
+                .connect()
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let mut req = hyper::Request::get(path.as_str())
+                .header(hyper::header::HOST, format!("localhost:{port}"))
+                .header(hyper::header::USER_AGENT, "pier-probe");
+            for (k, v) in headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+            let req = req
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| e.to_string())?;
+            let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            if (200..400).contains(&status) {
+                Ok(())
+            } else {
+                Err(format!("HTTP {status}"))
+            }
+        }
+        Check::Grpc { port, service } => {
+            let stream = endpoint
+                .with_port(*port)
+                .connect()
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let req = hyper::Request::post(format!(
+                "http://localhost:{port}/grpc.health.v1.Health/Check"
+            ))
+            .header(hyper::header::CONTENT_TYPE, "application/grpc")
+            .header(hyper::header::TE, "trailers")
+            .header(hyper::header::USER_AGENT, "pier-probe")
+            .body(Full::new(Bytes::from(health_request(service))))
+            .map_err(|e| e.to_string())?;
+            let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+            let head_status = grpc_status(resp.headers());
+            let collected = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = collected
+                .trailers()
+                .and_then(grpc_status)
+                .or(head_status)
+                .unwrap_or(2);
+            if status != 0 {
+                return Err(format!("grpc-status {status}"));
+            }
+            match health_status(collected.to_bytes()) {
+                Some(1) => Ok(()),
+                Some(s) => Err(format!("health status {s} (SERVING is 1)")),
+                None => Err("no health status in the answer".into()),
+            }
+        }
+    }
+}
+
+fn grpc_status(h: &hyper::HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// A `grpc.health.v1.HealthCheckRequest` (field 1: the service name), length-prefixed for gRPC.
+fn health_request(service: &str) -> Vec<u8> {
+    let mut msg = Vec::new();
+    if !service.is_empty() {
+        msg.push(0x0a); // field 1, length-delimited
+        let mut n = service.len();
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                msg.push(b);
+                break;
+            }
+            msg.push(b | 0x80);
+        }
+        msg.extend_from_slice(service.as_bytes());
+    }
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&msg);
+    framed
+}
+
+/// The `status` (field 1, a varint) of a length-prefixed `HealthCheckResponse`; 0 when absent, as
+/// protobuf leaves default values out.
+fn health_status(mut body: Bytes) -> Option<u64> {
+    if body.len() < 5 || body[0] != 0 {
+        return None;
+    }
+    body.advance(1);
+    let len = body.get_u32() as usize;
+    let msg = body.get(..len)?;
+    let mut i = 0;
+    while i < msg.len() {
+        let key = msg[i];
+        i += 1;
+        let (value, used) = varint(&msg[i..])?;
+        match key {
+            0x08 => return Some(value),
+            k if k & 7 == 0 => i += used,
+            k if k & 7 == 2 => i += used + value as usize,
+            _ => return None,
+        }
+    }
+    Some(0)
+}
+
+fn varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// Waits until the instance passes its startup probe (`probe`, or a TCP connect on `port` within
+/// `default_timeout` when the revision sets none), the instance exits, or the probe's window passes.
+/// Returns how long it took.
 pub async fn wait_ready(
     endpoint: &Endpoint,
     mut exit: watch::Receiver<Option<ExitReason>>,
-    timeout: Duration,
+    probe: Option<&Probe>,
+    port: u16,
+    default_timeout: Duration,
 ) -> Result<Duration, ProbeFailure> {
     let start = Instant::now();
+    let (the_check, window, attempt_timeout, delay) = match probe {
+        Some(p) => (
+            p.check(port),
+            Duration::from_secs(
+                u64::from(p.initial_delay())
+                    + u64::from(p.failure_threshold()) * u64::from(p.period()),
+            ),
+            Duration::from_secs(u64::from(p.timeout())),
+            Duration::from_secs(u64::from(p.initial_delay())),
+        ),
+        None => (
+            Check::Tcp { port },
+            default_timeout,
+            default_timeout,
+            Duration::ZERO,
+        ),
+    };
+    if !delay.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = exit.wait_for(Option::is_some) => {}
+        }
+    }
     loop {
         if let Some(reason) = exit.borrow().clone() {
             return Err(ProbeFailure::Exited(reason));
         }
-        if endpoint.connect().await.is_ok() {
-            return Ok(start.elapsed());
-        }
         let elapsed = start.elapsed();
-        if elapsed >= timeout {
-            return Err(ProbeFailure::Timeout(timeout));
+        let left = window.saturating_sub(elapsed);
+        let last = match check(
+            endpoint,
+            &the_check,
+            attempt_timeout.min(left.max(Duration::from_millis(1))),
+        )
+        .await
+        {
+            Ok(()) => return Ok(start.elapsed()),
+            Err(e) => e,
+        };
+        let elapsed = start.elapsed();
+        if elapsed >= window {
+            return Err(match probe {
+                None => ProbeFailure::Timeout(window),
+                Some(_) => ProbeFailure::Failed {
+                    check: describe(&the_check),
+                    window: window.as_secs(),
+                    last,
+                },
+            });
         }
-        let delay = if elapsed < Duration::from_millis(20) {
+        let pause = if elapsed < Duration::from_millis(20) {
             Duration::from_micros(100)
         } else if elapsed < Duration::from_secs(1) {
             Duration::from_millis(1)
@@ -59,7 +289,7 @@ pub async fn wait_ready(
             Duration::from_millis(25)
         };
         tokio::select! {
-            _ = tokio::time::sleep(delay.min(timeout - elapsed)) => {}
+            _ = tokio::time::sleep(pause.min(window - elapsed)) => {}
             changed = exit.changed() => {
                 if changed.is_err() {
                     // The watcher is gone: treat as exited without a status.
@@ -67,5 +297,48 @@ pub async fn wait_ready(
                 }
             }
         }
+    }
+}
+
+/// Checks a running instance every `periodSeconds` (after `initialDelaySeconds`) until
+/// `failureThreshold` checks in a row fail; returns why. Runs until then, or until the caller drops it.
+pub async fn watch_liveness(endpoint: &Endpoint, probe: &Probe, port: u16) -> String {
+    let the_check = probe.check(port);
+    let period = Duration::from_secs(u64::from(probe.period()));
+    let timeout = Duration::from_secs(u64::from(probe.timeout()));
+    tokio::time::sleep(Duration::from_secs(u64::from(probe.initial_delay()))).await;
+    let mut failures = 0;
+    loop {
+        match check(endpoint, &the_check, timeout).await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                if failures >= probe.failure_threshold() {
+                    return format!(
+                        "the liveness probe ({}) failed {failures} times in a row (last: {e})",
+                        describe(&the_check)
+                    );
+                }
+            }
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_messages_encode_and_decode() {
+        assert_eq!(health_request(""), vec![0, 0, 0, 0, 0]);
+        assert_eq!(
+            health_request("ab"),
+            vec![0, 0, 0, 0, 4, 0x0a, 2, b'a', b'b']
+        );
+        let serving = Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 1]);
+        assert_eq!(health_status(serving), Some(1));
+        assert_eq!(health_status(Bytes::from_static(&[0, 0, 0, 0, 0])), Some(0));
+        assert_eq!(health_status(Bytes::from_static(&[1, 0])), None);
     }
 }

@@ -507,6 +507,10 @@ impl Instance for ProcessInstance {
         self.log.tail(n)
     }
 
+    fn note(&self, line: &str) {
+        self.log.system(line);
+    }
+
     async fn stop(&self, grace: Duration) {
         let group = Pid::from_raw(self.pgid);
         let cgroup = self.cgroup.clone();

@@ -2,7 +2,7 @@
 //! (h2c to the instance) and a Python client over TLS through the gateway. Unary, server-, client- and
 //! bidi-streaming calls, status codes with trailing metadata, deadlines (the client's, and the revision's
 //! `--timeout`), a large message, a private service with the token in call metadata, and gRPC health
-//! checking. The client dials 127.0.0.1 and names the service's host as authority and TLS name, as a
+//! checking (also as the startup probe). The client dials 127.0.0.1 and names the service's host as authority and TLS name, as a
 //! user does where `*.localhost` does not resolve (see the README).
 
 mod common;
@@ -159,7 +159,19 @@ fn grpc_calls_of_every_kind_go_through() {
             .unwrap()
             .to_owned()
     };
-    let public = deploy("grpc", &["--allow-unauthenticated"]);
+    // Ready when its gRPC health service says SERVING (the startup probe asks it).
+    let public = deploy(
+        "grpc",
+        &[
+            "--allow-unauthenticated",
+            "--startup-probe",
+            "grpc.service=pier.test.Echo,periodSeconds=1,failureThreshold=30",
+        ],
+    );
+    assert_eq!(
+        pier.describe("grpc")["template"]["startupProbe"]["grpc"]["service"],
+        "pier.test.Echo"
+    );
     let r = client(&pier, &public, "-", 5000);
     assert_eq!(r["unary"], "hi", "{r}");
     assert_eq!(

@@ -6,6 +6,7 @@ use clap::Args;
 use pier_model::api::{DeployRequest, RevisionState, RevisionView};
 use pier_model::spec::validate_env_name;
 use pier_model::{EnvVar, ProjectName, RevisionTemplate, ServiceName, Tag};
+use std::io::IsTerminal;
 
 use crate::{Client, Ctx, output, parse_duration};
 
@@ -130,6 +131,33 @@ pub struct TemplateFlags {
     /// Run under the seccomp profile alone (drop the service's exception).
     #[arg(long)]
     pub no_seccomp_exception: bool,
+
+    /// When a new instance is ready, as gcloud writes it: tcpSocket.port=P, httpGet.path=/ready,
+    /// httpGet.port=P or grpc.port=P,grpc.service=S, with initialDelaySeconds, timeoutSeconds,
+    /// periodSeconds and failureThreshold (default: a TCP connect on PORT).
+    #[arg(
+        long,
+        conflicts_with = "no_startup_probe",
+        value_name = "KEY=VALUE,..."
+    )]
+    pub startup_probe: Option<String>,
+
+    /// Back to the default startup probe.
+    #[arg(long)]
+    pub no_startup_probe: bool,
+
+    /// Restart instances that stop answering: httpGet.path=/healthz or grpc.service=S, with the same
+    /// timing settings as --startup-probe.
+    #[arg(
+        long,
+        conflicts_with = "no_liveness_probe",
+        value_name = "KEY=VALUE,..."
+    )]
+    pub liveness_probe: Option<String>,
+
+    /// Remove the liveness probe.
+    #[arg(long)]
+    pub no_liveness_probe: bool,
 }
 
 /// Service settings that need no new revision (shared by `deploy` and `services update`).
@@ -272,6 +300,10 @@ impl TemplateFlags {
             && !self.no_unsandboxed
             && self.seccomp_exception.is_none()
             && !self.no_seccomp_exception
+            && self.startup_probe.is_none()
+            && !self.no_startup_probe
+            && self.liveness_probe.is_none()
+            && !self.no_liveness_probe
     }
 
     /// Applies the flags over `base`.
@@ -393,6 +425,24 @@ impl TemplateFlags {
         }
         if self.no_seccomp_exception {
             t.seccomp_exception = None;
+        }
+        if let Some(p) = &self.startup_probe {
+            t.startup_probe = Some(
+                pier_model::Probe::from_flag(p, pier_model::ProbeKind::Startup)
+                    .map_err(|e| anyhow!("{e}"))?,
+            );
+        }
+        if self.no_startup_probe {
+            t.startup_probe = None;
+        }
+        if let Some(p) = &self.liveness_probe {
+            t.liveness_probe = Some(
+                pier_model::Probe::from_flag(p, pier_model::ProbeKind::Liveness)
+                    .map_err(|e| anyhow!("{e}"))?,
+            );
+        }
+        if self.no_liveness_probe {
+            t.liveness_probe = None;
         }
         if self.no_unsandboxed {
             t.unsandboxed = false;
@@ -553,8 +603,37 @@ pub async fn wait_ready(
     rev: &RevisionView,
 ) -> Result<RevisionView> {
     let mut r = rev.clone();
+    // A spinner with the time spent on a terminal; elsewhere a line every 30 s, so a slow start shows
+    // progress in CI logs too.
+    let tty = std::io::stderr().is_terminal();
+    let spinner = tty.then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.set_style(
+            indicatif::ProgressStyle::with_template("  {spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        s.set_message(format!(
+            "waiting for {} to pass its startup probe",
+            rev.name
+        ));
+        s.enable_steady_tick(std::time::Duration::from_millis(120));
+        s
+    });
+    let started = std::time::Instant::now();
     while r.state == RevisionState::Deploying {
-        r = client.get_revision(project, &rev.name, 60).await?;
+        r = client
+            .get_revision(project, &rev.name, if tty { 60 } else { 30 })
+            .await?;
+        if !tty && r.state == RevisionState::Deploying {
+            eprintln!(
+                "  still waiting for {} to pass its startup probe ({}s)",
+                rev.name,
+                started.elapsed().as_secs()
+            );
+        }
+    }
+    if let Some(s) = spinner {
+        s.finish_and_clear();
     }
     if r.state == RevisionState::Failed {
         let mut msg = format!(

@@ -199,9 +199,15 @@ async fn serves_on_port_8080_in_its_own_namespace() {
         f.rt.start(sh(1, "exec python3 -m http.server $PORT"))
             .await
             .unwrap();
-    let took = wait_ready(inst.endpoint(), inst.exit_watch(), Duration::from_secs(20))
-        .await
-        .unwrap();
+    let took = wait_ready(
+        inst.endpoint(),
+        inst.exit_watch(),
+        None,
+        inst.endpoint().port(),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
     assert!(took < Duration::from_secs(20));
     // The app bound 0.0.0.0:8080 in its namespace; the host's 8080 is not it.
     assert!(inst.endpoint().to_string().contains("127.0.0.1:8080"));
@@ -258,9 +264,15 @@ async fn an_instance_that_exits_fails_the_probe_with_its_logs() {
         f.rt.start(sh(1, "echo 'cannot bind: config missing' >&2; exit 3"))
             .await
             .unwrap();
-    let err = wait_ready(inst.endpoint(), inst.exit_watch(), Duration::from_secs(20))
-        .await
-        .unwrap_err();
+    let err = wait_ready(
+        inst.endpoint(),
+        inst.exit_watch(),
+        None,
+        inst.endpoint().port(),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err, ProbeFailure::Exited(ExitReason::Exited(3)));
     wait_log(&f.logs, "config missing").await;
     assert!(
@@ -279,6 +291,8 @@ async fn an_instance_that_never_listens_times_out() {
     let err = wait_ready(
         inst.endpoint(),
         inst.exit_watch(),
+        None,
+        inst.endpoint().port(),
         Duration::from_millis(300),
     )
     .await
