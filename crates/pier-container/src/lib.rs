@@ -477,7 +477,7 @@ impl Runtime for ContainerRuntime {
             for id in &ids {
                 match engine.delete(id).await {
                     Ok(()) => {
-                        tracing::info!(container = %id, "deleted a container left by a previous server")
+                        tracing::info!(container = %id, "deleted a container outside any pool (one still starting at a stop, or left by a killed server)")
                     }
                     Err(e) => {
                         tracing::warn!(container = %id, "deleting a leftover container failed: {e}")

@@ -430,7 +430,7 @@ impl Runtime for ProcessRuntime {
                     killed += 1;
                     tracing::info!(
                         instance = cg.name(),
-                        "killed an instance left by a previous server"
+                        "killed an instance outside any pool (one still starting at a stop, or left by a killed server)"
                     );
                 }
                 cg.destroy().await;

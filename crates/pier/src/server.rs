@@ -312,7 +312,10 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
             startup_timeout: args.startup_timeout,
             ..ActivatorConfig::default()
         },
-        Arc::new(containers::Runtimes { process, container }),
+        Arc::new(containers::Runtimes {
+            process: process.clone(),
+            container,
+        }),
         hooks,
     );
     gateway.set_guard(Box::new(IdentityGuard::new(identity.clone(), &issuer_url)));
@@ -458,6 +461,15 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     let _ = api_task.await;
     tracing::info!("stopping instances");
     platform.shutdown().await;
+    // Instances still starting when the stop came are in no pool yet: whatever this installation
+    // still runs (found by its cgroups and containers, as at start) goes now.
+    let mut late = process.cleanup_leftovers().await.unwrap_or(0);
+    if let Some(c) = &container_at_exit {
+        late += c.cleanup_leftovers().await.unwrap_or(0);
+    }
+    if late > 0 {
+        tracing::info!("stopped {late} instances that were still starting");
+    }
     if let Some(root) = &cgroups {
         root.remove_if_empty();
     }

@@ -34,3 +34,40 @@ fn sigterm_drains_in_flight_requests_then_stops_instances() {
     let log = pier.server_log();
     assert!(log.contains("draining") && log.contains("stopped"), "{log}");
 }
+
+/// A stop while instances are still starting (in no pool yet) leaves nothing behind: not the instance,
+/// not what it started, for a host command and a container alike.
+#[test]
+fn sigterm_while_instances_start_leaves_nothing_running() {
+    let mut pier = Pier::start(&[]);
+    let marker = format!("9{}", std::process::id() % 100_000 + 100_000);
+    let host_cmd = format!("echo starting; sleep {marker}1");
+    pier.ok(&["deploy", "leak", "--command", &host_cmd, "--async"]);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let mut spec = common::oci::ImageSpec::busybox_httpd(&[]);
+    spec.cmd = vec![format!("sleep {marker}2")];
+    common::oci::build(&layout, "slow", &spec);
+    pier.ok(&[
+        "deploy",
+        "leak-ctr",
+        "--image",
+        &format!("oci:{}:slow", layout.display()),
+        "--async",
+    ]);
+    for n in 1..=2 {
+        eventually(30, "the instance's child running", || {
+            (!processes_matching(&format!("sleep {marker}{n}")).is_empty()).then_some(())
+        });
+    }
+    let status = pier.terminate();
+    assert!(status.success(), "clean exit: {status}");
+    for n in 1..=2 {
+        let left = processes_matching(&format!("sleep {marker}{n}"));
+        assert!(
+            left.is_empty(),
+            "left running after the stop: {left:?}\n{}",
+            pier.server_log()
+        );
+    }
+}
