@@ -73,6 +73,9 @@ pub enum Command {
     /// Sign in, switch accounts, print identity tokens.
     #[command(subcommand)]
     Auth(commands::auth::AuthCommand),
+    /// The CLI's settings: the active account and the default project.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
     /// Service accounts and their keys.
     #[command(subcommand)]
     Iam(commands::iam::IamCommand),
@@ -365,6 +368,9 @@ pub async fn run_client(cli: Cli) -> Result<()> {
     {
         return r;
     }
+    if let Command::Config(c) = &cli.command {
+        return commands::config::run(c, cli.format);
+    }
     let ctx = Ctx::from_env(cli.project.as_deref(), cli.format).await?;
     match cli.command {
         Command::Deploy(args) => commands::deploy::run(&ctx, args).await,
@@ -377,7 +383,7 @@ pub async fn run_client(cli: Cli) -> Result<()> {
         Command::Installation(c) => commands::iam::run_installation(&ctx, c).await,
         Command::Users(c) => commands::iam::run_users(&ctx, c).await,
         Command::Images(c) => commands::images::run(&ctx, c).await,
-        Command::Server(_) | Command::Up(_) | Command::Doctor(_) => {
+        Command::Server(_) | Command::Up(_) | Command::Doctor(_) | Command::Config(_) => {
             Err(anyhow!("internal: server commands are run by the binary"))
         }
     }

@@ -83,6 +83,12 @@ fn registry_images_run_the_digest_their_tag_had_at_deploy() {
         format!("{}/hello@{d1}", reg.addr),
         "the revision records the digest its tag resolved to"
     );
+    // describe says it as gcloud does: the image as given, at the digest it runs.
+    let described = p.ok(&["services", "describe", "hello"]);
+    assert!(
+        described.contains(&format!("Image:      {image} at {d1} (serving)")),
+        "{described}"
+    );
 
     // The tag moves; the running revision does not, even through a cold start.
     reg.push(&v2, "hello:1.0", &[]);

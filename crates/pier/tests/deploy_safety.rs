@@ -106,6 +106,9 @@ fn failed_deploys_leave_the_previous_revision_serving() {
         "echo 'config missing' >&2; exit 3",
     ]);
     assert!(err.contains("config missing"), "{err}");
+    // The list shows both facts: the service serves, and its latest revision is not ready.
+    let list = pier.ok(&["services", "list"]);
+    assert!(list.contains("serving; latest revision api-00"), "{list}");
 
     let (ok, bad) = prober.finish();
     assert!(ok > 0, "the probe ran");

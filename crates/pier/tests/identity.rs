@@ -366,6 +366,23 @@ fn service_accounts_keys_and_the_gateway_checks() {
         .0,
         "200"
     );
+    // Every credentialed account stays listed after switching, and `config set account` switches
+    // back, as gcloud's does.
+    let list = pier.ok(&["auth", "list"]);
+    assert!(
+        list.contains("owner@pier.localhost") && list.contains(&sa),
+        "{list}"
+    );
+    pier.ok(&["config", "set", "account", "owner@pier.localhost"]);
+    assert_eq!(
+        pier.ok(&["auth", "whoami"]).trim(),
+        "user:owner@pier.localhost"
+    );
+    let err = pier.fails(&["config", "set", "account", "nobody@example.com"]);
+    assert!(err.contains("pier auth login nobody@example.com"), "{err}");
+    pier.ok(&["config", "set", "project", "other"]);
+    assert!(pier.ok(&["config", "list"]).contains("project = other"));
+    pier.ok(&["config", "unset", "project"]);
 }
 
 #[test]

@@ -93,6 +93,50 @@ fn save_private(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Every credentials file the CLI knows: its own (`auth login`, `activate-service-account`), the
+/// server's owner credentials in the data dir, and the active one.
+pub fn known_credentials(cfg: &CliConfig) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(CliConfig::credentials_dir())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let owner = cfg.data_dir.join("owner-credentials.json");
+    if owner.is_file() {
+        files.push(owner);
+    }
+    if let Some(a) = &cfg.credentials_file {
+        files.push(a.clone());
+    }
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Makes the credentials of `account` (an email) the active ones.
+pub fn switch_account(cfg: &mut CliConfig, account: &str) -> Result<()> {
+    let known = known_credentials(cfg);
+    let found = known
+        .iter()
+        .find(|f| Credentials::load(f).is_ok_and(|c| c.account().eq_ignore_ascii_case(account)));
+    match found {
+        Some(f) => activate(cfg, f),
+        None => {
+            let names: Vec<String> = known
+                .iter()
+                .filter_map(|f| Credentials::load(f).ok())
+                .map(|c| c.account().to_owned())
+                .collect();
+            bail!(
+                "no credentials for {account}: sign in with `pier auth login {account}` or `pier auth activate-service-account --key-file KEY`; known accounts: {}",
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            )
+        }
+    }
+}
+
 fn activate(cfg: &mut CliConfig, file: &Path) -> Result<()> {
     cfg.credentials_file = Some(file.to_owned());
     cfg.save(&config_path())
@@ -184,15 +228,7 @@ async fn run_offline(cmd: &AuthCommand, format: Format) -> Result<()> {
         }
         AuthCommand::List => {
             let active = cfg.credentials_file.clone();
-            let mut files: Vec<PathBuf> = std::fs::read_dir(CliConfig::credentials_dir())
-                .map(|d| d.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default();
-            if let Some(a) = &active
-                && !files.contains(a)
-            {
-                files.push(a.clone());
-            }
-            files.sort();
+            let files = known_credentials(&cfg);
             let mut rows = Vec::new();
             for f in files {
                 if let Ok(c) = Credentials::load(&f) {

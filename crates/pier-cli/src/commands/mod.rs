@@ -1,6 +1,7 @@
 //! One module per subcommand, as in spin's CLI.
 
 pub mod auth;
+pub mod config;
 pub mod deploy;
 pub mod iam;
 pub mod images;

@@ -183,8 +183,9 @@ fn service_name(s: &str) -> Result<ServiceName> {
     s.parse().map_err(|e| anyhow!("{e}"))
 }
 
-/// Prints a service for people.
-pub fn describe_text(svc: &ServiceView) {
+/// Prints a service for people; `serving` is its latest ready revision, whose image is shown as gcloud
+/// does (`NAME at sha256:...`).
+pub fn describe_text(svc: &ServiceView, serving: Option<&pier_model::api::RevisionView>) {
     println!("Service {} in project {}", svc.name, svc.project);
     println!("  URL:        {}", svc.url);
     println!(
@@ -228,9 +229,20 @@ pub fn describe_text(svc: &ServiceView) {
     if let Some(r) = &svc.latest_created_revision {
         println!("  Latest created revision: {r}");
     }
+    if let Some(rev) = serving
+        && let Some(image) = &rev.template.image
+    {
+        // The digest the serving revision runs, which a later push to the tag never changes.
+        match rev.image_digest.as_deref().and_then(|d| d.rsplit_once('@')) {
+            Some((_, digest)) => println!("  Image:      {image} at {digest} (serving)"),
+            None => println!("  Image:      {image} (serving)"),
+        }
+    }
     if let Some(t) = &svc.template {
-        if let Some(i) = &t.image {
-            println!("  Image:      {i}");
+        if let Some(i) = &t.image
+            && svc.latest_created_revision != svc.latest_ready_revision
+        {
+            println!("  Image:      {i} (latest created revision)");
         }
         if !t.command.is_empty() {
             println!("  Command:    {:?}", t.command);
@@ -262,8 +274,16 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ServicesCommand) -> Result<()> {
             let rows: Vec<Vec<String>> = list
                 .iter()
                 .map(|s| {
+                    // Both facts: whether something serves, and whether the last deploy worked.
+                    let serving = s.latest_ready_revision.is_some();
+                    let last_failed = !s.ready;
                     vec![
-                        if s.ready { "✔" } else { "✖" }.to_owned(),
+                        match (serving, last_failed) {
+                            (true, false) => "✔",
+                            (true, true) => "!",
+                            (false, _) => "✖",
+                        }
+                        .to_owned(),
                         s.name.to_string(),
                         s.url.clone(),
                         s.latest_ready_revision
@@ -276,12 +296,26 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ServicesCommand) -> Result<()> {
                             "private"
                         }
                         .into(),
+                        match (serving, last_failed) {
+                            (true, false) => "serving".to_owned(),
+                            (true, true) => format!(
+                                "serving; latest revision {} is not ready",
+                                s.latest_created_revision
+                                    .as_ref()
+                                    .map(|r| r.to_string())
+                                    .unwrap_or_default()
+                            ),
+                            (false, _) => "not serving".to_owned(),
+                        },
                     ]
                 })
                 .collect();
             print!(
                 "{}",
-                output::table(&["", "SERVICE", "URL", "LATEST READY", "ACCESS"], &rows)
+                output::table(
+                    &["", "SERVICE", "URL", "LATEST READY", "ACCESS", "STATUS"],
+                    &rows
+                )
             );
         }
         ServicesCommand::Describe { service } => {
@@ -307,7 +341,11 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ServicesCommand) -> Result<()> {
                 };
                 print!("{}", m.to_yaml());
             } else if !output::structured(ctx.format, &svc)? {
-                describe_text(&svc);
+                let serving = match &svc.latest_ready_revision {
+                    Some(r) => ctx.client.get_revision(&ctx.project, r, 0).await.ok(),
+                    None => None,
+                };
+                describe_text(&svc, serving.as_ref());
             }
         }
         ServicesCommand::Delete { service } => {
