@@ -220,13 +220,50 @@ pub fn run(data_dir: Option<PathBuf>) -> Result<()> {
         );
     }
 
-    // Where the data would go.
+    // Names: curl and browsers resolve *.localhost themselves; Python, gcloud and gRPC ask the system.
+    use std::net::ToSocketAddrs;
+    let resolves = |host: &str| {
+        (host, 443)
+            .to_socket_addrs()
+            .is_ok_and(|mut a| a.any(|a| a.ip().is_loopback()))
+    };
+    if resolves("pier.localhost") && resolves("hello-0.pier.localhost") {
+        r.line(
+            Level::Ok,
+            "names",
+            "pier.localhost and its service hosts resolve to this machine",
+        );
+    } else {
+        r.line(
+            Level::Warn,
+            "names",
+            "*.pier.localhost does not resolve for programs that ask the system (Python, gcloud, gRPC; curl and browsers resolve it themselves): apt install libnss-myhostname (Debian's package puts myhostname in the hosts: line of /etc/nsswitch.conf)",
+        );
+    }
+
+    // Where the data would go, and whether this machine trusts its CA.
     if let Some(dir) = data_dir {
         r.line(
             Level::Ok,
             "data dir",
             &format!("{} (hidden from every instance)", dir.display()),
         );
+        if let Ok(ca) = std::fs::read_to_string(dir.join("ca.pem")) {
+            let trusted = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt")
+                .is_ok_and(|bundle| bundle.contains(ca.trim()));
+            if trusted {
+                r.line(Level::Ok, "CA", "this machine trusts Pier's local CA");
+            } else {
+                r.line(
+                    Level::Warn,
+                    "CA",
+                    &format!(
+                        "this machine does not trust Pier's local CA: pass it per program (curl --cacert, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS) or copy {}/ca.pem to /usr/local/share/ca-certificates/pier.crt and run update-ca-certificates",
+                        dir.display()
+                    ),
+                );
+            }
+        }
     }
 
     if r.failed {

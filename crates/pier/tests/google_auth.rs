@@ -17,22 +17,11 @@ fn require_google_auth() {
     );
 }
 
-/// The host's glibc does not resolve `*.localhost`; the test client resolves them to loopback itself (the
-/// library under test is untouched).
-const RESOLVE_LOCALHOST: &str = r#"
-import socket
-_getaddrinfo = socket.getaddrinfo
-def _resolve(host, *args, **kwargs):
-    if isinstance(host, str) and host.endswith(".localhost"):
-        host = "127.0.0.1"
-    return _getaddrinfo(host, *args, **kwargs)
-socket.getaddrinfo = _resolve
-"#;
-
 fn run_python(pier: &Pier, script: &str, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new("python3")
+    // Names resolve as the README has users set them up (libnss-myhostname), in this command alone.
+    let out = with_myhostname("python3")
         .arg("-c")
-        .arg(format!("{RESOLVE_LOCALHOST}\n{script}"))
+        .arg(script)
         .args(args)
         .env("REQUESTS_CA_BUNDLE", pier.dir.join("ca.pem"))
         .env_remove("GOOGLE_APPLICATION_CREDENTIALS")

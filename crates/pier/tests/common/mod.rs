@@ -367,6 +367,41 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `program` run the way the README tells users on hosts whose resolver does not map `*.localhost` to
+/// this machine: with `myhostname` in the `hosts:` line of `/etc/nsswitch.conf` (Debian's
+/// `libnss-myhostname`). The changed file is bind-mounted in a mount namespace of the command's own, so
+/// the machine's resolver never changes.
+pub fn with_myhostname(program: &str) -> Command {
+    static CONF: OnceLock<PathBuf> = OnceLock::new();
+    let conf = CONF.get_or_init(|| {
+        let text = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
+        let fixed: String = text
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("hosts:") && !l.contains("myhostname") {
+                    format!(
+                        "hosts: files myhostname {}",
+                        l.split_once(':').unwrap().1.replace("files", "").trim()
+                    )
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let path =
+            std::env::temp_dir().join(format!("pier-test-nsswitch-{}.conf", std::process::id()));
+        std::fs::write(&path, fixed + "\n").unwrap();
+        path
+    });
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/nsswitch.conf && exec \"$@\"")
+        .arg(conf)
+        .arg(program);
+    c
+}
+
 /// Retries `f` until it returns Some or `secs` pass.
 pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
