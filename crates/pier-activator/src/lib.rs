@@ -107,6 +107,12 @@ pub trait InstanceHooks: Send + Sync + 'static {
 
     /// The instance ended (or never started).
     fn ended(&self, id: &InstanceId);
+
+    /// The instance could not be started at all (no process ran, so it has no log of its own): say
+    /// why where the service's users look.
+    fn start_failed(&self, spec: &InstanceSpec, why: &str) {
+        let _ = (spec, why);
+    }
 }
 
 /// Identifies a pool.

@@ -387,11 +387,15 @@ impl RevisionPool {
                 hooks.ended(&id);
             }
         };
+        let logged = spec.clone();
         let instance = match self.runtime.start(spec).await {
             Ok(i) => i,
             Err(e) => {
                 ended(self);
                 let msg = e.to_string();
+                if let Some(hooks) = &self.hooks {
+                    hooks.start_failed(&logged, &msg);
+                }
                 self.start_failed(&msg);
                 return Err((msg, Vec::new()));
             }

@@ -13,6 +13,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds a client should wait before retrying (503 for exhaustion that passes).
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -57,7 +60,25 @@ impl From<ControlError> for ApiError {
             ControlError::Invalid(m) => Self::invalid(m),
             ControlError::Conflict(m) => Self::new(StatusCode::CONFLICT, "FAILED_PRECONDITION", m),
             ControlError::Forbidden(m) => Self::forbidden(m),
+            ControlError::Machine(f) => {
+                tracing::warn!("{}", f.message());
+                if f.passes() {
+                    let mut e =
+                        Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", f.message());
+                    e.retry_after = Some(5);
+                    e
+                } else {
+                    Self::new(
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        "RESOURCE_EXHAUSTED",
+                        f.message(),
+                    )
+                }
+            }
             ControlError::Internal(m) => {
+                if let Some(f) = pier_control::machine::MachineFault::recognize(&m) {
+                    return Self::from(ControlError::Machine(f));
+                }
                 tracing::error!("internal error: {m}");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -78,6 +99,11 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }

@@ -51,6 +51,20 @@ pub enum ControlError {
     /// Pier failed (500); the message is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The machine ran out of something (507, or 503 when it passes): see [`machine`].
+    #[error("{}", .0.message())]
+    Machine(machine::MachineFault),
+}
+
+impl ControlError {
+    /// An internal error, unless its text names a fault of the machine.
+    pub fn internal(message: impl Into<String>) -> ControlError {
+        let message = message.into();
+        match machine::MachineFault::recognize(&message) {
+            Some(f) => ControlError::Machine(f),
+            None => ControlError::Internal(message),
+        }
+    }
 }
 
 impl From<StoreError> for ControlError {
@@ -59,7 +73,7 @@ impl From<StoreError> for ControlError {
             StoreError::NotFound(m) => ControlError::NotFound(m),
             StoreError::Conflict(m) => ControlError::Conflict(m),
             StoreError::Invalid(m) => ControlError::Invalid(m),
-            other => ControlError::Internal(other.to_string()),
+            other => ControlError::internal(other.to_string()),
         }
     }
 }
@@ -74,6 +88,7 @@ type Result<T, E = ControlError> = std::result::Result<T, E>;
 
 mod claims;
 pub mod identity;
+pub mod machine;
 pub use identity::{IdentityService, Resource};
 
 /// How the control plane isolates instances.
@@ -760,6 +775,8 @@ impl Platform {
     }
 
     async fn fail_revision(self: &Arc<Self>, rec: &RevisionRecord, why: &str, tail: Vec<String>) {
+        // A fault of the machine is named, with what to do.
+        let why = &machine::explain(why);
         tracing::warn!(revision = %rec.name, "revision failed: {why}");
         let (p, r, w) = (rec.project.clone(), rec.name.clone(), why.to_owned());
         if let Err(e) = self.db(move |s| s.mark_failed(&p, &r, &w, &tail)).await {

@@ -40,6 +40,9 @@ pub struct LogStore {
     keep: usize,
     files: Mutex<HashMap<ServiceKey, Arc<Mutex<ServiceFile>>>>,
     live: broadcast::Sender<LiveLine>,
+    /// Lines are being dropped because writes fail (a full disk): said once when it starts and once
+    /// when it ends, never per line, and never blocking the instance or serving.
+    dropping: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -88,6 +91,7 @@ impl LogStore {
             keep,
             files: Mutex::new(HashMap::new()),
             live: broadcast::channel(4096).0,
+            dropping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -197,9 +201,23 @@ impl LogStore {
         };
         line.push(b'\n');
         let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = self.write_line(&mut f, &line) {
-            tracing::warn!(path = %f.path.display(), error = %e, "cannot write instance log");
-            f.file = None;
+        use std::sync::atomic::Ordering;
+        match self.write_line(&mut f, &line) {
+            Err(e) => {
+                f.file = None;
+                if !self.dropping.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        path = %f.path.display(),
+                        error = %e,
+                        "cannot write instance logs: dropping lines until writes work again (`pier logs` and followers still see new lines)"
+                    );
+                }
+            }
+            Ok(()) => {
+                if self.dropping.swap(false, Ordering::Relaxed) {
+                    tracing::info!("instance logs are written again");
+                }
+            }
         }
     }
 

@@ -241,13 +241,46 @@ pub fn run(data_dir: Option<PathBuf>) -> Result<()> {
         );
     }
 
-    // Where the data would go, and whether this machine trusts its CA.
-    if let Some(dir) = data_dir {
+    // Descriptor headroom.
+    let (open, limit) = pier_control::machine::descriptors();
+    if limit >= 65_536 {
         r.line(
             Level::Ok,
-            "data dir",
-            &format!("{} (hidden from every instance)", dir.display()),
+            "descriptors",
+            &format!("a limit of {limit} (each connection and instance takes a few)"),
         );
+    } else {
+        r.line(
+            Level::Warn,
+            "descriptors",
+            &format!("a limit of {limit} ({open} open now): a busy server runs out; raise it to 65536 or more (LimitNOFILE=, ulimit -n)"),
+        );
+    }
+
+    // Where the data would go, how much room it has, and whether this machine trusts its CA.
+    if let Some(dir) = data_dir {
+        // The data dir may not exist yet: measure the nearest folder that does.
+        let existing = dir
+            .ancestors()
+            .find(|a| a.exists())
+            .unwrap_or(std::path::Path::new("/"));
+        let room = pier_control::machine::space(existing)
+            .map(|(free, total, ifree, itotal)| {
+                format!(
+                    "{} free of {}, {ifree} of {itotal} inodes",
+                    pier_control::machine::human(free),
+                    pier_control::machine::human(total)
+                )
+            })
+            .unwrap_or_default();
+        match pier_control::machine::low_space(existing) {
+            None => r.line(
+                Level::Ok,
+                "data dir",
+                &format!("{} ({room}; hidden from every instance)", dir.display()),
+            ),
+            Some(w) => r.line(Level::Warn, "data dir", &w),
+        }
         if let Ok(ca) = std::fs::read_to_string(dir.join("ca.pem")) {
             let trusted = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt")
                 .is_ok_and(|bundle| bundle.contains(ca.trim()));

@@ -33,6 +33,7 @@ mod containers;
 mod data_dir;
 mod instance_env;
 mod instances;
+mod machine_watch;
 mod namespace;
 mod oidc;
 
@@ -119,6 +120,9 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     data_dir::prepare(&data_dir)?;
     let data_dir = std::fs::canonicalize(&data_dir)?;
+    // Faults of the machine are named against the data dir's filesystem; crossing a low mark is logged.
+    pier_control::machine::set_data_dir(&data_dir);
+    tokio::spawn(machine_watch::run(data_dir.clone()));
 
     let store = Arc::new(
         Store::open(&data_dir.join("pier.db"))
@@ -220,7 +224,11 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     let ids = instances::id_range(args.instance_ids.as_deref())?;
     let cgroups = pier_runtime::cgroup::CgroupRoot::detect(&installation);
     let metadata = MetadataServer::new(Arc::new(instance_env::MetadataTokens(identity.clone())));
-    let hooks = Arc::new(instance_env::InstanceEnv::new(&ca_bundle, ca.cert_path()));
+    let hooks = Arc::new(instance_env::InstanceEnv::new(
+        &ca_bundle,
+        ca.cert_path(),
+        logs.clone(),
+    ));
     let gateway = Gateway::new(GatewayConfig {
         public_https_port: https_port,
         max_request_body: args.max_request_body,

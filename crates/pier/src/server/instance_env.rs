@@ -70,18 +70,21 @@ impl TokenSource for MetadataTokens {
     }
 }
 
-/// The instance hooks: the CA variables, by where the instance's runtime puts the CA files.
+/// The instance hooks: the CA variables, by where the instance's runtime puts the CA files, and the
+/// service's log for instances that could not start.
 pub struct InstanceEnv {
     bundle: String,
     ca: String,
+    logs: Arc<pier_runtime::logs::LogStore>,
 }
 
 impl InstanceEnv {
     /// Hooks with the server's CA files at `bundle` and `ca` (what unsandboxed processes read).
-    pub fn new(bundle: &Path, ca: &Path) -> Self {
+    pub fn new(bundle: &Path, ca: &Path, logs: Arc<pier_runtime::logs::LogStore>) -> Self {
         Self {
             bundle: bundle.display().to_string(),
             ca: ca.display().to_string(),
+            logs,
         }
     }
 }
@@ -106,4 +109,13 @@ impl InstanceHooks for InstanceEnv {
     }
 
     fn ended(&self, _id: &InstanceId) {}
+
+    fn start_failed(&self, spec: &InstanceSpec, why: &str) {
+        self.logs
+            .instance_writer(&spec.project, &spec.service, &spec.revision, &spec.id)
+            .system(&format!(
+                "the instance could not start: {}",
+                pier_control::machine::explain(why)
+            ));
+    }
 }

@@ -61,6 +61,11 @@ pub struct Pier {
     pub args: Vec<String>,
     /// The network namespace (a name under `/run/netns`) the server and every command run in, if any.
     pub netns: Option<String>,
+    /// The server's log, when it is not `dir/server.log`.
+    pub log: Option<PathBuf>,
+    /// The server's pid when it runs in a mount namespace of its own: commands run there too, and
+    /// the harness reads its files through `/proc/PID/root`.
+    pub mount_ns_of: Option<u32>,
 }
 
 /// `program`, run in network namespace `netns` when one is given (with `nsenter`, which changes
@@ -131,6 +136,8 @@ impl Pier {
             ca_pem: String::new(),
             args: args.to_vec(),
             netns: netns.map(str::to_owned),
+            log: None,
+            mount_ns_of: None,
         };
         p.wait_up();
         p
@@ -142,7 +149,7 @@ impl Pier {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("pier server exited ({status}):\n{}", self.server_log());
             }
-            if let Ok(url) = std::fs::read_to_string(self.dir.join("api-url")) {
+            if let Ok(url) = std::fs::read_to_string(self.host_path(&self.dir.join("api-url"))) {
                 let out = self.cli(&["services", "list", "--format", "json"]);
                 if out.status.success() {
                     self.api_url = url.trim().to_owned();
@@ -159,7 +166,7 @@ impl Pier {
         let info = self.api_get("/v1/info");
         self.https_port = info["httpsPort"].as_u64().unwrap() as u16;
         self.http_port = info["httpPort"].as_u64().unwrap() as u16;
-        self.ca_pem = std::fs::read_to_string(self.dir.join("ca.pem")).unwrap();
+        self.ca_pem = std::fs::read_to_string(self.host_path(&self.dir.join("ca.pem"))).unwrap();
     }
 
     /// An ID token of the active account (the owner after the first start), with the CLI's audience:
@@ -193,13 +200,75 @@ impl Pier {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    /// `program`, run where the server runs (its network namespace, if it has one).
+    /// `program`, run where the server runs (its network or mount namespace, if it has one).
     pub fn command(&self, program: &str) -> Command {
-        in_netns(self.netns.as_deref(), program)
+        match self.mount_ns_of {
+            Some(pid) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--mount=/proc/{pid}/ns/mnt"))
+                    .arg("--")
+                    .arg(program);
+                c
+            }
+            None => in_netns(self.netns.as_deref(), program),
+        }
+    }
+
+    /// Where the harness reads a path of the server's (through `/proc/PID/root` when the server has a
+    /// mount namespace of its own).
+    pub fn host_path(&self, p: &Path) -> PathBuf {
+        match self.mount_ns_of {
+            Some(pid) => PathBuf::from(format!("/proc/{pid}/root{}", p.display())),
+            None => p.to_owned(),
+        }
     }
 
     pub fn server_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+        let path = self
+            .log
+            .clone()
+            .unwrap_or_else(|| self.dir.join("server.log"));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// Starts a server on free ports through `wrapper` (a command that runs its arguments, such as
+    /// `unshare -m ...` or `prlimit ...`), with its data dir at `data` as the server sees it and its log
+    /// in `host_dir`. The harness reaches the data dir through `/proc/PID/root`, so a data dir on a
+    /// filesystem mounted in the server's own mount namespace works.
+    pub fn start_wrapped(wrapper: &[&str], host_dir: &Path, data: &Path, args: &[&str]) -> Self {
+        let log_path = host_dir.join("server.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let args = with_free_ports(args);
+        let child = Command::new(wrapper[0])
+            .args(&wrapper[1..])
+            .arg(PIER)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(data)
+            .args(&args)
+            .env("PIER_CONFIG", data.join("cli.toml"))
+            .env("PIER_LOG", "info,pier_activator=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting pier server");
+        let pid = child.id();
+        let mut p = Pier {
+            dir: data.to_owned(),
+            _tmp: None,
+            child: Some(child),
+            api_url: String::new(),
+            https_port: 0,
+            http_port: 0,
+            ca_pem: String::new(),
+            args,
+            netns: None,
+            log: Some(log_path),
+            mount_ns_of: Some(pid),
+        };
+        p.wait_up();
+        p
     }
 
     /// Runs the CLI against this server.
