@@ -29,9 +29,9 @@ EXTRA=(--egress "${EGRESS:-user}")
 [[ "${EGRESS:-}" == bridge ]] && EXTRA+=(--instance-subnet 10.89.250.0/24)
 start_pier pier --https-port 19443 --http-port 19080 --api-addr 127.0.0.1:19079 --scale-to-zero-grace 100ms "${EXTRA[@]}"
 # --args (empty) runs the binary directly, without a shell in between, as the direct measurement does.
-"$PIER" deploy cold --command "$HELLO" --args "" --allow-unauthenticated >/dev/null 2>&1
-"$PIER" deploy gen2 --image "oci:$LAYOUT:bench" --allow-unauthenticated >/dev/null 2>&1
-"$PIER" deploy gen1 --image "oci:$LAYOUT:bench" --execution-environment gen1 --allow-unauthenticated >/dev/null 2>&1
+"$PIER" deploy cold --command "$HELLO" --args "" --allow-unauthenticated >/dev/null
+"$PIER" deploy gen2 --image "oci:$LAYOUT:bench" --allow-unauthenticated >/dev/null
+"$PIER" deploy gen1 --image "oci:$LAYOUT:bench" --execution-environment gen1 --allow-unauthenticated >/dev/null
 rev() { "$PIER" services describe "$1" --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["latestReadyRevision"])'; }
 python3 "$(dirname "$0")/coldstart.py" --api "$(cat "$WORK/pier/api-url")" --token "$(cat "$WORK/pier/admin-token")" \
   --https-port 19443 --ca "$WORK/pier/ca.pem" --tries "$TRIES" --hello "$HELLO" --runc-bundle "$WORK/bundle" --runsc-bundle "$WORK/bundle-runsc" \

@@ -64,8 +64,11 @@ pub struct ContainerConfig {
     pub runtime: PathBuf,
     /// gVisor's `runsc`, which runs gen1 revisions.
     pub gvisor: PathBuf,
-    /// This server's directory for the runtimes' state (`--root`) and the bundles.
+    /// This server's directory for the runtimes' state (`--root`).
     pub dir: PathBuf,
+    /// Where instances' bundles go (a writable root is mounted inside its bundle, so, as for image
+    /// roots, every folder above must let the container's unprivileged host user pass).
+    pub bundles: PathBuf,
     /// The cgroup under which instances' cgroups are made (`/pier-containers/INSTALLATION`).
     pub cgroup_parent: String,
     /// Host files mounted into every container.
@@ -143,7 +146,7 @@ impl ContainerRuntime {
                 config.gvisor.display()
             ))
         };
-        let bundles = config.dir.join("bundles");
+        let bundles = config.bundles.clone();
         let mut dirs = vec![&runc.state, &bundles];
         if let Ok(e) = &runsc {
             dirs.push(&e.state);

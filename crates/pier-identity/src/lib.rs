@@ -33,3 +33,6 @@ pub enum IdentityError {
     #[error("{0}")]
     Internal(String),
 }
+
+#[cfg(test)]
+mod proptests;

@@ -146,6 +146,10 @@ pub struct ImageOptions {
     /// Most bytes of file content preparing one image's root may write (a guard against decompression
     /// bombs); layers already unpacked for other images cost nothing.
     pub max_unpacked_bytes: u64,
+    /// Where prepared roots are mounted (default: `rootfs/` in the store's directory). A container
+    /// in a user namespace walks to its root as an unprivileged host user, so every folder above this
+    /// one must let others pass; the server puts it under `/run`.
+    pub mounts: Option<std::path::PathBuf>,
 }
 
 /// A prepared root: the image, and the id mapping's tag (`None` for the unmapped root).
@@ -169,7 +173,12 @@ impl ImageStore {
     /// Opens (creating) the store in `dir`. Unmounts roots a previous server left mounted.
     pub fn open(dir: &Path, options: ImageOptions) -> std::io::Result<Arc<Self>> {
         let blobs = BlobStore::open(&dir.join("blobs"))?;
-        let roots = rootfs::Roots::open(dir, options.rootfs, options.max_unpacked_bytes)?;
+        let roots = rootfs::Roots::open(
+            dir,
+            options.mounts.as_deref(),
+            options.rootfs,
+            options.max_unpacked_bytes,
+        )?;
         let stale = roots.unmount_all();
         if stale > 0 {
             tracing::info!(

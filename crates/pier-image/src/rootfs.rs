@@ -77,10 +77,15 @@ pub(crate) struct Roots {
 }
 
 impl Roots {
-    pub(crate) fn open(dir: &Path, mode: RootfsMode, max_bytes: u64) -> std::io::Result<Self> {
+    pub(crate) fn open(
+        dir: &Path,
+        mounts: Option<&Path>,
+        mode: RootfsMode,
+        max_bytes: u64,
+    ) -> std::io::Result<Self> {
         let roots = Self {
             layers: dir.join("layers"),
-            mounts: dir.join("rootfs"),
+            mounts: mounts.map_or_else(|| dir.join("rootfs"), Path::to_path_buf),
             copies: dir.join("copies"),
             base: dir.join("base"),
             mode: std::sync::Mutex::new(mode),

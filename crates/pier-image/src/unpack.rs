@@ -945,3 +945,6 @@ impl<T, E: Into<io::Error>> OrEntry<T> for Result<T, E> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;

@@ -447,6 +447,9 @@ pub struct ServerInfo {
     pub http_port: u16,
     /// Path of the CA certificate clients should trust.
     pub ca_path: String,
+    /// Where this server mounts container roots and writes bundles (`/run/pier/INSTALLATION`).
+    #[serde(default)]
+    pub run_dir: String,
 }
 
 /// A service account.

@@ -24,3 +24,6 @@ pub use traffic::{Traffic, TrafficKey, TrafficTarget};
 /// The OAuth client id of Pier's CLI: the audience of the identity tokens `pier auth
 /// print-identity-token` prints by default (as gcloud's user tokens carry gcloud's client id).
 pub const CLI_CLIENT_ID: &str = "pier-cli";
+
+#[cfg(test)]
+mod proptests;

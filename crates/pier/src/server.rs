@@ -273,8 +273,10 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
     }
 
     // Containers: images, and the runtime with Pier's services inside each instance's namespace.
+    let run_dir = data_dir::run_dir(&installation)?;
     let images = containers::image_store(
         &data_dir,
+        &run_dir,
         store.clone(),
         args.insecure_registries.clone(),
         &args.registry_cas,
@@ -286,6 +288,7 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
             &args.container_runtime,
             &args.gvisor_runtime,
             &data_dir,
+            &run_dir,
             &installation,
             pier_container::bundle::SharedFiles {
                 hosts: Some(hosts_file.clone()),
@@ -354,6 +357,7 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         https_port,
         http_port,
         ca_path: ca_path.clone(),
+        run_dir: run_dir.display().to_string(),
     };
     let state = AppState {
         platform: platform.clone(),
@@ -485,6 +489,7 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         c.remove_cgroups();
     }
     network.teardown();
+    data_dir::remove_run_dir(&run_dir);
     tracing::info!("stopped");
     match up_failed {
         Some(e) => Err(e),

@@ -640,7 +640,7 @@ fn bad_images_fail_the_deploy_with_the_reason_and_the_previous_revision_keeps_se
         .collect();
     assert!(half_made.is_empty(), "half-made layers: {half_made:?}");
     assert!(
-        std::fs::read_dir(p.dir.join("containers/bundles"))
+        std::fs::read_dir(p.run_dir().join("bundles"))
             .unwrap()
             .count()
             <= 1,
@@ -748,6 +748,7 @@ fn kill9_leaves_nothing_behind_after_restart_and_prune_frees_unused_images() {
     let data = tempfile::tempdir().unwrap();
     let args = with_free_ports(&[]);
     let mut p = Pier::launch(data.path(), &args);
+    let run = p.run_dir();
     let v1 = format!("oci:{}:v1", layout.display());
     let url = deploy(
         &p,
@@ -778,22 +779,18 @@ fn kill9_leaves_nothing_behind_after_restart_and_prune_frees_unused_images() {
     assert_ne!(after, before, "the leftover container was deleted");
     let url = p.describe("keep")["url"].as_str().unwrap().to_owned();
     assert_eq!(json(&get(&p, &url))["greeting"], "one");
-    assert_eq!(
-        oci::mounts_under(data.path()).len(),
-        1,
-        "one image root mounted"
-    );
+    assert_eq!(oci::mounts_under(&run).len(), 1, "one image root mounted");
 
     // An image only a deleted service used is pruned; the one in use stays.
     let v2 = format!("oci:{}:v2", layout.display());
     deploy(&p, "gone", &["--image", &v2, "--allow-unauthenticated"]);
-    assert_eq!(oci::mounts_under(data.path()).len(), 2);
+    assert_eq!(oci::mounts_under(&run).len(), 2);
     p.ok(&["services", "delete", "gone"]);
     let pruned: serde_json::Value =
         serde_json::from_str(&p.ok(&["images", "prune", "--format", "json"])).unwrap();
     assert_eq!(pruned["images"].as_array().unwrap().len(), 1, "{pruned}");
     assert!(pruned["bytes"].as_u64().unwrap() > 0, "{pruned}");
-    assert_eq!(oci::mounts_under(data.path()).len(), 1);
+    assert_eq!(oci::mounts_under(&run).len(), 1);
     let images = p.ok(&["images", "list", "--format", "json"]);
     assert_eq!(json(&images).as_array().unwrap().len(), 1, "{images}");
     assert_eq!(json(&get(&p, &url))["greeting"], "one");
@@ -802,7 +799,7 @@ fn kill9_leaves_nothing_behind_after_restart_and_prune_frees_unused_images() {
     let mut p = p;
     assert!(p.terminate().success());
     assert!(oci::containers(data.path()).is_empty());
-    assert!(oci::mounts_under(data.path()).is_empty());
+    assert!(oci::mounts_under(&run).is_empty());
     let left: Vec<String> = std::fs::read_dir("/sys/fs/cgroup/memory/pier-containers")
         .into_iter()
         .flatten()
@@ -886,6 +883,7 @@ fn writable_roots_are_in_memory_per_instance_and_left_clean_after_kill9() {
     let data = tempfile::tempdir().unwrap();
     let args = with_free_ports(&[]);
     let mut p = Pier::launch(data.path(), &args);
+    let run = p.run_dir();
     let image = format!("oci:{}:bb", layout.display());
     let url = deploy(
         &p,
@@ -909,14 +907,9 @@ fn writable_roots_are_in_memory_per_instance_and_left_clean_after_kill9() {
     assert_eq!(get(&p, &format!("{url}/cgi-bin/remember?b")), "a\nb\n");
     // The image's shared root and layers are untouched.
     let images = data.path().join("images");
-    let touched: Vec<_> = ["rootfs", "layers"]
+    let touched: Vec<_> = [run.join("rootfs"), images.join("layers")]
         .iter()
-        .flat_map(|d| {
-            std::fs::read_dir(images.join(d))
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
         .filter(|e| e.path().join("etc/remembered").exists() || e.path().join("written").exists())
         .map(|e| e.path())
         .collect();
@@ -924,7 +917,7 @@ fn writable_roots_are_in_memory_per_instance_and_left_clean_after_kill9() {
         touched.is_empty(),
         "the image root was written: {touched:?}"
     );
-    let bundles = data.path().join("containers/bundles");
+    let bundles = run.join("bundles");
     let before = oci::mounts_under(&bundles);
     assert_eq!(before.len(), 2, "an overlay and its tmpfs: {before:?}");
 
@@ -951,9 +944,9 @@ fn writable_roots_are_in_memory_per_instance_and_left_clean_after_kill9() {
     assert!(p.terminate().success());
     assert!(oci::containers(data.path()).is_empty());
     assert!(
-        oci::mounts_under(data.path()).is_empty(),
+        oci::mounts_under(&run).is_empty(),
         "{:?}",
-        oci::mounts_under(data.path())
+        oci::mounts_under(&run)
     );
 }
 
@@ -1197,4 +1190,45 @@ fn https_registries_with_a_private_ca_are_trusted_only_when_configured() {
     let p = Pier::start(&["--registry-ca", cert.to_str().unwrap()]);
     let url = deploy(&p, "hello", &["--image", &image, "--allow-unauthenticated"]);
     assert_eq!(json(&get(&p, &url))["greeting"], "tls");
+}
+
+/// The default data dir sits in root's private home (`/root/.local/share/pier`, under a 0700 folder):
+/// a gen2 container, whose root is an unprivileged host user, must still reach its root. Pier mounts
+/// roots and bundles under `/run/pier/INSTALLATION` instead, and removes it at a clean stop.
+#[test]
+fn a_data_dir_under_a_private_folder_runs_gen2_containers() {
+    oci::need(&["runc"]);
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let data = private.path().join("share/pier");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut p = Pier::launch(&data, &with_free_ports(&[]));
+    let layout = private.path().join("layout");
+    let image = oci::build(&layout, "hello", &ImageSpec::hello());
+    let url = deploy(
+        &p,
+        "private-home",
+        &[
+            "--image",
+            &image,
+            "--writable-root",
+            "--allow-unauthenticated",
+        ],
+    );
+    assert_eq!(json(&get(&p, &url))["service"], "private-home");
+    let run = p.run_dir();
+    assert!(run.starts_with("/run/pier/"), "{}", run.display());
+    let installation_mounts = oci::mounts_under(&run);
+    assert!(
+        !installation_mounts.is_empty(),
+        "roots are mounted under /run/pier"
+    );
+    assert!(p.terminate().success());
+    let left = oci::mounts_under(&run);
+    assert!(left.is_empty(), "mounts left after a clean stop: {left:?}");
+    assert!(!run.exists(), "the run dir stays after a clean stop");
 }

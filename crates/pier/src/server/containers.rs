@@ -35,6 +35,7 @@ impl RuntimeSelector for Runtimes {
 /// Opens the image store: registry credentials come from the store, read at each pull.
 pub fn image_store(
     data_dir: &Path,
+    run_dir: &Path,
     store: Arc<Store>,
     insecure: Vec<String>,
     cas: &[std::path::PathBuf],
@@ -65,6 +66,7 @@ pub fn image_store(
         },
         rootfs: rootfs.parse().map_err(|e: String| anyhow::anyhow!(e))?,
         max_unpacked_bytes,
+        mounts: Some(run_dir.join("rootfs")),
     };
     ImageStore::open(&data_dir.join("images"), options).context("opening the image store")
 }
@@ -75,6 +77,7 @@ pub fn container_config(
     runtime: &Path,
     gvisor: &Path,
     data_dir: &Path,
+    run_dir: &Path,
     installation: &str,
     files: SharedFiles,
     seccomp: Arc<pier_sandbox::seccomp::Policies>,
@@ -83,6 +86,7 @@ pub fn container_config(
         runtime: runtime.to_path_buf(),
         gvisor: gvisor.to_path_buf(),
         dir: data_dir.join("containers"),
+        bundles: run_dir.join("bundles"),
         cgroup_parent: format!("/pier-containers/{installation}"),
         files,
         installation: installation.to_owned(),

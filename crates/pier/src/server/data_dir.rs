@@ -13,10 +13,14 @@
 //! | `owner-password`, `owner-credentials.json` | the first owner's password and refresh token | 0600 |
 //! | `logs/` | what instances print | 0700 |
 //! | `run/` | the hosts file and resolver config instances see | 0700 |
-//! | `images/`, `containers/` | the two trees a container's root is reached through | 0711 |
-//! | `images/rootfs/`, `containers/bundles/` | mounted image roots, bundles (a gen2 container's mapped root walks through them) | 0711 |
+//! | `images/`, `containers/` | images and the OCI runtimes' state | 0711 |
 //! | `images/blobs/`, `images/layers/`, `images/copies/`, `images/base/` | pulled blobs and unpacked layers (private images' content) | 0700 |
 //! | `containers/state/`, `containers/state-gvisor/` | the OCI runtimes' state | 0700 |
+//!
+//! Outside the data dir, `/run/pier/INSTALLATION/` (0711) holds the mount points of image roots
+//! (`rootfs/`) and the instances' bundles (`bundles/`): a gen2 container walks to its root as an
+//! unprivileged host user, so every folder above its root must let others pass, which a data dir
+//! under a private home (`/root/.local/share/pier`) does not.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -65,13 +69,11 @@ pub fn secure(dir: &Path) -> Result<()> {
         ("logs", 0o700),
         ("run", 0o700),
         ("images", 0o711),
-        ("images/rootfs", 0o711),
         ("images/blobs", 0o700),
         ("images/layers", 0o700),
         ("images/copies", 0o700),
         ("images/base", 0o700),
         ("containers", 0o711),
-        ("containers/bundles", 0o711),
         ("containers/state", 0o700),
         ("containers/state-gvisor", 0o700),
     ] {
@@ -84,4 +86,32 @@ pub fn secure(dir: &Path) -> Result<()> {
         set(&p, mode)?;
     }
     Ok(())
+}
+
+/// `/run/pier/INSTALLATION` (0711, with `rootfs/` and `bundles/`): where container roots are mounted
+/// and bundles written, reachable by containers' unprivileged users wherever the data dir is.
+pub fn run_dir(installation: &str) -> Result<std::path::PathBuf> {
+    let dir = Path::new("/run/pier").join(installation);
+    for d in [
+        Path::new("/run/pier").to_owned(),
+        dir.clone(),
+        dir.join("rootfs"),
+        dir.join("bundles"),
+    ] {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&d)
+            .with_context(|| format!("creating {}", d.display()))?;
+        set(&d, 0o711)?;
+    }
+    Ok(dir)
+}
+
+/// Removes the run dir at a clean stop, if nothing is left in it.
+pub fn remove_run_dir(dir: &Path) {
+    for d in ["rootfs", "bundles"] {
+        let _ = std::fs::remove_dir(dir.join(d));
+    }
+    let _ = std::fs::remove_dir(dir);
 }

@@ -214,6 +214,11 @@ impl Pier {
         }
     }
 
+    /// Where this server mounts container roots and writes bundles (`/run/pier/INSTALLATION`).
+    pub fn run_dir(&self) -> PathBuf {
+        PathBuf::from(self.api_get("/v1/info")["runDir"].as_str().unwrap())
+    }
+
     /// Where the harness reads a path of the server's (through `/proc/PID/root` when the server has a
     /// mount namespace of its own).
     pub fn host_path(&self, p: &Path) -> PathBuf {
