@@ -144,6 +144,16 @@ async fn token(State(s): State<AppState>, headers: axum::http::HeaderMap, body: 
             axum::Json(t),
         )
             .into_response(),
+        Some(Err(e)) if e.error == "temporarily_unavailable" => {
+            let mut r = oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.error,
+                e.error_description,
+            );
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, 5u32.into());
+            r
+        }
         Some(Err(e)) => oauth_error(StatusCode::BAD_REQUEST, e.error, e.error_description),
         None if !matches!(
             grant,

@@ -257,6 +257,7 @@ impl Runtime for ContainerRuntime {
         };
         let map = userns.as_ref().map(|(ids, ns)| IdMap {
             tag: format!("u{}", ids.uid),
+            owner: (ids.uid, ids.gid),
             userns: ns.clone(),
         });
         let image = self
@@ -304,6 +305,18 @@ impl Runtime for ContainerRuntime {
             _ => None,
         };
         let owner = userns.as_ref().map(|(ids, _)| (ids.uid, ids.gid));
+        // The bundle is the container's alone: its configuration holds the service's environment,
+        // and a writable root is mounted inside it. Only its root (the block's first ids, which must
+        // walk to a writable root) and the server may enter.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let (uid, gid) = owner.unwrap_or((0, 0));
+            std::os::unix::fs::chown(&bundle_dir, Some(uid), Some(gid))
+                .and_then(|()| {
+                    std::fs::set_permissions(&bundle_dir, std::fs::Permissions::from_mode(0o700))
+                })
+                .map_err(RuntimeError::io(format!("securing the bundle of {id}")))?;
+        }
         let writable = if template.writable_root {
             let mounted =
                 writable::WritableRoot::mount(&bundle_dir, &image.rootfs, memory_limit, owner);
@@ -352,8 +365,18 @@ impl Runtime for ContainerRuntime {
         })
         .map_err(|e| abandon(e.to_string()))?;
         let json = serde_json::to_vec(&config).map_err(|e| abandon(e.to_string()))?;
-        std::fs::write(bundle_dir.join("config.json"), json)
-            .map_err(|e| abandon(format!("writing the bundle of {id}: {e}")))?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(bundle_dir.join("config.json"))
+                .and_then(|mut f| f.write_all(&json))
+                .map_err(|e| abandon(format!("writing the bundle of {id}: {e}")))?;
+        }
         let prepared = started.elapsed();
 
         let log = self

@@ -19,7 +19,7 @@ use jsonwebtoken::DecodingKey;
 use pier_identity::external::ExternalIssuer;
 use pier_identity::iam::{self, InvokerSet, Permission, Policy};
 use pier_identity::keyfile::KeyFile;
-use pier_identity::passwords::{hash_password, new_secret, secret_digest, verify_password};
+use pier_identity::passwords::{hash_password, new_secret, secret_digest};
 use pier_identity::principal::normalize_email;
 use pier_identity::tokens::{
     self, CLI_CLIENT_ID, GOOGLE_TOKEN_URI, IdClaims, TokenError, verify_assertion,
@@ -416,17 +416,31 @@ impl IdentityService {
     /// `grant_type=password`: a user signs in; answers a refresh token and an ID token for the CLI.
     pub fn grant_password(&self, email: &str, password: &str) -> Result<TokenResponse, GrantError> {
         let email = normalize_email(email).map_err(|e| invalid_grant(e.to_string()))?;
+        if let Some(wait) = crate::signin::must_wait(&email) {
+            return Err(invalid_grant(format!(
+                "too many wrong passwords for {email}: wait {}s, then try again",
+                wait.as_secs().max(1)
+            )));
+        }
         let user = self
             .store
             .user(&email)
             .map_err(|e| invalid_grant(e.to_string()))?;
-        // Same answer for unknown users and wrong passwords.
-        let ok = user
-            .as_ref()
-            .is_some_and(|u| verify_password(password, &u.password_hash));
+        // Same answer, in the same time, for unknown users and wrong passwords.
+        let ok = pier_identity::passwords::verify_or_pretend(
+            password,
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        )
+        .map_err(|_| GrantError {
+            error: "temporarily_unavailable",
+            error_description: "the server is busy checking other sign-ins: retry in a few seconds"
+                .into(),
+        })?;
         if !ok {
+            crate::signin::failed(&email);
             return Err(invalid_grant("wrong email or password"));
         }
+        crate::signin::succeeded(&email);
         let refresh = new_secret().map_err(|e| invalid_grant(e.to_string()))?;
         self.store
             .create_session(&secret_digest(&refresh), &email)

@@ -89,6 +89,7 @@ type Result<T, E = ControlError> = std::result::Result<T, E>;
 mod claims;
 pub mod identity;
 pub mod machine;
+mod signin;
 pub use identity::{IdentityService, Resource};
 
 /// How the control plane isolates instances.

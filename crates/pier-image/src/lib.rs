@@ -121,6 +121,9 @@ pub struct PreparedImage {
 pub struct IdMap {
     /// Names the mapping (unique per mapping, such as the first host uid).
     pub tag: String,
+    /// The host uid and gid the mapping's root becomes: the only ones that may walk to the mapped
+    /// root (its folder is theirs, mode 0700), so no other local user reaches the image's files.
+    pub owner: (u32, u32),
     /// The user namespace whose maps apply.
     pub userns: Arc<std::os::fd::OwnedFd>,
 }

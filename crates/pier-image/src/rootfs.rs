@@ -16,6 +16,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::{BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -132,8 +133,9 @@ impl Roots {
         self.copy(digest, manifest, blobs)
     }
 
-    /// The root of `digest` with its ids mapped through `map`, at `rootfs/<digest>.<tag>`: an overlay of
-    /// idmapped layers, or an idmapped bind of the copy in copy mode. Blocking.
+    /// The root of `digest` with its ids mapped through `map`, at `rootfs/<tag>/<digest>`: an overlay of
+    /// idmapped layers, or an idmapped bind of the copy in copy mode, `nosuid` and `nodev`. The
+    /// `<tag>` folder belongs to the mapping's root and is closed to everyone else. Blocking.
     pub(crate) fn prepare_mapped(
         &self,
         digest: &Digest,
@@ -141,7 +143,14 @@ impl Roots {
         blobs: &BlobStore,
         map: &crate::IdMap,
     ) -> Result<PathBuf, ImageError> {
-        let target = self.mounts.join(format!("{}.{}", digest.hex(), map.tag));
+        let owned = self.mounts.join(&map.tag);
+        if !owned.is_dir() {
+            fs::create_dir_all(&owned).map_err(|e| ImageError::Io(e.to_string()))?;
+        }
+        std::os::unix::fs::chown(&owned, Some(map.owner.0), Some(map.owner.1))
+            .and_then(|()| fs::set_permissions(&owned, fs::Permissions::from_mode(0o700)))
+            .map_err(|e| ImageError::Io(format!("securing {}: {e}", owned.display())))?;
+        let target = owned.join(digest.hex());
         if is_mountpoint(&target) {
             return Ok(target);
         }
@@ -177,7 +186,14 @@ impl Roots {
         manifest: &Manifest,
         blobs: &BlobStore,
     ) -> Result<PathBuf, ImageError> {
-        let target = self.mounts.join(digest.hex());
+        // Unmapped roots (gen1, run by root) live in a folder only root may walk.
+        let owned = self.mounts.join("root");
+        if !owned.is_dir() {
+            fs::create_dir_all(&owned).map_err(|e| ImageError::Io(e.to_string()))?;
+        }
+        fs::set_permissions(&owned, fs::Permissions::from_mode(0o700))
+            .map_err(|e| ImageError::Io(format!("securing {}: {e}", owned.display())))?;
+        let target = owned.join(digest.hex());
         if is_mountpoint(&target) {
             return Ok(target);
         }
@@ -211,7 +227,7 @@ impl Roots {
             Some("overlay"),
             &target,
             Some("overlay"),
-            MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+            MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
             Some(options.as_str()),
         )
         .map_err(|e| match e {
@@ -324,7 +340,7 @@ impl Roots {
     /// Removes roots and layers not in `keep_images` / `keep_layers`; returns how many went.
     pub(crate) fn gc(&self, keep_images: &HashSet<String>, keep_layers: &HashSet<String>) -> usize {
         let mut removed = 0;
-        // Roots are named by digest, and by digest and id mapping (`<digest>.<tag>`).
+        // Roots are named by digest (in their owner's folder); layers and copies by digest.
         let image_of = |name: &str| name.split('.').next().unwrap_or(name).to_owned();
         for target in mounts_under(&self.mounts) {
             let name = target.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -348,7 +364,10 @@ impl Roots {
             }
             n
         };
-        removed += sweep(&self.mounts, keep_images, true);
+        // Mount points sit one folder down, in their owner's folder (`root`, `u<uid>`).
+        for owner in fs::read_dir(&self.mounts).into_iter().flatten().flatten() {
+            removed += sweep(&owner.path(), keep_images, true);
+        }
         removed += sweep(&self.copies, keep_images, false);
         removed += sweep(&self.layers, keep_layers, false);
         removed

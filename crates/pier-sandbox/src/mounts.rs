@@ -131,7 +131,7 @@ pub fn overlay_of(lowers: &[OwnedFd], target: &Path) -> io::Result<()> {
                 libc::SYS_fsmount,
                 fs.as_raw_fd(),
                 FSMOUNT_CLOEXEC,
-                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID,
             ),
             "mounting the overlay for",
             target,

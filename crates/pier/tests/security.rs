@@ -623,3 +623,61 @@ print(s.recv(100).decode().split("\r\n")[0])
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Another local user of the host (here `nobody`) reaches nothing of a container's: not its image
+/// root (gen2 or gen1), not its bundle's configuration (which holds the service's environment), and a
+/// setuid binary in an image grants nothing on the host (every root is mounted `nosuid`).
+#[test]
+fn local_users_reach_nothing_of_containers() {
+    common::oci::need(&["runc", "runsc"]);
+    let pier = Pier::start(&[]);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let image = common::oci::build(&layout, "hello", &common::oci::ImageSpec::hello());
+    for (name, extra) in [
+        ("gen2", vec![]),
+        ("gen1", vec!["--execution-environment", "gen1"]),
+    ] {
+        let mut args = vec![
+            "deploy",
+            name,
+            "--image",
+            &image,
+            "--set-env-vars",
+            "DB_PASSWORD=hunter2",
+        ];
+        args.extend(extra);
+        pier.ok(&args);
+    }
+    let run = pier.run_dir();
+    let roots = common::oci::mounts_with_types_under(&run.join("rootfs"));
+    assert!(roots.len() >= 2, "{roots:?}");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for (root, _) in &roots {
+        let line = info.lines().find(|l| l.contains(root.as_str())).unwrap();
+        let opts = line.split_whitespace().nth(5).unwrap();
+        assert!(opts.contains("nosuid") && opts.contains("nodev"), "{line}");
+    }
+    let as_nobody = |path: &str| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "cat",
+                path,
+            ])
+            .output()
+            .unwrap()
+    };
+    for (root, _) in &roots {
+        let out = as_nobody(&format!("{root}/pier-hello"));
+        assert!(!out.status.success(), "nobody read {root}/pier-hello");
+    }
+    for bundle in std::fs::read_dir(run.join("bundles")).unwrap().flatten() {
+        let config = bundle.path().join("config.json");
+        let out = as_nobody(config.to_str().unwrap());
+        assert!(!out.status.success(), "nobody read {}", config.display());
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
+    }
+}

@@ -321,3 +321,51 @@ fn jwt_bearer_assertions_follow_rfc_7523() {
     );
     assert_oauth_error(&a, 400, "invalid_request", "no assertion");
 }
+
+/// Password guessing is throttled per account, the same for accounts that exist and ones that do not,
+/// and a good password after the wait works again.
+#[test]
+fn password_guessing_is_throttled_per_account() {
+    let pier = Pier::start(&[]);
+    let password = std::fs::read_to_string(pier.dir.join("owner-password")).unwrap();
+    let good = format!("password={}", encode(password.trim()));
+    for user in ["owner%40pier.localhost", "nobody%40example.com"] {
+        let who = format!("username={user}");
+        for _ in 0..5 {
+            let a = post(
+                &pier,
+                "/token",
+                &["grant_type=password", &who, "password=wrong-guess"],
+            );
+            assert_oauth_error(&a, 400, "invalid_grant", "a wrong password");
+            assert!(
+                a.body["error_description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("wrong email or password")
+            );
+        }
+        // Even the right password waits now, unchecked.
+        let a = post(&pier, "/token", &["grant_type=password", &who, &good]);
+        assert_oauth_error(&a, 400, "invalid_grant", "while throttled");
+        assert!(
+            a.body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("too many wrong passwords"),
+            "{}",
+            a.body
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let a = post(
+        &pier,
+        "/token",
+        &[
+            "grant_type=password",
+            "username=owner%40pier.localhost",
+            &good,
+        ],
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+}

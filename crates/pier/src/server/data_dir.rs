@@ -111,6 +111,14 @@ pub fn run_dir(installation: &str) -> Result<std::path::PathBuf> {
 /// Removes the run dir at a clean stop, if nothing is left in it.
 pub fn remove_run_dir(dir: &Path) {
     for d in ["rootfs", "bundles"] {
+        // The owners' folders of image roots, then the folder itself: empty ones only.
+        for child in std::fs::read_dir(dir.join(d))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(child.path());
+        }
         let _ = std::fs::remove_dir(dir.join(d));
     }
     let _ = std::fs::remove_dir(dir);
