@@ -42,6 +42,14 @@ async fn revision_service(
     revision: &RevisionName,
     perm: Permission,
 ) -> Result<ServiceName, ApiError> {
+    // One refusal for both cases, naming only what the caller asked about, so it tells nothing of
+    // which service owns the revision or whether it exists.
+    let refused = || {
+        ApiError::from(pier_control::ControlError::Forbidden(format!(
+            "{who} lacks permission {} on revision {revision} in project {project}: ask an owner to grant a role that includes it",
+            perm.as_str()
+        )))
+    };
     match s.platform.get_revision(project, revision).await {
         Ok(view) => {
             require(
@@ -49,11 +57,12 @@ async fn revision_service(
                 who,
                 perm,
                 Resource::Service(project.clone(), view.service.clone()),
-            )?;
+            )
+            .map_err(|_| refused())?;
             Ok(view.service)
         }
         Err(pier_control::ControlError::NotFound(m)) => {
-            require(s, who, perm, Resource::Project(project.clone()))?;
+            require(s, who, perm, Resource::Project(project.clone())).map_err(|_| refused())?;
             Err(ApiError::from(pier_control::ControlError::NotFound(m)))
         }
         Err(e) => Err(e.into()),

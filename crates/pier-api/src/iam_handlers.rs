@@ -695,7 +695,7 @@ pub(crate) async fn generate_id_token(
     let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsGetOpenIdToken)?;
     require(&s, &who, Permission::ServiceAccountsGetOpenIdToken, &r)?;
     let sa = s.platform.identity().service_account(&email)?;
-    let token = s.platform.identity().mint_id_token(
+    let token = s.platform.identity().mint_identity_token(
         &Principal::ServiceAccount(sa.email),
         &req.audience,
         None,

@@ -411,6 +411,24 @@ impl IdentityService {
             .map_err(|e| ControlError::Invalid(e.to_string()))
     }
 
+    /// An identity token for an audience the caller chose (impersonation, the refresh grant's
+    /// `audience`, a key's `target_audience`, the metadata server's `identity`). Pier's own audience is
+    /// refused: a token for it is an access token to the admin API, which only the account itself gets
+    /// (`pier auth print-access-token`, a key's JWT-bearer grant, the metadata server's `token`).
+    pub fn mint_identity_token(
+        &self,
+        who: &Principal,
+        aud: &str,
+        key: Option<&str>,
+    ) -> Result<String> {
+        if aud.trim_end_matches('/') == self.issuer.url().trim_end_matches('/') {
+            return Err(ControlError::Invalid(format!(
+                "an identity token for {aud} is an access token to Pier's admin API: ask for another audience (a service URL), or use the account's own access token"
+            )));
+        }
+        self.mint_id_token(who, aud, key)
+    }
+
     // ----- the token endpoint -----
 
     /// `grant_type=password`: a user signs in; answers a refresh token and an ID token for the CLI.
@@ -468,7 +486,7 @@ impl IdentityService {
             })?;
         let who = Principal::User(email);
         let id = self
-            .mint_id_token(&who, audience.unwrap_or(CLI_CLIENT_ID), None)
+            .mint_identity_token(&who, audience.unwrap_or(CLI_CLIENT_ID), None)
             .map_err(|e| invalid_grant(e.to_string()))?;
         let access = self
             .mint_id_token(&who, self.issuer.url(), None)
@@ -514,9 +532,12 @@ impl IdentityService {
             Some(aud) => (aud.clone(), true),
             None => (self.issuer.url().to_owned(), false),
         };
-        let token = self
-            .mint_id_token(&who, &aud, Some(&kid))
-            .map_err(|e| invalid_grant(e.to_string()))?;
+        let token = if id {
+            self.mint_identity_token(&who, &aud, Some(&kid))
+        } else {
+            self.mint_id_token(&who, &aud, Some(&kid))
+        }
+        .map_err(|e| invalid_grant(e.to_string()))?;
         Ok(if id {
             TokenResponse {
                 id_token: Some(token),

@@ -130,7 +130,8 @@ impl Guard for IdentityGuard {
         if access.ingress != pier_model::Ingress::All {
             // Set by the listener: only the entrances inside instances' namespaces mark connections
             // internal; nothing arriving on the host's listeners is an instance.
-            let internal = conn.internal.get().copied().unwrap_or(false);
+            // Internal means from an instance of the same project (Cloud Run: the project's VPC).
+            let internal = conn.internal.get() == Some(&route.project);
             if !internal {
                 // Cloud Run answers a blocked ingress with 404, as if nothing were there.
                 return Err(refuse(

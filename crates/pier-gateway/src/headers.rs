@@ -14,9 +14,13 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1). `TE` is rebuilt as
 /// `trailers` when the client asked for trailers (the one value HTTP/2 allows, RFC 9113 §8.2.2, and what
 /// gRPC requires); `Trailer` is not hop-by-hop (RFC 9110 §6.6.2) and passes.
-const HOP_BY_HOP: [HeaderName; 6] = [
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     KEEP_ALIVE,
+    // Only meaningful with an h2c upgrade, which Pier does not tunnel (RFC 9113 §3.1).
+    HTTP2_SETTINGS,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
@@ -50,9 +54,39 @@ pub fn connection_names_protected(headers: &HeaderMap) -> Option<String> {
         .find(|t| PROTECTED.contains(&t.as_str()))
 }
 
-/// Whether a request asks to switch protocols (WebSocket and the like).
+/// Why a request's credentials are ambiguous, if they are: a header whose name has underscores where a
+/// header Pier relies on has hyphens (CGI, WSGI and PHP apps read `X_Serverless_Authorization` as
+/// `X-Serverless-Authorization`, so it would reach them beside the one Pier checked), or a credential
+/// header sent twice (apps that join repeated headers would read the second one too).
+pub fn ambiguous_credentials(headers: &HeaderMap) -> Option<String> {
+    for name in headers.keys() {
+        let n = name.as_str();
+        if n.contains('_') && PROTECTED.contains(&n.replace('_', "-").as_str()) {
+            return Some(format!(
+                "the header {n} would reach some apps as {}: send it with hyphens",
+                n.replace('_', "-")
+            ));
+        }
+    }
+    for name in [header::AUTHORIZATION.as_str(), "x-serverless-authorization"] {
+        if headers.get_all(name).iter().count() > 1 {
+            return Some(format!("the request has more than one {name} header"));
+        }
+    }
+    None
+}
+
+/// Whether a request asks to switch to WebSocket, the one upgrade Pier tunnels (as Cloud Run). Other
+/// upgrades (`h2c`, which would carry requests past the guard once tunnelled) are ignored, as RFC 9110
+/// §7.8 lets a server do: the request is answered as it is.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+    let websocket = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("websocket"));
+    websocket && connection_has(headers, "upgrade")
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -115,8 +149,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 pub struct Forwarding {
     /// The peer's address.
     pub peer: std::net::SocketAddr,
-    /// Whether the peer is one of Pier's own instances (looked up once, when a route first asks).
-    pub internal: std::sync::OnceLock<bool>,
+    /// The project of the instance the connection comes from, when it arrived on a gateway entrance
+    /// inside an instance's namespace (set by the listener; nothing on the host's listeners is one).
+    pub internal: std::sync::OnceLock<pier_model::ProjectName>,
     client: IpAddr,
     proto: &'static str,
     /// `X-Forwarded-For` when the request brings none: the client address alone.

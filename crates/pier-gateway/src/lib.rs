@@ -148,18 +148,20 @@ impl Gateway {
         shutdown: watch::Receiver<bool>,
     ) {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        self.serve(listener, Some(acceptor), Scheme::Https, false, shutdown)
+        self.serve(listener, Some(acceptor), Scheme::Https, None, shutdown)
             .await;
     }
 
     /// Serves a gateway entrance inside an instance's own network namespace (HTTPS when `tls` is given,
     /// else plain HTTP that redirects or, with `http_serve`, proxies, as outside): only that instance can
-    /// connect, so its requests count as internal for ingress. Runs until the task is aborted.
+    /// connect, so its requests count as internal for ingress to services of its `project`. Runs until
+    /// the task is aborted.
     pub async fn serve_internal(
         self: Arc<Self>,
         listener: TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
         http_serve: bool,
+        project: pier_model::ProjectName,
     ) {
         let (_keep, never) = watch::channel(false);
         let (acceptor, scheme) = match tls {
@@ -167,7 +169,8 @@ impl Gateway {
             None if http_serve => (None, Scheme::HttpServe),
             None => (None, Scheme::HttpRedirect),
         };
-        self.serve(listener, acceptor, scheme, true, never).await;
+        self.serve(listener, acceptor, scheme, Some(project), never)
+            .await;
     }
 
     /// Serves plain HTTP on `listener`: redirects to HTTPS, or proxies when `serve` is true.
@@ -182,7 +185,7 @@ impl Gateway {
         } else {
             Scheme::HttpRedirect
         };
-        self.serve(listener, None, scheme, false, shutdown).await;
+        self.serve(listener, None, scheme, None, shutdown).await;
     }
 
     async fn serve(
@@ -190,7 +193,7 @@ impl Gateway {
         listener: TcpListener,
         tls: Option<tokio_rustls::TlsAcceptor>,
         scheme: Scheme,
-        internal: bool,
+        internal: Option<pier_model::ProjectName>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let graceful = GracefulShutdown::new();
@@ -213,11 +216,12 @@ impl Gateway {
             let builder = builder.clone();
             let watcher = graceful.watcher();
             let tls = tls.clone();
+            let internal = internal.clone();
             let handshake_timeout = self.config.handshake_timeout;
             tokio::spawn(async move {
                 let fwd = headers::Forwarding::for_peer(peer, scheme.proto());
-                if internal {
-                    let _ = fwd.internal.set(true);
+                if let Some(p) = internal {
+                    let _ = fwd.internal.set(p);
                 }
                 let fwd = Arc::new(fwd);
                 let service = hyper::service::service_fn(move |req| {

@@ -221,6 +221,9 @@ async fn proxy(
             "the Connection header names {name}, which a proxy may not drop"
         )));
     }
+    if let Some(why) = crate::headers::ambiguous_credentials(&parts.headers) {
+        return Err(ProxyError::BadRequest(why));
+    }
     let client_version = parts.version;
     let grpc = crate::error::is_grpc(&parts.headers);
     let upgrade = client_version == Version::HTTP_11 && is_upgrade(&parts.headers);

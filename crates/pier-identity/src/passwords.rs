@@ -35,7 +35,8 @@ type Job = Box<dyn FnOnce() + Send>;
 /// The hashing threads: a fixed few, so the memory argon2 takes (which the allocator keeps per
 /// thread once freed) is bounded by their number, not by how many requests arrive.
 fn workers() -> &'static std::sync::mpsc::SyncSender<Job> {
-    static QUEUE: std::sync::OnceLock<std::sync::mpsc::SyncSender<Job>> = std::sync::OnceLock::new();
+    static QUEUE: std::sync::OnceLock<std::sync::mpsc::SyncSender<Job>> =
+        std::sync::OnceLock::new();
     QUEUE.get_or_init(|| {
         let n = max_concurrent();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(n * 8);

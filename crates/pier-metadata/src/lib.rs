@@ -5,7 +5,8 @@
 //! namespace and reaches as `169.254.169.254:80` there (where Google's libraries look by default). Only
 //! the instance can connect to it, so every caller is the instance; nothing else on the host can reach
 //! any endpoint. A request is answered only when it carries `Metadata-Flavor: Google` (except the root
-//! ping), and no `X-Forwarded-For` (an SSRF guard: a proxied request is not the instance asking).
+//! ping), and no `X-Forwarded-For`, `Forwarded` or `X-Real-IP` (an SSRF guard: a proxied request is not
+//! the instance asking).
 //!
 //! Served paths (under `/computeMetadata/v1/`): `instance/service-accounts/{default,EMAIL}/identity?audience=`
 //! (an ID token for the revision's service account), `.../email`, `.../token`, `.../?recursive=true`,
@@ -156,10 +157,13 @@ fn refuse(status: StatusCode, msg: &str) -> Response {
 
 /// Checks the headers; `None` means go on.
 fn gate(headers: &HeaderMap, need_flavor: bool) -> Option<Response> {
-    if headers.contains_key("x-forwarded-for") {
+    if ["x-forwarded-for", "forwarded", "x-real-ip"]
+        .iter()
+        .any(|h| headers.contains_key(*h))
+    {
         return Some(refuse(
             StatusCode::FORBIDDEN,
-            "Forbidden: requests carrying X-Forwarded-For are refused (the metadata server is not reachable through proxies)",
+            "Forbidden: requests carrying X-Forwarded-For, Forwarded or X-Real-IP are refused (the metadata server is not reachable through proxies)",
         ));
     }
     let flavor_ok = headers

@@ -153,4 +153,8 @@ async fn ssrf_guards_are_refused() {
     let (code, body, _) = get(addr, path, true, &[("X-Forwarded-For", "1.2.3.4")]).await;
     assert_eq!(code, 403);
     assert!(body.contains("X-Forwarded-For"));
+    for h in ["Forwarded", "X-Real-IP"] {
+        let (code, _, _) = get(addr, path, true, &[(h, "for=1.2.3.4")]).await;
+        assert_eq!(code, 403, "{h}");
+    }
 }

@@ -307,6 +307,76 @@ fn the_app_only_ever_sees_tokens_pier_verified() {
         ]);
         assert_eq!(String::from_utf8_lossy(&out.stdout), "401", "{header}");
     }
+    // Headers CGI-style apps would read as the credential headers, and credential headers sent twice
+    // (apps that join repeated headers would read the second): refused, both over HTTP/1.1 and h2.
+    for (version, extra) in [
+        (
+            "--http1.1",
+            vec![
+                "-H".to_owned(),
+                format!("X_Serverless_Authorization: {forged}"),
+            ],
+        ),
+        (
+            "--http2",
+            vec![
+                "-H".to_owned(),
+                format!("X_Serverless_Authorization: {forged}"),
+            ],
+        ),
+        (
+            "--http1.1",
+            vec![
+                "-H".to_owned(),
+                "Authorization: Basic eDp5".to_owned(),
+                "-H".to_owned(),
+                format!("Authorization: {forged}"),
+            ],
+        ),
+    ] {
+        let mut args = vec![
+            version.to_owned(),
+            "-o".into(),
+            "/dev/null".into(),
+            "-w".into(),
+            "%{http_code}".into(),
+            "-H".into(),
+            format!("X-Serverless-Authorization: Bearer {good}"),
+        ];
+        args.extend(extra.clone());
+        args.push(url.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = pier.curl(&args);
+        let code = String::from_utf8_lossy(&out.stdout).into_owned();
+        // `Authorization_` is no protected name once hyphenated (`Authorization-`): it passes.
+        let want = if extra[1].starts_with("Authorization_") {
+            "200"
+        } else {
+            "400"
+        };
+        assert_eq!(code, want, "{version} {extra:?}");
+    }
+    // An h2c upgrade is not tunnelled past the guard: the request is answered as it is.
+    let out = pier.curl(&[
+        "--http1.1",
+        "-H",
+        &format!("X-Serverless-Authorization: Bearer {good}"),
+        "-H",
+        "Connection: Upgrade, HTTP2-Settings",
+        "-H",
+        "Upgrade: h2c",
+        "-H",
+        "HTTP2-Settings: AAMAAABkAAQAAP__",
+        "-w",
+        "\n%{http_code}",
+        &url,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("200"), "{text}");
+    assert!(
+        !text.to_ascii_lowercase().contains("\"upgrade\""),
+        "the app saw the upgrade: {text}"
+    );
 }
 
 /// Finding 6: a service named `green---b` took over service `b`'s tag URL.
@@ -391,6 +461,8 @@ fn strangers_cannot_tell_what_exists() {
         a.contains("lacks permission") && b.contains("lacks permission"),
         "{a}\n{b}"
     );
+    // The same words, naming only the revision asked about (not its service).
+    assert_eq!(a.replace(&rev, "X"), b.replace("missing-00001-abc", "X"));
     // A service account's policy and keys.
     pier.ok(&["iam", "service-accounts", "create", "exists"]);
     {
@@ -680,4 +752,117 @@ fn local_users_reach_nothing_of_containers() {
         assert!(!out.status.success(), "nobody read {}", config.display());
         assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
     }
+}
+
+/// An identity token with Pier's own audience is an access token to the admin API: nobody gets one
+/// for another account (impersonation), nor by naming the audience in a refresh, so Token Creator
+/// cannot act as the account it may mint identity tokens for.
+#[test]
+fn identity_tokens_never_carry_the_admin_apis_audience() {
+    let pier = Pier::start(&[]);
+    let dev = developer(&pier);
+    pier.ok(&["iam", "service-accounts", "create", "deployer"]);
+    let sa = "deployer@default.iam.pier.localhost";
+    pier.ok(&[
+        "projects",
+        "add-iam-policy-binding",
+        "default",
+        &format!("--member=serviceAccount:{sa}"),
+        "--role=roles/run.admin",
+    ]);
+    pier.ok(&[
+        "iam",
+        "service-accounts",
+        "add-iam-policy-binding",
+        sa,
+        "--member=user:dev@example.com",
+        "--role=roles/iam.serviceAccountTokenCreator",
+    ]);
+    let issuer = pier.api_get("/v1/info")["domain"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let issuer = format!("https://{issuer}:{}", pier.https_port);
+    let err = dev.fails(&[
+        "auth",
+        "print-identity-token",
+        "--impersonate-service-account",
+        sa,
+        "--audiences",
+        &issuer,
+    ]);
+    assert!(err.contains("access token to Pier's admin API"), "{err}");
+    // A service URL is fine.
+    dev.ok(&[
+        "auth",
+        "print-identity-token",
+        "--impersonate-service-account",
+        sa,
+        "--audiences",
+        "https://api.example",
+    ]);
+    // Nor does the refresh grant hand one out by name.
+    let err = pier.fails(&["auth", "print-identity-token", "--audiences", &issuer]);
+    assert!(err.contains("access token to Pier's admin API"), "{err}");
+}
+
+/// Internal ingress admits instances of the service's own project only (Cloud Run: the project's
+/// VPC), not every instance on the server.
+#[test]
+fn internal_ingress_is_for_the_services_own_project() {
+    let pier = Pier::start(&[]);
+    let dir = shared_dir();
+    let inner = pier.ok(&[
+        "deploy",
+        "inner",
+        "--project",
+        "other",
+        "--command",
+        hello_bin().to_str().unwrap(),
+        "--ingress",
+        "internal",
+        "--allow-unauthenticated",
+    ]);
+    let inner_url = inner
+        .lines()
+        .find_map(|l| l.strip_prefix("Service URL: "))
+        .unwrap()
+        .to_owned();
+    let caller = write_script(
+        dir.path(),
+        "caller.py",
+        r#"import http.server, os, urllib.request, urllib.error
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        try:
+            code = urllib.request.urlopen(os.environ["TARGET"], timeout=10).status
+        except urllib.error.HTTPError as e:
+            code = e.code
+        self.send_response(200); self.end_headers(); self.wfile.write(str(code).encode())
+http.server.HTTPServer(("", int(os.environ["PORT"])), H).serve_forever()
+"#,
+    );
+    let mut codes = Vec::new();
+    for project in ["other", "default"] {
+        let out = pier.ok(&[
+            "deploy",
+            "caller",
+            "--project",
+            project,
+            "--command",
+            &format!("exec python3 {caller}"),
+            "--workdir",
+            dir.path().to_str().unwrap(),
+            "--env",
+            &format!("TARGET={inner_url}"),
+            "--allow-unauthenticated",
+        ]);
+        let url = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Service URL: "))
+            .unwrap()
+            .to_owned();
+        codes.push(String::from_utf8(pier.curl(&[&url]).stdout).unwrap());
+    }
+    assert_eq!(codes, ["200", "404"], "same project in, other project out");
 }

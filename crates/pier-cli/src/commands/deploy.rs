@@ -645,7 +645,7 @@ pub async fn wait_ready(
             msg.push_str("\n  last log lines:");
             for l in &r.log_tail {
                 msg.push_str("\n    ");
-                msg.push_str(l);
+                msg.push_str(&super::logs::visible(l));
             }
         }
         msg.push_str("\n  traffic did not move: the previous revision (if any) keeps serving");

@@ -36,7 +36,12 @@ fn print(format: Format, e: &LogEntry) {
         LogStream::Stderr => "stderr",
         LogStream::System => "pier",
     };
-    println!("{} {} [{stream}] {}", e.timestamp, e.instance, e.message);
+    println!(
+        "{} {} [{stream}] {}",
+        e.timestamp,
+        e.instance,
+        visible(&e.message)
+    );
 }
 
 pub(crate) async fn run(ctx: &Ctx, args: LogsArgs) -> Result<()> {
@@ -59,5 +64,35 @@ pub(crate) async fn run(ctx: &Ctx, args: LogsArgs) -> Result<()> {
             print(ctx.format, e);
         }
         Ok(())
+    }
+}
+
+/// An app's line as text a terminal shows but does not obey: control characters (escape sequences,
+/// carriage returns, bells) become `\x1b`-style escapes, so a log cannot retitle, recolour or rewrite
+/// the reader's terminal.
+pub(crate) fn visible(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        if c.is_control() && c != '\t' {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod visible_tests {
+    use super::visible;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(visible("plain\ttext"), "plain\ttext");
+        assert_eq!(visible("\u{1b}]0;PWNED\u{7}red"), "\\x1b]0;PWNED\\x07red");
+        assert_eq!(visible("a\rb\u{9b}c"), "a\\x0db\\x9bc");
     }
 }

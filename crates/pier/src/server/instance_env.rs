@@ -49,7 +49,7 @@ pub struct MetadataTokens(pub Arc<IdentityService>);
 impl TokenSource for MetadataTokens {
     fn id_token(&self, service_account: &str, audience: &str) -> Result<String, String> {
         self.0
-            .mint_id_token(
+            .mint_identity_token(
                 &Principal::ServiceAccount(service_account.to_owned()),
                 audience,
                 None,

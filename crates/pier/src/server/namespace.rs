@@ -75,6 +75,7 @@ impl NamespaceServices for NsServices {
                 listener,
                 tls,
                 self.http_serve,
+                spec.project.clone(),
             ));
             attached.tasks.push(task.abort_handle());
         }
