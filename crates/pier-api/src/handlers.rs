@@ -319,9 +319,56 @@ pub(crate) async fn deploy(
     {
         require(&s, &who, Permission::ImagesWrite, Resource::Installation)?;
     }
+    // So is a registry on the server's own loopback or link-local addresses: pulling from one reaches
+    // the server's own network as the server (a port scan, or a local service's answer).
+    if let Some(image) = &req.template.image
+        && registry_is_the_servers_own(image)
+    {
+        identity
+            .require(&who, Permission::ImagesWrite, &Resource::Installation)
+            .map_err(|_| {
+                ApiError::from(pier_control::ControlError::Forbidden(format!(
+                    "{who} may not pull from {image}: a registry on the server's own loopback or link-local addresses is an owner's to use (pier.images.update); push the image to a registry on the network"
+                )))
+            })?;
+    }
     let mut rev = s.platform.deploy(&project, &service, req).await?;
     rev.warnings = warnings;
     Ok((StatusCode::ACCEPTED, axum::Json(rev)))
+}
+
+/// Whether an image reference names a registry on the server's loopback (`localhost`, 127.0.0.0/8,
+/// `::1`) or link-local addresses (169.254.0.0/16, `fe80::/10`).
+fn registry_is_the_servers_own(image: &str) -> bool {
+    if image.contains("://")
+        || ["oci:", "oci-archive:", "docker-archive:"]
+            .iter()
+            .any(|p| image.starts_with(p))
+    {
+        return false;
+    }
+    let first = image.split('/').next().unwrap_or("");
+    let names_a_registry =
+        image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if !names_a_registry {
+        return false;
+    }
+    let host = match first.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => first.rsplit_once(':').map_or(first, |(h, _)| h),
+    };
+    if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            ip.is_loopback() || ip.is_link_local() || ip.is_unspecified()
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Err(_) => false,
+    }
 }
 
 /// Changes traffic and tags.
@@ -514,4 +561,34 @@ pub(crate) async fn delete_revision(
     revision_service(&s, &who, &project, &revision, Permission::ServicesWrite).await?;
     s.platform.delete_revision(&project, &revision).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::registry_is_the_servers_own as own;
+
+    #[test]
+    fn loopback_and_link_local_registries_are_the_servers_own() {
+        for image in [
+            "127.0.0.1:5000/app:1",
+            "localhost:5000/app",
+            "localhost/app",
+            "[::1]:5000/app",
+            "169.254.169.254/x:y",
+            "127.9.9.9/a/b@sha256:00",
+            "registry.pier.localhost:8443/app",
+        ] {
+            assert!(own(image), "{image}");
+        }
+        for image in [
+            "docker.io/library/busybox",
+            "busybox",
+            "10.0.0.5:5000/app",
+            "oci:/srv/layout:tag",
+            "registry.example.com/app:1",
+            "library/busybox:1",
+        ] {
+            assert!(!own(image), "{image}");
+        }
+    }
 }

@@ -163,8 +163,12 @@ async fn pull_over(
     let mut bytes = bytes.to_vec();
     let versioned = versioned(&bytes)?;
     if versioned.is_index() {
-        let index: Index = serde_json::from_slice(&bytes)
-            .map_err(|e| ImageError::Corrupt(format!("image index of {reference}: {e}")))?;
+        let index: Index = serde_json::from_slice(&bytes).map_err(|e| {
+            ImageError::Corrupt(format!(
+                "the image index of {reference} does not parse ({})",
+                shape(&e)
+            ))
+        })?;
         let entry = pick_platform(&index, &host_platform()).map_err(ImageError::Unsupported)?;
         let by_digest = reference.clone_with_digest(entry.digest.clone());
         let (b, d) = client
@@ -183,8 +187,12 @@ async fn pull_over(
     }
     // The registry's bytes are checked against the digest again as they enter the cache.
     blobs.put(Some(&digest), &bytes)?;
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| ImageError::Corrupt(format!("manifest of {reference}: {e}")))?;
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+        ImageError::Corrupt(format!(
+            "the manifest of {reference} does not parse ({})",
+            shape(&e)
+        ))
+    })?;
 
     let by_digest = reference.clone_with_digest(digest.to_string());
     let wanted: Vec<Descriptor> = std::iter::once(manifest.config.clone())
@@ -269,7 +277,24 @@ fn versioned(bytes: &[u8]) -> Result<Versioned, ImageError> {
 }
 
 fn versioned_ok(bytes: &[u8]) -> Result<Versioned, ImageError> {
-    serde_json::from_slice(bytes).map_err(|e| ImageError::Corrupt(format!("manifest: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        ImageError::Corrupt(format!(
+            "the registry's answer is not a manifest ({})",
+            shape(&e)
+        ))
+    })
+}
+
+/// Where and how a registry's JSON is wrong, without quoting it: a registry the deployer names could
+/// be anything on the server's network, and its answers must not come back through error messages.
+fn shape(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "JSON of another shape",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
 }
 
 /// Turns a registry client error into one that says what to do.
@@ -288,7 +313,7 @@ fn explain(reference: &Reference, registry: &str, e: OciDistributionError) -> Im
             let codes: Vec<String> = envelope
                 .errors
                 .iter()
-                .map(|err| format!("{:?}: {}", err.code, err.message))
+                .map(|err| format!("{:?}", err.code))
                 .collect();
             let text = codes.join("; ");
             let lower = text.to_ascii_lowercase();
@@ -304,10 +329,10 @@ fn explain(reference: &Reference, registry: &str, e: OciDistributionError) -> Im
                 ImageError::Registry(format!("registry {registry} refused {reference}: {text}"))
             }
         }
-        E::ServerError {
-            code: 404, message, ..
-        } => ImageError::NotFound(format!(
-            "image {reference} not found in registry {registry} ({message}): check the name and tag"
+        // The registry's own words stay in the server's log: the deployer chose the address, which may
+        // be anything on the server's network, so its answers do not come back through errors.
+        E::ServerError { code: 404, .. } => ImageError::NotFound(format!(
+            "image {reference} not found in registry {registry} (HTTP 404): check the name and tag"
         )),
         E::ServerError {
             code: code @ (401 | 403),
@@ -315,9 +340,12 @@ fn explain(reference: &Reference, registry: &str, e: OciDistributionError) -> Im
         } => ImageError::Unauthorized(format!(
             "registry {registry} refused access to {reference} (HTTP {code}): give or check its credentials with `pier auth configure-docker {registry}`"
         )),
-        E::ServerError { code, message, .. } => ImageError::Registry(format!(
-            "registry {registry} answered HTTP {code}: {message}"
-        )),
+        E::ServerError { code, message, .. } => {
+            tracing::debug!(%registry, code, %message, "registry error");
+            ImageError::Registry(format!(
+                "registry {registry} answered HTTP {code}: see the server's log for its message"
+            ))
+        }
         E::RequestError(e) => {
             let mut why = e.to_string();
             let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);

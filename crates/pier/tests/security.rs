@@ -866,3 +866,22 @@ http.server.HTTPServer(("", int(os.environ["PORT"])), H).serve_forever()
     }
     assert_eq!(codes, ["200", "404"], "same project in, other project out");
 }
+
+/// A developer cannot make the server pull from its own loopback (a port scan, or a local service's
+/// answer echoed back through an error): that is an owner's to do, as local image files are.
+#[test]
+fn a_developer_cannot_pull_from_the_servers_loopback() {
+    let pier = Pier::start(&[]);
+    let dev = developer(&pier);
+    for image in [
+        "127.0.0.1:9/probe:1",
+        "localhost:9/probe",
+        "169.254.169.254/x:y",
+    ] {
+        let err = dev.fails(&["deploy", "scan", "--image", image]);
+        assert!(err.contains("an owner's to use"), "{image}: {err}");
+    }
+    // The owner may (the registry is simply not there).
+    let err = pier.fails(&["deploy", "scan", "--image", "127.0.0.1:9/probe:1"]);
+    assert!(!err.contains("an owner's to use"), "{err}");
+}
