@@ -254,22 +254,22 @@ pub async fn wait_ready(
             _ = exit.wait_for(Option::is_some) => {}
         }
     }
+    // The last answer the app gave, for the failure message. An attempt cut short by the end of the
+    // window says nothing about the app, so it does not replace an earlier, whole answer.
+    let mut last = String::new();
     loop {
         if let Some(reason) = exit.borrow().clone() {
             return Err(ProbeFailure::Exited(reason));
         }
         let elapsed = start.elapsed();
         let left = window.saturating_sub(elapsed);
-        let last = match check(
-            endpoint,
-            &the_check,
-            attempt_timeout.min(left.max(Duration::from_millis(1))),
-        )
-        .await
-        {
-            Ok(()) => return Ok(start.elapsed()),
-            Err(e) => e,
-        };
+        let this_timeout = attempt_timeout.min(left.max(Duration::from_millis(1)));
+        match tokio::time::timeout(this_timeout, run_check(endpoint, &the_check)).await {
+            Ok(Ok(())) => return Ok(start.elapsed()),
+            Ok(Err(e)) => last = e,
+            Err(_) if this_timeout < attempt_timeout && !last.is_empty() => {}
+            Err(_) => last = format!("no answer within {}s", this_timeout.as_secs_f32()),
+        }
         let elapsed = start.elapsed();
         if elapsed >= window {
             return Err(match probe {
@@ -277,7 +277,7 @@ pub async fn wait_ready(
                 Some(_) => ProbeFailure::Failed {
                     check: describe(&the_check),
                     window: window.as_secs(),
-                    last,
+                    last: std::mem::take(&mut last),
                 },
             });
         }
@@ -340,5 +340,46 @@ mod tests {
         assert_eq!(health_status(serving), Some(1));
         assert_eq!(health_status(Bytes::from_static(&[0, 0, 0, 0, 0])), Some(0));
         assert_eq!(health_status(Bytes::from_static(&[1, 0])), None);
+    }
+
+    /// An app that answers 503 after 400 ms: the attempt the window's end cuts short must not hide
+    /// the app's real answer behind "no answer".
+    #[tokio::test]
+    async fn a_failed_probe_reports_the_apps_last_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        let probe = Probe::from_flag(
+            "httpGet.path=/ready,periodSeconds=1,failureThreshold=1",
+            pier_model::probe::ProbeKind::Startup,
+        )
+        .unwrap();
+        let (_tx, exit) = watch::channel(None);
+        let err = wait_ready(
+            &Endpoint::Tcp(addr),
+            exit,
+            Some(&probe),
+            addr.port(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        let ProbeFailure::Failed { last, window, .. } = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!((last.as_str(), window), ("HTTP 503", 1));
     }
 }
