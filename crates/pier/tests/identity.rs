@@ -547,8 +547,17 @@ fn roles_users_impersonation_and_settings() {
         pw.to_str().unwrap(),
     ]);
     assert_eq!(pier.ok(&["auth", "whoami"]).trim(), "user:dev@example.com");
-    // Deploys work; IAM changes do not.
-    pier.deploy_hello("devsvc", &[]);
+    // Deploys work (from a folder every user may read); IAM changes do not.
+    let app = visible_dir();
+    let hello = visible_hello(app.path());
+    pier.ok(&[
+        "deploy",
+        "devsvc",
+        "--command",
+        hello.to_str().unwrap(),
+        "--workdir",
+        app.path().to_str().unwrap(),
+    ]);
     let policy_file = pier.dir.join("public.json");
     std::fs::write(
         &policy_file,

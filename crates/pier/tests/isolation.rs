@@ -420,9 +420,19 @@ fn named_exceptions_loosen_only_what_they_name() {
     let pier = Pier::start(&["--seccomp-exception", "profiling:perf_event_open"]);
     let work = tempfile::tempdir().unwrap();
     let image = image(work.path());
-    let hello = hello_bin();
+    // In a folder every user may read: a developer redeploys this service below.
+    let app = visible_dir();
+    let hello = visible_hello(app.path());
     for (name, how) in [
-        ("proc", vec!["--command", hello.to_str().unwrap()]),
+        (
+            "proc",
+            vec![
+                "--command",
+                hello.to_str().unwrap(),
+                "--workdir",
+                app.path().to_str().unwrap(),
+            ],
+        ),
         ("gen2", vec!["--image", image.as_str()]),
     ] {
         let mut args = how.clone();

@@ -33,9 +33,7 @@ fn developer(pier: &Pier) -> Account<'_> {
 /// A folder every user may read, for a developer's app (developers see only what every user sees of
 /// the host; `/tmp` is every instance's own).
 fn shared_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
+    visible_dir()
 }
 
 fn write_script(dir: &Path, name: &str, text: &str) -> String {
@@ -197,11 +195,15 @@ fn a_developer_cannot_widen_who_reaches_a_service() {
     // Narrowing is a developer's to do.
     dev.ok(&["services", "update", "b", "--ingress", "internal"]);
     // A deploy that asks for public access goes on without it, and says so.
+    let app = visible_dir();
+    let hello = visible_hello(app.path());
     let out = dev.cli(&[
         "deploy",
         "c",
         "--command",
-        hello_bin().to_str().unwrap(),
+        hello.to_str().unwrap(),
+        "--workdir",
+        app.path().to_str().unwrap(),
         "--allow-unauthenticated",
     ]);
     assert!(
@@ -421,13 +423,14 @@ fn secrets_in_the_data_dir_are_private() {
     ] {
         assert_eq!(mode(&pier.dir.join(d)), 0o700, "{d}");
     }
-    for d in [
-        "images",
-        "images/rootfs",
-        "containers",
-        "containers/bundles",
-    ] {
+    for d in ["images", "containers"] {
         assert_eq!(mode(&pier.dir.join(d)), 0o711, "{d}");
+    }
+    // Container roots and bundles live in the run dir, passable but not listable; each owner's
+    // folder inside is closed to everyone else (tested with containers).
+    let run = pier.run_dir();
+    for d in [run.clone(), run.join("rootfs"), run.join("bundles")] {
+        assert_eq!(mode(&d), 0o711, "{}", d.display());
     }
     for key in std::fs::read_dir(pier.dir.join("keys")).unwrap().flatten() {
         assert_eq!(mode(&key.path()), 0o600, "{}", key.path().display());

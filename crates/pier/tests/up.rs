@@ -10,6 +10,16 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+fn describe_args(json: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    v["template"]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// A user's home under `/home`, removed afterwards.
 struct Home(PathBuf);
 
@@ -142,6 +152,48 @@ fn the_readme_quickstart_works_as_printed() {
     assert!(pier(&["revisions", "list", "--service", "web"]).contains("web-00001-"));
     assert!(pier(&["logs", "web"]).contains("GET /index.html"));
     pier(&["services", "delete", "web"]);
+
+    // The README's --args example, values starting with `-` included.
+    let hello = hello_bin();
+    pier(&[
+        "deploy",
+        "api",
+        "--command",
+        hello.to_str().unwrap(),
+        "--args",
+        "--port=$(PORT),--verbose",
+        "--allow-unauthenticated",
+    ]);
+    let args = describe_args(&pier(&["services", "describe", "api", "--format", "json"]));
+    assert_eq!(args, ["--port=$(PORT)", "--verbose"]);
+
+    // A container image listening on Cloud Run's default port, 8080, which is also the server's own
+    // default HTTP port: the instance's namespace has its own 8080.
+    common::oci::need(&["runc", "umoci", "skopeo"]);
+    {
+        let layout = home.0.join("layout");
+        let image = common::oci::build(&layout, "hello", &common::oci::ImageSpec::hello());
+        let out = pier(&[
+            "deploy",
+            "img",
+            "--image",
+            &image,
+            "--allow-unauthenticated",
+        ]);
+        let img = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Service URL: "))
+            .expect("a URL")
+            .to_owned();
+        let body = as_user(&home.0, "curl")
+            .arg("--cacert")
+            .arg(home.0.join(".local/share/pier/ca.pem"))
+            .args(["-sS", &img])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body.stdout).unwrap();
+        assert_eq!(v["port"], "8080", "{v}");
+    }
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -476,6 +476,26 @@ pub fn with_myhostname(program: &str) -> Command {
     c
 }
 
+/// A folder every instance can see, whatever the clone's location (a clone under `/tmp` or a home is
+/// out of instances' sight: `/tmp` is each instance's own, homes are hidden), for apps that users
+/// other than the owner deploy. Removed when dropped.
+pub fn visible_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("pier-test-")
+        .tempdir_in("/opt")
+        .expect("a folder under /opt for apps instances must see");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// A copy of the echo server in `dir` (from [`visible_dir`]), which every instance can run.
+pub fn visible_hello(dir: &Path) -> PathBuf {
+    let to = dir.join("pier-hello");
+    std::fs::copy(hello_bin(), &to).unwrap();
+    to
+}
+
 /// Retries `f` until it returns Some or `secs` pass.
 pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
