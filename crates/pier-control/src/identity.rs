@@ -218,6 +218,9 @@ pub struct IdentityService {
     issuer: Arc<Issuer>,
     domain: String,
     directory: ArcSwap<Directory>,
+    /// Held from reading the store to publishing the directory, so snapshots are published in the
+    /// order they were read: a slower reload cannot bring back a key or user deleted meanwhile.
+    reloading: std::sync::Mutex<()>,
     external: ArcSwap<Vec<Arc<ExternalIssuer>>>,
 }
 
@@ -247,6 +250,7 @@ impl IdentityService {
             issuer,
             domain: domain.to_owned(),
             directory: ArcSwap::from_pointee(Directory::default()),
+            reloading: std::sync::Mutex::new(()),
             external: ArcSwap::from_pointee(Vec::new()),
         });
         this.reload()?;
@@ -273,13 +277,19 @@ impl IdentityService {
         format!("{}/token", self.issuer.url())
     }
 
-    /// Rebuilds the directory from the store.
+    /// Rebuilds the directory from the store: one read of every identity record, published only
+    /// after every earlier reload's (so the directory never goes back to an older state).
     pub fn reload(&self) -> Result<()> {
+        let _order = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let snapshot = self.store.identity_snapshot()?;
         let mut d = Directory::default();
-        for u in self.store.users()? {
+        for u in snapshot.users {
             d.users.insert(u.email, u.uid);
         }
-        for sa in self.store.service_accounts(None)? {
+        for sa in snapshot.service_accounts {
             d.service_accounts.insert(
                 sa.email,
                 SaInfo {
@@ -288,12 +298,12 @@ impl IdentityService {
                 },
             );
         }
-        for k in self.store.keys(None)? {
+        for k in snapshot.keys {
             if !k.disabled {
                 d.active_keys.insert(k.id);
             }
         }
-        for p in self.store.policies()? {
+        for p in snapshot.policies {
             match serde_json::from_str::<Policy>(&p.policy) {
                 Ok(mut policy) => {
                     policy.etag = p.etag;
@@ -692,7 +702,8 @@ impl IdentityService {
         let (pem, n, e) = pier_identity::keys::generate_rsa()
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         let mut id = [0u8; 20];
-        let _ = getrandom::fill(&mut id);
+        getrandom::fill(&mut id)
+            .map_err(|e| ControlError::Internal(format!("no randomness for a key id: {e}")))?;
         let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
         self.store.create_key(&KeyRecord {
             id: id.clone(),
@@ -828,3 +839,6 @@ impl pier_gateway::auth::TokenVerifier for IdentityService {
         self.authenticate(token, audiences)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,7 @@
 //! Identity tables: users and their sessions (refresh tokens, stored as digests), service accounts and
 //! the public halves of their keys, and IAM policies with etags.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{Result, Store, StoreError, now};
 
@@ -52,6 +52,19 @@ pub struct KeyRecord {
     pub disabled: bool,
     /// Creation time.
     pub created_at: String,
+}
+
+/// Every identity record as of one instant ([`Store::identity_snapshot`]).
+#[derive(Clone, Debug, Default)]
+pub struct IdentitySnapshot {
+    /// Every user.
+    pub users: Vec<UserRecord>,
+    /// Every service account, of every project.
+    pub service_accounts: Vec<ServiceAccountRecord>,
+    /// Every key, disabled ones included.
+    pub keys: Vec<KeyRecord>,
+    /// Every policy.
+    pub policies: Vec<PolicyRecord>,
 }
 
 /// An IAM policy as stored: JSON and its etag.
@@ -115,18 +128,7 @@ impl Store {
 
     /// Every user.
     pub fn users(&self) -> Result<Vec<UserRecord>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT email, uid, password_hash, created_at FROM users ORDER BY email")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(UserRecord {
-                email: r.get(0)?,
-                uid: r.get(1)?,
-                password_hash: r.get(2)?,
-                created_at: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        users_in(&self.conn())
     }
 
     /// Deletes a user and their sessions.
@@ -235,13 +237,7 @@ impl Store {
 
     /// Service accounts of a project, or of all projects.
     pub fn service_accounts(&self, project: Option<&str>) -> Result<Vec<ServiceAccountRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT email, project, name, uid, display_name, disabled, created_at FROM service_accounts \
-             WHERE ?1 IS NULL OR project = ?1 ORDER BY email",
-        )?;
-        let rows = stmt.query_map([project], Self::sa_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        service_accounts_in(&self.conn(), project)
     }
 
     /// Enables or disables a service account.
@@ -320,13 +316,7 @@ impl Store {
 
     /// Keys of one service account, or all keys.
     pub fn keys(&self, email: Option<&str>) -> Result<Vec<KeyRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, email, n, e, disabled, created_at FROM service_account_keys \
-             WHERE ?1 IS NULL OR email = ?1 ORDER BY created_at, id",
-        )?;
-        let rows = stmt.query_map([email], Self::key_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        keys_in(&self.conn(), email)
     }
 
     /// Enables or disables a key of `email`.
@@ -381,16 +371,22 @@ impl Store {
 
     /// Every policy.
     pub fn policies(&self) -> Result<Vec<PolicyRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT resource, policy, etag FROM iam_policies")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(PolicyRecord {
-                resource: r.get(0)?,
-                policy: r.get(1)?,
-                etag: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        policies_in(&self.conn())
+    }
+
+    /// Users, service accounts, keys and policies as of one instant (one read transaction), for the
+    /// identity directory: reading them in separate calls could mix states before and after a change.
+    pub fn identity_snapshot(&self) -> Result<IdentitySnapshot> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let snapshot = IdentitySnapshot {
+            users: users_in(&tx)?,
+            service_accounts: service_accounts_in(&tx, None)?,
+            keys: keys_in(&tx, None)?,
+            policies: policies_in(&tx)?,
+        };
+        tx.commit()?;
+        Ok(snapshot)
     }
 
     /// Read-modify-write of a policy in one transaction: `change` gets the current record (if any) and
@@ -436,6 +432,53 @@ impl Store {
             }
         })
     }
+}
+
+fn users_in(conn: &Connection) -> Result<Vec<UserRecord>> {
+    let mut stmt =
+        conn.prepare("SELECT email, uid, password_hash, created_at FROM users ORDER BY email")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(UserRecord {
+            email: r.get(0)?,
+            uid: r.get(1)?,
+            password_hash: r.get(2)?,
+            created_at: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn service_accounts_in(
+    conn: &Connection,
+    project: Option<&str>,
+) -> Result<Vec<ServiceAccountRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT email, project, name, uid, display_name, disabled, created_at FROM service_accounts \
+         WHERE ?1 IS NULL OR project = ?1 ORDER BY email",
+    )?;
+    let rows = stmt.query_map([project], Store::sa_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn keys_in(conn: &Connection, email: Option<&str>) -> Result<Vec<KeyRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, email, n, e, disabled, created_at FROM service_account_keys \
+         WHERE ?1 IS NULL OR email = ?1 ORDER BY created_at, id",
+    )?;
+    let rows = stmt.query_map([email], Store::key_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn policies_in(conn: &Connection) -> Result<Vec<PolicyRecord>> {
+    let mut stmt = conn.prepare("SELECT resource, policy, etag FROM iam_policies")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(PolicyRecord {
+            resource: r.get(0)?,
+            policy: r.get(1)?,
+            etag: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ mod identity;
 mod images;
 mod migrations;
 
-pub use identity::{KeyRecord, PolicyRecord, ServiceAccountRecord, UserRecord};
+pub use identity::{IdentitySnapshot, KeyRecord, PolicyRecord, ServiceAccountRecord, UserRecord};
 pub use images::{ImageRecord, RegistryCredentialRecord};
 
 /// What can go wrong in the store.
