@@ -307,30 +307,45 @@ impl Platform {
                 revs.get(&(svc.project.clone(), name.clone()))
                     .filter(|r| r.state == RevisionState::Ready)
             };
+            // A revision that cannot be routed (say, its id block is beyond a range since narrowed)
+            // makes its own service answer 503 with the reason; every other service keeps serving.
             let mut shares = Vec::new();
+            let mut broken = None;
             for (key, pct) in svc.traffic.percents() {
                 if let Some(rec) = resolve(&key) {
-                    let pool = self
-                        .pool_for(rec, svc.id_block, true)
-                        .map_err(ControlError::Internal)?;
-                    routed.insert(PoolKey {
-                        project: rec.project.clone(),
-                        revision: rec.name.clone(),
-                    });
-                    shares.push((pool, pct));
+                    match self.pool_for(rec, svc.id_block, true) {
+                        Ok(pool) => {
+                            routed.insert(PoolKey {
+                                project: rec.project.clone(),
+                                revision: rec.name.clone(),
+                            });
+                            shares.push((pool, pct));
+                        }
+                        Err(why) => {
+                            tracing::error!(service = %svc.name, revision = %rec.name, "cannot route: {why}");
+                            broken = Some(cannot_serve(&rec.name));
+                        }
+                    }
                 }
             }
             let host = self.scheme.service_host(&svc.name, hash);
-            table.claim(
-                host,
-                Arc::new(Route::split(
+            let route = match broken {
+                Some(why) => Route::unavailable(
+                    svc.project.clone(),
+                    svc.name.clone(),
+                    None,
+                    why,
+                    access.clone(),
+                ),
+                None => Route::split(
                     svc.project.clone(),
                     svc.name.clone(),
                     None,
                     shares,
                     access.clone(),
-                )),
-            );
+                ),
+            };
+            table.claim(host, Arc::new(route));
             for (tag, key) in svc.traffic.tags() {
                 let Ok(host) = self.scheme.tag_host(&tag, &svc.name, hash) else {
                     continue;
@@ -342,17 +357,28 @@ impl Platform {
                             revision: rec.name.clone(),
                         };
                         let serving = routed.contains(&key);
-                        let pool = self
-                            .pool_for(rec, svc.id_block, serving)
-                            .map_err(ControlError::Internal)?;
-                        routed.insert(key);
-                        Route::split(
-                            svc.project.clone(),
-                            svc.name.clone(),
-                            Some(tag.clone()),
-                            vec![(pool, 100)],
-                            access.clone(),
-                        )
+                        match self.pool_for(rec, svc.id_block, serving) {
+                            Ok(pool) => {
+                                routed.insert(key);
+                                Route::split(
+                                    svc.project.clone(),
+                                    svc.name.clone(),
+                                    Some(tag.clone()),
+                                    vec![(pool, 100)],
+                                    access.clone(),
+                                )
+                            }
+                            Err(why) => Route::unavailable(
+                                svc.project.clone(),
+                                svc.name.clone(),
+                                Some(tag.clone()),
+                                {
+                                    tracing::error!(service = %svc.name, revision = %rec.name, "cannot route tag {tag}: {why}");
+                                    cannot_serve(&rec.name)
+                                },
+                                access.clone(),
+                            ),
+                        }
                     }
                     None => Route::unavailable(
                         svc.project.clone(),
@@ -590,6 +616,9 @@ impl Platform {
         if settings.allow_unauthenticated.is_none() {
             settings.allow_unauthenticated = req.allow_unauthenticated;
         }
+        // Everything is checked before the revision is recorded: from here on, every way out goes
+        // through failing the revision, so none is left DEPLOYING.
+        self.validate_settings(&settings)?;
         let template = req.template.clone();
         let (p2, s2) = (project.clone(), service.clone());
         let (svc, rev) = self
@@ -599,8 +628,11 @@ impl Platform {
             })
             .await?;
         tracing::info!(project = %project, service = %service, revision = %rev.name, "deploying");
-        if !settings.is_empty() {
-            self.apply_settings(&project, &service, &settings).await?;
+        if !settings.is_empty()
+            && let Err(e) = self.apply_settings(&project, &service, &settings).await
+        {
+            self.fail_revision(&rev, &e.to_string(), Vec::new()).await;
+            return Err(e);
         }
         self.changed();
         // A revision the runtimes cannot run fails at once, with the reason. An image revision gets its
@@ -700,12 +732,21 @@ impl Platform {
     pub async fn prune_images(&self) -> Result<PruneView> {
         let _alone = self.image_ops.write().await;
         let removed = self.db(|s| s.delete_unused_images()).await?;
+        // Deny on doubt: a recorded digest that does not parse stops the prune rather than leaving
+        // its content off the keep list (and so freeing exactly it).
         let keep: Vec<pier_image::Digest> = self
             .db(|s| s.images())
             .await?
             .iter()
-            .filter_map(|i| i.digest.parse().ok())
-            .collect();
+            .map(|i| {
+                i.digest.parse().map_err(|_| {
+                    ControlError::internal(format!(
+                        "image {} has an unreadable digest {:?} in the store: nothing was pruned; delete the image record or restore the store",
+                        i.name, i.digest
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
         let images = self
             .images
             .lock()
@@ -1128,12 +1169,8 @@ impl Platform {
         self.get_service(project, name).await
     }
 
-    async fn apply_settings(
-        self: &Arc<Self>,
-        project: &ProjectName,
-        name: &ServiceName,
-        req: &UpdateServiceRequest,
-    ) -> Result<()> {
+    /// Checks service settings without changing anything.
+    fn validate_settings(&self, req: &UpdateServiceRequest) -> Result<()> {
         for a in &req.add_custom_audiences {
             pier_model::settings::validate_audience(a)?;
             if self.scheme.is_own_audience(a) {
@@ -1143,6 +1180,16 @@ impl Platform {
                 )));
             }
         }
+        Ok(())
+    }
+
+    async fn apply_settings(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        name: &ServiceName,
+        req: &UpdateServiceRequest,
+    ) -> Result<()> {
+        self.validate_settings(req)?;
         let (p, n, r) = (project.clone(), name.clone(), req.clone());
         self.db(move |s| {
             s.update_service(&p, &n, |svc, _| {
@@ -1323,6 +1370,14 @@ impl Platform {
             images.unmount_all();
         }
     }
+}
+
+/// What callers of a revision that cannot be routed are told; the reason itself (configuration of
+/// the server) goes to the server's log.
+fn cannot_serve(revision: &RevisionName) -> String {
+    format!(
+        "revision {revision} cannot be started on this server; its operator finds why in the server's log"
+    )
 }
 
 fn not_found_service(project: &ProjectName, name: &ServiceName) -> ControlError {

@@ -77,6 +77,30 @@ fn the_cli_refuses_bad_names_and_flags_with_one_line_reasons() {
             "invalid tag name",
         ),
         (vec!["deploy", "ok"], "nothing to deploy"),
+        // Service settings given with a deploy are checked before a revision is recorded: a revision
+        // left DEPLOYING would never end.
+        (
+            vec![
+                "deploy",
+                "ok",
+                "--command",
+                b,
+                "--add-custom-audiences",
+                "a,,b",
+            ],
+            "is not valid",
+        ),
+        (
+            vec![
+                "deploy",
+                "ok",
+                "--command",
+                b,
+                "--add-custom-audiences",
+                "pier-cli",
+            ],
+            "Pier's own",
+        ),
         (
             vec!["deploy", "ok", "--command", b, "--project", "Bad"],
             "invalid project name",

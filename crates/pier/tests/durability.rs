@@ -255,3 +255,33 @@ fn kill_9_at_random_instants_loses_nothing_committed() {
         committed.len()
     );
 }
+
+/// A revision that cannot be routed after a restart (its service's id block is beyond the narrowed
+/// `--instance-ids`) stops neither the server nor the other services: it answers 503 with a reason.
+#[test]
+fn one_unroutable_service_leaves_the_others_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = fixed_ports();
+    let mut pier = Pier::launch(tmp.path(), &args);
+    let first = pier.deploy_hello("first", &["--allow-unauthenticated"]);
+    let second = pier.deploy_hello("second", &["--allow-unauthenticated"]);
+    assert!(pier.terminate().success());
+
+    // One block of ids: the first service's (block 0) only.
+    let mut narrowed = args.clone();
+    narrowed.extend(["--instance-ids".to_owned(), "1879048192:65536".to_owned()]);
+    let pier = Pier::launch(tmp.path(), &narrowed);
+    let status = |url: &str| {
+        let out = pier.curl(&["-sS", "-o", "/dev/null", "-w", "%{http_code}", url]);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(status(&first), "200");
+    assert_eq!(status(&second), "503");
+    let body = String::from_utf8(pier.curl(&["-sS", &second]).stdout).unwrap();
+    assert!(body.contains("cannot be started on this server"), "{body}");
+    assert!(
+        pier.server_log()
+            .contains("beyond the installation's range"),
+        "the reason is logged"
+    );
+}
