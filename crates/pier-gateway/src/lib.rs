@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use http::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -75,6 +75,21 @@ pub trait Guard: Send + Sync + 'static {
     ) -> Result<(), Box<Response<GatewayBody>>>;
 }
 
+/// A guard that lets every request through, for tests of the forwarding path alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl Guard for AllowAll {
+    fn check(
+        &self,
+        _: &Route,
+        _: &headers::Forwarding,
+        _: &mut http::request::Parts,
+    ) -> Result<(), Box<Response<GatewayBody>>> {
+        Ok(())
+    }
+}
+
 /// A host served in-process (Pier's identity provider and admin API at the base domain).
 pub trait LocalHandler: Send + Sync + 'static {
     /// Answers one request.
@@ -89,7 +104,7 @@ pub trait LocalHandler: Send + Sync + 'static {
 pub struct Gateway {
     config: GatewayConfig,
     routes: ArcSwap<RouteTable>,
-    guard: ArcSwapOption<Box<dyn Guard>>,
+    guard: Arc<dyn Guard>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -102,12 +117,14 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// A gateway with an empty routing table.
-    pub fn new(config: GatewayConfig) -> Arc<Self> {
+    /// A gateway with an empty routing table that admits requests through `guard`. There is no
+    /// gateway without one: a server that forgot to wire its guard would serve private services to
+    /// everyone, so tests that want none say so with [`AllowAll`].
+    pub fn new(config: GatewayConfig, guard: Arc<dyn Guard>) -> Arc<Self> {
         Arc::new(Self {
             config,
             routes: ArcSwap::from_pointee(RouteTable::new()),
-            guard: ArcSwapOption::empty(),
+            guard,
         })
     }
 
@@ -119,11 +136,6 @@ impl Gateway {
     /// The current routing table.
     pub fn routes(&self) -> Arc<RouteTable> {
         self.routes.load_full()
-    }
-
-    /// Installs the request guard.
-    pub fn set_guard(&self, guard: Box<dyn Guard>) {
-        self.guard.store(Some(Arc::new(guard)));
     }
 
     fn builder(&self) -> auto::Builder<TokioExecutor> {

@@ -230,9 +230,7 @@ async fn proxy(
     strip_hop_by_hop(&mut parts.headers, upgrade);
 
     // Ingress, authentication and authorization.
-    if let Some(guard) = gw.guard.load().as_ref()
-        && let Err(resp) = guard.check(&route, fwd, &mut parts)
-    {
+    if let Err(resp) = gw.guard.check(&route, fwd, &mut parts) {
         return Ok(*resp);
     }
 

@@ -229,7 +229,7 @@ async fn harness(template: RevisionTemplate, config: GatewayConfig) -> Harness {
             true,
         )
         .unwrap();
-    let gw = Gateway::new(config);
+    let gw = Gateway::new(config, Arc::new(crate::AllowAll));
     let mut table = RouteTable::new();
     table.insert(
         HOST.into(),

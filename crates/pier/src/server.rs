@@ -229,11 +229,14 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         ca.cert_path(),
         logs.clone(),
     ));
-    let gateway = Gateway::new(GatewayConfig {
-        public_https_port: https_port,
-        max_request_body: args.max_request_body,
-        ..GatewayConfig::default()
-    });
+    let gateway = Gateway::new(
+        GatewayConfig {
+            public_https_port: https_port,
+            max_request_body: args.max_request_body,
+            ..GatewayConfig::default()
+        },
+        Arc::new(IdentityGuard::new(identity.clone(), &issuer_url)),
+    );
     let network = instances::network(
         &args,
         &installation,
@@ -329,7 +332,6 @@ async fn serve(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
         }),
         hooks,
     );
-    gateway.set_guard(Box::new(IdentityGuard::new(identity.clone(), &issuer_url)));
     let platform = Platform::new(
         store,
         activator,
