@@ -130,6 +130,8 @@ pub struct Activator {
     runtimes: Arc<dyn RuntimeSelector>,
     hooks: Option<Arc<dyn InstanceHooks>>,
     pools: Mutex<HashMap<PoolKey, Arc<RevisionPool>>>,
+    /// Set by [`Activator::shutdown`] under the pools' lock: no pool is made after it.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Activator {
@@ -148,6 +150,7 @@ impl Activator {
             runtimes,
             hooks: None,
             pools: Mutex::new(HashMap::new()),
+            closed: Default::default(),
         })
     }
 
@@ -162,6 +165,7 @@ impl Activator {
             runtimes,
             hooks: Some(hooks),
             pools: Mutex::new(HashMap::new()),
+            closed: Default::default(),
         })
     }
 
@@ -199,6 +203,12 @@ impl Activator {
             revision: revision.clone(),
         };
         let mut pools = self.pools();
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            // A deploy that finished pulling while the server stops starts nothing.
+            return Err(format!(
+                "revision {revision} was not started: the server is stopping; deploy again once it is back"
+            ));
+        }
         if let Some(p) = pools.get(&key) {
             p.set_serving(serving);
             return Ok(p.clone());
@@ -232,9 +242,14 @@ impl Activator {
         self.pools().keys().cloned().collect()
     }
 
-    /// Closes every pool (server shutdown): in-flight requests finish, then instances stop.
+    /// Closes every pool (server shutdown): in-flight requests finish, then instances stop. No pool is
+    /// made afterwards ([`Activator::ensure_pool`] refuses).
     pub async fn shutdown(&self) {
-        let pools: Vec<_> = self.pools().drain().map(|(_, p)| p).collect();
+        let pools: Vec<_> = {
+            let mut pools = self.pools();
+            self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+            pools.drain().map(|(_, p)| p).collect()
+        };
         let closes = pools.into_iter().map(|p| async move { p.close().await });
         futures_join_all(closes).await;
     }
