@@ -644,9 +644,28 @@ fn roles_users_impersonation_and_settings() {
         "401"
     );
 
-    // --no-invoker-iam-check lets everything through; custom audiences are accepted.
+    // --no-invoker-iam-check lets everything through; custom audiences are accepted. Settings make
+    // no revision; a template flag makes one only when it changes the template.
+    let revisions = || {
+        let list = pier.ok(&["revisions", "list", "--format", "json"]);
+        serde_json::from_str::<serde_json::Value>(&list)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = revisions();
     pier.ok(&["services", "update", "api", "--no-invoker-iam-check"]);
     assert_eq!(call(&pier, &[&url]).0, "200");
+    assert_eq!(revisions(), before, "a setting made a revision");
+    pier.ok(&["services", "update", "api", "--max-instances", "3"]);
+    assert_eq!(revisions(), before + 1);
+    let err = pier.fails(&["services", "update", "api", "--max-instances", "3"]);
+    assert!(
+        err.contains("leave the revision template as it is"),
+        "{err}"
+    );
+    assert_eq!(revisions(), before + 1);
     pier.ok(&[
         "services",
         "update",

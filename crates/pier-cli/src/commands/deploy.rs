@@ -271,41 +271,6 @@ fn upsert(env: &mut Vec<EnvVar>, var: EnvVar) {
 }
 
 impl TemplateFlags {
-    /// Whether any template flag was given.
-    pub fn is_empty(&self) -> bool {
-        self.image.is_none()
-            && self.command.is_none()
-            && self.args.is_none()
-            && self.env.is_empty()
-            && self.env_file.is_none()
-            && self.set_env_vars.is_none()
-            && self.remove_env_vars.is_none()
-            && !self.clear_env_vars
-            && self.concurrency.is_none()
-            && self.min_instances.is_none()
-            && self.max_instances.is_none()
-            && self.timeout.is_none()
-            && self.cpu.is_none()
-            && self.memory.is_none()
-            && self.port.is_none()
-            && !self.use_http2
-            && !self.no_use_http2
-            && !self.writable_root
-            && !self.no_writable_root
-            && self.workdir.is_none()
-            && self.service_account.is_none()
-            && self.execution_environment.is_none()
-            && self.vpc_egress.is_none()
-            && !self.unsandboxed
-            && !self.no_unsandboxed
-            && self.seccomp_exception.is_none()
-            && !self.no_seccomp_exception
-            && self.startup_probe.is_none()
-            && !self.no_startup_probe
-            && self.liveness_probe.is_none()
-            && !self.no_liveness_probe
-    }
-
     /// Applies the flags over `base`.
     pub fn apply(&self, mut t: RevisionTemplate) -> Result<RevisionTemplate> {
         if let Some(image) = &self.image {

@@ -365,10 +365,14 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ServicesCommand) -> Result<()> {
                 })?;
             let public = public_wish(args.allow_unauthenticated, args.no_allow_unauthenticated);
             let settings: UpdateServiceRequest = args.settings.request(public)?;
-            if args.template.is_empty() {
+            // A new revision only when the template changes, as Cloud Run does: the flags are
+            // applied and the result compared, so no list of "template flags" can fall out of date.
+            let current = svc.template.unwrap_or_default();
+            let template = args.template.apply(current.clone())?;
+            if template == current {
                 if settings.is_empty() {
                     bail!(
-                        "nothing to change: give template flags, --[no-]allow-unauthenticated, --ingress, --[no-]invoker-iam-check or custom audience flags (see --help)"
+                        "nothing to change: the flags given leave the revision template as it is; give template flags with new values, --[no-]allow-unauthenticated, --ingress, --[no-]invoker-iam-check or custom audience flags (see --help)"
                     );
                 }
                 let svc = ctx
@@ -380,7 +384,6 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ServicesCommand) -> Result<()> {
                 }
                 return Ok(());
             }
-            let template = args.template.apply(svc.template.unwrap_or_default())?;
             let req = DeployRequest {
                 template,
                 allow_unauthenticated: public,
