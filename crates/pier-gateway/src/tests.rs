@@ -505,6 +505,8 @@ async fn tls_stream(h: &Harness) -> tokio_rustls::client::TlsStream<tokio::net::
         .unwrap()
 }
 
+/// A WebSocket upgrade becomes a tunnel (the only upgrade Pier forwards, as Cloud Run: `h2c` and
+/// other protocols are not switched to behind the guard's back).
 #[tokio::test]
 async fn upgrades_become_tunnels() {
     let h = harness(
@@ -518,7 +520,7 @@ async fn upgrades_become_tunnels() {
     let mut s = tls_stream(&h).await;
     s.write_all(
         format!(
-            "GET /upgrade HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+            "GET /upgrade HTTP/1.1\r\nHost: {HOST}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
         )
         .as_bytes(),
     )

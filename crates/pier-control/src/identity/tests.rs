@@ -74,5 +74,8 @@ fn a_deleted_key_never_comes_back_under_concurrent_changes() {
         came_back.len(),
         keys.len()
     );
-    assert!(keys.iter().all(|k| !ids.directory().active_keys.contains(k)));
+    assert!(
+        keys.iter()
+            .all(|k| !ids.directory().active_keys.contains(k))
+    );
 }
