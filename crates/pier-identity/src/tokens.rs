@@ -151,6 +151,39 @@ pub const SIGNATURE_REMOVED: &str = "SIGNATURE_REMOVED_BY_PIER";
 
 type Cache = HashMap<Box<str>, Arc<Verified>, foldhash::fast::RandomState>;
 
+/// Shards of the verification cache: a request locks one, chosen by the token's hash, for a lookup
+/// (no I/O, no await), so concurrent requests with different tokens rarely meet on a lock.
+const SHARDS: usize = 16;
+
+/// The verification cache, split in [`SHARDS`] maps each behind its own short mutex.
+struct ShardedCache {
+    hasher: foldhash::fast::RandomState,
+    shards: [Mutex<Cache>; SHARDS],
+}
+
+impl Default for ShardedCache {
+    fn default() -> Self {
+        Self {
+            hasher: foldhash::fast::RandomState::default(),
+            shards: std::array::from_fn(|_| Mutex::new(Cache::default())),
+        }
+    }
+}
+
+impl ShardedCache {
+    fn shard(&self, token: &str) -> std::sync::MutexGuard<'_, Cache> {
+        use std::hash::BuildHasher;
+        let i = (self.hasher.hash_one(token) as usize) % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn clear(&self) {
+        for s in &self.shards {
+            s.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -199,7 +232,7 @@ pub fn header_kid(token: &str) -> Result<String, TokenError> {
 pub struct Issuer {
     url: String,
     ring: Arc<KeyRing>,
-    cache: Mutex<Cache>,
+    cache: ShardedCache,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -214,7 +247,7 @@ impl Issuer {
         Self {
             url: url.trim_end_matches('/').to_owned(),
             ring,
-            cache: Mutex::new(Cache::default()),
+            cache: ShardedCache::default(),
         }
     }
 
@@ -263,16 +296,11 @@ impl Issuer {
     /// [`check_audience`]).
     pub fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
         let now = now_secs();
-        if let Some(v) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(token)
-        {
+        if let Some(v) = self.cache.shard(token).get(token).cloned() {
             if v.claims.exp + LEEWAY_SECS <= now {
                 return Err(TokenError::Expired);
             }
-            return Ok(v.clone());
+            return Ok(v);
         }
         let kid = header_kid(token)?;
         let key = self.ring.key(&kid).ok_or(TokenError::UnknownKey)?;
@@ -287,10 +315,10 @@ impl Issuer {
             claims,
             stripped,
         });
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_MAX {
+        let mut cache = self.cache.shard(token);
+        if cache.len() >= CACHE_MAX / SHARDS {
             cache.retain(|_, v| v.claims.exp + LEEWAY_SECS > now);
-            if cache.len() >= CACHE_MAX {
+            if cache.len() >= CACHE_MAX / SHARDS {
                 cache.clear();
             }
         }
@@ -300,7 +328,7 @@ impl Issuer {
 
     /// Forgets every cached verification (after a key is revoked).
     pub fn flush(&self) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.cache.clear();
     }
 }
 
