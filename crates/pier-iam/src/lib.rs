@@ -29,7 +29,9 @@ use pier_model::api::{KeyView, ServiceAccountView, UserView};
 use pier_model::{ProjectName, ServiceName};
 use pier_store::{KeyRecord, ServiceAccountRecord, Store, StoreError, UserRecord};
 
-use crate::ControlError;
+use pier_fault::ControlError;
+
+mod signin;
 
 type Result<T, E = ControlError> = std::result::Result<T, E>;
 
@@ -444,7 +446,7 @@ impl IdentityService {
     /// `grant_type=password`: a user signs in; answers a refresh token and an ID token for the CLI.
     pub fn grant_password(&self, email: &str, password: &str) -> Result<TokenResponse, GrantError> {
         let email = normalize_email(email).map_err(|e| invalid_grant(e.to_string()))?;
-        if let Some(wait) = crate::signin::must_wait(&email) {
+        if let Some(wait) = signin::must_wait(&email) {
             return Err(invalid_grant(format!(
                 "too many wrong passwords for {email}: wait {}s, then try again",
                 wait.as_secs().max(1)
@@ -465,10 +467,10 @@ impl IdentityService {
                 .into(),
         })?;
         if !ok {
-            crate::signin::failed(&email);
+            signin::failed(&email);
             return Err(invalid_grant("wrong email or password"));
         }
-        crate::signin::succeeded(&email);
+        signin::succeeded(&email);
         let refresh = new_secret().map_err(|e| invalid_grant(e.to_string()))?;
         self.store
             .create_session(&secret_digest(&refresh), &email)

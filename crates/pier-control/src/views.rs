@@ -1,0 +1,213 @@
+//! What the API shows of services and revisions: their URLs, traffic status and conditions.
+
+use super::*;
+
+impl Platform {
+    pub(crate) fn url_for(&self, svc: &ServiceRecord, hash: &str) -> String {
+        self.scheme.url(&self.scheme.service_host(&svc.name, hash))
+    }
+
+    pub(crate) async fn hash_of(&self, project: &ProjectName) -> Result<String> {
+        let p = project.clone();
+        Ok(self
+            .db(move |s| s.project(&p))
+            .await?
+            .map(|p| p.hash)
+            .unwrap_or_default())
+    }
+
+    pub(crate) fn resolved(
+        svc: &ServiceRecord,
+        revs: &[RevisionRecord],
+    ) -> Vec<(Option<RevisionName>, bool, u8, Option<Tag>)> {
+        let ready = |n: &RevisionName| {
+            revs.iter()
+                .any(|r| r.name == *n && r.state == RevisionState::Ready)
+        };
+        svc.traffic
+            .0
+            .iter()
+            .map(|t| {
+                let rev = match t.key() {
+                    TrafficKey::Latest => svc.latest_ready.clone(),
+                    TrafficKey::Revision(r) => Some(r),
+                }
+                .filter(ready);
+                (rev, t.latest_revision, t.percent, t.tag.clone())
+            })
+            .collect()
+    }
+
+    pub(crate) async fn service_view(&self, svc: ServiceRecord) -> Result<ServiceView> {
+        let hash = self.hash_of(&svc.project).await?;
+        let (p, n) = (svc.project.clone(), svc.name.clone());
+        let revs = self.db(move |s| s.revisions(&p, Some(&n))).await?;
+        let latest = svc
+            .latest_created
+            .as_ref()
+            .and_then(|n| revs.iter().find(|r| r.name == *n));
+        let traffic: Vec<TrafficStatus> = Self::resolved(&svc, &revs)
+            .into_iter()
+            .map(
+                |(revision_name, latest_revision, percent, tag)| TrafficStatus {
+                    url: tag.as_ref().and_then(|t| {
+                        self.scheme
+                            .tag_host(t, &svc.name, &hash)
+                            .ok()
+                            .map(|h| self.scheme.url(&h))
+                    }),
+                    revision_name,
+                    latest_revision,
+                    percent,
+                    tag,
+                },
+            )
+            .collect();
+        let (ready, message) = match latest {
+            Some(r) if r.state == RevisionState::Failed => (
+                false,
+                Some(format!(
+                    "revision {} failed: {}",
+                    r.name,
+                    r.message.clone().unwrap_or_default()
+                )),
+            ),
+            Some(r) if r.state == RevisionState::Deploying => {
+                (false, Some(format!("revision {} is deploying", r.name)))
+            }
+            Some(_) => (true, None),
+            None => (false, Some("no revision".into())),
+        };
+        // The most recent unexpected instance end among the revisions that serve.
+        let last_instance_exit = traffic
+            .iter()
+            .filter_map(|t| t.revision_name.as_ref())
+            .filter_map(|r| {
+                self.activator.pool(&PoolKey {
+                    project: svc.project.clone(),
+                    revision: r.clone(),
+                })
+            })
+            .filter_map(|p| p.last_exit())
+            .max_by(|a, b| a.at.cmp(&b.at));
+        Ok(ServiceView {
+            last_instance_exit,
+            url: self.url_for(&svc, &hash),
+            template: latest.map(|r| r.template.clone()),
+            traffic_spec: svc.traffic.0.clone(),
+            traffic,
+            latest_created_revision: svc.latest_created.clone(),
+            latest_ready_revision: svc.latest_ready.clone(),
+            ready,
+            message,
+            allow_unauthenticated: self.identity.directory().is_public(&svc.project, &svc.name),
+            ingress: svc.ingress,
+            invoker_iam_check: svc.invoker_iam_check,
+            custom_audiences: svc.custom_audiences.clone(),
+            created_at: svc.created_at.clone(),
+            updated_at: svc.updated_at.clone(),
+            name: svc.name,
+            project: svc.project,
+        })
+    }
+
+    pub(crate) async fn revision_view(&self, rec: &RevisionRecord) -> Result<RevisionView> {
+        let (p, n) = (rec.project.clone(), rec.service.clone());
+        let svc = self.db(move |s| s.service(&p, &n)).await?;
+        let (mut percent, mut tags) = (0u8, Vec::new());
+        if let Some(svc) = &svc {
+            let (p, n) = (svc.project.clone(), svc.name.clone());
+            let revs = self.db(move |s| s.revisions(&p, Some(&n))).await?;
+            for (rev, _, pct, tag) in Self::resolved(svc, &revs) {
+                if rev.as_ref() == Some(&rec.name) {
+                    percent = percent.saturating_add(pct);
+                    tags.extend(tag);
+                }
+            }
+        }
+        let pool = self.activator.pool(&PoolKey {
+            project: rec.project.clone(),
+            revision: rec.name.clone(),
+        });
+        let instances = pool.as_ref().map(|p| p.instances()).unwrap_or_default();
+        let last_instance_exit = pool.as_ref().and_then(|p| p.last_exit());
+        Ok(RevisionView {
+            warnings: Vec::new(),
+            name: rec.name.clone(),
+            service: rec.service.clone(),
+            project: rec.project.clone(),
+            template: rec.template.clone(),
+            state: rec.state,
+            message: rec.message.clone(),
+            log_tail: rec.log_tail.clone(),
+            created_at: rec.created_at.clone(),
+            ready_at: rec.ready_at.clone(),
+            percent,
+            tags,
+            instances,
+            image_digest: rec.image_digest.clone(),
+            last_instance_exit,
+        })
+    }
+
+    /// One service.
+    pub async fn get_service(
+        &self,
+        project: &ProjectName,
+        name: &ServiceName,
+    ) -> Result<ServiceView> {
+        let (p, n) = (project.clone(), name.clone());
+        let svc = self
+            .db(move |s| s.service(&p, &n))
+            .await?
+            .ok_or_else(|| not_found_service(project, name))?;
+        self.service_view(svc).await
+    }
+
+    /// Services of a project.
+    pub async fn list_services(&self, project: &ProjectName) -> Result<Vec<ServiceView>> {
+        let p = project.clone();
+        let services = self.db(move |s| s.services(Some(&p))).await?;
+        let mut out = Vec::with_capacity(services.len());
+        for svc in services {
+            out.push(self.service_view(svc).await?);
+        }
+        Ok(out)
+    }
+
+    /// Revisions of a project, optionally of one service.
+    pub async fn list_revisions(
+        &self,
+        project: &ProjectName,
+        service: Option<&ServiceName>,
+    ) -> Result<Vec<RevisionView>> {
+        let (p, s2) = (project.clone(), service.cloned());
+        if let Some(svc) = service {
+            let (p, n) = (project.clone(), svc.clone());
+            if self.db(move |s| s.service(&p, &n)).await?.is_none() {
+                return Err(not_found_service(project, svc));
+            }
+        }
+        let revs = self.db(move |s| s.revisions(&p, s2.as_ref())).await?;
+        let mut out = Vec::with_capacity(revs.len());
+        for r in &revs {
+            out.push(self.revision_view(r).await?);
+        }
+        Ok(out)
+    }
+
+    /// One revision.
+    pub async fn get_revision(
+        &self,
+        project: &ProjectName,
+        name: &RevisionName,
+    ) -> Result<RevisionView> {
+        let (p, n) = (project.clone(), name.clone());
+        let rec = self.db(move |s| s.revision(&p, &n)).await?.ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "revision {name} does not exist in project {project}: `pier revisions list` shows them"
+            ))
+        })?;
+        self.revision_view(&rec).await
+    }
+}
