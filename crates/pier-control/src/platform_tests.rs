@@ -7,17 +7,10 @@ use super::*;
 use pier_gateway::{AllowAll, GatewayConfig};
 use pier_identity::keys::{KeyRing, RotationPolicy};
 use pier_model::RevisionTemplate;
-use pier_runtime::{Endpoint, ExitReason, Instance, InstanceSpec, Runtime, RuntimeError};
+use pier_runtime::{Endpoint, Instance, InstanceSpec, Runtime, RuntimeError};
 
 /// Instances that listen on a loopback port and do nothing else; a command naming `fail` cannot start.
 struct InProcessTestDouble;
-
-struct Listening {
-    id: pier_model::InstanceId,
-    endpoint: Endpoint,
-    exit: watch::Sender<Option<ExitReason>>,
-    task: tokio::task::JoinHandle<()>,
-}
 
 #[async_trait::async_trait]
 impl Runtime for InProcessTestDouble {
@@ -33,35 +26,12 @@ impl Runtime for InProcessTestDouble {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = Endpoint::Tcp(l.local_addr().unwrap());
         let task = tokio::spawn(async move { while l.accept().await.is_ok() {} });
-        Ok(Arc::new(Listening {
-            id: spec.id,
-            endpoint,
-            exit: watch::channel(None).0,
-            task,
-        }))
+        Ok(pier_runtime::double::TaskInstance::new(
+            spec.id, endpoint, task,
+        ))
     }
     async fn cleanup_leftovers(&self) -> Result<usize, RuntimeError> {
         Ok(0)
-    }
-}
-
-#[async_trait::async_trait]
-impl Instance for Listening {
-    fn id(&self) -> &pier_model::InstanceId {
-        &self.id
-    }
-    fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-    fn exit_watch(&self) -> watch::Receiver<Option<ExitReason>> {
-        self.exit.subscribe()
-    }
-    fn log_tail(&self, _: usize) -> Vec<String> {
-        Vec::new()
-    }
-    async fn stop(&self, _: Duration) {
-        self.task.abort();
-        let _ = self.exit.send(Some(ExitReason::Stopped));
     }
 }
 

@@ -44,26 +44,7 @@ impl Platform {
         self.update_traffic(
             project,
             name,
-            UpdateTrafficRequest {
-                to_revisions: traffic
-                    .percents()
-                    .into_iter()
-                    .map(|(k, p)| pier_model::api::TrafficAssignment {
-                        target: k.to_string(),
-                        percent: p,
-                    })
-                    .collect(),
-                update_tags: traffic
-                    .tags()
-                    .into_iter()
-                    .map(|(t, k)| pier_model::api::TagAssignment {
-                        tag: t,
-                        revision: k.to_string(),
-                    })
-                    .collect(),
-                clear_tags: true,
-                ..Default::default()
-            },
+            UpdateTrafficRequest::replacing_with(&traffic),
         )
         .await
     }

@@ -13,7 +13,7 @@ use hyper::body::Frame;
 use hyper::body::Incoming;
 use pier_activator::{Activator, ActivatorConfig, RevisionPool};
 use pier_model::{ProjectName, RevisionTemplate};
-use pier_runtime::{Endpoint, ExitReason, Instance, InstanceSpec, Runtime, RuntimeError};
+use pier_runtime::{Endpoint, Instance, InstanceSpec, Runtime, RuntimeError};
 use std::convert::Infallible;
 use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -130,13 +130,6 @@ struct AppRuntime {
     seen: Arc<Seen>,
 }
 
-struct AppInstance {
-    id: pier_model::InstanceId,
-    endpoint: Endpoint,
-    exit: watch::Sender<Option<ExitReason>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
 #[async_trait]
 impl Runtime for AppRuntime {
     fn name(&self) -> &'static str {
@@ -157,35 +150,12 @@ impl Runtime for AppRuntime {
                 });
             }
         });
-        Ok(Arc::new(AppInstance {
-            id: spec.id,
-            endpoint,
-            exit: watch::channel(None).0,
-            task,
-        }))
+        Ok(pier_runtime::double::TaskInstance::new(
+            spec.id, endpoint, task,
+        ))
     }
     async fn cleanup_leftovers(&self) -> Result<usize, RuntimeError> {
         Ok(0)
-    }
-}
-
-#[async_trait]
-impl Instance for AppInstance {
-    fn id(&self) -> &pier_model::InstanceId {
-        &self.id
-    }
-    fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-    fn exit_watch(&self) -> watch::Receiver<Option<ExitReason>> {
-        self.exit.subscribe()
-    }
-    fn log_tail(&self, _: usize) -> Vec<String> {
-        Vec::new()
-    }
-    async fn stop(&self, _: Duration) {
-        self.task.abort();
-        let _ = self.exit.send(Some(ExitReason::Stopped));
     }
 }
 

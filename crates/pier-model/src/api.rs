@@ -295,6 +295,33 @@ pub struct UpdateTrafficRequest {
     pub clear_tags: bool,
 }
 
+impl UpdateTrafficRequest {
+    /// The request that makes a service's traffic exactly `traffic` (a manifest's `traffic:` list):
+    /// its percents, its tags and no others.
+    pub fn replacing_with(traffic: &crate::Traffic) -> Self {
+        Self {
+            to_revisions: traffic
+                .percents()
+                .into_iter()
+                .map(|(k, p)| TrafficAssignment {
+                    target: k.to_string(),
+                    percent: p,
+                })
+                .collect(),
+            update_tags: traffic
+                .tags()
+                .into_iter()
+                .map(|(t, k)| TagAssignment {
+                    tag: t,
+                    revision: k.to_string(),
+                })
+                .collect(),
+            clear_tags: true,
+            ..Default::default()
+        }
+    }
+}
+
 /// Service settings that change without a new revision.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

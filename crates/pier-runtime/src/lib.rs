@@ -21,6 +21,8 @@ use tokio::sync::watch;
 
 pub mod bridge;
 pub mod cgroup;
+#[cfg(feature = "test-double")]
+pub mod double;
 pub mod logs;
 pub mod netns;
 pub mod network;

@@ -137,26 +137,7 @@ pub async fn deploy_file(
         && *traffic != pier_model::Traffic::default()
     {
         eprintln!("  Routing traffic...");
-        let req = UpdateTrafficRequest {
-            to_revisions: traffic
-                .percents()
-                .into_iter()
-                .map(|(k, p)| pier_model::api::TrafficAssignment {
-                    target: k.to_string(),
-                    percent: p,
-                })
-                .collect(),
-            update_tags: traffic
-                .tags()
-                .into_iter()
-                .map(|(t, k)| pier_model::api::TagAssignment {
-                    tag: t,
-                    revision: k.to_string(),
-                })
-                .collect(),
-            clear_tags: true,
-            ..Default::default()
-        };
+        let req = UpdateTrafficRequest::replacing_with(traffic);
         ctx.client.update_traffic(&project, &m.name, &req).await?;
     } else if let Some(public) = m.allow_unauthenticated
         && unchanged
