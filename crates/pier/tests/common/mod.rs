@@ -191,13 +191,19 @@ impl Pier {
     pub fn api_get(&self, path: &str) -> serde_json::Value {
         let out = self
             .command("curl")
-            .args(["-sf", "-H"])
+            .args(["-sS", "-w", "\n%{http_code}", "-H"])
             .arg(format!("Authorization: Bearer {}", self.api_token()))
             .arg(format!("{}{path}", self.api_url))
             .output()
             .unwrap();
-        assert!(out.status.success(), "GET {path} failed");
-        serde_json::from_slice(&out.stdout).unwrap()
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, status) = text.rsplit_once('\n').unwrap_or((&text, ""));
+        assert!(
+            out.status.success() && status == "200",
+            "GET {path}: HTTP {status:?} {body} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(body).unwrap()
     }
 
     /// `program`, run where the server runs (its network or mount namespace, if it has one).
