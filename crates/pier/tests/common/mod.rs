@@ -66,6 +66,8 @@ pub struct Pier {
     /// The server's pid when it runs in a mount namespace of its own: commands run there too, and
     /// the harness reads its files through `/proc/PID/root`.
     pub mount_ns_of: Option<u32>,
+    /// The server's run dir (`/run/pier/INSTALLATION`), once it is up: removed with the server.
+    run_dir_seen: Option<PathBuf>,
 }
 
 /// `program`, run in network namespace `netns` when one is given (with `nsenter`, which changes
@@ -138,6 +140,7 @@ impl Pier {
             netns: netns.map(str::to_owned),
             log: None,
             mount_ns_of: None,
+            run_dir_seen: None,
         };
         p.wait_up();
         p
@@ -164,6 +167,7 @@ impl Pier {
             std::thread::sleep(Duration::from_millis(50));
         }
         let info = self.api_get("/v1/info");
+        self.run_dir_seen = info["runDir"].as_str().map(PathBuf::from);
         self.https_port = info["httpsPort"].as_u64().unwrap() as u16;
         self.http_port = info["httpPort"].as_u64().unwrap() as u16;
         self.ca_pem = std::fs::read_to_string(self.host_path(&self.dir.join("ca.pem"))).unwrap();
@@ -277,6 +281,7 @@ impl Pier {
             netns: None,
             log: Some(log_path),
             mount_ns_of: Some(pid),
+            run_dir_seen: None,
         };
         p.wait_up();
         p
@@ -396,6 +401,10 @@ impl Drop for Pier {
         }
         // A server killed with -9 and not restarted leaves containers and image mounts behind.
         oci::remove_leftovers(&self.dir);
+        // A server stops by removing its run dir; one killed with -9 and not restarted leaves it.
+        if let Some(run) = &self.run_dir_seen {
+            oci::remove_run_dir(run);
+        }
         if std::thread::panicking() {
             eprintln!("---- server log ----\n{}", self.server_log());
         }

@@ -442,6 +442,41 @@ pub fn remove_leftovers(dir: &Path) {
     }
 }
 
+/// Unmounts what is left under a server's run dir and removes its empty folders, deepest first.
+pub fn remove_run_dir(run: &Path) {
+    let mut mounts = mounts_under(run);
+    mounts.sort();
+    for m in mounts.iter().rev() {
+        let _ = Command::new("umount").args(["-l", m]).output();
+    }
+    for top in ["rootfs", "bundles"] {
+        for child in std::fs::read_dir(run.join(top))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            // Bundles hold files (config.json); roots' folders only mount points, now empty.
+            if top == "bundles" && mounts_under(&child.path()).is_empty() {
+                let _ = std::fs::remove_dir_all(child.path());
+            } else {
+                remove_empty_dirs(&child.path());
+            }
+        }
+        let _ = std::fs::remove_dir(run.join(top));
+    }
+    let _ = std::fs::remove_dir(run);
+}
+
+/// Removes `dir` and the folders below it, deepest first, where they are empty (files stay).
+fn remove_empty_dirs(dir: &Path) {
+    for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if child.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_empty_dirs(&child.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 /// A request the token server answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRequest {
