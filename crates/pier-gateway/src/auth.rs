@@ -23,12 +23,11 @@
 use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Response, StatusCode};
+use http::{Method, StatusCode};
 use pier_identity::{TokenError, Verified};
 
 use crate::Guard;
-use crate::body::GatewayBody;
-use crate::error::plain;
+use crate::error::Refusal;
 use crate::headers::Forwarding;
 use crate::routes::Route;
 
@@ -95,10 +94,8 @@ fn already_stripped(v: &HeaderValue) -> bool {
     bearer(v).is_some_and(|t| t.ends_with(&format!(".{SIGNATURE_REMOVED}")))
 }
 
-type Refusal = Box<Response<GatewayBody>>;
-
 fn refuse(status: StatusCode, msg: String) -> Refusal {
-    Box::new(plain(status, format!("{msg}\n")))
+    Refusal::new(status, msg)
 }
 
 fn bearer(v: &HeaderValue) -> Option<&str> {
@@ -216,22 +213,20 @@ impl Guard for IdentityGuard {
 }
 
 fn invalid_token(why: &str) -> Refusal {
-    let mut r = plain(
-        StatusCode::UNAUTHORIZED,
-        format!(
-            "Unauthorized: {why}. Get a fresh token with `pier auth print-identity-token --audiences SERVICE_URL`.\n"
-        ),
-    );
     let description: String = why
         .chars()
         .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
         .collect();
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "Bearer error=\"invalid_token\", error_description=\"{description}\""
-    )) {
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    Refusal {
+        status: StatusCode::UNAUTHORIZED,
+        message: format!(
+            "Unauthorized: {why}. Get a fresh token with `pier auth print-identity-token --audiences SERVICE_URL`."
+        ),
+        www_authenticate: HeaderValue::from_str(&format!(
+            "Bearer error=\"invalid_token\", error_description=\"{description}\""
+        ))
+        .ok(),
     }
-    Box::new(r)
 }
 
 #[cfg(test)]

@@ -129,18 +129,61 @@ impl ProxyError {
     /// request past its deadline is `DEADLINE_EXCEEDED`, as the client's own deadline would be.
     pub fn into_grpc_response(self) -> Response<GatewayBody> {
         let (status, msg) = self.status_and_message();
-        let code = match (&self, status) {
-            (ProxyError::Timeout(_), _) | (_, StatusCode::GATEWAY_TIMEOUT) => {
-                GRPC_DEADLINE_EXCEEDED
-            }
-            (_, StatusCode::PAYLOAD_TOO_LARGE) => 8, // RESOURCE_EXHAUSTED
-            (_, StatusCode::UNAUTHORIZED) => 16,     // UNAUTHENTICATED
-            (_, StatusCode::FORBIDDEN) => 7,         // PERMISSION_DENIED
-            (_, StatusCode::NOT_FOUND) => 12,        // UNIMPLEMENTED
-            (_, StatusCode::BAD_REQUEST) => 13,      // INTERNAL
-            _ => 14,                                 // UNAVAILABLE
+        let code = match self {
+            ProxyError::Timeout(_) => GRPC_DEADLINE_EXCEEDED,
+            _ => grpc_code(status),
         };
         grpc_status(code, &msg)
+    }
+}
+
+/// The gRPC code for an HTTP status, following gRPC's HTTP mapping (`doc/http-grpc-status-mapping.md`),
+/// with a gateway timeout as `DEADLINE_EXCEEDED` and a body over the limit as `RESOURCE_EXHAUSTED`.
+fn grpc_code(status: StatusCode) -> u32 {
+    match status {
+        StatusCode::GATEWAY_TIMEOUT => GRPC_DEADLINE_EXCEEDED,
+        StatusCode::PAYLOAD_TOO_LARGE => 8, // RESOURCE_EXHAUSTED
+        StatusCode::UNAUTHORIZED => 16,     // UNAUTHENTICATED
+        StatusCode::FORBIDDEN => 7,         // PERMISSION_DENIED
+        StatusCode::NOT_FOUND => 12,        // UNIMPLEMENTED
+        StatusCode::BAD_REQUEST => 13,      // INTERNAL
+        _ => 14,                            // UNAVAILABLE
+    }
+}
+
+/// A request the admission stage (the [`crate::Guard`]) refused: what to answer, rendered here like every
+/// other gateway error, as plain text or, to a gRPC client, as a gRPC status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// 401, 403 or 404.
+    pub status: StatusCode,
+    /// What was wrong and what to do, one line.
+    pub message: String,
+    /// `WWW-Authenticate` for a refused token (RFC 6750 §3).
+    pub www_authenticate: Option<HeaderValue>,
+}
+
+impl Refusal {
+    /// A refusal with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            www_authenticate: None,
+        }
+    }
+
+    /// The response: plain text, or a gRPC status when the request is gRPC.
+    pub fn into_response(self, grpc: bool) -> Response<GatewayBody> {
+        let mut resp = if grpc {
+            grpc_status(grpc_code(self.status), &self.message)
+        } else {
+            plain(self.status, format!("{}\n", self.message.trim_end()))
+        };
+        if let Some(v) = self.www_authenticate {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        resp
     }
 }
 

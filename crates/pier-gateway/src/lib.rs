@@ -63,8 +63,9 @@ impl Default for GatewayConfig {
     }
 }
 
-/// Checks a request before it is forwarded: ingress, authentication, authorization. Returning a response
-/// refuses the request with it. It may rewrite headers (for example to strip a verified token's signature).
+/// Checks a request before it is forwarded: ingress, authentication, authorization. A [`error::Refusal`]
+/// refuses the request (rendered in `error.rs`, in gRPC form to gRPC clients). It may rewrite headers
+/// (for example to strip a verified token's signature).
 pub trait Guard: Send + Sync + 'static {
     /// Lets the request through or answers it.
     fn check(
@@ -72,7 +73,7 @@ pub trait Guard: Send + Sync + 'static {
         route: &Route,
         conn: &headers::Forwarding,
         req: &mut http::request::Parts,
-    ) -> Result<(), Box<Response<GatewayBody>>>;
+    ) -> Result<(), error::Refusal>;
 }
 
 /// A guard that lets every request through, for tests of the forwarding path alone.
@@ -85,7 +86,7 @@ impl Guard for AllowAll {
         _: &Route,
         _: &headers::Forwarding,
         _: &mut http::request::Parts,
-    ) -> Result<(), Box<Response<GatewayBody>>> {
+    ) -> Result<(), error::Refusal> {
         Ok(())
     }
 }

@@ -230,8 +230,8 @@ async fn proxy(
     strip_hop_by_hop(&mut parts.headers, upgrade);
 
     // Ingress, authentication and authorization.
-    if let Err(resp) = gw.guard.check(&route, fwd, &mut parts) {
-        return Ok(*resp);
+    if let Err(refusal) = gw.guard.check(&route, fwd, &mut parts) {
+        return Ok(refusal.into_response(grpc));
     }
 
     // Pick a revision.

@@ -203,4 +203,49 @@ fn grpc_calls_of_every_kind_go_through() {
     assert_eq!(r["unary"], "hi", "{r}");
     assert_eq!(r["health"], "SERVING", "{r}");
     assert_eq!(r["revision_timeout"], "OK", "{r}");
+
+    // Refusals reach a gRPC client as gRPC statuses with Pier's reason, not as bare HTTP statuses the
+    // client must guess from: no token is PERMISSION_DENIED (Cloud Run's 403), a bad one
+    // UNAUTHENTICATED (401).
+    for (token, want) in [
+        ("-", "PERMISSION_DENIED"),
+        ("not.a.token", "UNAUTHENTICATED"),
+    ] {
+        let (code, details) = refused(&pier, &private, token);
+        assert_eq!(code, want, "{details}");
+        assert!(details.contains("print-identity-token"), "{details}");
+    }
+}
+
+const REFUSED: &str = r#"
+import sys, grpc
+url, ca, token = sys.argv[1], sys.argv[2], sys.argv[3]
+host, port = url.split("//")[1].split(":")
+creds = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read())
+opts = [("grpc.ssl_target_name_override", host), ("grpc.default_authority", host)]
+ch = grpc.secure_channel("127.0.0.1:" + port, creds, options=opts)
+md = (("authorization", "Bearer " + token),) if token != "-" else ()
+try:
+    ch.unary_unary("/pier.test.Echo/Echo")(b"hi", metadata=md)
+    print("OK|")
+except grpc.RpcError as e:
+    print(e.code().name + "|" + e.details())
+"#;
+
+/// The gRPC status code and details a call to `url` with `token` ends with.
+fn refused(pier: &Pier, url: &str, token: &str) -> (String, String) {
+    let out = std::process::Command::new("python3")
+        .args(["-c", REFUSED, url])
+        .arg(pier.dir.join("ca.pem"))
+        .arg(token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (code, details) = text.split_once('|').unwrap_or((&text, ""));
+    (code.to_owned(), details.to_owned())
 }

@@ -100,6 +100,8 @@ exec python3 -m http.server $PORT
         "probe",
         "--command",
         &format!("sh {probe}"),
+        "--workdir",
+        app.path().to_str().unwrap(),
         "--env",
         &format!("DATA={}", pier.dir.display()),
         "--env",
