@@ -253,3 +253,90 @@ http.server.HTTPServer(("", int(os.environ["PORT"])), H).serve_forever()
         }
     }
 }
+
+/// An h2c app on Python's `h2`, which refuses a request whose `:authority` and `host` disagree (RFC 9113
+/// §8.3.1), as Hypercorn does. It answers with the headers it received.
+const STRICT_H2C_APP: &str = r#"
+import json, os, socket, threading
+import h2.config, h2.connection, h2.events, h2.exceptions
+
+config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+
+def serve(s):
+    conn = h2.connection.H2Connection(config=config)
+    conn.initiate_connection()
+    s.sendall(conn.data_to_send())
+    while True:
+        data = s.recv(65535)
+        if not data:
+            break
+        try:
+            events = conn.receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            print("refused:", e, flush=True)
+            s.sendall(conn.data_to_send())
+            break
+        for ev in events:
+            if isinstance(ev, h2.events.RequestReceived):
+                body = json.dumps(dict(ev.headers)).encode()
+                conn.send_headers(ev.stream_id, [(":status", "200"), ("content-type", "application/json"),
+                                                 ("content-length", str(len(body)))])
+                conn.send_data(ev.stream_id, body, end_stream=True)
+        s.sendall(conn.data_to_send())
+    s.close()
+
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", int(os.environ["PORT"])))
+srv.listen(16)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// What the app receives about the original request: over h2c, `:authority` and `host` agree and keep
+/// the port, and `Forwarded`'s `host=` is the Host as received (RFC 7239 §5.3), so frameworks build
+/// links with the port.
+#[test]
+fn an_h2c_app_gets_agreeing_authority_and_the_port() {
+    let ok = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import h2"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "Python's h2 is missing: run scripts/install-test-deps");
+    let pier = Pier::start(&[]);
+    let app = tempfile::tempdir().unwrap();
+    std::fs::write(app.path().join("app.py"), STRICT_H2C_APP).unwrap();
+    let out = pier.ok(&[
+        "deploy",
+        "strict",
+        "--command",
+        "exec python3 app.py",
+        "--workdir",
+        app.path().to_str().unwrap(),
+        "--use-http2",
+        "--allow-unauthenticated",
+    ]);
+    let url = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Service URL: "))
+        .unwrap()
+        .to_owned();
+    let authority = url.trim_start_matches("https://").to_owned();
+    for version in ["--http1.1", "--http2"] {
+        let out = pier.curl(&[version, "-sS", &url]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let seen: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{version}: {text}\n{}", pier.ok(&["logs", "strict"])));
+        assert_eq!(seen[":authority"], authority.as_str(), "{version}: {seen}");
+        if let Some(host) = seen["host"].as_str() {
+            assert_eq!(host, authority, "{version}: {seen}");
+        }
+        let forwarded = seen["forwarded"].as_str().unwrap_or_default();
+        assert!(
+            forwarded.contains(&format!("host=\"{authority}\"")),
+            "{version}: {forwarded}"
+        );
+    }
+}
