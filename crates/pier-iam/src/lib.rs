@@ -31,7 +31,11 @@ use pier_store::{KeyRecord, ServiceAccountRecord, Store, StoreError, UserRecord}
 
 use pier_fault::ControlError;
 
+mod accounts;
+mod grants;
 mod signin;
+
+pub use grants::{GrantError, TokenResponse};
 
 type Result<T, E = ControlError> = std::result::Result<T, E>;
 
@@ -152,48 +156,16 @@ impl Directory {
     }
 }
 
-/// What the token endpoint answers.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct TokenResponse {
-    /// An access token (a Pier JWT the admin API accepts).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub access_token: Option<String>,
-    /// An ID token.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id_token: Option<String>,
-    /// A refresh token (user sign-in only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-    /// Seconds until the tokens expire.
-    pub expires_in: u64,
-    /// Always `Bearer`.
-    pub token_type: &'static str,
-}
-
-/// Why a grant failed, in OAuth's shape.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct GrantError {
-    /// `invalid_grant`, `invalid_request`, `unsupported_grant_type`.
-    pub error: &'static str,
-    /// What was wrong.
-    pub error_description: String,
-}
-
-fn invalid_grant(why: impl Into<String>) -> GrantError {
-    GrantError {
-        error: "invalid_grant",
-        error_description: why.into(),
-    }
-}
-
-fn random_digits(n: usize) -> String {
+/// `n` random decimal digits, not starting with 0 (the shape of Google's numeric unique ids).
+pub(crate) fn random_digits(n: usize) -> Result<String> {
     let mut b = vec![0u8; n];
-    let _ = getrandom::fill(&mut b);
+    getrandom::fill(&mut b)
+        .map_err(|e| ControlError::Internal(format!("no randomness for an id: {e}")))?;
     let mut s: String = b.iter().map(|x| char::from(b'0' + x % 10)).collect();
     if s.starts_with('0') {
         s.replace_range(0..1, "1");
     }
-    s
+    Ok(s)
 }
 
 /// Checks a service-account name: 6 to 30 characters, lowercase letters, digits and hyphens, starting with
@@ -343,7 +315,7 @@ impl IdentityService {
                 email: email.clone(),
                 project: project.to_string(),
                 name: "compute".into(),
-                uid: random_digits(21),
+                uid: random_digits(21)?,
                 display_name: Some("Default compute service account".into()),
                 disabled: false,
                 created_at: String::new(),
@@ -402,7 +374,7 @@ impl IdentityService {
         vec![url.to_owned(), format!("{url}/")]
     }
 
-    fn uid_of(&self, who: &Principal) -> Result<String> {
+    pub(crate) fn uid_of(&self, who: &Principal) -> Result<String> {
         let d = self.directory.load();
         match who {
             Principal::User(e) => d.users.get(e).cloned(),
@@ -439,323 +411,6 @@ impl IdentityService {
             )));
         }
         self.mint_id_token(who, aud, key)
-    }
-
-    // ----- the token endpoint -----
-
-    /// `grant_type=password`: a user signs in; answers a refresh token and an ID token for the CLI.
-    pub fn grant_password(&self, email: &str, password: &str) -> Result<TokenResponse, GrantError> {
-        let email = normalize_email(email).map_err(|e| invalid_grant(e.to_string()))?;
-        if let Some(wait) = signin::must_wait(&email) {
-            return Err(invalid_grant(format!(
-                "too many wrong passwords for {email}: wait {}s, then try again",
-                wait.as_secs().max(1)
-            )));
-        }
-        let user = self
-            .store
-            .user(&email)
-            .map_err(|e| invalid_grant(e.to_string()))?;
-        // Same answer, in the same time, for unknown users and wrong passwords.
-        let ok = pier_identity::passwords::verify_or_pretend(
-            password,
-            user.as_ref().map(|u| u.password_hash.as_str()),
-        )
-        .map_err(|_| GrantError {
-            error: "temporarily_unavailable",
-            error_description: "the server is busy checking other sign-ins: retry in a few seconds"
-                .into(),
-        })?;
-        if !ok {
-            signin::failed(&email);
-            return Err(invalid_grant("wrong email or password"));
-        }
-        signin::succeeded(&email);
-        let refresh = new_secret().map_err(|e| invalid_grant(e.to_string()))?;
-        self.store
-            .create_session(&secret_digest(&refresh), &email)
-            .map_err(|e| invalid_grant(e.to_string()))?;
-        let mut resp = self.grant_refresh(&refresh, None)?;
-        resp.refresh_token = Some(refresh);
-        Ok(resp)
-    }
-
-    /// `grant_type=refresh_token`: fresh tokens for a signed-in user; `audience` (a Pier extension)
-    /// chooses the ID token's audience.
-    pub fn grant_refresh(
-        &self,
-        refresh: &str,
-        audience: Option<&str>,
-    ) -> Result<TokenResponse, GrantError> {
-        let email = self
-            .store
-            .session(&secret_digest(refresh))
-            .map_err(|e| invalid_grant(e.to_string()))?
-            .ok_or_else(|| {
-                invalid_grant(
-                    "the refresh token is unknown or revoked: sign in again with `pier auth login`",
-                )
-            })?;
-        let who = Principal::User(email);
-        let id = self
-            .mint_identity_token(&who, audience.unwrap_or(CLI_CLIENT_ID), None)
-            .map_err(|e| invalid_grant(e.to_string()))?;
-        let access = self
-            .mint_id_token(&who, self.issuer.url(), None)
-            .map_err(|e| invalid_grant(e.to_string()))?;
-        Ok(TokenResponse {
-            access_token: Some(access),
-            id_token: Some(id),
-            refresh_token: None,
-            expires_in: tokens::TOKEN_LIFETIME.as_secs() - 1,
-            token_type: "Bearer",
-        })
-    }
-
-    /// Ends a session.
-    pub fn revoke(&self, refresh: &str) -> Result<()> {
-        Ok(self.store.delete_session(&secret_digest(refresh))?)
-    }
-
-    /// `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`: a service account proves itself with a
-    /// JWT signed by one of its keys. With `target_audience` the answer is an ID token, else an access
-    /// token.
-    pub fn grant_jwt_bearer(&self, assertion: &str) -> Result<TokenResponse, GrantError> {
-        let kid = tokens::header_kid(assertion).map_err(|e| invalid_grant(e.to_string()))?;
-        let key = self
-            .store
-            .key(&kid)
-            .map_err(|e| invalid_grant(e.to_string()))?
-            .ok_or_else(|| invalid_grant(format!("key {kid} does not exist (deleted?)")))?;
-        if key.disabled {
-            return Err(invalid_grant(format!("key {kid} is disabled")));
-        }
-        let dk = DecodingKey::from_rsa_raw_components(&key.n, &key.e);
-        let token_uri = self.token_uri();
-        let claims = verify_assertion(assertion, &dk, &[GOOGLE_TOKEN_URI, &token_uri])
-            .map_err(|e| invalid_grant(format!("invalid assertion: {e}")))?;
-        if claims.iss != key.email || claims.sub.as_ref().is_some_and(|s| *s != key.email) {
-            return Err(invalid_grant(
-                "the assertion's iss is not the service account that owns the key",
-            ));
-        }
-        let who = Principal::ServiceAccount(key.email.clone());
-        let (aud, id) = match &claims.target_audience {
-            Some(aud) => (aud.clone(), true),
-            None => (self.issuer.url().to_owned(), false),
-        };
-        let token = if id {
-            self.mint_identity_token(&who, &aud, Some(&kid))
-        } else {
-            self.mint_id_token(&who, &aud, Some(&kid))
-        }
-        .map_err(|e| invalid_grant(e.to_string()))?;
-        Ok(if id {
-            TokenResponse {
-                id_token: Some(token),
-                expires_in: tokens::TOKEN_LIFETIME.as_secs() - 1,
-                token_type: "Bearer",
-                ..Default::default()
-            }
-        } else {
-            TokenResponse {
-                access_token: Some(token),
-                expires_in: tokens::TOKEN_LIFETIME.as_secs() - 1,
-                token_type: "Bearer",
-                ..Default::default()
-            }
-        })
-    }
-
-    // ----- users -----
-
-    /// Creates a user.
-    pub fn create_user(&self, email: &str, password: &str) -> Result<UserView> {
-        let email = normalize_email(email).map_err(|e| ControlError::Invalid(e.to_string()))?;
-        if email.ends_with(&format!(".iam.{}", self.domain)) {
-            return Err(ControlError::Invalid(format!(
-                "{email} is in the service-account namespace: pick another email"
-            )));
-        }
-        let hash = hash_password(password).map_err(|e| ControlError::Invalid(e.to_string()))?;
-        let uid = random_digits(21);
-        self.store.create_user(&UserRecord {
-            email: email.clone(),
-            uid: uid.clone(),
-            password_hash: hash,
-            created_at: String::new(),
-        })?;
-        self.reload()?;
-        Ok(UserView {
-            email,
-            unique_id: uid,
-        })
-    }
-
-    /// Lists users.
-    pub fn users(&self) -> Result<Vec<UserView>> {
-        Ok(self
-            .store
-            .users()?
-            .into_iter()
-            .map(|u| UserView {
-                email: u.email,
-                unique_id: u.uid,
-            })
-            .collect())
-    }
-
-    /// Deletes a user: their tokens stop working at once.
-    pub fn delete_user(&self, email: &str) -> Result<()> {
-        let email = normalize_email(email).map_err(|e| ControlError::Invalid(e.to_string()))?;
-        self.store.delete_user(&email)?;
-        self.reload()
-    }
-
-    // ----- service accounts -----
-
-    fn sa_view(r: ServiceAccountRecord) -> ServiceAccountView {
-        ServiceAccountView {
-            email: r.email,
-            name: r.name,
-            project: r.project,
-            unique_id: r.uid,
-            display_name: r.display_name,
-            disabled: r.disabled,
-        }
-    }
-
-    /// Creates a service account in `project`.
-    pub fn create_service_account(
-        &self,
-        project: &ProjectName,
-        name: &str,
-        display_name: Option<String>,
-    ) -> Result<ServiceAccountView> {
-        validate_sa_name(name)?;
-        let email = format!("{name}@{project}.iam.{}", self.domain);
-        let rec = ServiceAccountRecord {
-            email,
-            project: project.to_string(),
-            name: name.to_owned(),
-            uid: random_digits(21),
-            display_name,
-            disabled: false,
-            created_at: String::new(),
-        };
-        self.store.create_service_account(&rec)?;
-        self.reload()?;
-        Ok(Self::sa_view(rec))
-    }
-
-    /// One service account, with its project.
-    pub fn service_account(&self, email: &str) -> Result<ServiceAccountView> {
-        let email = normalize_email(email).map_err(|e| ControlError::Invalid(e.to_string()))?;
-        self.store
-            .service_account(&email)?
-            .map(Self::sa_view)
-            .ok_or_else(|| {
-                ControlError::NotFound(format!(
-                    "service account {email} does not exist: `pier iam service-accounts list` shows them"
-                ))
-            })
-    }
-
-    /// The resource a service account is, for permission checks.
-    pub fn sa_resource(&self, email: &str) -> Result<Resource> {
-        let sa = self.service_account(email)?;
-        Ok(Resource::ServiceAccount(sa.project, sa.email))
-    }
-
-    /// Service accounts of a project.
-    pub fn service_accounts(&self, project: &ProjectName) -> Result<Vec<ServiceAccountView>> {
-        Ok(self
-            .store
-            .service_accounts(Some(project.as_str()))?
-            .into_iter()
-            .map(Self::sa_view)
-            .collect())
-    }
-
-    /// Disables or enables a service account.
-    pub fn set_service_account_disabled(&self, email: &str, disabled: bool) -> Result<()> {
-        let email = self.service_account(email)?.email;
-        self.store.set_service_account_disabled(&email, disabled)?;
-        self.reload()
-    }
-
-    /// Deletes a service account: its tokens stop working at once.
-    pub fn delete_service_account(&self, email: &str) -> Result<()> {
-        let email = self.service_account(email)?.email;
-        self.store.delete_service_account(&email)?;
-        self.issuer.flush();
-        self.reload()
-    }
-
-    /// Creates a key; the private half exists only in the returned key file.
-    pub fn create_key(&self, email: &str) -> Result<KeyFile> {
-        let sa = self.service_account(email)?;
-        if sa.disabled {
-            return Err(ControlError::Conflict(format!(
-                "service account {} is disabled: enable it first",
-                sa.email
-            )));
-        }
-        let (pem, n, e) = pier_identity::keys::generate_rsa()
-            .map_err(|e| ControlError::Internal(e.to_string()))?;
-        let mut id = [0u8; 20];
-        getrandom::fill(&mut id)
-            .map_err(|e| ControlError::Internal(format!("no randomness for a key id: {e}")))?;
-        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        self.store.create_key(&KeyRecord {
-            id: id.clone(),
-            email: sa.email.clone(),
-            n,
-            e,
-            disabled: false,
-            created_at: String::new(),
-        })?;
-        self.reload()?;
-        Ok(KeyFile::new(
-            &sa.project,
-            &id,
-            &pem,
-            &sa.email,
-            &sa.unique_id,
-            self.issuer.url(),
-        ))
-    }
-
-    /// Keys of a service account.
-    pub fn keys(&self, email: &str) -> Result<Vec<KeyView>> {
-        let sa = self.service_account(email)?;
-        Ok(self
-            .store
-            .keys(Some(&sa.email))?
-            .into_iter()
-            .map(|k| KeyView {
-                id: k.id,
-                service_account: k.email,
-                disabled: k.disabled,
-                created_at: k.created_at,
-            })
-            .collect())
-    }
-
-    /// Disables or enables a key; tokens obtained with it stop (or start again) working at once.
-    pub fn set_key_disabled(&self, email: &str, id: &str, disabled: bool) -> Result<()> {
-        let sa = self.service_account(email)?;
-        self.store.set_key_disabled(&sa.email, id, disabled)?;
-        self.issuer.flush();
-        self.reload()
-    }
-
-    /// Deletes a key; tokens obtained with it stop working at once.
-    pub fn delete_key(&self, email: &str, id: &str) -> Result<()> {
-        let sa = self.service_account(email)?;
-        self.store.delete_key(&sa.email, id)?;
-        self.issuer.flush();
-        self.reload()
     }
 
     // ----- policies -----
