@@ -29,9 +29,13 @@ fn workdirs_that_would_show_secrets_or_cannot_be_shown_are_refused() {
         .unwrap_err();
     assert!(root_home.to_string().contains("--workdir"), "{root_home}");
 
-    // A folder inside a visible one that others cannot enter: Pier cannot open the way.
-    let here = std::env::current_dir().unwrap();
-    let outer = tempfile::tempdir_in(&here).unwrap();
+    // A folder inside a visible one that others cannot enter: Pier cannot open the way. (Made under
+    // /opt, which the view shows as it is: under /tmp, which the view replaces, the way is rebuilt.)
+    std::fs::create_dir_all("/opt").unwrap();
+    let outer = tempfile::Builder::new()
+        .prefix("pier-test-")
+        .tempdir_in("/opt")
+        .unwrap();
     let inner = outer.path().join("app");
     std::fs::create_dir(&inner).unwrap();
     std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
