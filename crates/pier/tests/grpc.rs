@@ -153,11 +153,7 @@ fn grpc_calls_of_every_kind_go_through() {
             "3",
         ];
         args.extend_from_slice(extra);
-        let out = pier.ok(&args);
-        out.lines()
-            .find_map(|l| l.strip_prefix("Service URL: "))
-            .unwrap()
-            .to_owned()
+        pier.deploy_url(&args)
     };
     // Ready when its gRPC health service says SERVING (the startup probe asks it).
     let public = deploy(

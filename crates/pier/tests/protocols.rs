@@ -308,7 +308,7 @@ fn an_h2c_app_gets_agreeing_authority_and_the_port() {
     let pier = Pier::start(&[]);
     let app = tempfile::tempdir().unwrap();
     std::fs::write(app.path().join("app.py"), STRICT_H2C_APP).unwrap();
-    let out = pier.ok(&[
+    let url = pier.deploy_url(&[
         "deploy",
         "strict",
         "--command",
@@ -318,11 +318,6 @@ fn an_h2c_app_gets_agreeing_authority_and_the_port() {
         "--use-http2",
         "--allow-unauthenticated",
     ]);
-    let url = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Service URL: "))
-        .unwrap()
-        .to_owned();
     let authority = url.trim_start_matches("https://").to_owned();
     for version in ["--http1.1", "--http2"] {
         let out = pier.curl(&[version, "-sS", &url]);

@@ -817,7 +817,7 @@ fn identity_tokens_never_carry_the_admin_apis_audience() {
 fn internal_ingress_is_for_the_services_own_project() {
     let pier = Pier::start(&[]);
     let dir = shared_dir();
-    let inner = pier.ok(&[
+    let inner_url = pier.deploy_url(&[
         "deploy",
         "inner",
         "--project",
@@ -828,11 +828,6 @@ fn internal_ingress_is_for_the_services_own_project() {
         "internal",
         "--allow-unauthenticated",
     ]);
-    let inner_url = inner
-        .lines()
-        .find_map(|l| l.strip_prefix("Service URL: "))
-        .unwrap()
-        .to_owned();
     let caller = write_script(
         dir.path(),
         "caller.py",

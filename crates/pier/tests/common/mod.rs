@@ -328,7 +328,12 @@ impl Pier {
         let bin = hello_bin();
         let mut args = vec!["deploy", name, "--command", bin.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let out = self.ok(&args);
+        self.deploy_url(&args)
+    }
+
+    /// Runs `pier ARGS` (a deploy) as the owner and returns the `Service URL:` it prints.
+    pub fn deploy_url(&self, args: &[&str]) -> String {
+        let out = self.ok(args);
         out.lines()
             .find_map(|l| l.strip_prefix("Service URL: "))
             .unwrap_or_else(|| panic!("no URL in {out}"))
