@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use pier_gateway::{Route, RouteTable};
+use pier_gateway::{Backend, Filter, Route, RouteTable};
 
 /// A route table being built, host by host.
 #[derive(Default)]
@@ -29,7 +29,7 @@ fn describe(route: &Route) -> String {
 
 impl Claims {
     /// Routes `host` to `route`, unless another route has it: then neither gets it.
-    pub(crate) fn claim(&mut self, host: String, route: Arc<Route>) {
+    pub(crate) fn claim(&mut self, host: String, route: Arc<Route>, admission: &Arc<dyn Filter>) {
         let who = describe(&route);
         match self.holders.get(&host) {
             None => {
@@ -50,12 +50,13 @@ impl Claims {
                     .table
                     .get(&host)
                     .map_or_else(|| route.access.clone(), |r| r.access.clone());
-                let blocked = Route::unavailable(
+                let blocked = Route::new(
                     route.project.clone(),
                     route.service.clone(),
                     None,
-                    reason,
                     access,
+                    admission.clone(),
+                    Backend::Unavailable(reason),
                 );
                 self.table.insert(host, Arc::new(blocked));
             }
@@ -71,39 +72,45 @@ impl Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pier_gateway::Access;
+    use pier_gateway::{Access, AllowAll};
 
     fn route(service: &str, tag: Option<&str>) -> Arc<Route> {
-        Arc::new(Route::split(
+        Arc::new(Route::new(
             "default".parse().unwrap(),
             service.parse().unwrap(),
             tag.map(|t| t.parse().unwrap()),
-            Vec::new(),
             Arc::new(Access::public()),
+            Arc::new(AllowAll),
+            Backend::Unavailable("no ready revision".into()),
         ))
     }
 
     #[test]
     fn a_shared_host_serves_neither_route() {
         let mut c = Claims::default();
-        c.claim("b-1.example".into(), route("b", None));
-        c.claim("green---b-1.example".into(), route("b", Some("green")));
+        let admit: Arc<dyn Filter> = Arc::new(AllowAll);
+        c.claim("b-1.example".into(), route("b", None), &admit);
+        c.claim(
+            "green---b-1.example".into(),
+            route("b", Some("green")),
+            &admit,
+        );
         // Names cannot form this today; the table holds the line if they ever could.
-        c.claim("green---b-1.example".into(), route("x", None));
-        c.claim("green---b-1.example".into(), route("other", None));
+        c.claim("green---b-1.example".into(), route("x", None), &admit);
+        c.claim("green---b-1.example".into(), route("other", None), &admit);
         let t = c.into_table();
         let own = t
             .get("b-1.example")
             .unwrap()
-            .unavailable
-            .clone()
-            .unwrap_or_default();
+            .unavailable()
+            .unwrap_or_default()
+            .to_owned();
         assert!(
             !own.contains("claimed"),
             "an unshared host is untouched: {own}"
         );
         let shared = t.get("green---b-1.example").unwrap();
-        let why = shared.unavailable.as_deref().unwrap();
+        let why = shared.unavailable().unwrap();
         assert!(why.contains("tag green of service b"), "{why}");
         assert!(why.contains("Pier serves neither"), "{why}");
     }

@@ -155,8 +155,6 @@ impl Platform {
     ) -> std::result::Result<(RevisionRecord, Arc<pier_activator::RevisionPool>), String> {
         let images = self
             .images
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| "this server cannot run container images".to_owned())?;
         let _recording = self.image_ops.read().await;

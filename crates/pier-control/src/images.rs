@@ -28,12 +28,7 @@ impl Platform {
                 })
             })
             .collect::<Result<_>>()?;
-        let images = self
-            .images
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let report = match images {
+        let report = match &self.images {
             Some(images) => images.gc(&keep).await,
             None => pier_image::GcReport::default(),
         };

@@ -3,8 +3,9 @@
 //! - **Deploy** records a revision (DEPLOYING), then proves it: one instance must start and listen on PORT.
 //!   Only then is it marked READY and does traffic move (LATEST re-resolves). A revision that fails is marked
 //!   FAILED with the reason and its last log lines; the previous revision never stops serving.
-//! - **Routes.** After every change the control plane rebuilds the gateway's routing table from the store
-//!   and publishes it atomically. Revisions that lose traffic keep their pool until idle, so requests in
+//! - **Routes.** After every change the control plane rebuilds the routing table from the store (a pure
+//!   plan, then pools and each route's admission filter) and publishes it through its
+//!   [`pier_gateway::RoutePublisher`]; it never holds the gateway, which reads the other end. Revisions that lose traffic keep their pool until idle, so requests in
 //!   flight finish and instances drain.
 //! - **Recovery.** At start, deploys a killed server left unfinished are marked failed, leftover instances
 //!   are killed, and routes are rebuilt from the store: the same revisions at the same URLs.
@@ -16,9 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pier_activator::{Activator, PoolKey};
-use pier_gateway::{Access, Gateway, LocalHandler, Route, RouteTable};
+use pier_gateway::{Filter, Route, RoutePublisher};
 use pier_identity::Member;
-use pier_identity::tokens::CLI_CLIENT_ID;
 use pier_image::{ImageSource, ImageStore};
 use pier_model::api::{
     DeployRequest, ImageView, LogEntry, PruneView, RegistryCredentialRequest, RegistryView,
@@ -36,10 +36,12 @@ type Result<T, E = ControlError> = std::result::Result<T, E>;
 
 mod claims;
 mod deploy;
+mod hosts_file;
 mod images;
 mod routes;
 mod traffic;
 mod views;
+pub use hosts_file::InstanceHostsFile;
 pub use pier_fault::{ControlError, machine};
 pub use pier_iam as identity;
 pub use pier_iam::{IdentityService, Resource};
@@ -64,21 +66,45 @@ impl Default for IsolationConfig {
     }
 }
 
+/// What the control plane is built from, all given at once.
+pub struct PlatformParts {
+    /// Where services, revisions and identities are kept.
+    pub store: Arc<Store>,
+    /// Instances: pools per revision, cold starts, scaling.
+    pub activator: Arc<Activator>,
+    /// Where routing tables go (the gateway reads the other end).
+    pub routes: RoutePublisher,
+    /// The first filter of every route: ingress, identity and IAM
+    /// ([`pier_gateway::auth::IdentityGuard`]; tests of forwarding alone say
+    /// [`pier_gateway::AllowAll`]).
+    pub admission: Arc<dyn Filter>,
+    /// Instances' log lines.
+    pub logs: Arc<LogStore>,
+    /// The URL forms.
+    pub scheme: UrlScheme,
+    /// Users, accounts, keys, policies and tokens.
+    pub identity: Arc<IdentityService>,
+    /// How instances are isolated.
+    pub isolation: IsolationConfig,
+    /// Container images; `None` when this server cannot run them (deploys of images are refused
+    /// with the reason).
+    pub images: Option<Arc<ImageStore>>,
+}
+
 /// The control plane.
 pub struct Platform {
     store: Arc<Store>,
     isolation: IsolationConfig,
     activator: Arc<Activator>,
-    gateway: Arc<Gateway>,
+    routes: RoutePublisher,
+    admission: Arc<dyn Filter>,
     logs: Arc<LogStore>,
     scheme: UrlScheme,
     identity: Arc<IdentityService>,
     changes: watch::Sender<u64>,
     publish: tokio::sync::Mutex<()>,
     unrouted_since: Mutex<HashMap<PoolKey, Instant>>,
-    apex: Mutex<Option<Arc<dyn LocalHandler>>>,
-    hosts_file: Mutex<Option<std::path::PathBuf>>,
-    images: Mutex<Option<Arc<ImageStore>>>,
+    images: Option<Arc<ImageStore>>,
     /// Deploys hold it shared from pull to record; a prune holds it alone, so it never frees an image a
     /// deploy has pulled but not yet recorded.
     image_ops: tokio::sync::RwLock<()>,
@@ -106,41 +132,36 @@ fn revision_suffix() -> String {
     random_chars(3, b"abcdefghijklmnopqrstuvwxyz0123456789")
 }
 
-/// Rewrites a file in place: instances bind-mount this very inode, so it must not be replaced.
-fn write_in_place(path: &std::path::Path, text: &str) {
-    if let Err(e) = std::fs::write(path, text) {
-        tracing::warn!(path = %path.display(), "cannot write the instances' hosts file: {e}");
-    }
-}
-
 /// How long unrouted, idle pools are kept before they are dropped.
 const POOL_LINGER: Duration = Duration::from_secs(120);
 
 impl Platform {
-    /// Wires the control plane. Call [`Platform::recover`] before serving.
-    pub fn new(
-        store: Arc<Store>,
-        activator: Arc<Activator>,
-        gateway: Arc<Gateway>,
-        logs: Arc<LogStore>,
-        scheme: UrlScheme,
-        identity: Arc<IdentityService>,
-        isolation: IsolationConfig,
-    ) -> Arc<Self> {
+    /// Builds the control plane from its parts. Call [`Platform::recover`] before serving.
+    pub fn new(parts: PlatformParts) -> Arc<Self> {
+        let PlatformParts {
+            store,
+            activator,
+            routes,
+            admission,
+            logs,
+            scheme,
+            identity,
+            isolation,
+            images,
+        } = parts;
         Arc::new(Self {
             store,
             isolation,
             activator,
-            gateway,
+            routes,
+            admission,
             logs,
             scheme,
             identity,
             changes: watch::channel(0).0,
             publish: tokio::sync::Mutex::new(()),
             unrouted_since: Mutex::new(HashMap::new()),
-            apex: Mutex::new(None),
-            hosts_file: Mutex::new(None),
-            images: Mutex::new(None),
+            images,
             image_ops: tokio::sync::RwLock::new(()),
         })
     }
@@ -150,30 +171,9 @@ impl Platform {
         &self.identity
     }
 
-    /// Serves Pier's own endpoints (identity provider, admin API) at the base domain itself.
-    pub fn set_apex_handler(&self, handler: Arc<dyn LocalHandler>) {
-        *self.apex.lock().unwrap_or_else(|p| p.into_inner()) = Some(handler);
-    }
-
-    /// Keeps `path` the `/etc/hosts` of every instance: service hosts map to the gateway's address
-    /// inside each instance's network namespace, and `metadata.google.internal` to the metadata server's.
-    pub fn set_instance_hosts_file(&self, path: std::path::PathBuf) {
-        *self.hosts_file.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
-    }
-
-    /// Lets revisions run container images from `images`.
-    pub fn set_images(&self, images: Arc<ImageStore>) {
-        *self.images.lock().unwrap_or_else(|p| p.into_inner()) = Some(images);
-    }
-
     /// The URL scheme.
     pub fn scheme(&self) -> &UrlScheme {
         &self.scheme
-    }
-
-    /// The gateway this control plane publishes to.
-    pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.gateway
     }
 
     /// The store.
@@ -371,12 +371,7 @@ impl Platform {
     /// Stops everything: in-flight requests finish, then instances stop.
     pub async fn shutdown(&self) {
         self.activator.shutdown().await;
-        let images = self
-            .images
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(images) = images {
+        if let Some(images) = &self.images {
             images.unmount_all();
         }
     }

@@ -4,7 +4,7 @@
 //! deploy, a failed deploy, a tag and a delete; the real runtimes are tested end to end elsewhere.
 
 use super::*;
-use pier_gateway::{AllowAll, GatewayConfig};
+use pier_gateway::{AllowAll, RouteReader};
 use pier_identity::keys::{KeyRing, RotationPolicy};
 use pier_model::RevisionTemplate;
 use pier_runtime::{Endpoint, Instance, InstanceSpec, Runtime, RuntimeError};
@@ -38,7 +38,7 @@ impl Runtime for InProcessTestDouble {
 struct Fixture {
     _dir: tempfile::TempDir,
     platform: Arc<Platform>,
-    gateway: Arc<Gateway>,
+    routes: RouteReader,
 }
 
 async fn fixture() -> Fixture {
@@ -52,25 +52,27 @@ async fn fixture() -> Fixture {
         ring,
     ));
     let identity = IdentityService::new(store.clone(), issuer, scheme.domain()).unwrap();
-    let gateway = Gateway::new(GatewayConfig::default(), Arc::new(AllowAll));
+    let (publisher, routes) = pier_gateway::publish::channel(Vec::new());
     let activator = Activator::new(
         pier_activator::ActivatorConfig::default(),
         Arc::new(Arc::new(InProcessTestDouble)),
     );
-    let platform = Platform::new(
+    let platform = Platform::new(PlatformParts {
         store,
         activator,
-        gateway.clone(),
-        Arc::new(LogStore::new(&dir.path().join("logs"))),
+        routes: publisher,
+        admission: Arc::new(AllowAll),
+        logs: Arc::new(LogStore::new(&dir.path().join("logs"))),
         scheme,
         identity,
-        IsolationConfig::default(),
-    );
+        isolation: IsolationConfig::default(),
+        images: None,
+    });
     platform.recover().await.unwrap();
     Fixture {
         _dir: dir,
         platform,
-        gateway,
+        routes,
     }
 }
 
@@ -123,11 +125,11 @@ impl Fixture {
 
     /// The revisions the published route for `host` sends traffic to, with their percents.
     fn targets(&self, host: &str) -> Option<Vec<(String, u8)>> {
-        let table = self.gateway.routes();
+        let table = self.routes.current();
         let route = table.get(host)?;
         Some(
             route
-                .targets
+                .targets()
                 .iter()
                 .map(|(pool, pct)| (pool.revision().to_string(), *pct))
                 .collect(),

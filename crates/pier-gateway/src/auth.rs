@@ -1,4 +1,4 @@
-//! The identity guard: ingress, then authentication, then authorization, following Cloud Run's observed
+//! The identity guard, every route's admission filter: ingress, then authentication, then authorization, following Cloud Run's observed
 //! behaviour.
 //!
 //! 1. **Ingress.** A route with ingress `internal` (or `internal-and-cloud-load-balancing`) answers 404 to
@@ -26,10 +26,10 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use pier_identity::{TokenError, Verified};
 
-use crate::Guard;
 use crate::error::Refusal;
 use crate::headers::Forwarding;
 use crate::routes::Route;
+use crate::stages::Filter;
 
 /// The header Cloud Run checks before `Authorization`.
 pub const X_SERVERLESS_AUTHORIZATION: HeaderName =
@@ -116,8 +116,12 @@ fn strip_signature(value: &HeaderValue) -> Option<HeaderValue> {
     .ok()
 }
 
-impl Guard for IdentityGuard {
-    fn check(
+impl Filter for IdentityGuard {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+
+    fn on_request(
         &self,
         route: &Route,
         conn: &Forwarding,

@@ -41,15 +41,18 @@ pub enum ProxyError {
     UpstreamBroken(String),
     /// No response within the revision's timeout.
     Timeout(u32),
+    /// A filter refused the request (ingress, identity, IAM, and later CORS, API keys, quotas).
+    Refused(Refusal),
 }
 
 impl ProxyError {
     /// Where the error came from.
     pub fn source(&self) -> Source {
         match self {
-            ProxyError::BadHost | ProxyError::BadRequest(_) | ProxyError::BodyTooLarge(_) => {
-                Source::Downstream
-            }
+            ProxyError::BadHost
+            | ProxyError::BadRequest(_)
+            | ProxyError::BodyTooLarge(_)
+            | ProxyError::Refused(_) => Source::Downstream,
             ProxyError::UnknownHost | ProxyError::Unavailable(_) | ProxyError::Acquire(_) => {
                 Source::Internal
             }
@@ -114,11 +117,15 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("Gateway Timeout: the instance did not answer within the request timeout ({secs}s)."),
             ),
+            ProxyError::Refused(r) => (r.status, r.message.trim_end().to_owned()),
         }
     }
 
     /// The response the client gets.
     pub fn into_response(self) -> Response<GatewayBody> {
+        if let ProxyError::Refused(r) = self {
+            return r.into_response(false);
+        }
         let (status, msg) = self.status_and_message();
         plain(status, format!("{msg}\n"))
     }
@@ -128,6 +135,9 @@ impl ProxyError {
     /// HTTP status. Codes follow gRPC's HTTP mapping (`doc/http-grpc-status-mapping.md`), except that a
     /// request past its deadline is `DEADLINE_EXCEEDED`, as the client's own deadline would be.
     pub fn into_grpc_response(self) -> Response<GatewayBody> {
+        if let ProxyError::Refused(r) = self {
+            return r.into_response(true);
+        }
         let (status, msg) = self.status_and_message();
         let code = match self {
             ProxyError::Timeout(_) => GRPC_DEADLINE_EXCEEDED,
@@ -151,7 +161,7 @@ fn grpc_code(status: StatusCode) -> u32 {
     }
 }
 
-/// A request the admission stage (the [`crate::Guard`]) refused: what to answer, rendered here like every
+/// A request a filter ([`crate::Filter`], the admission filter first) refused: what to answer, rendered here like every
 /// other gateway error, as plain text or, to a gRPC client, as a gRPC status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {

@@ -1,7 +1,8 @@
 //! The data plane: terminates TLS, routes by host, and streams requests to revision instances.
 //!
 //! The gateway reads routes from an immutable [`routes::RouteTable`] snapshot the control plane publishes
-//! (`arc-swap`: no lock on the request path), holds requests through cold starts via the activator, and maps
+//! through a [`publish::RoutePublisher`] (`arc-swap`: no lock on the request path), runs each route's
+//! stages ([`stages`]: filters, responders, a backend), holds requests through cold starts via the activator, and maps
 //! every failure to a response in one place ([`error`]). Listeners shut down gracefully: they stop
 //! accepting, let in-flight requests finish, and close idle connections.
 
@@ -9,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use http::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -23,12 +23,16 @@ pub mod error;
 pub mod headers;
 pub mod linger;
 pub mod proxy;
+pub mod publish;
 pub mod routes;
+pub mod stages;
 pub mod upstream;
 
 pub use body::GatewayBody;
 pub use proxy::Scheme;
-pub use routes::{Access, Route, RouteTable};
+pub use publish::{RoutePublisher, RouteReader, RouteSubscriber};
+pub use routes::{Access, Backend, Route, RouteTable};
+pub use stages::{AllowAll, Filter, Responder};
 
 /// Cloud Run's limit on HTTP/1 request bodies.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 32 * 1024 * 1024;
@@ -63,34 +67,6 @@ impl Default for GatewayConfig {
     }
 }
 
-/// Checks a request before it is forwarded: ingress, authentication, authorization. A [`error::Refusal`]
-/// refuses the request (rendered in `error.rs`, in gRPC form to gRPC clients). It may rewrite headers
-/// (for example to strip a verified token's signature).
-pub trait Guard: Send + Sync + 'static {
-    /// Lets the request through or answers it.
-    fn check(
-        &self,
-        route: &Route,
-        conn: &headers::Forwarding,
-        req: &mut http::request::Parts,
-    ) -> Result<(), error::Refusal>;
-}
-
-/// A guard that lets every request through, for tests of the forwarding path alone.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AllowAll;
-
-impl Guard for AllowAll {
-    fn check(
-        &self,
-        _: &Route,
-        _: &headers::Forwarding,
-        _: &mut http::request::Parts,
-    ) -> Result<(), error::Refusal> {
-        Ok(())
-    }
-}
-
 /// A host served in-process (Pier's identity provider and admin API at the base domain).
 pub trait LocalHandler: Send + Sync + 'static {
     /// Answers one request.
@@ -104,8 +80,7 @@ pub trait LocalHandler: Send + Sync + 'static {
 /// The gateway.
 pub struct Gateway {
     config: GatewayConfig,
-    routes: ArcSwap<RouteTable>,
-    guard: Arc<dyn Guard>,
+    routes: RouteReader,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -118,25 +93,15 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// A gateway with an empty routing table that admits requests through `guard`. There is no
-    /// gateway without one: a server that forgot to wire its guard would serve private services to
-    /// everyone, so tests that want none say so with [`AllowAll`].
-    pub fn new(config: GatewayConfig, guard: Arc<dyn Guard>) -> Arc<Self> {
-        Arc::new(Self {
-            config,
-            routes: ArcSwap::from_pointee(RouteTable::new()),
-            guard,
-        })
-    }
-
-    /// Replaces the routing table.
-    pub fn publish(&self, table: RouteTable) {
-        self.routes.store(Arc::new(table));
+    /// A gateway serving the routes `routes` reads. Admission is part of every route (see
+    /// [`Route::new`]), so there is no gateway that forgot it.
+    pub fn new(config: GatewayConfig, routes: RouteReader) -> Arc<Self> {
+        Arc::new(Self { config, routes })
     }
 
     /// The current routing table.
     pub fn routes(&self) -> Arc<RouteTable> {
-        self.routes.load_full()
+        self.routes.current()
     }
 
     fn builder(&self) -> auto::Builder<TokioExecutor> {

@@ -1,9 +1,13 @@
 //! The request path, phase by phase:
 //!
 //! ```text
-//! route by host ─▶ (ingress, authentication, authorization: the guard) ─▶ pick revision by weight
-//!   ─▶ acquire a slot (waits for a cold start) ─▶ rewrite headers ─▶ forward ─▶ stream the response back
+//! route by host ─▶ filters (admission first: ingress, authentication, authorization) ─▶ responders
+//!   (may answer) ─▶ backend: pick revision by weight ─▶ acquire a slot (waits for a cold start)
+//!   ─▶ rewrite headers ─▶ forward ─▶ filters on the response head, in reverse ─▶ stream it back
 //! ```
+//!
+//! Every failure and refusal leaves through one exit, [`handle`], which logs it and renders it
+//! (`error.rs`).
 //!
 //! Bodies stream both ways; nothing buffers a whole body. A WebSocket (or any HTTP/1.1 upgrade) becomes a
 //! byte tunnel that holds its slot until either side closes or the request timeout passes.
@@ -71,7 +75,7 @@ pub async fn handle(
     };
     let resp = match result {
         Ok(mut r) => {
-            // Answered without reading the body (the guard's refusals): the client is still sending.
+            // Answered without reading the body (a responder's answer): the client may still be sending.
             if let Some(b) = body.take() {
                 r.body_mut().hold(b);
             }
@@ -229,15 +233,28 @@ async fn proxy(
     let upgrade = client_version == Version::HTTP_11 && is_upgrade(&parts.headers);
     strip_hop_by_hop(&mut parts.headers, upgrade);
 
-    // Ingress, authentication and authorization.
-    if let Err(refusal) = gw.guard.check(&route, fwd, &mut parts) {
-        return Ok(refusal.into_response(grpc));
+    // Filters, admission first (ingress, authentication and authorization), then the route's own.
+    for filter in route.filters() {
+        filter
+            .on_request(&route, fwd, &mut parts)
+            .map_err(ProxyError::Refused)?;
     }
 
-    // Pick a revision.
+    // Responders may answer without a backend; their answer passes back through the filters.
+    for responder in route.responders() {
+        if let Some(answer) = responder.respond(&route, &parts) {
+            let (mut head, body) = answer.await.into_parts();
+            for filter in route.filters().iter().rev() {
+                filter.on_response(&route, &mut head);
+            }
+            return Ok(Response::from_parts(head, body));
+        }
+    }
+
+    // The backend: pick a revision.
     let pool = route
         .pick()
-        .ok_or_else(|| ProxyError::Unavailable(route.unavailable.clone().unwrap_or_default()))?
+        .map_err(|why| ProxyError::Unavailable(why.to_owned()))?
         .clone();
 
     let limit = gw.config.max_request_body;
@@ -345,6 +362,9 @@ async fn proxy(
         tokio::spawn(tunnel(client_upgrade, upstream_upgrade, lease, deadline));
         let (mut parts, _) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, true);
+        for filter in route.filters().iter().rev() {
+            filter.on_response(&route, &mut parts);
+        }
         return Ok(Response::from_parts(parts, GatewayBody::empty()));
     }
 
@@ -358,6 +378,9 @@ async fn proxy(
         parts.headers.remove(header::TRANSFER_ENCODING);
     }
     parts.version = client_version;
+    for filter in route.filters().iter().rev() {
+        filter.on_response(&route, &mut parts);
+    }
     let conn = h1.map(|s| (conns, s));
     Ok(Response::from_parts(
         parts,

@@ -1,7 +1,7 @@
 //! The routing table: an immutable snapshot mapping each host to a service's revisions and their shares.
 //!
-//! The control plane builds a new table on every change and publishes it with one atomic swap; the
-//! request path reads the current table without taking any lock.
+//! The control plane builds a new table on every change and publishes it with one atomic swap (see
+//! [`crate::publish`]); the request path reads the current table without taking any lock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use pier_identity::InvokerSet;
 use pier_model::{Ingress, ProjectName, ServiceName, Tag};
 
 use crate::LocalHandler;
+use crate::stages::{Filter, Responder};
 
 /// Who and what may reach a route, checked by the guard before anything is forwarded.
 #[derive(Clone, Debug, Default)]
@@ -40,32 +41,19 @@ impl Access {
     }
 }
 
-/// Where one host's requests go.
+/// Where the requests a route lets through go.
 #[derive(Debug)]
-pub struct Route {
-    /// Project.
-    pub project: ProjectName,
-    /// Service.
-    pub service: ServiceName,
-    /// The tag this host belongs to, for tag URLs.
-    pub tag: Option<Tag>,
+pub enum Backend {
     /// Revision pools with cumulative percentages (each entry's upper bound, the last is 100).
-    pub targets: Vec<(Arc<RevisionPool>, u8)>,
-    /// Why the route has no target, when it has none (answered with 503).
-    pub unavailable: Option<String>,
-    /// Ingress, invokers and audiences.
-    pub access: Arc<Access>,
+    Revisions(Vec<(Arc<RevisionPool>, u8)>),
+    /// Nothing can serve: answered with 503 and this reason.
+    Unavailable(String),
 }
 
-impl Route {
-    /// A route splitting traffic over `shares` (pool and percent; zero shares are dropped).
-    pub fn split(
-        project: ProjectName,
-        service: ServiceName,
-        tag: Option<Tag>,
-        shares: Vec<(Arc<RevisionPool>, u8)>,
-        access: Arc<Access>,
-    ) -> Self {
+impl Backend {
+    /// Traffic split over `shares` (pool and percent; zero shares are dropped). No share left: the
+    /// service has no ready revision for this URL.
+    pub fn split(service: &ServiceName, shares: Vec<(Arc<RevisionPool>, u8)>) -> Self {
         let mut acc = 0u8;
         let targets: Vec<(Arc<RevisionPool>, u8)> = shares
             .into_iter()
@@ -75,53 +63,135 @@ impl Route {
                 (pool, acc)
             })
             .collect();
-        let unavailable = targets
-            .is_empty()
-            .then(|| format!("service {service} has no ready revision to serve this URL"));
-        Self {
-            project,
-            service,
-            tag,
-            targets,
-            unavailable,
-            access,
+        if targets.is_empty() {
+            Backend::Unavailable(format!(
+                "service {service} has no ready revision to serve this URL"
+            ))
+        } else {
+            Backend::Revisions(targets)
         }
     }
+}
 
-    /// A route that answers 503 with `reason`.
-    pub fn unavailable(
+/// Where one host's requests go, and the stages on the way (see [`crate::stages`]).
+pub struct Route {
+    /// Project.
+    pub project: ProjectName,
+    /// Service.
+    pub service: ServiceName,
+    /// The tag this host belongs to, for tag URLs.
+    pub tag: Option<Tag>,
+    /// Ingress, invokers and audiences.
+    pub access: Arc<Access>,
+    /// Filters in order; the first is the route's admission filter.
+    filters: Vec<Arc<dyn Filter>>,
+    /// Responders in order.
+    responders: Vec<Arc<dyn Responder>>,
+    /// What forwards the rest.
+    pub backend: Backend,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("project", &self.project)
+            .field("service", &self.service)
+            .field("tag", &self.tag)
+            .field(
+                "filters",
+                &self.filters.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            )
+            .field(
+                "responders",
+                &self.responders.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            )
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl Route {
+    /// A route whose requests pass `admission` first (there is no route without one: a wiring mistake
+    /// must not serve a private service to everyone), then go to `backend`.
+    pub fn new(
         project: ProjectName,
         service: ServiceName,
         tag: Option<Tag>,
-        reason: String,
         access: Arc<Access>,
+        admission: Arc<dyn Filter>,
+        backend: Backend,
     ) -> Self {
         Self {
             project,
             service,
             tag,
-            targets: Vec::new(),
-            unavailable: Some(reason),
             access,
+            filters: vec![admission],
+            responders: Vec::new(),
+            backend,
         }
     }
 
-    /// Picks a revision by weight.
-    pub fn pick(&self) -> Option<&Arc<RevisionPool>> {
-        match self.targets.as_slice() {
-            [] => None,
-            [(only, _)] => Some(only),
-            many => {
-                let total = many.last().map(|(_, c)| *c).unwrap_or(100).max(1);
-                let roll = fastrand::u8(..total);
-                many.iter().find(|(_, upto)| roll < *upto).map(|(p, _)| p)
-            }
+    /// Adds a filter after those already there.
+    pub fn with_filter(mut self, filter: Arc<dyn Filter>) -> Self {
+        self.filters.push(filter);
+        self
+    }
+
+    /// Adds a responder after those already there.
+    pub fn with_responder(mut self, responder: Arc<dyn Responder>) -> Self {
+        self.responders.push(responder);
+        self
+    }
+
+    /// The filters in order, admission first.
+    pub fn filters(&self) -> &[Arc<dyn Filter>] {
+        &self.filters
+    }
+
+    /// The responders in order.
+    pub fn responders(&self) -> &[Arc<dyn Responder>] {
+        &self.responders
+    }
+
+    /// Why the route cannot serve, when it cannot.
+    pub fn unavailable(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Unavailable(why) => Some(why),
+            Backend::Revisions(_) => None,
+        }
+    }
+
+    /// The revision pools and their cumulative percentages (empty when unavailable).
+    pub fn targets(&self) -> &[(Arc<RevisionPool>, u8)] {
+        match &self.backend {
+            Backend::Revisions(t) => t,
+            Backend::Unavailable(_) => &[],
+        }
+    }
+
+    /// Picks a revision by weight, or says why there is none.
+    pub fn pick(&self) -> Result<&Arc<RevisionPool>, &str> {
+        match &self.backend {
+            Backend::Unavailable(why) => Err(why),
+            Backend::Revisions(targets) => match targets.as_slice() {
+                [] => Err("no revision serves this URL"),
+                [(only, _)] => Ok(only),
+                many => {
+                    let total = many.last().map(|(_, c)| *c).unwrap_or(100).max(1);
+                    let roll = fastrand::u8(..total);
+                    many.iter()
+                        .find(|(_, upto)| roll < *upto)
+                        .map(|(p, _)| p)
+                        .ok_or("no revision serves this URL")
+                }
+            },
         }
     }
 }
 
 /// Every host the gateway serves.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct RouteTable {
     hosts: HashMap<String, Arc<Route>>,
     local: HashMap<String, Arc<dyn LocalHandler>>,
@@ -155,6 +225,11 @@ impl RouteTable {
     /// Serves `host` in-process with `handler` (Pier's own endpoints: identity provider, admin API).
     pub fn insert_local(&mut self, host: String, handler: Arc<dyn LocalHandler>) {
         self.local.insert(host, handler);
+    }
+
+    /// Serves no host in-process any more.
+    pub(crate) fn clear_local(&mut self) {
+        self.local.clear();
     }
 
     /// The in-process handler of a host, if any.

@@ -199,19 +199,20 @@ async fn harness(template: RevisionTemplate, config: GatewayConfig) -> Harness {
             true,
         )
         .unwrap();
-    let gw = Gateway::new(config, Arc::new(crate::AllowAll));
+    let (publisher, reader) = crate::publish::channel(Vec::new());
+    let gw = Gateway::new(config, reader);
     let mut table = RouteTable::new();
-    table.insert(
-        HOST.into(),
-        Arc::new(Route::split(
-            ProjectName::default(),
-            "hello".parse().unwrap(),
-            None,
-            vec![(pool, 100)],
-            Arc::new(Access::public()),
-        )),
+    let service: pier_model::ServiceName = "hello".parse().unwrap();
+    let route = Route::new(
+        ProjectName::default(),
+        service.clone(),
+        None,
+        Arc::new(Access::public()),
+        Arc::new(crate::AllowAll),
+        crate::Backend::split(&service, vec![(pool, 100)]),
     );
-    gw.publish(table);
+    table.insert(HOST.into(), Arc::new(stages(route)));
+    publisher.publish(table);
     let (tx, rx) = watch::channel(false);
     let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -543,4 +544,98 @@ async fn garbage_and_huge_headers_do_not_hurt_the_gateway() {
         h.client().get(h.url("/")).send().await.unwrap().status(),
         200
     );
+}
+
+/// A filter for the stage tests: refuses requests carrying `x-test-refuse`, marks every response.
+struct MarkingFilter;
+
+impl crate::Filter for MarkingFilter {
+    fn name(&self) -> &'static str {
+        "test-marking"
+    }
+    fn on_request(
+        &self,
+        route: &Route,
+        _: &headers::Forwarding,
+        req: &mut http::request::Parts,
+    ) -> Result<(), crate::error::Refusal> {
+        if req.headers.contains_key("x-test-refuse") {
+            return Err(crate::error::Refusal::new(
+                http::StatusCode::FORBIDDEN,
+                format!("Forbidden: refused by a filter of {}", route.service),
+            ));
+        }
+        req.headers
+            .insert("x-filtered-request", http::HeaderValue::from_static("yes"));
+        Ok(())
+    }
+    fn on_response(&self, _: &Route, resp: &mut http::response::Parts) {
+        resp.headers
+            .insert("x-filtered", http::HeaderValue::from_static("yes"));
+    }
+}
+
+/// A responder for the stage tests: answers `/answered-early` itself.
+struct EarlyResponder;
+
+impl crate::Responder for EarlyResponder {
+    fn name(&self) -> &'static str {
+        "test-early"
+    }
+    fn respond(&self, _: &Route, req: &http::request::Parts) -> Option<crate::stages::Answer> {
+        (req.uri.path() == "/answered-early").then(|| {
+            Box::pin(async { crate::error::plain(http::StatusCode::OK, "early\n".into()) })
+                as crate::stages::Answer
+        })
+    }
+}
+
+/// Every harness route carries the test stages after its admission filter.
+fn stages(route: Route) -> Route {
+    route
+        .with_filter(Arc::new(MarkingFilter))
+        .with_responder(Arc::new(EarlyResponder))
+}
+
+#[tokio::test]
+async fn a_routes_filters_and_responders_run_in_order() {
+    let h = harness(template(), GatewayConfig::default()).await;
+    let client = h.client();
+    // Forwarded: the filter rewrote the request and marks the response.
+    let resp = client.get(h.url("/x")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-filtered"], "yes");
+    assert_eq!(h.last_headers()["x-filtered-request"], "yes");
+    let forwarded = h.seen.requests.lock().unwrap().len();
+
+    // Answered by the responder: the app never sees it, the filter still marks it.
+    let resp = client.get(h.url("/answered-early")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-filtered"], "yes");
+    assert_eq!(resp.text().await.unwrap(), "early\n");
+    assert_eq!(h.seen.requests.lock().unwrap().len(), forwarded);
+
+    // Refused by the filter, before any responder: rendered as plain text, or as a gRPC status.
+    let resp = client
+        .get(h.url("/answered-early"))
+        .header("x-test-refuse", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers().get("x-filtered").is_none());
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "Forbidden: refused by a filter of hello\n"
+    );
+    let resp = client
+        .post(h.url("/pkg.Svc/Call"))
+        .header("x-test-refuse", "1")
+        .header("content-type", "application/grpc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["grpc-status"], "7");
+    assert_eq!(h.seen.requests.lock().unwrap().len(), forwarded);
 }

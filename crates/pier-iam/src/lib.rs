@@ -195,7 +195,7 @@ pub struct IdentityService {
     /// Held from reading the store to publishing the directory, so snapshots are published in the
     /// order they were read: a slower reload cannot bring back a key or user deleted meanwhile.
     reloading: std::sync::Mutex<()>,
-    external: ArcSwap<Vec<Arc<ExternalIssuer>>>,
+    external: Vec<Arc<ExternalIssuer>>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -219,13 +219,24 @@ impl IdentityService {
     /// The identity service over `store`, issuing tokens with `issuer`; service accounts are named
     /// `NAME@PROJECT.iam.DOMAIN`.
     pub fn new(store: Arc<Store>, issuer: Arc<Issuer>, domain: &str) -> Result<Arc<Self>> {
+        Self::with_external_issuers(store, issuer, domain, Vec::new())
+    }
+
+    /// [`IdentityService::new`] that also trusts these external issuers' tokens at the gateway (see
+    /// [`pier_identity::external`]; each keeps its own keys fresh).
+    pub fn with_external_issuers(
+        store: Arc<Store>,
+        issuer: Arc<Issuer>,
+        domain: &str,
+        external: Vec<Arc<ExternalIssuer>>,
+    ) -> Result<Arc<Self>> {
         let this = Arc::new(Self {
             store,
             issuer,
             domain: domain.to_owned(),
             directory: ArcSwap::from_pointee(Directory::default()),
             reloading: std::sync::Mutex::new(()),
-            external: ArcSwap::from_pointee(Vec::new()),
+            external,
         });
         this.reload()?;
         Ok(this)
@@ -234,11 +245,6 @@ impl IdentityService {
     /// The issuer.
     pub fn issuer(&self) -> &Arc<Issuer> {
         &self.issuer
-    }
-
-    /// Trusts these external issuers' tokens at the gateway (see [`pier_identity::external`]).
-    pub fn set_external_issuers(&self, issuers: Vec<Arc<ExternalIssuer>>) {
-        self.external.store(Arc::new(issuers));
     }
 
     /// The current directory snapshot.
@@ -483,7 +489,7 @@ impl pier_gateway::auth::TokenVerifier for IdentityService {
         audiences: &[String],
     ) -> Result<Arc<pier_identity::Verified>, TokenError> {
         // Reading `iss` costs a decode: only when external issuers are configured.
-        let external = self.external.load();
+        let external = &self.external;
         if !external.is_empty()
             && let Some(iss) = pier_identity::external::unverified_issuer(token)
             && iss != self.issuer.url()

@@ -1,0 +1,189 @@
+//! Route publication: the gateway's routing table rebuilt from the store after every change (planned by
+//! the pure [`plan`], then given pools and the admission filter), and the pools that lost their traffic
+//! dropped once idle. One service's fault stays its own.
+
+use super::*;
+use pier_gateway::Backend;
+
+pub(crate) mod plan;
+
+impl Platform {
+    /// Rebuilds and publishes the routing table from the store.
+    pub async fn publish_routes(self: &Arc<Self>) -> Result<()> {
+        let _guard = self.publish.lock().await;
+        self.publish_locked().await
+    }
+
+    /// [`Platform::publish_routes`], for a caller that holds the publication lock (so that a change
+    /// to the store and the routes that follow from it are seen together).
+    pub(crate) async fn publish_locked(self: &Arc<Self>) -> Result<()> {
+        let (projects, services, revisions) = self
+            .db(|s| Ok((s.projects()?, s.services(None)?, s.all_revisions()?)))
+            .await?;
+        let hashes: HashMap<ProjectName, String> =
+            projects.into_iter().map(|p| (p.name, p.hash)).collect();
+        let revs: HashMap<(ProjectName, RevisionName), RevisionRecord> = revisions
+            .into_iter()
+            .map(|r| ((r.project.clone(), r.name.clone()), r))
+            .collect();
+        let directory = self.identity.directory();
+        let records = plan::Records {
+            scheme: &self.scheme,
+            hashes: &hashes,
+            services: &services,
+            revisions: &revs,
+        };
+        let plans = plan::plan(&records, |p, s| directory.invokers(p, s));
+        let mut table = claims::Claims::default();
+        let mut routed: HashSet<PoolKey> = HashSet::new();
+        // Service URLs first, so a revision that serves traffic there is marked serving before a tag
+        // URL asks for its pool.
+        let (main, tagged): (Vec<_>, Vec<_>) = plans.into_iter().partition(|p| p.tag.is_none());
+        for host_plan in main.into_iter().chain(tagged) {
+            let svc = host_plan.service;
+            let backend = match host_plan.target {
+                plan::Target::Unavailable(why) => Backend::Unavailable(why),
+                plan::Target::Split(shares) => {
+                    // A revision that cannot be routed (say, its id block is beyond a range since
+                    // narrowed) makes its own URL answer 503 with the reason; every other keeps serving.
+                    let mut pools = Vec::new();
+                    let mut broken = None;
+                    for (rec, pct) in shares {
+                        let key = PoolKey {
+                            project: rec.project.clone(),
+                            revision: rec.name.clone(),
+                        };
+                        let serving = host_plan.tag.is_none() || routed.contains(&key);
+                        match self.pool_for(rec, svc.id_block, serving) {
+                            Ok(pool) => {
+                                routed.insert(key);
+                                pools.push((pool, pct));
+                            }
+                            Err(why) => {
+                                tracing::error!(service = %svc.name, revision = %rec.name, tag = ?host_plan.tag, "cannot route: {why}");
+                                broken = Some(cannot_serve(&rec.name));
+                            }
+                        }
+                    }
+                    match broken {
+                        Some(why) => Backend::Unavailable(why),
+                        None => Backend::split(&svc.name, pools),
+                    }
+                }
+            };
+            let route = Route::new(
+                svc.project.clone(),
+                svc.name.clone(),
+                host_plan.tag,
+                host_plan.access,
+                self.admission.clone(),
+                backend,
+            );
+            table.claim(host_plan.host, Arc::new(route), &self.admission);
+        }
+        self.routes.publish(table.into_table());
+        // Pools that lost their traffic stop keeping min-instances warm and are dropped once idle.
+        let deploying: HashSet<PoolKey> = revs
+            .values()
+            .filter(|r| r.state == RevisionState::Deploying)
+            .map(|r| PoolKey {
+                project: r.project.clone(),
+                revision: r.name.clone(),
+            })
+            .collect();
+        let mut unrouted = self
+            .unrouted_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for key in self.activator.keys() {
+            if routed.contains(&key) || deploying.contains(&key) {
+                unrouted.remove(&key);
+            } else {
+                if let Some(pool) = self.activator.pool(&key) {
+                    pool.set_serving(false);
+                }
+                unrouted.entry(key).or_insert_with(Instant::now);
+            }
+        }
+        Ok(())
+    }
+
+    /// How instances of a service with id block `block` and this template are isolated.
+    pub(crate) fn isolation(
+        &self,
+        block: u32,
+        template: &pier_model::RevisionTemplate,
+    ) -> std::result::Result<pier_runtime::Isolation, String> {
+        let ids = self.isolation.ids.block(block).ok_or_else(|| {
+            format!(
+                "this service's id block {block} is beyond the installation's range ({}): give Pier a larger range in /etc/subuid and /etc/subgid",
+                self.isolation.ids
+            )
+        })?;
+        Ok(pier_runtime::Isolation {
+            ids: Some(ids),
+            private_egress: template.vpc_egress.is_some(),
+        })
+    }
+
+    pub(crate) fn pool_for(
+        &self,
+        rec: &RevisionRecord,
+        block: u32,
+        serving: bool,
+    ) -> std::result::Result<Arc<pier_activator::RevisionPool>, String> {
+        // An image revision runs the digest its tag resolved to at deploy, whatever the tag says now.
+        let mut template = rec.template.clone();
+        if template.image.is_some() {
+            match &rec.image_digest {
+                Some(pinned) => template.image = Some(pinned.clone()),
+                None => return Err(format!("revision {} has no resolved image", rec.name)),
+            }
+        }
+        let isolation = self.isolation(block, &template)?;
+        self.activator.ensure_pool(
+            &rec.project,
+            &rec.service,
+            &rec.name,
+            Arc::new(template),
+            isolation,
+            serving,
+        )
+    }
+
+    /// Drops pools that have served no traffic for a while and have no instances left.
+    pub async fn sweep_pools(&self) {
+        let expired: Vec<PoolKey> = {
+            let unrouted = self
+                .unrouted_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            unrouted
+                .iter()
+                .filter(|(_, since)| since.elapsed() >= POOL_LINGER)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        for key in expired {
+            let idle = self
+                .activator
+                .pool(&key)
+                .is_none_or(|p| p.instance_count() == 0 && p.queued() == 0);
+            if idle {
+                self.activator.remove_pool(&key).await;
+                self.unrouted_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+            }
+        }
+    }
+}
+
+/// What callers of a revision that cannot be routed are told; the reason itself (configuration of
+/// the server) goes to the server's log.
+fn cannot_serve(revision: &RevisionName) -> String {
+    format!(
+        "revision {revision} cannot be started on this server; its operator finds why in the server's log"
+    )
+}
