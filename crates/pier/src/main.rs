@@ -1,11 +1,13 @@
 //! The `pier` binary: parses the command line, then either runs the server (`pier server`, `pier up`),
-//! checks the host (`pier doctor`), or runs a client command against a running server. Wiring lives in [`server`]; everything else in the crates.
+//! checks the host (`pier doctor`), or runs a client command against a running server. The server's
+//! flags are in [`cli`], its wiring in [`server`]; everything else in the crates.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use pier_cli::{Cli, Command};
+use cli::{Cli, Command};
 
+mod cli;
 mod doctor;
 mod server;
 
@@ -18,7 +20,7 @@ fn main() -> ExitCode {
             args.data_dir
                 .unwrap_or_else(pier_cli::config::default_data_dir),
         )),
-        _ => run_client(cli),
+        Command::Client(command) => run_client(cli.globals, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -29,9 +31,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_client(cli: Cli) -> anyhow::Result<()> {
+fn run_client(globals: pier_cli::Globals, command: pier_cli::Command) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(pier_cli::run_client(cli))
+    rt.block_on(pier_cli::run_client(globals, command))
 }

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::cli::ServerArgs;
 use anyhow::{Result, anyhow, bail};
-use pier_cli::ServerArgs;
 use pier_runtime::network::{EgressMode, NamespaceServices, Network, NetworkConfig};
 use pier_runtime::process::Sandbox;
 use pier_sandbox::ids::{IdRange, RangeSource};

@@ -1,0 +1,205 @@
+//! Running a built server: listeners and housekeeping start, the CLI learns where the server is, `pier
+//! up` deploys its manifests; then, on SIGTERM or Ctrl-C, an ordered shutdown: stop accepting, let
+//! requests in flight finish, stop the jobs, stop instances (those still starting too), and remove
+//! what the server made on the host (cgroups, network, run dir).
+
+use super::*;
+use jobs::Job;
+
+impl Server {
+    /// Serves until a signal (or, with `up`, until its deploy fails), then shuts down in order.
+    pub(super) async fn run(self, up: Option<PathBuf>) -> Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let https_port = self.https.local_addr()?.port();
+        let http_port = self.http.local_addr()?.port();
+        let api_addr = self.api.local_addr()?;
+        let listeners = [
+            tokio::spawn(self.gateway.clone().serve_https(
+                self.https,
+                self.tls.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(self.gateway.clone().serve_http(
+                self.http,
+                self.args.http_serve,
+                stop_rx.clone(),
+            )),
+            tokio::spawn({
+                let mut stop = stop_rx.clone();
+                let (api, router) = (self.api, self.router);
+                async move {
+                    let _ = axum::serve(api, router)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await;
+                }
+            }),
+        ];
+
+        // Tell the CLI where we are.
+        let api_url = format!("http://{api_addr}");
+        // Whole or not at all: the CLI and scripts read it while the server starts.
+        pier_tls::write_private(&self.data_dir.join("api-url"), api_url.as_bytes(), 0o644)?;
+        let cli_config = CliConfig {
+            api_url: api_url.clone(),
+            credentials_file: self.owner_creds.exists().then(|| self.owner_creds.clone()),
+            data_dir: self.data_dir.clone(),
+            project: None,
+        };
+        if let Err(e) = CliConfig::adopt(&config_path(), &cli_config) {
+            tracing::warn!("could not write the CLI config: {e:#}");
+        }
+        let ca_path = self.ca.cert_path().display().to_string();
+        tracing::info!(
+            "Pier {} serving https://*.{}:{https_port} (HTTP on :{http_port} {}), admin API {api_url} and {}",
+            env!("CARGO_PKG_VERSION"),
+            self.args.domain,
+            if self.args.http_serve {
+                "serves"
+            } else {
+                "redirects to HTTPS"
+            },
+            self.issuer_url,
+        );
+        tracing::info!(
+            "local CA certificate: {ca_path} (trust it: curl --cacert {ca_path}, or copy it to /usr/local/share/ca-certificates/pier.crt and run update-ca-certificates)"
+        );
+
+        let jobs: Vec<_> = housekeeping(
+            &self.platform,
+            &self.domain_cert,
+            &self.ca,
+            &self.ring,
+            &self.data_dir,
+        )
+        .into_iter()
+        .map(|job| job.spawn(stop_rx.clone()))
+        .collect();
+
+        let up_failed = match up {
+            Some(path) => deploy_up(
+                &self.identity,
+                &self.scheme,
+                &self.issuer_url,
+                &api_url,
+                &ca_path,
+                &path,
+            )
+            .await
+            .err(),
+            None => None,
+        };
+        if up_failed.is_none() {
+            wait_for_signal().await;
+            tracing::info!("shutting down: draining requests in flight");
+        }
+
+        // Ordered shutdown.
+        let _ = stop_tx.send(true);
+        for task in listeners {
+            let _ = task.await;
+        }
+        for job in jobs {
+            let _ = job.await;
+        }
+        tracing::info!("stopping instances");
+        self.platform.shutdown().await;
+        // Instances still starting when the stop came are in no pool yet: whatever this installation
+        // still runs (found by its cgroups and containers, as at start) goes now.
+        let mut late = self.process.cleanup_leftovers().await.unwrap_or(0);
+        if let Some(c) = &self.container {
+            late += c.cleanup_leftovers().await.unwrap_or(0);
+        }
+        if late > 0 {
+            tracing::info!("stopped {late} instances that were still starting");
+        }
+        if let Some(root) = &self.cgroups {
+            root.remove_if_empty();
+        }
+        if let Some(c) = &self.container {
+            c.remove_cgroups();
+        }
+        self.network.teardown();
+        data_dir::remove_run_dir(&self.run_dir);
+        tracing::info!("stopped");
+        match up_failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The server's periodic jobs.
+fn housekeeping(
+    platform: &Arc<Platform>,
+    domain_cert: &Arc<DomainCert>,
+    ca: &Arc<LocalCa>,
+    ring: &Arc<KeyRing>,
+    data_dir: &Path,
+) -> Vec<Job> {
+    let platform = platform.clone();
+    let (domain_cert, ca) = (domain_cert.clone(), ca.clone());
+    let ring = ring.clone();
+    let watch = std::sync::Arc::new(std::sync::Mutex::new(machine_watch::Watch::new(
+        data_dir.to_path_buf(),
+    )));
+    vec![
+        // Pools that served no traffic for a while and have no instances left.
+        Job::new("sweep-pools", Duration::from_secs(10), move || {
+            let platform = platform.clone();
+            async move { platform.sweep_pools().await }
+        }),
+        // The domain's certificate, renewed ahead of its expiry.
+        Job::new("refresh-certificate", Duration::from_secs(60), move || {
+            if let Err(e) = domain_cert.refresh(&ca, SystemTime::now(), false) {
+                tracing::error!("certificate refresh failed: {e}");
+            }
+            async {}
+        }),
+        // Signing keys, rotated on their schedule.
+        Job::new("rotate-signing-keys", Duration::from_secs(60), move || {
+            if let Err(e) = ring.rotate(SystemTime::now()) {
+                tracing::error!("signing key rotation failed: {e}");
+            }
+            async {}
+        }),
+        // Free space, inodes and descriptors: crossing a low mark is logged.
+        Job::new("watch-machine", machine_watch::EVERY, move || {
+            watch.lock().unwrap_or_else(|p| p.into_inner()).check();
+            async {}
+        }),
+    ]
+}
+
+/// `pier up`: deploys the manifests at `path` as the owner, and prints their URLs.
+async fn deploy_up(
+    identity: &IdentityService,
+    scheme: &UrlScheme,
+    issuer_url: &str,
+    api_url: &str,
+    ca_path: &str,
+    path: &Path,
+) -> Result<()> {
+    let token = identity
+        .mint_id_token(
+            &Principal::User(format!("owner@{}", scheme.domain())),
+            issuer_url,
+            None,
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    let client = pier_cli::Client::new(api_url, token)?;
+    let ctx = pier_cli::Ctx {
+        client,
+        project: pier_model::ProjectName::default(),
+        format: pier_cli::Format::Text,
+    };
+    let urls = pier_cli::commands::manifests::deploy_path(&ctx, path).await?;
+    pier_cli::output::service_urls(&urls);
+    tracing::info!(
+        "try: curl --cacert {ca_path} {}",
+        urls.first().map(|u| u.1.as_str()).unwrap_or("")
+    );
+    tracing::info!("press Ctrl-C to stop");
+    Ok(())
+}
