@@ -43,7 +43,11 @@ impl Platform {
         // A revision runs as a service account: the project's default unless one is named.
         let sa = match &req.template.service_account {
             Some(email) => {
-                let sa = self.identity.service_account(email)?;
+                let email = email.clone();
+                let sa = self
+                    .identity
+                    .blocking(move |id| id.service_account(&email))
+                    .await?;
                 if sa.disabled {
                     return Err(ControlError::Invalid(format!(
                         "service account {} is disabled: enable it or choose another --service-account",
@@ -58,7 +62,10 @@ impl Platform {
                     move |s| s.ensure_project(&p, project_hash)
                 })
                 .await?;
-                self.identity.ensure_default_service_account(project)?
+                let p = project.clone();
+                self.identity
+                    .blocking(move |id| id.ensure_default_service_account(&p))
+                    .await?
             }
         };
         req.template.service_account = Some(sa);
@@ -110,7 +117,8 @@ impl Platform {
         let this = self.clone();
         let rec = rev.clone();
         let block = svc.id_block;
-        tokio::spawn(async move {
+        let span = tracing::info_span!("deploy", project = %rev.project, service = %rev.service, revision = %rev.name);
+        let proving = async move {
             let (rec, pool) = match (pool, image) {
                 (Some(pool), _) => (rec, pool),
                 (None, Some(source)) => match this.pull_for(&rec, block, &source).await {
@@ -142,7 +150,8 @@ impl Platform {
                 }
                 Err((why, tail)) => this.fail_revision(&rec, &why, tail).await,
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(proving, span));
         self.revision_view(&rev).await
     }
 
@@ -296,16 +305,20 @@ impl Platform {
         .await?;
         if let Some(public) = req.allow_unauthenticated {
             let resource = Resource::Service(project.clone(), name.clone());
-            self.identity.modify_policy(&resource, None, |p| {
-                if public {
-                    p.add("roles/run.invoker", &Member::AllUsers)
-                        .map(|_| ())
-                        .map_err(|e| ControlError::Invalid(e.to_string()))
-                } else {
-                    p.remove("roles/run.invoker", &Member::AllUsers);
-                    Ok(())
-                }
-            })?;
+            self.identity
+                .blocking(move |id| {
+                    id.modify_policy(&resource, None, |p| {
+                        if public {
+                            p.add("roles/run.invoker", &Member::AllUsers)
+                                .map(|_| ())
+                                .map_err(|e| ControlError::Invalid(e.to_string()))
+                        } else {
+                            p.remove("roles/run.invoker", &Member::AllUsers);
+                            Ok(())
+                        }
+                    })
+                })
+                .await?;
         }
         self.publish_routes().await
     }

@@ -185,11 +185,7 @@ impl Platform {
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| ControlError::Internal(format!("store task failed: {e}")))?
-            .map_err(ControlError::from)
+        self.store.call(f).await.map_err(ControlError::from)
     }
 
     fn changed(&self) {
@@ -212,7 +208,8 @@ impl Platform {
         self.db(|s| s.ensure_project(&ProjectName::default(), project_hash))
             .await?;
         self.identity
-            .ensure_default_service_account(&ProjectName::default())?;
+            .blocking(|id| id.ensure_default_service_account(&ProjectName::default()))
+            .await?;
         self.publish_routes().await?;
         Ok(())
     }
@@ -235,7 +232,7 @@ impl Platform {
                 .await;
         }
         self.logs.remove(project, name);
-        self.identity.reload()?;
+        self.identity.blocking(|id| id.reload()).await?;
         self.changed();
         tracing::info!(project = %project, service = %name, "deleted service");
         Ok(())
@@ -276,8 +273,11 @@ impl Platform {
     }
 
     /// A resource's IAM policy.
-    pub fn get_iam_policy(&self, resource: &Resource) -> Result<pier_identity::Policy> {
-        self.identity.get_policy(resource)
+    pub async fn get_iam_policy(&self, resource: &Resource) -> Result<pier_identity::Policy> {
+        let resource = resource.clone();
+        self.identity
+            .blocking(move |id| id.get_policy(&resource))
+            .await
     }
 
     /// Replaces a resource's IAM policy; refused (409) if `policy.etag` is set and stale.
@@ -290,10 +290,16 @@ impl Platform {
             .normalized()
             .map_err(|e| ControlError::Invalid(e.to_string()))?;
         let etag = policy.etag.clone();
-        let out = self.identity.modify_policy(resource, Some(&etag), |p| {
-            p.bindings = normalized.bindings.clone();
-            Ok(())
-        })?;
+        let resource = resource.clone();
+        let out = self
+            .identity
+            .blocking(move |id| {
+                id.modify_policy(&resource, Some(&etag), |p| {
+                    p.bindings = normalized.bindings.clone();
+                    Ok(())
+                })
+            })
+            .await?;
         self.publish_routes().await?;
         self.changed();
         Ok(out)
@@ -320,19 +326,25 @@ impl Platform {
                     .join(", ")
             )));
         }
-        let out = self.identity.modify_policy(resource, None, |p| {
-            if add {
-                p.add(role, &member)
-                    .map(|_| ())
-                    .map_err(|e| ControlError::Invalid(e.to_string()))
-            } else if p.remove(role, &member) {
-                Ok(())
-            } else {
-                Err(ControlError::NotFound(format!(
-                    "{member} has no binding to {role} here"
-                )))
-            }
-        })?;
+        let (resource, role) = (resource.clone(), role.to_owned());
+        let out = self
+            .identity
+            .blocking(move |id| {
+                id.modify_policy(&resource, None, |p| {
+                    if add {
+                        p.add(&role, &member)
+                            .map(|_| ())
+                            .map_err(|e| ControlError::Invalid(e.to_string()))
+                    } else if p.remove(&role, &member) {
+                        Ok(())
+                    } else {
+                        Err(ControlError::NotFound(format!(
+                            "{member} has no binding to {role} here"
+                        )))
+                    }
+                })
+            })
+            .await?;
         self.publish_routes().await?;
         self.changed();
         Ok(out)

@@ -99,9 +99,16 @@ impl IdentityService {
     }
 
     /// The resource a service account is, for permission checks.
+    /// Answered from the directory snapshot (no store read), so permission checks stay off the store.
     pub fn sa_resource(&self, email: &str) -> Result<Resource> {
-        let sa = self.service_account(email)?;
-        Ok(Resource::ServiceAccount(sa.project, sa.email))
+        let email = normalize_email(email).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let directory = self.directory();
+        let sa = directory.service_accounts.get(&email).ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "service account {email} does not exist: `pier iam service-accounts list` shows them"
+            ))
+        })?;
+        Ok(Resource::ServiceAccount(sa.project.clone(), email))
     }
 
     /// Service accounts of a project.

@@ -30,10 +30,34 @@ pub struct GrantError {
     pub error_description: String,
 }
 
+/// A failure of the server itself (the store, randomness, signing): never `invalid_grant`, which
+/// would tell the client its credentials are bad. Answered as `temporarily_unavailable` (HTTP 503 with
+/// `Retry-After`, RFC 6749 §4.1.2.1's code); the cause goes to the server's log only.
+pub(crate) fn unavailable(what: &str, cause: impl std::fmt::Display) -> GrantError {
+    tracing::error!("token endpoint: {what} failed: {cause}");
+    GrantError {
+        error: "temporarily_unavailable",
+        error_description: format!(
+            "the server could not {what} now: retry in a few seconds; if it persists, its operator finds why in the server's log"
+        ),
+    }
+}
+
 pub(crate) fn invalid_grant(why: impl Into<String>) -> GrantError {
     GrantError {
         error: "invalid_grant",
         error_description: why.into(),
+    }
+}
+
+/// A minting failure: the caller's fault when the request was invalid (say, a refused audience),
+/// the server's otherwise.
+fn grant_failure(what: &str, e: ControlError) -> GrantError {
+    match e {
+        ControlError::Invalid(why) | ControlError::NotFound(why) | ControlError::Forbidden(why) => {
+            invalid_grant(why)
+        }
+        other => unavailable(what, other),
     }
 }
 
@@ -52,7 +76,7 @@ impl IdentityService {
         let user = self
             .store
             .user(&email)
-            .map_err(|e| invalid_grant(e.to_string()))?;
+            .map_err(|e| unavailable("read its users", e))?;
         // Same answer, in the same time, for unknown users and wrong passwords.
         let ok = pier_identity::passwords::verify_or_pretend(
             password,
@@ -68,10 +92,10 @@ impl IdentityService {
             return Err(invalid_grant("wrong email or password"));
         }
         signin::succeeded(&email);
-        let refresh = new_secret().map_err(|e| invalid_grant(e.to_string()))?;
+        let refresh = new_secret().map_err(|e| unavailable("make a refresh token", e))?;
         self.store
             .create_session(&secret_digest(&refresh), &email)
-            .map_err(|e| invalid_grant(e.to_string()))?;
+            .map_err(|e| unavailable("record the session", e))?;
         let mut resp = self.grant_refresh(&refresh, None)?;
         resp.refresh_token = Some(refresh);
         Ok(resp)
@@ -87,7 +111,7 @@ impl IdentityService {
         let email = self
             .store
             .session(&secret_digest(refresh))
-            .map_err(|e| invalid_grant(e.to_string()))?
+            .map_err(|e| unavailable("read its sessions", e))?
             .ok_or_else(|| {
                 invalid_grant(
                     "the refresh token is unknown or revoked: sign in again with `pier auth login`",
@@ -96,10 +120,10 @@ impl IdentityService {
         let who = Principal::User(email);
         let id = self
             .mint_identity_token(&who, audience.unwrap_or(CLI_CLIENT_ID), None)
-            .map_err(|e| invalid_grant(e.to_string()))?;
+            .map_err(|e| grant_failure("sign an ID token", e))?;
         let access = self
             .mint_id_token(&who, self.issuer.url(), None)
-            .map_err(|e| invalid_grant(e.to_string()))?;
+            .map_err(|e| grant_failure("sign an access token", e))?;
         Ok(TokenResponse {
             access_token: Some(access),
             id_token: Some(id),
@@ -122,7 +146,7 @@ impl IdentityService {
         let key = self
             .store
             .key(&kid)
-            .map_err(|e| invalid_grant(e.to_string()))?
+            .map_err(|e| unavailable("read its keys", e))?
             .ok_or_else(|| invalid_grant(format!("key {kid} does not exist (deleted?)")))?;
         if key.disabled {
             return Err(invalid_grant(format!("key {kid} is disabled")));
@@ -146,7 +170,7 @@ impl IdentityService {
         } else {
             self.mint_id_token(&who, &aud, Some(&kid))
         }
-        .map_err(|e| invalid_grant(e.to_string()))?;
+        .map_err(|e| grant_failure("sign the token", e))?;
         Ok(if id {
             TokenResponse {
                 id_token: Some(token),
@@ -162,5 +186,34 @@ impl IdentityService {
                 ..Default::default()
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_failures_are_never_invalid_grant() {
+        let e = grant_failure(
+            "sign the token",
+            ControlError::Internal("disk on fire".into()),
+        );
+        assert_eq!(e.error, "temporarily_unavailable");
+        assert!(!e.error_description.contains("disk on fire"), "{e:?}");
+        let e = unavailable(
+            "read its sessions",
+            pier_store::StoreError::Unavailable("gone".into()),
+        );
+        assert_eq!(e.error, "temporarily_unavailable");
+        // The caller's own mistakes still are.
+        let e = grant_failure(
+            "sign the token",
+            ControlError::Invalid("audience refused".into()),
+        );
+        assert_eq!(
+            (e.error, e.error_description.as_str()),
+            ("invalid_grant", "audience refused")
+        );
     }
 }

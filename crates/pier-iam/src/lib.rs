@@ -92,6 +92,7 @@ impl Resource {
 #[derive(Clone, Debug)]
 struct SaInfo {
     uid: String,
+    project: String,
     disabled: bool,
 }
 
@@ -242,6 +243,22 @@ impl IdentityService {
         Ok(this)
     }
 
+    /// Runs `f` on tokio's blocking pool: the async face of every call here that reads or writes the
+    /// store or does CPU work (argon2, RSA key generation and signing). Async callers (the admin API,
+    /// the control plane) use this rather than calling those methods on a worker.
+    ///
+    /// # Errors
+    /// What `f` returns, or an internal error if its task could not run to its end.
+    pub async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&IdentityService) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| ControlError::internal(format!("identity task failed: {e}")))?
+    }
+
     /// The issuer.
     pub fn issuer(&self) -> &Arc<Issuer> {
         &self.issuer
@@ -274,6 +291,7 @@ impl IdentityService {
                 sa.email,
                 SaInfo {
                     uid: sa.uid,
+                    project: sa.project,
                     disabled: sa.disabled,
                 },
             );

@@ -39,6 +39,9 @@ pub enum StoreError {
     /// The change itself is invalid (refused by a check inside the transaction).
     #[error("{0}")]
     Invalid(String),
+    /// The call could not run to its end (its task panicked or the runtime is shutting down).
+    #[error("the store could not answer: {0}")]
+    Unavailable(String),
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -295,6 +298,23 @@ impl RawRevision {
 }
 
 impl Store {
+    /// The store's async face: runs `f` (one or more calls, each its own transaction) on tokio's
+    /// blocking pool, so async callers never block a worker on SQLite. Every async caller (the control
+    /// plane, the identity service, the admin API) goes through here; a backend that is async by nature
+    /// would answer here without a thread.
+    ///
+    /// # Errors
+    /// What `f` returns, or [`StoreError::Unavailable`] if the task could not run to its end.
+    pub async fn call<T: Send + 'static>(
+        self: &std::sync::Arc<Self>,
+        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;

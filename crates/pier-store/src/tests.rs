@@ -1,4 +1,8 @@
-//! Store tests against real SQLite databases (in memory and on disk).
+//! The store's conformance suite, run here against real SQLite databases (in memory and on disk).
+//!
+//! Every test gets its store from [`empty_store`] (or opens a file, for the tests of durability and
+//! migrations that only mean something for SQLite): a second backend (PostgreSQL) passes by answering
+//! these same calls the same way, in-transaction checks included.
 
 use super::*;
 use pier_model::TrafficKey;
@@ -16,15 +20,21 @@ fn template(cmd: &str) -> RevisionTemplate {
     }
 }
 
+/// The backend under test, empty.
+fn empty_store() -> Store {
+    Store::open_in_memory().unwrap()
+}
+
+/// The backend under test with the default project.
 fn store() -> Store {
-    let s = Store::open_in_memory().unwrap();
+    let s = empty_store();
     s.ensure_project(&p(), || "abc123".into()).unwrap();
     s
 }
 
 #[test]
 fn project_hash_is_stable_and_unique() {
-    let s = Store::open_in_memory().unwrap();
+    let s = empty_store();
     let a = s.ensure_project(&p(), || "aaaaaa".into()).unwrap();
     let again = s.ensure_project(&p(), || "zzzzzz".into()).unwrap();
     assert_eq!(a, again, "an existing project keeps its hash");
@@ -424,4 +434,25 @@ fn every_service_gets_its_own_id_block_and_freed_blocks_are_reused() {
         .unwrap()
         .0;
     assert_eq!(e.id_block, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_async_face_answers_what_the_calls_answer() {
+    let s = std::sync::Arc::new(store());
+    let project = s
+        .call(|s| s.ensure_project(&"other".parse().unwrap(), || "ffffff".into()))
+        .await
+        .unwrap();
+    assert_eq!(project.hash, "ffffff");
+    let err = s
+        .call(|s| s.delete_service(&p(), &svc("nope")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    // A call that panics is an error of the store, not a crash of the caller.
+    let err = s
+        .call(|_| -> Result<()> { panic!("backend bug") })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
