@@ -128,7 +128,7 @@ async fn get_policy(
     perm: Permission,
 ) -> Result<Json<Policy>, ApiError> {
     require(s, who, perm, &resource)?;
-    Ok(Json(s.platform.get_iam_policy(&resource)?))
+    Ok(Json(s.platform.get_iam_policy(&resource).await?))
 }
 
 async fn set_policy(
@@ -254,6 +254,13 @@ pub(crate) async fn set_installation_policy(
     Caller(who): Caller,
     ApiJson(policy): ApiJson<Policy>,
 ) -> Result<Json<Policy>, ApiError> {
+    // Permission first: a caller who may not change the policy learns nothing about it.
+    require(
+        &s,
+        &who,
+        Permission::InstallationSetIamPolicy,
+        &Resource::Installation,
+    )?;
     keeps_an_owner(&policy)?;
     set_policy(
         &s,
@@ -299,7 +306,7 @@ pub(crate) async fn remove_installation_binding(
         &Resource::Installation,
     )?;
     if change.role == "roles/owner" {
-        let mut after = s.platform.get_iam_policy(&Resource::Installation)?;
+        let mut after = s.platform.get_iam_policy(&Resource::Installation).await?;
         for b in &mut after.bindings {
             if b.role == change.role {
                 b.members.retain(|m| *m != change.member);
@@ -507,7 +514,12 @@ pub(crate) async fn list_service_accounts(
         Permission::ServiceAccountsGet,
         &Resource::Project(project.clone()),
     )?;
-    Ok(Json(s.platform.identity().service_accounts(&project)?))
+    Ok(Json(
+        s.platform
+            .identity()
+            .blocking(move |id| id.service_accounts(&project))
+            .await?,
+    ))
 }
 
 /// Creates a service account `NAME@PROJECT.iam.DOMAIN`.
@@ -534,7 +546,8 @@ pub(crate) async fn create_service_account(
     let sa = s
         .platform
         .identity()
-        .create_service_account(&project, &req.name, req.display_name)?;
+        .blocking(move |id| id.create_service_account(&project, &req.name, req.display_name))
+        .await?;
     Ok((StatusCode::CREATED, Json(sa)))
 }
 
@@ -548,7 +561,12 @@ pub(crate) async fn get_service_account(
 ) -> Result<Json<ServiceAccountView>, ApiError> {
     let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsGet)?;
     require(&s, &who, Permission::ServiceAccountsGet, &r)?;
-    Ok(Json(s.platform.identity().service_account(&email)?))
+    Ok(Json(
+        s.platform
+            .identity()
+            .blocking(move |id| id.service_account(&email))
+            .await?,
+    ))
 }
 
 /// Deletes a service account; its tokens stop working at once.
@@ -561,7 +579,10 @@ pub(crate) async fn delete_service_account(
 ) -> Result<StatusCode, ApiError> {
     let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsWrite)?;
     require(&s, &who, Permission::ServiceAccountsWrite, &r)?;
-    s.platform.identity().delete_service_account(&email)?;
+    s.platform
+        .identity()
+        .blocking(move |id| id.delete_service_account(&email))
+        .await?;
     s.platform.publish_routes().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -576,7 +597,8 @@ async fn set_sa_disabled(
     require(&s, &who, Permission::ServiceAccountsWrite, &r)?;
     s.platform
         .identity()
-        .set_service_account_disabled(&email, disabled)?;
+        .blocking(move |id| id.set_service_account_disabled(&email, disabled))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -612,7 +634,12 @@ pub(crate) async fn list_keys(
 ) -> Result<Json<Vec<KeyView>>, ApiError> {
     let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsGet)?;
     require(&s, &who, Permission::ServiceAccountsGet, &r)?;
-    Ok(Json(s.platform.identity().keys(&email)?))
+    Ok(Json(
+        s.platform
+            .identity()
+            .blocking(move |id| id.keys(&email))
+            .await?,
+    ))
 }
 
 /// Creates a key and returns it as a Google service-account key file; Pier keeps only its public half.
@@ -627,7 +654,12 @@ pub(crate) async fn create_key(
     require(&s, &who, Permission::ServiceAccountsWrite, &r)?;
     Ok((
         StatusCode::CREATED,
-        Json(s.platform.identity().create_key(&email)?),
+        Json(
+            s.platform
+                .identity()
+                .blocking(move |id| id.create_key(&email))
+                .await?,
+        ),
     ))
 }
 
@@ -640,12 +672,15 @@ async fn key_op(
     let KeyPath(email, key) = path;
     let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsWrite)?;
     require(&s, &who, Permission::ServiceAccountsWrite, &r)?;
-    let id = s.platform.identity();
-    match op {
-        "delete" => id.delete_key(&email, &key)?,
-        "disable" => id.set_key_disabled(&email, &key, true)?,
-        _ => id.set_key_disabled(&email, &key, false)?,
-    }
+    let op = op.to_owned();
+    s.platform
+        .identity()
+        .blocking(move |id| match op.as_str() {
+            "delete" => id.delete_key(&email, &key),
+            "disable" => id.set_key_disabled(&email, &key, true),
+            _ => id.set_key_disabled(&email, &key, false),
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -694,12 +729,14 @@ pub(crate) async fn generate_id_token(
 ) -> Result<Json<TokenView>, ApiError> {
     let r = sa_resource(&s, &who, &email, Permission::ServiceAccountsGetOpenIdToken)?;
     require(&s, &who, Permission::ServiceAccountsGetOpenIdToken, &r)?;
-    let sa = s.platform.identity().service_account(&email)?;
-    let token = s.platform.identity().mint_identity_token(
-        &Principal::ServiceAccount(sa.email),
-        &req.audience,
-        None,
-    )?;
+    let token = s
+        .platform
+        .identity()
+        .blocking(move |id| {
+            let sa = id.service_account(&email)?;
+            id.mint_identity_token(&Principal::ServiceAccount(sa.email), &req.audience, None)
+        })
+        .await?;
     Ok(Json(TokenView { token }))
 }
 
@@ -712,7 +749,7 @@ pub(crate) async fn list_users(
     Caller(who): Caller,
 ) -> Result<Json<Vec<UserView>>, ApiError> {
     require(&s, &who, Permission::UsersWrite, &Resource::Installation)?;
-    Ok(Json(s.platform.identity().users()?))
+    Ok(Json(s.platform.identity().blocking(|id| id.users()).await?))
 }
 
 /// Creates a user with a password.
@@ -724,10 +761,12 @@ pub(crate) async fn create_user(
     ApiJson(req): ApiJson<CreateUserRequest>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     require(&s, &who, Permission::UsersWrite, &Resource::Installation)?;
+    // argon2 is CPU work: off the async workers, with the store write.
     let u = s
         .platform
         .identity()
-        .create_user(&req.email, &req.password)?;
+        .blocking(move |id| id.create_user(&req.email, &req.password))
+        .await?;
     Ok((StatusCode::CREATED, Json(u)))
 }
 
@@ -740,6 +779,9 @@ pub(crate) async fn delete_user(
     AccountPath(email): AccountPath,
 ) -> Result<StatusCode, ApiError> {
     require(&s, &who, Permission::UsersWrite, &Resource::Installation)?;
-    s.platform.identity().delete_user(&email)?;
+    s.platform
+        .identity()
+        .blocking(move |id| id.delete_user(&email))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

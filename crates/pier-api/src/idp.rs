@@ -187,23 +187,28 @@ async fn revoke(
         Ok(f) => f,
         Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why),
     };
-    match f.get("token") {
-        // 200 whether the token was a live refresh token or anything else (RFC 7009 §2.2).
-        Some(t) => match s.platform.identity().revoke(t) {
-            Ok(()) => StatusCode::OK.into_response(),
-            Err(e) => {
-                tracing::warn!("revoking a token failed: {e}");
-                oauth_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "the token could not be revoked now: try again".into(),
-                )
-            }
-        },
-        None => oauth_error(
+    let Some(t) = f.get("token").cloned() else {
+        return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "send token=THE_TOKEN (RFC 7009 §2.1)".into(),
-        ),
+        );
+    };
+    // 200 whether the token was a live refresh token or anything else (RFC 7009 §2.2).
+    let revoked = s
+        .platform
+        .identity()
+        .blocking(move |id| id.revoke(&t))
+        .await;
+    match revoked {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => {
+            tracing::warn!("revoking a token failed: {e}");
+            oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the token could not be revoked now: try again".into(),
+            )
+        }
     }
 }
