@@ -4,7 +4,9 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use pier_autoscaler::{Observation, Policy, Sample, ScalerState, decide};
 use pier_model::api::{InstanceExitView, InstanceState, InstanceView};
@@ -366,10 +368,18 @@ impl RevisionPool {
         self.start_instance().await
     }
 
-    /// Starts an instance (the caller has counted it in `starting`).
+    /// Starts an instance (the caller has counted it in `starting`), in an `instance_start` span.
     async fn start_instance(self: &Arc<Self>) -> Result<(), (String, Vec<String>)> {
-        let begin = Instant::now();
         let id = InstanceId::for_revision(&self.revision, &random_suffix(5));
+        let span = tracing::info_span!("instance_start", revision = %self.revision, instance = %id);
+        self.start_instance_as(id).instrument(span).await
+    }
+
+    async fn start_instance_as(
+        self: &Arc<Self>,
+        id: InstanceId,
+    ) -> Result<(), (String, Vec<String>)> {
+        let begin = Instant::now();
         let mut spec = InstanceSpec {
             id: id.clone(),
             project: self.project.clone(),
@@ -549,7 +559,7 @@ impl RevisionPool {
         let grace = self.config.stop_grace;
         let stops: Vec<_> = entries
             .into_iter()
-            .map(|s| tokio::spawn(async move { s.instance.stop(grace).await }))
+            .map(|s| stop_instance(s, grace))
             .collect();
         for s in stops {
             let _ = s.await;
@@ -593,7 +603,7 @@ impl RevisionPool {
         });
         let grace = self.config.stop_grace;
         for v in gone {
-            tokio::spawn(async move { v.instance.stop(grace).await });
+            stop_instance(v, grace);
         }
         let mut policy = Policy::new(
             self.template.container_concurrency,
@@ -685,7 +695,7 @@ impl RevisionPool {
                 tracing::debug!(revision = %self.revision, from = current, to = d.desired, reason = ?d.reason, "scaling down");
             }
             for v in victims {
-                tokio::spawn(async move { v.instance.stop(grace).await });
+                stop_instance(v, grace);
             }
         }
         Some(())
@@ -711,4 +721,10 @@ async fn scaler(pool: std::sync::Weak<RevisionPool>) {
             return;
         }
     }
+}
+
+/// Stops an instance in the background, in an `instance_stop` span.
+fn stop_instance(slot: Arc<Slot>, grace: Duration) -> tokio::task::JoinHandle<()> {
+    let span = tracing::info_span!("instance_stop", instance = %slot.instance.id());
+    tokio::spawn(async move { slot.instance.stop(grace).await }.instrument(span))
 }

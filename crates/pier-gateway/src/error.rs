@@ -35,10 +35,10 @@ pub enum ProxyError {
     Acquire(AcquireError),
     /// The body is larger than the limit.
     BodyTooLarge(u64),
-    /// Could not connect to the instance.
-    Connect(String),
-    /// The instance broke the connection or sent garbage.
-    UpstreamBroken(String),
+    /// Could not connect to the instance: nothing of the request reached it.
+    Connect(crate::upstream::ConnectError),
+    /// The instance broke the connection or sent garbage, after the request (or part of it) was sent.
+    UpstreamBroken(hyper::Error),
     /// No response within the revision's timeout.
     Timeout(u32),
     /// A filter refused the request (ingress, identity, IAM, and later CORS, API keys, quotas).
@@ -47,7 +47,7 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// Where the error came from.
-    pub fn source(&self) -> Source {
+    pub fn origin(&self) -> Source {
         match self {
             ProxyError::BadHost
             | ProxyError::BadRequest(_)
@@ -60,6 +60,16 @@ impl ProxyError {
                 Source::Upstream
             }
         }
+    }
+
+    /// Whether sending the request again (to another instance) is safe whatever its method: only
+    /// when nothing of it reached an instance (a refused connection, a failed handshake, no slot).
+    pub fn retry_safe(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect(_)
+                | ProxyError::Acquire(AcquireError::QueueFull | AcquireError::NoCapacity { .. })
+        )
     }
 
     /// Status code and body.
@@ -144,6 +154,22 @@ impl ProxyError {
             _ => grpc_code(status),
         };
         grpc_status(code, &msg)
+    }
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.status_and_message().1)
+    }
+}
+
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProxyError::Connect(e) => Some(e),
+            ProxyError::UpstreamBroken(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -245,4 +271,29 @@ pub fn plain(status: StatusCode, body: String) -> Response<GatewayBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_keep_their_cause_and_are_safe_to_retry() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = ProxyError::Connect(crate::upstream::ConnectError::Io(refused));
+        assert!(e.retry_safe());
+        assert_eq!(e.origin(), Source::Upstream);
+        let cause = std::error::Error::source(&e).expect("the connect error");
+        let io = std::error::Error::source(cause).expect("the OS error");
+        assert!(io.to_string().contains("refused"), "{io}");
+        // The client never sees the cause itself.
+        assert!(!e.to_string().contains(&cause.to_string()), "{e}");
+        for e in [
+            ProxyError::Timeout(5),
+            ProxyError::Acquire(AcquireError::Timeout),
+        ] {
+            assert!(!e.retry_safe(), "{e}");
+        }
+        assert!(ProxyError::Acquire(AcquireError::QueueFull).retry_safe());
+    }
 }

@@ -68,10 +68,12 @@ pub async fn handle(
     let grpc = crate::error::is_grpc(&parts.headers);
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (parts.method.clone(), parts.uri.path().to_owned()));
+    // One span per request; with tracing at info (the default) it is a disabled no-op.
+    let span = tracing::debug_span!("request", method = %parts.method, path = parts.uri.path());
     let result = if scheme == Scheme::HttpRedirect {
         redirect(&gw, &parts)
     } else {
-        proxy(&gw, peer, &fwd, parts, &mut body).await
+        tracing::Instrument::instrument(proxy(&gw, peer, &fwd, parts, &mut body), span).await
     };
     let resp = match result {
         Ok(mut r) => {
@@ -84,7 +86,7 @@ pub async fn handle(
         Err(e) => {
             if let Some((method, path)) = &logged {
                 let (status, _) = e.status_and_message();
-                tracing::debug!(%method, %path, status = status.as_u16(), source = ?e.source(), error = ?e, "request failed");
+                tracing::debug!(%method, %path, status = status.as_u16(), origin = ?e.origin(), retry_safe = e.retry_safe(), cause = ?std::error::Error::source(&e), error = %e, "request failed");
             }
             let mut resp = if grpc {
                 e.into_grpc_response()
@@ -328,7 +330,7 @@ async fn proxy(
         Ok(s) => s,
         Err(e) => {
             lease.report_unreachable();
-            return Err(ProxyError::Connect(e.to_string()));
+            return Err(ProxyError::Connect(e));
         }
     };
     let (fut, h1) = match sender {
@@ -351,7 +353,7 @@ async fn proxy(
     let mut resp = match answer {
         None => return Err(ProxyError::Timeout(timeout_secs)),
         Some(Err(e)) if is_body_too_large(&e) => return Err(ProxyError::BodyTooLarge(limit)),
-        Some(Err(e)) => return Err(ProxyError::UpstreamBroken(e.to_string())),
+        Some(Err(e)) => return Err(ProxyError::UpstreamBroken(e)),
         Some(Ok(r)) => r,
     };
 

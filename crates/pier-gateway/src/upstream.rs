@@ -203,3 +203,12 @@ impl std::fmt::Display for ConnectError {
         }
     }
 }
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Io(e) => Some(e),
+            ConnectError::Handshake(e) => Some(e),
+        }
+    }
+}
