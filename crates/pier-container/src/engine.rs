@@ -37,6 +37,30 @@ pub struct Engine {
     pub state: PathBuf,
 }
 
+/// A runtime command that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The runtime's binary could not be run at all.
+    #[error("cannot run {}: {source}", binary.display())]
+    Spawn {
+        /// The runtime's binary.
+        binary: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It ran and failed; its error output says why.
+    #[error("{stderr} ({command}: {status})")]
+    Failed {
+        /// The subcommand (`kill`, `delete`).
+        command: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// Its error output, trimmed.
+        stderr: String,
+    },
+}
+
 impl Engine {
     fn base(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.binary);
@@ -59,23 +83,30 @@ impl Engine {
         cmd
     }
 
-    /// Runs one runtime command to completion; its error output on failure.
-    pub async fn command(&self, args: &[&str]) -> Result<(), String> {
+    /// Runs one runtime command to completion.
+    pub async fn command(&self, args: &[&str]) -> Result<(), EngineError> {
         let out = self
             .base()
             .args(args)
             .output()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| EngineError::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
         if out.status.success() {
             Ok(())
         } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+            Err(EngineError::Failed {
+                command: args.first().copied().unwrap_or("").to_owned(),
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            })
         }
     }
 
     /// Sends `signal` (`TERM`, `KILL`) to the container's processes.
-    pub async fn kill(&self, id: &str, signal: &str) -> Result<(), String> {
+    pub async fn kill(&self, id: &str, signal: &str) -> Result<(), EngineError> {
         self.command(&["kill", id, signal]).await
     }
 
@@ -100,7 +131,7 @@ impl Engine {
     }
 
     /// Removes the container's state (and whatever still runs).
-    pub async fn delete(&self, id: &str) -> Result<(), String> {
+    pub async fn delete(&self, id: &str) -> Result<(), EngineError> {
         match self.kind {
             Kind::Runc => self.command(&["delete", "--force", id]).await,
             Kind::Runsc => self.command(&["delete", "-force", id]).await,

@@ -68,6 +68,11 @@ impl std::fmt::Debug for ExternalIssuer {
     }
 }
 
+/// A JWKS document that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("not a JWKS document: {0}")]
+pub struct JwksError(#[source] serde_json::Error);
+
 impl ExternalIssuer {
     /// An issuer at `url`, with no keys yet.
     pub fn new(url: &str) -> Self {
@@ -85,10 +90,10 @@ impl ExternalIssuer {
         &self.url
     }
 
-    /// Replaces the keys with the RSA keys of a JWKS document; returns how many were usable.
-    pub fn set_jwks(&self, jwks: &[u8]) -> Result<usize, String> {
-        let set: JwkSet =
-            serde_json::from_slice(jwks).map_err(|e| format!("not a JWKS document: {e}"))?;
+    /// Replaces the keys with the RSA keys of a JWKS document (RFC 7517 §5); returns how many were
+    /// usable. A document that does not parse leaves the keys as they were.
+    pub fn set_jwks(&self, jwks: &[u8]) -> Result<usize, JwksError> {
+        let set: JwkSet = serde_json::from_slice(jwks).map_err(JwksError)?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let Some(kid) = jwk.common.key_id.clone() else {

@@ -68,22 +68,56 @@ pub fn describe(check: &Check) -> String {
     }
 }
 
+/// Why one check failed: what the app answered, or that it did not. The text is what users read in a
+/// failed deploy's reason, so it names the answer, not Pier's internals.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The port refused or the connection failed.
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The app broke HTTP (or HTTP/2 for gRPC).
+    #[error("{0}")]
+    Protocol(#[source] hyper::Error),
+    /// The request could not be built (a header value the probe names is invalid).
+    #[error("{0}")]
+    Request(#[source] hyper::http::Error),
+    /// The app answered with a status outside 200..400.
+    #[error("HTTP {0}")]
+    Status(u16),
+    /// The gRPC call failed with this `grpc-status`.
+    #[error("grpc-status {0}")]
+    GrpcStatus(u32),
+    /// The health service answered another status than SERVING.
+    #[error("health status {0} (SERVING is 1)")]
+    NotServing(u64),
+    /// The health service's answer had no status.
+    #[error("no health status in the answer")]
+    NoHealthStatus,
+    /// Nothing came back within the attempt's time.
+    #[error("no answer within {}s", .0.as_secs_f32())]
+    Timeout(Duration),
+}
+
 /// Runs one check against the instance, within `timeout`.
-pub async fn check(endpoint: &Endpoint, check: &Check, timeout: Duration) -> Result<(), String> {
+pub async fn check(
+    endpoint: &Endpoint,
+    check: &Check,
+    timeout: Duration,
+) -> Result<(), CheckError> {
     match tokio::time::timeout(timeout, run_check(endpoint, check)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {}s", timeout.as_secs_f32())),
+        Err(_) => Err(CheckError::Timeout(timeout)),
     }
 }
 
-async fn run_check(endpoint: &Endpoint, check: &Check) -> Result<(), String> {
+async fn run_check(endpoint: &Endpoint, check: &Check) -> Result<(), CheckError> {
     match check {
         Check::Tcp { port } => endpoint
             .with_port(*port)
             .connect()
             .await
             .map(drop)
-            .map_err(|e| format!("connect: {e}")),
+            .map_err(CheckError::Connect),
         Check::Http {
             port,
             path,
@@ -93,10 +127,10 @@ async fn run_check(endpoint: &Endpoint, check: &Check) -> Result<(), String> {
                 .with_port(*port)
                 .connect()
                 .await
-                .map_err(|e| format!("connect: {e}"))?;
+                .map_err(CheckError::Connect)?;
             let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(CheckError::Protocol)?;
             tokio::spawn(conn);
             let mut req = hyper::Request::get(path.as_str())
                 .header(hyper::header::HOST, format!("localhost:{port}"))
@@ -106,13 +140,13 @@ async fn run_check(endpoint: &Endpoint, check: &Check) -> Result<(), String> {
             }
             let req = req
                 .body(Full::new(Bytes::new()))
-                .map_err(|e| e.to_string())?;
-            let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+                .map_err(CheckError::Request)?;
+            let resp = send.send_request(req).await.map_err(CheckError::Protocol)?;
             let status = resp.status().as_u16();
             if (200..400).contains(&status) {
                 Ok(())
             } else {
-                Err(format!("HTTP {status}"))
+                Err(CheckError::Status(status))
             }
         }
         Check::Grpc { port, service } => {
@@ -120,11 +154,11 @@ async fn run_check(endpoint: &Endpoint, check: &Check) -> Result<(), String> {
                 .with_port(*port)
                 .connect()
                 .await
-                .map_err(|e| format!("connect: {e}"))?;
+                .map_err(CheckError::Connect)?;
             let (mut send, conn) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(CheckError::Protocol)?;
             tokio::spawn(conn);
             let req = hyper::Request::post(format!(
                 "http://localhost:{port}/grpc.health.v1.Health/Check"
@@ -133,26 +167,26 @@ async fn run_check(endpoint: &Endpoint, check: &Check) -> Result<(), String> {
             .header(hyper::header::TE, "trailers")
             .header(hyper::header::USER_AGENT, "pier-probe")
             .body(Full::new(Bytes::from(health_request(service))))
-            .map_err(|e| e.to_string())?;
-            let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+            .map_err(CheckError::Request)?;
+            let resp = send.send_request(req).await.map_err(CheckError::Protocol)?;
             let head_status = grpc_status(resp.headers());
             let collected = resp
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(CheckError::Protocol)?;
             let status = collected
                 .trailers()
                 .and_then(grpc_status)
                 .or(head_status)
                 .unwrap_or(2);
             if status != 0 {
-                return Err(format!("grpc-status {status}"));
+                return Err(CheckError::GrpcStatus(status));
             }
             match health_status(collected.to_bytes()) {
                 Some(1) => Ok(()),
-                Some(s) => Err(format!("health status {s} (SERVING is 1)")),
-                None => Err("no health status in the answer".into()),
+                Some(s) => Err(CheckError::NotServing(s)),
+                None => Err(CheckError::NoHealthStatus),
             }
         }
     }
@@ -266,9 +300,9 @@ pub async fn wait_ready(
         let this_timeout = attempt_timeout.min(left.max(Duration::from_millis(1)));
         match tokio::time::timeout(this_timeout, run_check(endpoint, &the_check)).await {
             Ok(Ok(())) => return Ok(start.elapsed()),
-            Ok(Err(e)) => last = e,
+            Ok(Err(e)) => last = e.to_string(),
             Err(_) if this_timeout < attempt_timeout && !last.is_empty() => {}
-            Err(_) => last = format!("no answer within {}s", this_timeout.as_secs_f32()),
+            Err(_) => last = CheckError::Timeout(this_timeout).to_string(),
         }
         let elapsed = start.elapsed();
         if elapsed >= window {
