@@ -25,6 +25,17 @@ build() {
     && cargo rustc --release --quiet -p pier-hello --bin pier-hello -- -C target-feature=+crt-static)
 }
 
+# build_before REV: Pier as of git revision REV, built in a worktree of its own (sharing the target dir,
+# so only Pier's crates are compiled again), copied to $WORK/pier-before for a same-run comparison.
+build_before() {
+  local src="$WORK/before-src"
+  git -C "$ROOT" worktree add --quiet --detach "$src" "$1"
+  (cd "$src" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --quiet -p pier)
+  cp "$ROOT/target/release/pier" "$WORK/pier-before"
+  git -C "$ROOT" worktree remove --force "$src"
+  build # the current binary back in place
+}
+
 # start_pier NAME ARGS... : a server with its own data dir; sets PIER_CONFIG for later CLI calls.
 start_pier() {
   local dir="$WORK/$1"; shift

@@ -6,6 +6,7 @@
 # with one worker thread, like nginx. Load: wrk over keep-alive connections to the echo server's /plain.
 #
 #   bench/proxy.sh            # DURATION=10s CONNS=32 by default
+#   BEFORE=REV bench/proxy.sh # also Pier as of git revision REV, in the same run (a before/after)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-10s}
@@ -14,6 +15,15 @@ command -v wrk >/dev/null || { echo "wrk missing: run scripts/install-test-deps"
 command -v nginx >/dev/null || { echo "nginx missing: run scripts/install-test-deps" >&2; exit 1; }
 
 build
+if [ -n "${BEFORE:-}" ]; then
+  build_before "$BEFORE"
+  CURRENT=$PIER
+  PIER="$WORK/pier-before"
+  start_pier before --workers 1 --https-port 19743 --http-port 19780 --http-serve --api-addr 127.0.0.1:19779
+  "$PIER" deploy bench --command "$HELLO" --min-instances 1 --concurrency 1000 --allow-unauthenticated >/dev/null 2>&1
+  HOST_BEFORE=$(service_host bench)
+  PIER=$CURRENT
+fi
 start_pier pier --workers 1 --https-port 19443 --http-port 19080 --http-serve --api-addr 127.0.0.1:19079
 "$PIER" deploy bench --command "$HELLO" --min-instances 1 --concurrency 1000 --allow-unauthenticated >/dev/null 2>&1
 HOST=$(service_host bench)
@@ -52,9 +62,9 @@ nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" -g 'daemon off;' &
 PIDS+=($!)
 sleep 0.5
 
-run() { # label url [connections]
+run() { # label url [connections] [host]
   local out
-  out=$(wrk -t1 -c"${3:-$CONNS}" -d"$DURATION" --latency -H "Host: $HOST" "$2")
+  out=$(wrk -t1 -c"${3:-$CONNS}" -d"$DURATION" --latency -H "Host: ${4:-$HOST}" "$2")
   local rps p50 p99
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
@@ -72,6 +82,10 @@ run "nginx (http)"       "http://127.0.0.1:19180/plain"
 run "pier (http)"        "http://127.0.0.1:19080/plain"
 run "nginx (https)"      "https://127.0.0.1:19543/plain"
 run "pier (https)"       "https://127.0.0.1:19443/plain"
+if [ -n "${BEFORE:-}" ]; then
+  run "before (http)"    "http://127.0.0.1:19780/plain" "$CONNS" "$HOST_BEFORE"
+  run "before (https)"   "https://127.0.0.1:19743/plain" "$CONNS" "$HOST_BEFORE"
+fi
 echo
 echo "latency at light load (1 connection):"
 run "direct 1c (http)"   "http://127.0.0.1:$PORT/plain" 1
@@ -79,6 +93,10 @@ run "nginx 1c (http)"    "http://127.0.0.1:19180/plain" 1
 run "pier 1c (http)"     "http://127.0.0.1:19080/plain" 1
 run "nginx 1c (https)"   "https://127.0.0.1:19543/plain" 1
 run "pier 1c (https)"    "https://127.0.0.1:19443/plain" 1
+if [ -n "${BEFORE:-}" ]; then
+  run "before 1c (http)"   "http://127.0.0.1:19780/plain" 1 "$HOST_BEFORE"
+  run "before 1c (https)"  "https://127.0.0.1:19743/plain" 1 "$HOST_BEFORE"
+fi
 
 python3 - "$WORK/results" <<'PY'
 import sys
@@ -101,4 +119,10 @@ print(f"p50 pier vs nginx:  http {ph[1]-nh[1]:+.0f} us   https {ps[1]-ns[1]:+.0f
 d1, n1, p1, n1s, p1s = (rows[k] for k in ["direct 1c (http)", "nginx 1c (http)", "pier 1c (http)", "nginx 1c (https)", "pier 1c (https)"])
 print(f"1 connection, p50 overhead over direct:  pier http {p1[1]-d1[1]:.0f} us   nginx http {n1[1]-d1[1]:.0f} us")
 print(f"1 connection, p50 pier vs nginx:  http {p1[1]-n1[1]:+.0f} us   https {p1s[1]-n1s[1]:+.0f} us")
+if "before (http)" in rows:
+    bh, bs = rows["before (http)"], rows["before (https)"]
+    b1, b1s = rows["before 1c (http)"], rows["before 1c (https)"]
+    print(f"before/nginx req/s:  http {bh[0]/nh[0]:.2f}x   https {bs[0]/ns[0]:.2f}x")
+    print(f"now/before req/s:  http {ph[0]/bh[0]:.2f}x   https {ps[0]/bs[0]:.2f}x")
+    print(f"1 connection, p50 now vs before:  http {p1[1]-b1[1]:+.0f} us   https {p1s[1]-b1s[1]:+.0f} us")
 PY

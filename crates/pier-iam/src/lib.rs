@@ -489,11 +489,14 @@ impl IdentityService {
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
             let mut stored = normalized;
             stored.etag = String::new();
-            Ok(Some(serde_json::to_string(&stored).unwrap_or_default()))
+            serde_json::to_string(&stored)
+                .map(Some)
+                .map_err(|e| StoreError::Invalid(format!("the policy cannot be stored: {e}")))
         })?;
         outcome?;
         self.reload()?;
-        let mut p: Policy = serde_json::from_str(&rec.policy).unwrap_or_default();
+        let mut p: Policy = serde_json::from_str(&rec.policy)
+            .map_err(|e| ControlError::from(StoreError::Corrupt(format!("stored policy: {e}"))))?;
         p.etag = rec.etag;
         Ok(p)
     }
