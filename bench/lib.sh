@@ -25,15 +25,16 @@ build() {
     && cargo rustc --release --quiet -p pier-hello --bin pier-hello -- -C target-feature=+crt-static)
 }
 
-# build_before REV: Pier as of git revision REV, built in a worktree of its own (sharing the target dir,
-# so only Pier's crates are compiled again), copied to $WORK/pier-before for a same-run comparison.
+# build_before REV: Pier as of git revision REV, built in a worktree of its own into target/before (a
+# target dir of its own: cargo names workspace crates by their path inside the workspace, so two trees
+# sharing one would mix their artifacts), copied to $WORK/pier-before for a same-run comparison. The
+# first run builds every dependency again; later ones reuse them.
 build_before() {
   local src="$WORK/before-src"
   git -C "$ROOT" worktree add --quiet --detach "$src" "$1"
-  (cd "$src" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --quiet -p pier)
-  cp "$ROOT/target/release/pier" "$WORK/pier-before"
+  (cd "$src" && CARGO_TARGET_DIR="$ROOT/target/before" cargo build --release --quiet -p pier)
+  cp "$ROOT/target/before/release/pier" "$WORK/pier-before"
   git -C "$ROOT" worktree remove --force "$src"
-  build # the current binary back in place
 }
 
 # start_pier NAME ARGS... : a server with its own data dir; sets PIER_CONFIG for later CLI calls.

@@ -62,11 +62,7 @@ spec:
     )
     .unwrap();
     let out = pier.ok(&["services", "replace", manifest.to_str().unwrap()]);
-    let url = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Service URL: "))
-        .unwrap()
-        .to_owned();
+    let url = service_url(&out);
     let svc = pier.describe("fromyaml");
     assert_eq!(svc["template"]["containerConcurrency"], 5);
     assert_eq!(svc["template"]["maxInstances"], 3);
@@ -184,11 +180,7 @@ fn logs_follow_streams_new_lines() {
         &format!("sh {}", server.display()),
         "--allow-unauthenticated",
     ]);
-    let url = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Service URL: "))
-        .unwrap()
-        .to_owned();
+    let url = service_url(&out);
     let mut follower = std::process::Command::new(PIER)
         .args(["logs", "talk", "--follow", "--limit", "5"])
         .env("PIER_CONFIG", pier.dir.join("cli.toml"))

@@ -10,17 +10,10 @@ use std::process::Command;
 use common::oci::{self, ImageSpec, Registry};
 use common::*;
 
-fn url_in(out: &str) -> String {
-    out.lines()
-        .find_map(|l| l.strip_prefix("Service URL: "))
-        .unwrap_or_else(|| panic!("no URL in {out}"))
-        .to_owned()
-}
-
 fn deploy(p: &Pier, name: &str, args: &[&str]) -> String {
     let mut all = vec!["deploy", name];
     all.extend_from_slice(args);
-    url_in(&p.ok(&all))
+    service_url(&p.ok(&all))
 }
 
 /// GET `url` with curl; the body.
@@ -145,7 +138,7 @@ fn local_archives_layouts_and_zstd_layers_deploy() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let url = url_in(&String::from_utf8_lossy(&out.stdout));
+    let url = service_url(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(json(&get(&p, &url))["greeting"], "archive");
 
     // A docker save archive, named either way.

@@ -138,10 +138,7 @@ fn deploy(pier: &Pier, name: &str, args: &[&str]) -> String {
     all.extend_from_slice(args);
     all.push("--allow-unauthenticated");
     let out = pier.ok(&all);
-    out.lines()
-        .find_map(|l| l.strip_prefix("Service URL: "))
-        .unwrap_or_else(|| panic!("no URL in {out}"))
-        .to_owned()
+    service_url(&out)
 }
 
 /// Checks every runtime on a server started with `egress_args`.

@@ -140,10 +140,7 @@ fn services_call_each_other_with_fetch_id_token() {
             sa,
             "--allow-unauthenticated",
         ]);
-        out.lines()
-            .find_map(|l| l.strip_prefix("Service URL: "))
-            .unwrap()
-            .to_owned()
+        service_url(&out)
     };
     let a = deploy_caller("a", "a-caller@default.iam.pier.localhost");
     let c = deploy_caller("c", "c-caller@default.iam.pier.localhost");

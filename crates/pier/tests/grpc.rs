@@ -118,19 +118,10 @@ fn require_grpcio() {
 }
 
 fn client(pier: &Pier, url: &str, token: &str, slow_ms: u32) -> serde_json::Value {
-    let out = std::process::Command::new("python3")
-        .args(["-c", CLIENT, url])
-        .arg(pier.dir.join("ca.pem"))
-        .args([token, &slow_ms.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        pier.server_log()
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let ca = pier.dir.join("ca.pem");
+    let slow = slow_ms.to_string();
+    let out = python(CLIENT, [url, ca.to_str().unwrap(), token, &slow]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{}", pier.server_log()))
 }
 
 #[test]
@@ -230,18 +221,9 @@ except grpc.RpcError as e:
 
 /// The gRPC status code and details a call to `url` with `token` ends with.
 fn refused(pier: &Pier, url: &str, token: &str) -> (String, String) {
-    let out = std::process::Command::new("python3")
-        .args(["-c", REFUSED, url])
-        .arg(pier.dir.join("ca.pem"))
-        .arg(token)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let (code, details) = text.split_once('|').unwrap_or((&text, ""));
+    let ca = pier.dir.join("ca.pem");
+    let out = python(REFUSED, [url, ca.to_str().unwrap(), token]);
+    let text = out.trim();
+    let (code, details) = text.split_once('|').unwrap_or((text, ""));
     (code.to_owned(), details.to_owned())
 }

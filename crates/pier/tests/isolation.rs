@@ -149,10 +149,7 @@ fn pier_deploy(pier: &Pier, name: &str, args: &[&str]) -> String {
     let mut all = vec!["deploy", name];
     all.extend_from_slice(args);
     let out = pier.ok(&all);
-    out.lines()
-        .find_map(|l| l.strip_prefix("Service URL: "))
-        .unwrap_or_else(|| panic!("no URL in {out}"))
-        .to_owned()
+    service_url(&out)
 }
 
 /// The pid of the one runsc sandbox the server runs (from `runsc state`).

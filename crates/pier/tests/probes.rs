@@ -39,11 +39,7 @@ fn deploy(pier: &Pier, workdir: &str, name: &str, extra: &[&str]) -> Result<Stri
     args.extend_from_slice(extra);
     let out = pier.cli(&args);
     if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("Service URL: "))
-            .unwrap()
-            .to_owned())
+        Ok(service_url(&String::from_utf8_lossy(&out.stdout)))
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }

@@ -89,10 +89,7 @@ asyncio.run(main())
         &format!("exec python3 {}", server.display()),
         "--allow-unauthenticated",
     ]);
-    let url = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Service URL: "))
-        .unwrap();
+    let url = service_url(&out);
     let wss = url.replace("https://", "wss://");
     let client = pier.dir.join("ws_client.py");
     std::fs::write(
@@ -229,11 +226,7 @@ http.server.HTTPServer(("", int(os.environ["PORT"])), H).serve_forever()
         app.path().to_str().unwrap(),
         "--allow-unauthenticated",
     ]);
-    let url = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Service URL: "))
-        .unwrap()
-        .to_owned();
+    let url = service_url(&out);
     for version in ["--http1.1", "--http2"] {
         for code in ["204", "304"] {
             let out = pier.curl(&[

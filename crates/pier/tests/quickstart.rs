@@ -14,11 +14,7 @@ fn the_quickstart_transcript_works() {
         "python3 -m http.server $PORT",
         "--allow-unauthenticated",
     ]);
-    let url = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Service URL: "))
-        .expect("URL printed")
-        .to_owned();
+    let url = service_url(&out);
     let hash_host = url
         .strip_prefix("https://")
         .unwrap()

@@ -6,13 +6,6 @@
 mod common;
 use common::*;
 
-fn url_of(out: &str) -> String {
-    out.lines()
-        .find_map(|l| l.strip_prefix("Service URL: "))
-        .unwrap()
-        .to_owned()
-}
-
 fn latest(pier: &Pier, service: &str) -> String {
     pier.describe(service)["latestReadyRevision"]
         .as_str()
@@ -25,7 +18,7 @@ fn no_request_is_dropped_while_the_service_changes() {
     let pier = Pier::start(&["--scale-to-zero-grace", "1s"]);
     let bin = hello_bin();
     let hello = bin.to_str().unwrap();
-    let url = url_of(&pier.ok(&[
+    let url = service_url(&pier.ok(&[
         "deploy",
         "steady",
         "--command",

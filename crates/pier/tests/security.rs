@@ -857,11 +857,7 @@ http.server.HTTPServer(("", int(os.environ["PORT"])), H).serve_forever()
             &format!("TARGET={inner_url}"),
             "--allow-unauthenticated",
         ]);
-        let url = out
-            .lines()
-            .find_map(|l| l.strip_prefix("Service URL: "))
-            .unwrap()
-            .to_owned();
+        let url = service_url(&out);
         codes.push(String::from_utf8(pier.curl(&[&url]).stdout).unwrap());
     }
     assert_eq!(codes, ["200", "404"], "same project in, other project out");

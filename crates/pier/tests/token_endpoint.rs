@@ -184,18 +184,10 @@ info = json.load(open(sys.argv[1]))
 signer = crypt.RSASigner.from_service_account_info(info)
 print(jwt.encode(signer, json.loads(sys.argv[2])).decode())
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(key_file)
-        .arg(claims.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    let claims = claims.to_string();
+    python(script, [key_file.to_str().unwrap(), &claims])
+        .trim()
+        .to_owned()
 }
 
 fn now() -> u64 {

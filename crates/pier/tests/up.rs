@@ -129,11 +129,7 @@ fn the_readme_quickstart_works_as_printed() {
         "python3 -m http.server $PORT",
         "--allow-unauthenticated",
     ]);
-    let web = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Service URL: "))
-        .expect("a URL")
-        .to_owned();
+    let web = service_url(&out);
     let page = as_user(&home.0, "curl")
         .arg("--cacert")
         .arg(home.0.join(".local/share/pier/ca.pem"))
@@ -180,11 +176,7 @@ fn the_readme_quickstart_works_as_printed() {
             &image,
             "--allow-unauthenticated",
         ]);
-        let img = out
-            .lines()
-            .find_map(|l| l.strip_prefix("Service URL: "))
-            .expect("a URL")
-            .to_owned();
+        let img = service_url(&out);
         let body = as_user(&home.0, "curl")
             .arg("--cacert")
             .arg(home.0.join(".local/share/pier/ca.pem"))

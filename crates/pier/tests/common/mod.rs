@@ -333,11 +333,7 @@ impl Pier {
 
     /// Runs `pier ARGS` (a deploy) as the owner and returns the `Service URL:` it prints.
     pub fn deploy_url(&self, args: &[&str]) -> String {
-        let out = self.ok(args);
-        out.lines()
-            .find_map(|l| l.strip_prefix("Service URL: "))
-            .unwrap_or_else(|| panic!("no URL in {out}"))
-            .to_owned()
+        service_url(&self.ok(args))
     }
 
     /// JSON description of a service.
@@ -653,4 +649,30 @@ impl Account<'_> {
     pub fn api_token(&self) -> String {
         self.ok(&["auth", "print-access-token"]).trim().to_owned()
     }
+}
+
+/// The `Service URL:` a deploy (or `services replace`, or `pier up`) printed in `out`.
+pub fn service_url(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Service URL: "))
+        .unwrap_or_else(|| panic!("no URL in {out}"))
+        .to_owned()
+}
+
+/// Runs `python3 -c SCRIPT ARGS...`, which must exit 0; returns what it printed.
+pub fn python<A: AsRef<std::ffi::OsStr>>(
+    script: &str,
+    args: impl IntoIterator<Item = A>,
+) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
