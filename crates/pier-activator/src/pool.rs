@@ -471,7 +471,8 @@ impl RevisionPool {
                 };
                 tracing::warn!(instance = %watched.id(), "{why}: stopping it");
                 watched.note(&format!("{why}: stopping the instance"));
-                watched.stop(STOP_GRACE_FOR_LIVENESS).await;
+                let span = tracing::info_span!("instance_stop", instance = %watched.id());
+                watched.stop(STOP_GRACE_FOR_LIVENESS).instrument(span).await;
             });
         }
         // Watch for the instance ending by itself.

@@ -1,6 +1,6 @@
 //! API tests without a socket: the router is called directly (`tower::ServiceExt::oneshot`) over a
 //! control plane on an in-memory store. The table of routes is the API's own OpenAPI document, so a
-//! route added without a permission check fails here.
+//! documented route without a permission check fails here (every handler carries its `utoipa::path`).
 
 use super::*;
 use axum::body::Body;

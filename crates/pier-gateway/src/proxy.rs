@@ -6,8 +6,8 @@
 //!   ─▶ rewrite headers ─▶ forward ─▶ filters on the response head, in reverse ─▶ stream it back
 //! ```
 //!
-//! Every failure and refusal leaves through one exit, [`handle`], which logs it and renders it
-//! (`error.rs`).
+//! Every failure and refusal leaves through one exit, [`handle`], which logs it, renders it
+//! (`error.rs`) and, once the route is known, passes the answer back through the route's filters.
 //!
 //! Bodies stream both ways; nothing buffers a whole body. A WebSocket (or any HTTP/1.1 upgrade) becomes a
 //! byte tunnel that holds its slot until either side closes or the request timeout passes.
@@ -70,10 +70,13 @@ pub async fn handle(
         .then(|| (parts.method.clone(), parts.uri.path().to_owned()));
     // One span per request; with tracing at info (the default) it is a disabled no-op.
     let span = tracing::debug_span!("request", method = %parts.method, path = parts.uri.path());
+    // The route, once known: error answers pass back through its filters too.
+    let mut routed = None;
     let result = if scheme == Scheme::HttpRedirect {
         redirect(&gw, &parts)
     } else {
-        tracing::Instrument::instrument(proxy(&gw, peer, &fwd, parts, &mut body), span).await
+        tracing::Instrument::instrument(proxy(&gw, peer, &fwd, parts, &mut body, &mut routed), span)
+            .await
     };
     let resp = match result {
         Ok(mut r) => {
@@ -88,20 +91,29 @@ pub async fn handle(
                 let (status, _) = e.status_and_message();
                 tracing::debug!(%method, %path, status = status.as_u16(), origin = ?e.origin(), retry_safe = e.retry_safe(), cause = ?std::error::Error::source(&e), error = %e, "request failed");
             }
-            let mut resp = if grpc {
+            // A refusal answers at once and holds the unread body (reading it would tell an
+            // `Expect: 100-continue` client to send what it is refused for); other failures read a small
+            // unread body to its end first, so the client sees a clean answer rather than a reset
+            // stream, and leave a large one unread, dropped after the response.
+            let refused = matches!(e, ProxyError::Refused(_));
+            let resp = if grpc {
                 e.into_grpc_response()
             } else {
                 e.into_response()
             };
+            let (mut head, mut out) = resp.into_parts();
+            if let Some(route) = &routed {
+                for filter in route.filters().iter().rev() {
+                    filter.on_response(route, &mut head);
+                }
+            }
             if let Some(mut b) = body.take() {
-                // Read a small unread body to its end first, so the client sees a clean answer rather
-                // than a reset stream; a large one stays unread and is dropped after the response.
-                if !hyper::body::Body::is_end_stream(&b) {
+                if !refused && !hyper::body::Body::is_end_stream(&b) {
                     let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard(&mut b, DRAIN_LIMIT)).await;
                 }
-                resp.body_mut().hold(b);
+                out.hold(b);
             }
-            resp
+            Response::from_parts(head, out)
         }
     };
     if let Some((method, path)) = &logged {
@@ -171,6 +183,7 @@ async fn proxy(
     fwd: &Forwarding,
     mut parts: Parts,
     body: &mut Option<Incoming>,
+    routed: &mut Option<Arc<Route>>,
 ) -> Result<Response<GatewayBody>, ProxyError> {
     // Route by host. The Host value is cloned (a reference count, not a copy) so the request head stays
     // free to change. Pier's own hosts are answered in-process.
@@ -219,6 +232,7 @@ async fn proxy(
         }
     };
     drop(table);
+    *routed = Some(route.clone());
 
     // Connection-level headers go before anyone reads the request: what the guard checks is what the
     // app receives. A `Connection` that names a header Pier relies on is refused.

@@ -623,7 +623,8 @@ async fn a_routes_filters_and_responders_run_in_order() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    assert!(resp.headers().get("x-filtered").is_none());
+    // Error answers pass back through the route's filters too (a CORS filter must see them).
+    assert_eq!(resp.headers()["x-filtered"], "yes");
     assert_eq!(
         resp.text().await.unwrap(),
         "Forbidden: refused by a filter of hello\n"
@@ -638,4 +639,9 @@ async fn a_routes_filters_and_responders_run_in_order() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["grpc-status"], "7");
     assert_eq!(h.seen.requests.lock().unwrap().len(), forwarded);
+
+    // A failure of the instance (past the revision's timeout) is marked as well.
+    let resp = client.get(h.url("/sleep")).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(resp.headers()["x-filtered"], "yes");
 }

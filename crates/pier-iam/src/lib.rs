@@ -491,7 +491,7 @@ impl IdentityService {
             stored.etag = String::new();
             serde_json::to_string(&stored)
                 .map(Some)
-                .map_err(|e| StoreError::Invalid(format!("the policy cannot be stored: {e}")))
+                .map_err(|e| StoreError::Corrupt(format!("the policy cannot be stored: {e}")))
         })?;
         outcome?;
         self.reload()?;

@@ -24,12 +24,42 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use pier_model::InstanceId;
 
+/// Why no token was minted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// The account may not have this token (disabled, deleted, an audience it may not name): 403.
+    Refused(String),
+    /// The server could not mint it now (its keys, its store): 503, and the instance retries.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for TokenRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenRefusal::Refused(why) | TokenRefusal::Unavailable(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for TokenRefusal {}
+
 /// Mints tokens for service accounts.
 pub trait TokenSource: Send + Sync + 'static {
     /// An ID token for `service_account` with audience `audience`.
-    fn id_token(&self, service_account: &str, audience: &str) -> Result<String, String>;
+    fn id_token(&self, service_account: &str, audience: &str) -> Result<String, TokenRefusal>;
     /// An access token for `service_account` and its lifetime in seconds.
-    fn access_token(&self, service_account: &str) -> Result<(String, u64), String>;
+    fn access_token(&self, service_account: &str) -> Result<(String, u64), TokenRefusal>;
+}
+
+/// A refusal as the instance sees it.
+fn refused(e: TokenRefusal) -> Response {
+    match e {
+        TokenRefusal::Refused(why) => refuse(StatusCode::FORBIDDEN, &format!("Forbidden: {why}")),
+        TokenRefusal::Unavailable(why) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("Service Unavailable: {why}; retry"),
+        ),
+    }
 }
 
 /// What one instance's endpoint knows.
@@ -267,7 +297,7 @@ async fn account_item(
             let (tokens, sa, aud) = (ep.tokens.clone(), ep.service_account.clone(), aud.clone());
             match tokio::task::spawn_blocking(move || tokens.id_token(&sa, &aud)).await {
                 Ok(Ok(t)) => text(t),
-                Ok(Err(e)) => refuse(StatusCode::FORBIDDEN, &format!("Forbidden: {e}")),
+                Ok(Err(e)) => refused(e),
                 Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "token minting failed"),
             }
         }
@@ -280,7 +310,7 @@ async fn account_item(
                     serde_json::json!({"access_token": t, "expires_in": ttl, "token_type": "Bearer"})
                         .to_string(),
                 ),
-                Ok(Err(e)) => refuse(StatusCode::FORBIDDEN, &format!("Forbidden: {e}")),
+                Ok(Err(e)) => refused(e),
                 Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "token minting failed"),
             }
         }

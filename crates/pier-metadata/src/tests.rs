@@ -5,13 +5,34 @@ use super::*;
 
 struct FakeTokens;
 
+/// Tokens for any account; the audiences `https://refused.example` and `https://down.example` get the
+/// two kinds of refusal.
 impl TokenSource for FakeTokens {
-    fn id_token(&self, sa: &str, aud: &str) -> Result<String, String> {
-        Ok(format!("id-token-for:{sa}:{aud}"))
+    fn id_token(&self, sa: &str, aud: &str) -> Result<String, TokenRefusal> {
+        match aud {
+            "https://refused.example" => {
+                Err(TokenRefusal::Refused("that audience is not yours".into()))
+            }
+            "https://down.example" => Err(TokenRefusal::Unavailable("keys unreadable".into())),
+            _ => Ok(format!("id-token-for:{sa}:{aud}")),
+        }
     }
-    fn access_token(&self, sa: &str) -> Result<(String, u64), String> {
+    fn access_token(&self, sa: &str) -> Result<(String, u64), TokenRefusal> {
         Ok((format!("access-token-for:{sa}"), 3599))
     }
+}
+
+#[tokio::test]
+async fn the_accounts_refusals_are_403_and_the_servers_faults_503() {
+    let (srv, id) = server();
+    let addr = open(&srv, &id, "api@default.iam.pier.localhost", "default");
+    let path = "/computeMetadata/v1/instance/service-accounts/default/identity?audience=";
+    let (code, body, _) = get(addr, &format!("{path}https://refused.example"), true, &[]).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("that audience is not yours"), "{body}");
+    let (code, body, _) = get(addr, &format!("{path}https://down.example"), true, &[]).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("retry"), "{body}");
 }
 
 fn server() -> (Arc<MetadataServer>, InstanceId) {

@@ -81,7 +81,11 @@ impl Platform {
             );
             table.claim(host_plan.host, Arc::new(route), &self.admission);
         }
-        self.routes.publish(table.into_table());
+        // Subscribers write files (the instances' hosts file): off the async workers.
+        let (routes, table) = (self.routes.clone(), table.into_table());
+        tokio::task::spawn_blocking(move || routes.publish(table))
+            .await
+            .map_err(|e| ControlError::internal(format!("publishing routes failed: {e}")))?;
         // Pools that lost their traffic stop keeping min-instances warm and are dropped once idle.
         let deploying: HashSet<PoolKey> = revs
             .values()

@@ -68,9 +68,10 @@ impl Server {
             Store::open(&data_dir.join("pier.db"))
                 .with_context(|| format!("opening {}", data_dir.join("pier.db").display()))?,
         );
-        let installation = store.meta_or_insert("installation", || {
-            random_hex(16).unwrap_or_else(|_| "0".repeat(32))
-        })?;
+        // The installation's id names its cgroups, run dir and network; made once, from the OS's
+        // randomness (none: the server does not start, rather than share an id with another).
+        let fresh = random_hex(16)?;
+        let installation = store.meta_or_insert("installation", || fresh)?;
 
         // Certificates.
         let ca = Arc::new(LocalCa::load_or_create(

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use pier_activator::InstanceHooks;
 use pier_control::IdentityService;
 use pier_identity::Principal;
-use pier_metadata::TokenSource;
+use pier_metadata::{TokenRefusal, TokenSource};
 use pier_model::InstanceId;
 use pier_runtime::InstanceSpec;
 
@@ -47,17 +47,17 @@ pub fn write_ca_bundle(data_dir: &Path, ca: &Path) -> Result<PathBuf> {
 pub struct MetadataTokens(pub Arc<IdentityService>);
 
 impl TokenSource for MetadataTokens {
-    fn id_token(&self, service_account: &str, audience: &str) -> Result<String, String> {
+    fn id_token(&self, service_account: &str, audience: &str) -> Result<String, TokenRefusal> {
         self.0
             .mint_identity_token(
                 &Principal::ServiceAccount(service_account.to_owned()),
                 audience,
                 None,
             )
-            .map_err(|e| e.to_string())
+            .map_err(token_refusal)
     }
 
-    fn access_token(&self, service_account: &str) -> Result<(String, u64), String> {
+    fn access_token(&self, service_account: &str) -> Result<(String, u64), TokenRefusal> {
         let aud = self.0.issuer().url().to_owned();
         self.0
             .mint_id_token(
@@ -66,7 +66,21 @@ impl TokenSource for MetadataTokens {
                 None,
             )
             .map(|t| (t, pier_identity::tokens::TOKEN_LIFETIME.as_secs() - 1))
-            .map_err(|e| e.to_string())
+            .map_err(token_refusal)
+    }
+}
+
+/// The account's fault (403) or the server's (503), as the identity service classified it.
+fn token_refusal(e: pier_control::ControlError) -> TokenRefusal {
+    use pier_control::ControlError as E;
+    match e {
+        E::Invalid(why) | E::NotFound(why) | E::Forbidden(why) | E::Conflict(why) => {
+            TokenRefusal::Refused(why)
+        }
+        other => {
+            tracing::error!("the metadata server could not mint a token: {other}");
+            TokenRefusal::Unavailable("the server could not mint a token now".into())
+        }
     }
 }
 

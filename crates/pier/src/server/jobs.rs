@@ -19,7 +19,7 @@ pub(super) struct Job {
 }
 
 impl Job {
-    /// A job that runs `work` every `every` (first after one period).
+    /// A job that runs `work` at once, then every `every`.
     pub(super) fn new<F, Fut>(name: &'static str, every: Duration, mut work: F) -> Self
     where
         F: FnMut() -> Fut + Send + 'static,
@@ -32,12 +32,31 @@ impl Job {
         }
     }
 
+    /// A job whose work blocks (file I/O, key generation): each round runs on the blocking pool, never
+    /// on an async worker.
+    pub(super) fn blocking<F>(name: &'static str, every: Duration, work: F) -> Self
+    where
+        F: FnMut() + Send + 'static,
+    {
+        let work = std::sync::Arc::new(std::sync::Mutex::new(work));
+        Self::new(name, every, move || {
+            let work = work.clone();
+            async move {
+                let round = tokio::task::spawn_blocking(move || {
+                    (work.lock().unwrap_or_else(|p| p.into_inner()))();
+                });
+                if let Err(e) = round.await {
+                    tracing::error!(job = name, "a round failed: {e}");
+                }
+            }
+        })
+    }
+
     /// Runs the job until `stop` turns true; a round in progress finishes first.
     pub(super) fn spawn(mut self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(self.every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -69,11 +88,12 @@ mod tests {
             }
         })
         .spawn(stopped);
+        // At 0 s, 10 s, 20 s and 30 s.
         tokio::time::sleep(Duration::from_secs(35)).await;
-        assert_eq!(rounds.load(Ordering::SeqCst), 3);
+        assert_eq!(rounds.load(Ordering::SeqCst), 4);
         stop.send(true).unwrap();
         job.await.unwrap();
         tokio::time::sleep(Duration::from_secs(60)).await;
-        assert_eq!(rounds.load(Ordering::SeqCst), 3);
+        assert_eq!(rounds.load(Ordering::SeqCst), 4);
     }
 }

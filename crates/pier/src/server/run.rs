@@ -141,9 +141,7 @@ fn housekeeping(
     let platform = platform.clone();
     let (domain_cert, ca) = (domain_cert.clone(), ca.clone());
     let ring = ring.clone();
-    let watch = std::sync::Arc::new(std::sync::Mutex::new(machine_watch::Watch::new(
-        data_dir.to_path_buf(),
-    )));
+    let mut watch = machine_watch::Watch::new(data_dir.to_path_buf());
     vec![
         // Pools that served no traffic for a while and have no instances left.
         Job::new("sweep-pools", Duration::from_secs(10), move || {
@@ -151,24 +149,19 @@ fn housekeeping(
             async move { platform.sweep_pools().await }
         }),
         // The domain's certificate, renewed ahead of its expiry.
-        Job::new("refresh-certificate", Duration::from_secs(60), move || {
+        Job::blocking("refresh-certificate", Duration::from_secs(60), move || {
             if let Err(e) = domain_cert.refresh(&ca, SystemTime::now(), false) {
                 tracing::error!("certificate refresh failed: {e}");
             }
-            async {}
         }),
-        // Signing keys, rotated on their schedule.
-        Job::new("rotate-signing-keys", Duration::from_secs(60), move || {
+        // Signing keys, rotated on their schedule (a new key is RSA generation: CPU work).
+        Job::blocking("rotate-signing-keys", Duration::from_secs(60), move || {
             if let Err(e) = ring.rotate(SystemTime::now()) {
                 tracing::error!("signing key rotation failed: {e}");
             }
-            async {}
         }),
-        // Free space, inodes and descriptors: crossing a low mark is logged.
-        Job::new("watch-machine", machine_watch::EVERY, move || {
-            watch.lock().unwrap_or_else(|p| p.into_inner()).check();
-            async {}
-        }),
+        // Free space, inodes and descriptors: crossing a low mark is logged (at start too).
+        Job::blocking("watch-machine", machine_watch::EVERY, move || watch.check()),
     ]
 }
 
