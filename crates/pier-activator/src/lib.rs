@@ -87,14 +87,28 @@ pub enum AcquireError {
     Closed,
 }
 
+/// Why a revision cannot get a pool here.
+#[derive(Debug, Error)]
+pub enum CannotRun {
+    /// No runtime of this server runs it; the reason says which is missing and how to get it.
+    #[error("{0}")]
+    NoRuntime(String),
+    /// The runtime that would run it refuses the template.
+    #[error(transparent)]
+    Refused(#[from] pier_runtime::RuntimeError),
+    /// The server is stopping: no new pool (and so no instance) is made.
+    #[error("revision {0} was not started: the server is stopping; deploy again once it is back")]
+    Stopping(RevisionName),
+}
+
 /// Which runtime runs a revision.
 pub trait RuntimeSelector: Send + Sync + 'static {
-    /// The runtime for `template`, or why there is none.
-    fn runtime_for(&self, template: &RevisionTemplate) -> Result<Arc<dyn Runtime>, String>;
+    /// The runtime for `template`, or why there is none ([`CannotRun::NoRuntime`]).
+    fn runtime_for(&self, template: &RevisionTemplate) -> Result<Arc<dyn Runtime>, CannotRun>;
 }
 
 impl<R: Runtime> RuntimeSelector for Arc<R> {
-    fn runtime_for(&self, _: &RevisionTemplate) -> Result<Arc<dyn Runtime>, String> {
+    fn runtime_for(&self, _: &RevisionTemplate) -> Result<Arc<dyn Runtime>, CannotRun> {
         Ok(self.clone())
     }
 }
@@ -174,11 +188,8 @@ impl Activator {
     }
 
     /// Whether some runtime can run `template`; the reason when none can.
-    pub fn check(&self, template: &RevisionTemplate) -> Result<(), String> {
-        self.runtimes
-            .runtime_for(template)?
-            .check(template)
-            .map_err(|e| e.to_string())
+    pub fn check(&self, template: &RevisionTemplate) -> Result<(), CannotRun> {
+        Ok(self.runtimes.runtime_for(template)?.check(template)?)
     }
 
     /// The pool of a revision, if it exists.
@@ -197,7 +208,7 @@ impl Activator {
         template: Arc<RevisionTemplate>,
         isolation: Isolation,
         serving: bool,
-    ) -> Result<Arc<RevisionPool>, String> {
+    ) -> Result<Arc<RevisionPool>, CannotRun> {
         let key = PoolKey {
             project: project.clone(),
             revision: revision.clone(),
@@ -205,9 +216,7 @@ impl Activator {
         let mut pools = self.pools();
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             // A deploy that finished pulling while the server stops starts nothing.
-            return Err(format!(
-                "revision {revision} was not started: the server is stopping; deploy again once it is back"
-            ));
+            return Err(CannotRun::Stopping(revision.clone()));
         }
         if let Some(p) = pools.get(&key) {
             p.set_serving(serving);

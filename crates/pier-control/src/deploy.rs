@@ -21,7 +21,7 @@ impl Platform {
         }
         self.activator
             .check(&req.template)
-            .map_err(ControlError::Invalid)?;
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
         let image = match &req.template.image {
             Some(text) => {
                 let source: ImageSource =

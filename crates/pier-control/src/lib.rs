@@ -38,6 +38,9 @@ mod claims;
 mod deploy;
 mod hosts_file;
 mod images;
+mod lifecycle;
+mod policies;
+mod pools;
 mod routes;
 mod traffic;
 mod views;
@@ -132,9 +135,6 @@ fn revision_suffix() -> String {
     random_chars(3, b"abcdefghijklmnopqrstuvwxyz0123456789")
 }
 
-/// How long unrouted, idle pools are kept before they are dropped.
-const POOL_LINGER: Duration = Duration::from_secs(120);
-
 impl Platform {
     /// Builds the control plane from its parts. Call [`Platform::recover`] before serving.
     pub fn new(parts: PlatformParts) -> Arc<Self> {
@@ -190,202 +190,6 @@ impl Platform {
 
     fn changed(&self) {
         self.changes.send_modify(|g| *g += 1);
-    }
-
-    /// Brings the platform back after a start: unfinished deploys are failed, routes rebuilt, warm
-    /// instances started.
-    pub async fn recover(self: &Arc<Self>) -> Result<()> {
-        let failed = self
-            .db(|s| {
-                s.fail_interrupted_deploys(
-                    "the server stopped before this revision became ready; deploy again",
-                )
-            })
-            .await?;
-        for r in failed {
-            tracing::warn!(revision = %r, "marked an interrupted deploy as failed");
-        }
-        self.db(|s| s.ensure_project(&ProjectName::default(), project_hash))
-            .await?;
-        self.identity
-            .blocking(|id| id.ensure_default_service_account(&ProjectName::default()))
-            .await?;
-        self.publish_routes().await?;
-        Ok(())
-    }
-
-    /// Deletes a service: its URLs stop at once, its instances drain and stop, its logs go.
-    pub async fn delete_service(
-        self: &Arc<Self>,
-        project: &ProjectName,
-        name: &ServiceName,
-    ) -> Result<()> {
-        let (p, n) = (project.clone(), name.clone());
-        let revisions = self.db(move |s| s.delete_service(&p, &n)).await?;
-        self.publish_routes().await?;
-        for r in revisions {
-            self.activator
-                .remove_pool(&PoolKey {
-                    project: project.clone(),
-                    revision: r,
-                })
-                .await;
-        }
-        self.logs.remove(project, name);
-        self.identity.blocking(|id| id.reload()).await?;
-        self.changed();
-        tracing::info!(project = %project, service = %name, "deleted service");
-        Ok(())
-    }
-
-    /// Deletes a revision that serves no traffic and has no tag.
-    pub async fn delete_revision(
-        self: &Arc<Self>,
-        project: &ProjectName,
-        name: &RevisionName,
-    ) -> Result<()> {
-        let (p, n) = (project.clone(), name.clone());
-        self.db(move |s| {
-            s.delete_revision(&p, &n, |svc, rev, revs| {
-                let serving = Self::resolved(svc, revs)
-                    .into_iter()
-                    .any(|(r, _, pct, tag)| r.as_ref() == Some(&rev.name) && (pct > 0 || tag.is_some()));
-                let named = svc.traffic.named_revisions().any(|r| *r == rev.name);
-                if serving || named {
-                    return Err(StoreError::Conflict(format!(
-                        "revision {} is serving traffic or tagged: move its traffic and tags away first (pier services update-traffic)",
-                        rev.name
-                    )));
-                }
-                Ok(())
-            })
-        })
-        .await?;
-        self.publish_routes().await?;
-        self.activator
-            .remove_pool(&PoolKey {
-                project: project.clone(),
-                revision: name.clone(),
-            })
-            .await;
-        self.changed();
-        Ok(())
-    }
-
-    /// A resource's IAM policy.
-    pub async fn get_iam_policy(&self, resource: &Resource) -> Result<pier_identity::Policy> {
-        let resource = resource.clone();
-        self.identity
-            .blocking(move |id| id.get_policy(&resource))
-            .await
-    }
-
-    /// Replaces a resource's IAM policy; refused (409) if `policy.etag` is set and stale.
-    pub async fn set_iam_policy(
-        self: &Arc<Self>,
-        resource: &Resource,
-        policy: pier_identity::Policy,
-    ) -> Result<pier_identity::Policy> {
-        let normalized = policy
-            .normalized()
-            .map_err(|e| ControlError::Invalid(e.to_string()))?;
-        let etag = policy.etag.clone();
-        let resource = resource.clone();
-        let out = self
-            .identity
-            .blocking(move |id| {
-                id.modify_policy(&resource, Some(&etag), |p| {
-                    p.bindings = normalized.bindings.clone();
-                    Ok(())
-                })
-            })
-            .await?;
-        self.publish_routes().await?;
-        self.changed();
-        Ok(out)
-    }
-
-    /// Grants (`add`) or revokes a role for a member on a resource.
-    pub async fn change_binding(
-        self: &Arc<Self>,
-        resource: &Resource,
-        member: &str,
-        role: &str,
-        add: bool,
-    ) -> Result<pier_identity::Policy> {
-        let member: Member = member
-            .parse()
-            .map_err(|e: pier_identity::IdentityError| ControlError::Invalid(e.to_string()))?;
-        if pier_identity::iam::role(role).is_none() {
-            return Err(ControlError::Invalid(format!(
-                "unknown role {role:?}: use one of {}",
-                pier_identity::iam::ROLES
-                    .iter()
-                    .map(|r| r.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        let (resource, role) = (resource.clone(), role.to_owned());
-        let out = self
-            .identity
-            .blocking(move |id| {
-                id.modify_policy(&resource, None, |p| {
-                    if add {
-                        p.add(&role, &member)
-                            .map(|_| ())
-                            .map_err(|e| ControlError::Invalid(e.to_string()))
-                    } else if p.remove(&role, &member) {
-                        Ok(())
-                    } else {
-                        Err(ControlError::NotFound(format!(
-                            "{member} has no binding to {role} here"
-                        )))
-                    }
-                })
-            })
-            .await?;
-        self.publish_routes().await?;
-        self.changed();
-        Ok(out)
-    }
-
-    /// Whether a project exists.
-    pub async fn project_exists(&self, project: &ProjectName) -> Result<bool> {
-        let p = project.clone();
-        Ok(self.db(move |s| s.project(&p)).await?.is_some())
-    }
-
-    /// A service's newest log lines.
-    pub async fn logs(
-        &self,
-        project: &ProjectName,
-        service: &ServiceName,
-        query: LogQuery,
-    ) -> Result<Vec<LogEntry>> {
-        let (p, n) = (project.clone(), service.clone());
-        if self.db(move |s| s.service(&p, &n)).await?.is_none() {
-            return Err(not_found_service(project, service));
-        }
-        let logs = self.logs.clone();
-        let (p, n) = (project.clone(), service.clone());
-        tokio::task::spawn_blocking(move || logs.read(&p, &n, &query))
-            .await
-            .map_err(|e| ControlError::Internal(e.to_string()))?
-            .map_err(|e| ControlError::Internal(format!("reading logs: {e}")))
-    }
-
-    /// The log store (for following logs live).
-    pub fn log_store(&self) -> &Arc<LogStore> {
-        &self.logs
-    }
-
-    /// Stops everything: in-flight requests finish, then instances stop.
-    pub async fn shutdown(&self) {
-        self.activator.shutdown().await;
-        if let Some(images) = &self.images {
-            images.unmount_all();
-        }
     }
 }
 

@@ -211,3 +211,36 @@ impl Platform {
         self.revision_view(&rec).await
     }
 }
+
+/// Reads that are not views of a resource: whether a project exists, a service's logs.
+impl Platform {
+    /// Whether a project exists.
+    pub async fn project_exists(&self, project: &ProjectName) -> Result<bool> {
+        let p = project.clone();
+        Ok(self.db(move |s| s.project(&p)).await?.is_some())
+    }
+
+    /// A service's newest log lines.
+    pub async fn logs(
+        &self,
+        project: &ProjectName,
+        service: &ServiceName,
+        query: LogQuery,
+    ) -> Result<Vec<LogEntry>> {
+        let (p, n) = (project.clone(), service.clone());
+        if self.db(move |s| s.service(&p, &n)).await?.is_none() {
+            return Err(not_found_service(project, service));
+        }
+        let logs = self.logs.clone();
+        let (p, n) = (project.clone(), service.clone());
+        tokio::task::spawn_blocking(move || logs.read(&p, &n, &query))
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .map_err(|e| ControlError::Internal(format!("reading logs: {e}")))
+    }
+
+    /// The log store (for following logs live).
+    pub fn log_store(&self) -> &Arc<LogStore> {
+        &self.logs
+    }
+}

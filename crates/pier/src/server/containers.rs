@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use pier_activator::RuntimeSelector;
+use pier_activator::{CannotRun, RuntimeSelector};
 use pier_container::bundle::SharedFiles;
 use pier_container::{ContainerConfig, ContainerRuntime};
 use pier_image::{ImageOptions, ImageStore, RegistryCredential, RegistryOptions};
@@ -21,13 +21,15 @@ pub struct Runtimes {
 }
 
 impl RuntimeSelector for Runtimes {
-    fn runtime_for(&self, template: &RevisionTemplate) -> Result<Arc<dyn Runtime>, String> {
+    fn runtime_for(&self, template: &RevisionTemplate) -> Result<Arc<dyn Runtime>, CannotRun> {
         if template.image.is_none() {
             return Ok(self.process.clone());
         }
         match &self.container {
             Ok(c) => Ok(c.clone()),
-            Err(why) => Err(format!("this server cannot run container images: {why}")),
+            Err(why) => Err(CannotRun::NoRuntime(format!(
+                "this server cannot run container images: {why}"
+            ))),
         }
     }
 }
