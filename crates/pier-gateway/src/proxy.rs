@@ -103,9 +103,7 @@ pub async fn handle(
             };
             let (mut head, mut out) = resp.into_parts();
             if let Some(route) = &routed {
-                for filter in route.filters().iter().rev() {
-                    filter.on_response(route, &mut head);
-                }
+                route.on_response(&mut head);
             }
             if let Some(mut b) = body.take() {
                 if !refused && !hyper::body::Body::is_end_stream(&b) {
@@ -219,7 +217,7 @@ async fn proxy(
         ));
     }
     let table = gw.routes.load();
-    let route: Arc<Route> = match table.get(host.as_ref()) {
+    let found: Arc<Route> = match table.get(host.as_ref()) {
         Some(r) => r.clone(),
         None => {
             let local = table
@@ -232,7 +230,7 @@ async fn proxy(
         }
     };
     drop(table);
-    *routed = Some(route.clone());
+    let route: &Route = routed.insert(found);
 
     // Connection-level headers go before anyone reads the request: what the guard checks is what the
     // app receives. A `Connection` that names a header Pier relies on is refused.
@@ -252,17 +250,15 @@ async fn proxy(
     // Filters, admission first (ingress, authentication and authorization), then the route's own.
     for filter in route.filters() {
         filter
-            .on_request(&route, fwd, &mut parts)
+            .on_request(route, fwd, &mut parts)
             .map_err(ProxyError::Refused)?;
     }
 
     // Responders may answer without a backend; their answer passes back through the filters.
     for responder in route.responders() {
-        if let Some(answer) = responder.respond(&route, &parts) {
+        if let Some(answer) = responder.respond(route, &parts) {
             let (mut head, body) = answer.await.into_parts();
-            for filter in route.filters().iter().rev() {
-                filter.on_response(&route, &mut head);
-            }
+            route.on_response(&mut head);
             return Ok(Response::from_parts(head, body));
         }
     }
@@ -378,9 +374,7 @@ async fn proxy(
         tokio::spawn(tunnel(client_upgrade, upstream_upgrade, lease, deadline));
         let (mut parts, _) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, true);
-        for filter in route.filters().iter().rev() {
-            filter.on_response(&route, &mut parts);
-        }
+        route.on_response(&mut parts);
         return Ok(Response::from_parts(parts, GatewayBody::empty()));
     }
 
@@ -394,9 +388,7 @@ async fn proxy(
         parts.headers.remove(header::TRANSFER_ENCODING);
     }
     parts.version = client_version;
-    for filter in route.filters().iter().rev() {
-        filter.on_response(&route, &mut parts);
-    }
+    route.on_response(&mut parts);
     let conn = h1.map(|s| (conns, s));
     Ok(Response::from_parts(
         parts,

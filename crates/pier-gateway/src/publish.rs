@@ -8,7 +8,6 @@
 //! instances get) are given to [`channel`] and told of every table, in order, before readers see it.
 //! Readers load the current table with one atomic read (`arc-swap`), no lock.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -24,15 +23,9 @@ pub trait RouteSubscriber: Send + Sync + 'static {
 
 struct Shared {
     current: ArcSwap<RouteTable>,
-    /// The two parts, and the order of publications: one publication at a time.
-    parts: Mutex<Parts>,
+    /// The table both owners change, and the order of publications: one publication at a time.
+    table: Mutex<RouteTable>,
     subscribers: Vec<Arc<dyn RouteSubscriber>>,
-}
-
-#[derive(Default)]
-struct Parts {
-    services: RouteTable,
-    local: HashMap<String, Arc<dyn LocalHandler>>,
 }
 
 /// Publishes routing tables (held by the control plane and by the server).
@@ -65,7 +58,7 @@ impl std::fmt::Debug for RouteReader {
 pub fn channel(subscribers: Vec<Arc<dyn RouteSubscriber>>) -> (RoutePublisher, RouteReader) {
     let shared = Arc::new(Shared {
         current: ArcSwap::from_pointee(RouteTable::new()),
-        parts: Mutex::new(Parts::default()),
+        table: Mutex::new(RouteTable::new()),
         subscribers,
     });
     (
@@ -79,14 +72,12 @@ pub fn channel(subscribers: Vec<Arc<dyn RouteSubscriber>>) -> (RoutePublisher, R
 impl RoutePublisher {
     /// Replaces the services' routes (the hosts of `table`; its in-process hosts are ignored).
     pub fn publish(&self, table: RouteTable) {
-        self.update(|parts| parts.services = table);
+        self.update(|current| current.replace_hosts(table));
     }
 
     /// Serves `host` (lowercase, no port) in-process with `handler` from now on.
     pub fn serve_local(&self, host: String, handler: Arc<dyn LocalHandler>) {
-        self.update(|parts| {
-            parts.local.insert(host, handler);
-        });
+        self.update(|current| current.insert_local(host, handler));
     }
 
     /// A reader of this table.
@@ -96,18 +87,13 @@ impl RoutePublisher {
         }
     }
 
-    fn update(&self, change: impl FnOnce(&mut Parts)) {
-        let mut parts = self.shared.parts.lock().unwrap_or_else(|p| p.into_inner());
-        change(&mut parts);
-        let mut table = parts.services.clone();
-        table.clear_local();
-        for (host, handler) in &parts.local {
-            table.insert_local(host.clone(), handler.clone());
-        }
+    fn update(&self, change: impl FnOnce(&mut RouteTable)) {
+        let mut table = self.shared.table.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut table);
         for s in &self.shared.subscribers {
             s.published(&table);
         }
-        self.shared.current.store(Arc::new(table));
+        self.shared.current.store(Arc::new(table.clone()));
     }
 }
 

@@ -154,6 +154,14 @@ impl Route {
         &self.responders
     }
 
+    /// Passes a response head back through the filters, in reverse order (every answer does: the
+    /// backend's, a responder's, an error's).
+    pub fn on_response(&self, head: &mut http::response::Parts) {
+        for filter in self.filters.iter().rev() {
+            filter.on_response(self, head);
+        }
+    }
+
     /// Why the route cannot serve, when it cannot.
     pub fn unavailable(&self) -> Option<&str> {
         match &self.backend {
@@ -227,9 +235,9 @@ impl RouteTable {
         self.local.insert(host, handler);
     }
 
-    /// Serves no host in-process any more.
-    pub(crate) fn clear_local(&mut self) {
-        self.local.clear();
+    /// Takes `other`'s routed hosts in place of this table's, keeping this table's in-process hosts.
+    pub(crate) fn replace_hosts(&mut self, other: RouteTable) {
+        self.hosts = other.hosts;
     }
 
     /// The in-process handler of a host, if any.
