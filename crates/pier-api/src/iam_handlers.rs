@@ -262,14 +262,11 @@ pub(crate) async fn set_installation_policy(
         &Resource::Installation,
     )?;
     keeps_an_owner(&policy)?;
-    set_policy(
-        &s,
-        &who,
-        Resource::Installation,
-        Permission::InstallationSetIamPolicy,
-        policy,
-    )
-    .await
+    Ok(Json(
+        s.platform
+            .set_iam_policy(&Resource::Installation, policy)
+            .await?,
+    ))
 }
 
 /// Grants a role on the installation.
@@ -314,15 +311,11 @@ pub(crate) async fn remove_installation_binding(
         }
         keeps_an_owner(&after)?;
     }
-    binding(
-        &s,
-        &who,
-        Resource::Installation,
-        Permission::InstallationSetIamPolicy,
-        change,
-        false,
-    )
-    .await
+    Ok(Json(
+        s.platform
+            .change_binding(&Resource::Installation, &change.member, &change.role, false)
+            .await?,
+    ))
 }
 
 /// The installation must keep a `roles/owner` user or service account, or nobody could manage it.
