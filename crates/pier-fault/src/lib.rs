@@ -32,6 +32,20 @@ pub enum ControlError {
 }
 
 impl ControlError {
+    /// The message of an error the caller's own request caused (the 4xx kinds: not found, invalid,
+    /// conflict, forbidden), or the error back when Pier or the machine is at fault. For answers in
+    /// other protocols (OAuth's `invalid_grant`, the metadata server's 403) that must not blame the
+    /// caller for the server.
+    pub fn into_callers_fault(self) -> Result<String, ControlError> {
+        match self {
+            ControlError::NotFound(m)
+            | ControlError::Invalid(m)
+            | ControlError::Conflict(m)
+            | ControlError::Forbidden(m) => Ok(m),
+            other => Err(other),
+        }
+    }
+
     /// An internal error, unless its text names a fault of the machine.
     pub fn internal(message: impl Into<String>) -> ControlError {
         let message = message.into();

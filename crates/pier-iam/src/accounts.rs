@@ -91,11 +91,7 @@ impl IdentityService {
         self.store
             .service_account(&email)?
             .map(Self::sa_view)
-            .ok_or_else(|| {
-                ControlError::NotFound(format!(
-                    "service account {email} does not exist: `pier iam service-accounts list` shows them"
-                ))
-            })
+            .ok_or_else(|| no_such_account(&email))
     }
 
     /// The resource a service account is, for permission checks.
@@ -103,11 +99,10 @@ impl IdentityService {
     pub fn sa_resource(&self, email: &str) -> Result<Resource> {
         let email = normalize_email(email).map_err(|e| ControlError::Invalid(e.to_string()))?;
         let directory = self.directory();
-        let sa = directory.service_accounts.get(&email).ok_or_else(|| {
-            ControlError::NotFound(format!(
-                "service account {email} does not exist: `pier iam service-accounts list` shows them"
-            ))
-        })?;
+        let sa = directory
+            .service_accounts
+            .get(&email)
+            .ok_or_else(|| no_such_account(&email))?;
         Ok(Resource::ServiceAccount(sa.project.clone(), email))
     }
 
@@ -201,4 +196,11 @@ impl IdentityService {
         self.issuer.flush();
         self.reload()
     }
+}
+
+/// A service account that does not exist, and where to see those that do.
+fn no_such_account(email: &str) -> ControlError {
+    ControlError::NotFound(format!(
+        "service account {email} does not exist: `pier iam service-accounts list` shows them"
+    ))
 }

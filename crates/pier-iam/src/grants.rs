@@ -50,14 +50,12 @@ pub(crate) fn invalid_grant(why: impl Into<String>) -> GrantError {
     }
 }
 
-/// A minting failure: the caller's fault when the request was invalid (say, a refused audience),
-/// the server's otherwise.
+/// A minting failure: the caller's fault when the request was (say, a refused audience), the
+/// server's otherwise.
 fn grant_failure(what: &str, e: ControlError) -> GrantError {
-    match e {
-        ControlError::Invalid(why) | ControlError::NotFound(why) | ControlError::Forbidden(why) => {
-            invalid_grant(why)
-        }
-        other => unavailable(what, other),
+    match e.into_callers_fault() {
+        Ok(why) => invalid_grant(why),
+        Err(other) => unavailable(what, other),
     }
 }
 

@@ -72,12 +72,9 @@ impl TokenSource for MetadataTokens {
 
 /// The account's fault (403) or the server's (503), as the identity service classified it.
 fn token_refusal(e: pier_control::ControlError) -> TokenRefusal {
-    use pier_control::ControlError as E;
-    match e {
-        E::Invalid(why) | E::NotFound(why) | E::Forbidden(why) | E::Conflict(why) => {
-            TokenRefusal::Refused(why)
-        }
-        other => {
+    match e.into_callers_fault() {
+        Ok(why) => TokenRefusal::Refused(why),
+        Err(other) => {
             tracing::error!("the metadata server could not mint a token: {other}");
             TokenRefusal::Unavailable("the server could not mint a token now".into())
         }
