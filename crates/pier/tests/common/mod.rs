@@ -479,9 +479,13 @@ pub fn with_myhostname(program: &str) -> Command {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        let path =
-            std::env::temp_dir().join(format!("pier-test-nsswitch-{}.conf", std::process::id()));
-        std::fs::write(&path, fixed + "\n").unwrap();
+        // Under the build's own scratch folder, not `/tmp`: one file for every test binary, replaced
+        // atomically, so nothing is left behind on the machine.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join("nsswitch-myhostname.conf");
+        let part = dir.join(format!("nsswitch-myhostname.conf.{}", std::process::id()));
+        std::fs::write(&part, fixed + "\n").unwrap();
+        std::fs::rename(&part, &path).unwrap();
         path
     });
     let mut c = Command::new("unshare");
