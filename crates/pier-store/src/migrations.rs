@@ -128,6 +128,38 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX services_by_id_block ON services (id_block);
     "#,
+    // 5: custom domains: who proved ownership of which domain, which domain maps to what, and the
+    // certificates issued for them (with their private keys: the database file is the server's alone).
+    r#"
+    CREATE TABLE domain_verifications (
+        project     TEXT NOT NULL REFERENCES projects (name),
+        domain      TEXT NOT NULL,
+        token       TEXT NOT NULL,
+        verified_at TEXT,
+        method      TEXT,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (project, domain)
+    ) STRICT;
+
+    CREATE TABLE domain_mappings (
+        domain           TEXT PRIMARY KEY,
+        project          TEXT NOT NULL REFERENCES projects (name),
+        target_kind      TEXT NOT NULL,
+        target_name      TEXT NOT NULL,
+        certificate_mode TEXT NOT NULL,
+        created_at       TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE certificates (
+        domain    TEXT PRIMARY KEY,
+        chain_pem TEXT NOT NULL,
+        key_pem   TEXT NOT NULL,
+        not_before INTEGER NOT NULL,
+        not_after INTEGER NOT NULL,
+        issuer    TEXT NOT NULL,
+        issued_at TEXT NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per migration.
