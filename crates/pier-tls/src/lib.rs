@@ -229,10 +229,37 @@ pub fn certified_key_from_pem(
     Ok(ck)
 }
 
-/// Chooses a certificate by SNI: exact name first, then a wildcard one label up, then the default.
+/// The ALPN protocol of ACME's TLS-ALPN-01 challenge (RFC 8737 §6.2).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Answers TLS-ALPN-01 validations: the self-signed certificate carrying a pending challenge's digest for
+/// a name (RFC 8737 §3), while that challenge is pending.
+pub trait ChallengeCerts: Send + Sync + std::fmt::Debug + 'static {
+    /// The challenge certificate for `name`, if one is pending.
+    fn tls_alpn01(&self, name: &str) -> Option<Arc<CertifiedKey>>;
+}
+
+/// A `CertifiedKey` for ACME's TLS-ALPN-01 challenge certificate (RFC 8737 §3), whose critical
+/// acmeIdentifier extension webpki refuses to parse, so the key is not matched against it.
+///
+/// # Errors
+/// The key cannot be loaded.
+pub fn challenge_certified_key(
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey> {
+    let signing = provider().key_provider.load_private_key(key)?;
+    Ok(CertifiedKey::new(vec![cert], signing))
+}
+
+/// Chooses a certificate by SNI: exact name first, then a wildcard one label up, then the default for
+/// names inside a served wildcard's domain (and clients that send no SNI). A name Pier serves nowhere gets
+/// none, so its handshake fails. A ClientHello that offers only ACME's `acme-tls/1` gets the pending
+/// challenge certificate for its name, and nothing else.
 #[derive(Debug, Default)]
 pub struct SniResolver {
     certs: ArcSwap<CertTable>,
+    challenges: Option<Arc<dyn ChallengeCerts>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -242,6 +269,14 @@ struct CertTable {
 }
 
 impl SniResolver {
+    /// A resolver that also answers TLS-ALPN-01 challenges from `challenges`.
+    pub fn with_challenges(challenges: Arc<dyn ChallengeCerts>) -> Self {
+        Self {
+            certs: ArcSwap::default(),
+            challenges: Some(challenges),
+        }
+    }
+
     /// Installs `cert` for `names` (`*.example.com` for a wildcard); the first cert ever set becomes the
     /// default for clients that send no SNI.
     pub fn set(&self, names: &[String], cert: Arc<CertifiedKey>) {
@@ -257,6 +292,32 @@ impl SniResolver {
         });
     }
 
+    /// Installs `cert` for one exact name (a mapped domain); never the default.
+    pub fn set_exact(&self, name: &str, cert: Arc<CertifiedKey>) {
+        self.certs.rcu(|cur| {
+            let mut t = CertTable::clone(cur);
+            t.by_name.insert(name.to_ascii_lowercase(), cert.clone());
+            t
+        });
+    }
+
+    /// Stops serving `name` (a domain no longer mapped).
+    pub fn remove(&self, name: &str) {
+        self.certs.rcu(|cur| {
+            let mut t = CertTable::clone(cur);
+            t.by_name.remove(&name.to_ascii_lowercase());
+            t
+        });
+    }
+
+    /// Whether a certificate is installed for exactly `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.certs
+            .load()
+            .by_name
+            .contains_key(&name.to_ascii_lowercase())
+    }
+
     /// Makes `cert` the default.
     pub fn set_default(&self, cert: Arc<CertifiedKey>) {
         self.certs.rcu(|cur| {
@@ -266,37 +327,56 @@ impl SniResolver {
         });
     }
 
-    /// Looks up the certificate for a server name.
+    /// Looks up the certificate for a server name: one hash look-up per label at most, whatever the
+    /// number of names served.
     pub fn lookup(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let table = self.certs.load();
-        if let Some(name) = name {
-            let name = name.to_ascii_lowercase();
-            if let Some(c) = table.by_name.get(&name) {
-                return Some(c.clone());
-            }
-            if let Some((_, parent)) = name.split_once('.')
-                && let Some(c) = table.by_name.get(&format!("*.{parent}"))
-            {
-                return Some(c.clone());
-            }
+        let Some(name) = name else {
+            return table.default.clone();
+        };
+        let name = name.to_ascii_lowercase();
+        if let Some(c) = table.by_name.get(&name) {
+            return Some(c.clone());
         }
-        table.default.clone()
+        let mut rest = name.as_str();
+        let mut first = true;
+        while let Some((_, parent)) = rest.split_once('.') {
+            if let Some(c) = table.by_name.get(&format!("*.{parent}")) {
+                // One label under a wildcard: its certificate. Deeper: the default, as before.
+                return if first {
+                    Some(c.clone())
+                } else {
+                    table.default.clone()
+                };
+            }
+            first = false;
+            rest = parent;
+        }
+        None
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut protos| protos.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            let name = hello.server_name()?;
+            return self.challenges.as_ref()?.tls_alpn01(name);
+        }
         self.lookup(hello.server_name())
     }
 }
 
-/// The rustls server configuration of the gateway: TLS 1.2 and 1.3, ALPN h2 then http/1.1.
+/// The rustls server configuration of the gateway: TLS 1.2 and 1.3, ALPN h2 then http/1.1, and ACME's
+/// `acme-tls/1` for validators (connections that negotiate it are closed after the handshake).
 pub fn server_config(resolver: Arc<SniResolver>) -> Result<rustls::ServerConfig> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Ok(cfg)
 }
 
