@@ -43,6 +43,8 @@ pub enum ProxyError {
     Timeout(u32),
     /// A filter refused the request (ingress, identity, IAM, and later CORS, API keys, quotas).
     Refused(Refusal),
+    /// A mapped domain asked for over plain HTTP before its certificate exists.
+    CertificatePending(String),
 }
 
 impl ProxyError {
@@ -53,9 +55,10 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::BodyTooLarge(_)
             | ProxyError::Refused(_) => Source::Downstream,
-            ProxyError::UnknownHost | ProxyError::Unavailable(_) | ProxyError::Acquire(_) => {
-                Source::Internal
-            }
+            ProxyError::UnknownHost
+            | ProxyError::Unavailable(_)
+            | ProxyError::Acquire(_)
+            | ProxyError::CertificatePending(_) => Source::Internal,
             ProxyError::Connect(_) | ProxyError::UpstreamBroken(_) | ProxyError::Timeout(_) => {
                 Source::Upstream
             }
@@ -128,6 +131,10 @@ impl ProxyError {
                 format!("Gateway Timeout: the instance did not answer within the request timeout ({secs}s)."),
             ),
             ProxyError::Refused(r) => (r.status, r.message.trim_end().to_owned()),
+            ProxyError::CertificatePending(host) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("Service Unavailable: the certificate for {host} is being issued; retry over HTTPS shortly (`pier domain-mappings describe --domain {host}` shows its state)."),
+            ),
         }
     }
 
@@ -137,7 +144,15 @@ impl ProxyError {
             return r.into_response(false);
         }
         let (status, msg) = self.status_and_message();
-        plain(status, format!("{msg}\n"))
+        let retry = matches!(self, ProxyError::CertificatePending(_));
+        let mut resp = plain(status, format!("{msg}\n"));
+        if retry {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::entrance::CERTIFICATE_RETRY_AFTER_SECS),
+            );
+        }
+        resp
     }
 
     /// The response a gRPC client gets: a "Trailers-Only" answer (HTTP 200, `grpc-status`,

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 pub mod auth;
 pub mod body;
+pub mod entrance;
 pub mod error;
 pub mod headers;
 pub mod linger;
@@ -29,6 +30,7 @@ pub mod stages;
 pub mod upstream;
 
 pub use body::GatewayBody;
+pub use entrance::DomainEntrance;
 pub use proxy::Scheme;
 pub use publish::{RoutePublisher, RouteReader, RouteSubscriber};
 pub use routes::{Access, Backend, Route, RouteTable};
@@ -81,6 +83,7 @@ pub trait LocalHandler: Send + Sync + 'static {
 pub struct Gateway {
     config: GatewayConfig,
     routes: RouteReader,
+    entrance: Option<Arc<dyn DomainEntrance>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -96,7 +99,26 @@ impl Gateway {
     /// A gateway serving the routes `routes` reads. Admission is part of every route (see
     /// [`Route::new`]), so there is no gateway that forgot it.
     pub fn new(config: GatewayConfig, routes: RouteReader) -> Arc<Self> {
-        Arc::new(Self { config, routes })
+        Arc::new(Self {
+            config,
+            routes,
+            entrance: None,
+        })
+    }
+
+    /// A gateway that also serves mapped domains: ACME's HTTP-01 challenges answered on plain HTTP
+    /// before anything else, and no redirect to a mapped domain before its certificate exists (see
+    /// [`entrance`]).
+    pub fn with_domains(
+        config: GatewayConfig,
+        routes: RouteReader,
+        entrance: Arc<dyn DomainEntrance>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            routes,
+            entrance: Some(entrance),
+        })
     }
 
     /// The current routing table.
@@ -211,6 +233,13 @@ impl Gateway {
                             match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
                                 .await
                             {
+                                // An ACME validator (TLS-ALPN-01) needs the handshake only.
+                                Ok(Ok(s))
+                                    if s.get_ref().1.alpn_protocol()
+                                        == Some(pier_tls::ACME_TLS_ALPN) =>
+                                {
+                                    return;
+                                }
                                 Ok(Ok(s)) => s,
                                 Ok(Err(e)) => {
                                     tracing::debug!(%peer, error = %e, "TLS handshake failed");

@@ -72,7 +72,11 @@ pub async fn handle(
     let span = tracing::debug_span!("request", method = %parts.method, path = parts.uri.path());
     // The route, once known: error answers pass back through its filters too.
     let mut routed = None;
-    let result = if scheme == Scheme::HttpRedirect {
+    let result = if scheme != Scheme::Https
+        && let Some(answer) = acme_challenge(&gw, &parts)
+    {
+        Ok(answer)
+    } else if scheme == Scheme::HttpRedirect {
         redirect(&gw, &parts)
     } else {
         tracing::Instrument::instrument(proxy(&gw, peer, &fwd, parts, &mut body, &mut routed), span)
@@ -145,10 +149,39 @@ fn request_host(req: &Parts) -> Option<&str> {
         .or_else(|| req.headers.get(header::HOST)?.to_str().ok())
 }
 
+/// The answer to an ACME HTTP-01 validation (see [`crate::entrance`]), if this is one Pier expects.
+fn acme_challenge(gw: &Gateway, req: &Parts) -> Option<Response<GatewayBody>> {
+    let token = req
+        .uri
+        .path()
+        .strip_prefix(crate::entrance::ACME_CHALLENGE_PREFIX)?;
+    let entrance = gw.entrance.as_ref()?;
+    let host = request_host(req).and_then(normalize_host)?;
+    let answer = entrance.http01(host.as_ref(), token)?;
+    let mut resp = plain(StatusCode::OK, answer);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(resp)
+}
+
 fn redirect(gw: &Gateway, req: &Parts) -> Result<Response<GatewayBody>, ProxyError> {
     let host = request_host(req)
         .and_then(normalize_host)
         .ok_or(ProxyError::BadHost)?;
+    if let Some(entrance) = &gw.entrance {
+        let table = gw.routes.load();
+        match table.get(host.as_ref()) {
+            Some(route) if route.mapped_domain && !entrance.certified(host.as_ref()) => {
+                return Err(ProxyError::CertificatePending(host.to_string()));
+            }
+            Some(_) => {}
+            // A name Pier serves nowhere: no redirect to a handshake that would fail.
+            None if table.local(host.as_ref()).is_none() => return Err(ProxyError::UnknownHost),
+            None => {}
+        }
+    }
     let port = gw.config.public_https_port;
     let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let location = if port == 443 {

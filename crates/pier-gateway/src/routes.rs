@@ -42,7 +42,7 @@ impl Access {
 }
 
 /// Where the requests a route lets through go.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Backend {
     /// Revision pools with cumulative percentages (each entry's upper bound, the last is 100).
     Revisions(Vec<(Arc<RevisionPool>, u8)>),
@@ -89,6 +89,8 @@ pub struct Route {
     responders: Vec<Arc<dyn Responder>>,
     /// What forwards the rest.
     pub backend: Backend,
+    /// Whether the host is a mapped domain (its certificate is managed: see [`crate::entrance`]).
+    pub mapped_domain: bool,
 }
 
 impl std::fmt::Debug for Route {
@@ -129,6 +131,22 @@ impl Route {
             filters: vec![admission],
             responders: Vec::new(),
             backend,
+            mapped_domain: false,
+        }
+    }
+
+    /// The same service's route at a mapped domain: the same access and backend (so the same guard),
+    /// marked as a mapped domain.
+    pub fn for_mapped_domain(&self) -> Self {
+        Self {
+            project: self.project.clone(),
+            service: self.service.clone(),
+            tag: None,
+            access: self.access.clone(),
+            filters: self.filters.clone(),
+            responders: self.responders.clone(),
+            backend: self.backend.clone(),
+            mapped_domain: true,
         }
     }
 
