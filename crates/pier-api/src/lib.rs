@@ -23,6 +23,7 @@ use pier_control::Platform;
 use pier_identity::Principal;
 use pier_model::api::ServerInfo;
 
+mod domain_handlers;
 mod error;
 mod extract;
 mod handlers;
@@ -109,6 +110,7 @@ pub fn router(state: AppState) -> Router {
     let v1 = handlers::routes()
         .merge(iam_handlers::routes())
         .merge(image_handlers::routes())
+        .merge(domain_handlers::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -3,7 +3,7 @@
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-use crate::{handlers, iam_handlers, image_handlers};
+use crate::{domain_handlers, handlers, iam_handlers, image_handlers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -60,6 +60,12 @@ use crate::{handlers, iam_handlers, image_handlers};
         image_handlers::list_registries,
         image_handlers::set_registry,
         image_handlers::delete_registry,
+        domain_handlers::list_domains,
+        domain_handlers::verify_domain,
+        domain_handlers::list_mappings,
+        domain_handlers::create_mapping,
+        domain_handlers::get_mapping,
+        domain_handlers::delete_mapping,
     ),
     components(schemas(pier_model::api::ErrorBody)),
     modifiers(&BearerAuth),

@@ -65,6 +65,7 @@ async fn api() -> Api {
         identity: identity.clone(),
         isolation: Default::default(),
         images: None,
+        domains: Default::default(),
     });
     platform.recover().await.unwrap();
     let state = AppState {
@@ -136,7 +137,8 @@ impl Api {
                 .replace("{revision}", "web-00001-abc")
                 .replace("{email}", "robot@default.iam.pier.localhost")
                 .replace("{key}", "0123456789abcdef")
-                .replace("{registry}", "registry.example.com");
+                .replace("{registry}", "registry.example.com")
+                .replace("{domain}", "shop.example.com");
             for (method, op) in item.as_object().unwrap() {
                 let schema = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
                     .as_str()
@@ -164,6 +166,10 @@ fn body_for(schema: &str) -> &'static str {
         "GenerateIdTokenRequest" => r#"{"audience":"https://example.com"}"#,
         "CreateUserRequest" => r#"{"email":"new@example.com","password":"a long password"}"#,
         "RegistryCredentialRequest" => r#"{"username":"u","secret":"p"}"#,
+        "VerifyDomainRequest" => "{}",
+        "CreateDomainMappingRequest" => {
+            r#"{"domain":"shop.example.com","target":{"kind":"service","name":"web"}}"#
+        }
         other => panic!("no test body for {other}: add one"),
     }
 }

@@ -79,6 +79,12 @@ pub enum Command {
     /// Container images on the server.
     #[command(subcommand)]
     Images(commands::images::ImagesCommand),
+    /// Custom domains the project owns.
+    #[command(subcommand)]
+    Domains(commands::domains::DomainsCommand),
+    /// Custom domains mapped to services, with managed certificates.
+    #[command(subcommand)]
+    DomainMappings(commands::domains::DomainMappingsCommand),
 }
 
 /// Parses `500ms`, `60s`, `2m`, `1h` or a bare number of seconds.
@@ -197,6 +203,8 @@ pub async fn run_client(globals: Globals, command: Command) -> Result<()> {
         Command::Installation(c) => commands::iam::run_installation(&ctx, c).await,
         Command::Users(c) => commands::iam::run_users(&ctx, c).await,
         Command::Images(c) => commands::images::run(&ctx, c).await,
+        Command::Domains(c) => commands::domains::run_domains(&ctx, c).await,
+        Command::DomainMappings(c) => commands::domains::run_mappings(&ctx, c).await,
         Command::Config(_) => unreachable!("answered above"),
     }
 }

@@ -36,6 +36,7 @@ type Result<T, E = ControlError> = std::result::Result<T, E>;
 
 mod claims;
 mod deploy;
+pub mod domains;
 mod hosts_file;
 mod images;
 mod lifecycle;
@@ -92,6 +93,8 @@ pub struct PlatformParts {
     /// Container images; `None` when this server cannot run them (deploys of images are refused
     /// with the reason).
     pub images: Option<Arc<ImageStore>>,
+    /// Custom domains: DNS look-ups, the records to ask for, certificates.
+    pub domains: domains::DomainConfig,
 }
 
 /// The control plane.
@@ -111,6 +114,9 @@ pub struct Platform {
     /// Deploys hold it shared from pull to record; a prune holds it alone, so it never frees an image a
     /// deploy has pulled but not yet recorded.
     image_ops: tokio::sync::RwLock<()>,
+    domains: domains::DomainConfig,
+    /// Where each mapped domain pointed at the last look.
+    pointing: Mutex<HashMap<String, domains::Pointing>>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -148,6 +154,7 @@ impl Platform {
             identity,
             isolation,
             images,
+            domains,
         } = parts;
         Arc::new(Self {
             store,
@@ -163,6 +170,8 @@ impl Platform {
             unrouted_since: Mutex::new(HashMap::new()),
             images,
             image_ops: tokio::sync::RwLock::new(()),
+            domains,
+            pointing: Mutex::new(HashMap::new()),
         })
     }
 

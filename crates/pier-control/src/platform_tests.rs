@@ -67,6 +67,7 @@ async fn fixture() -> Fixture {
         identity,
         isolation: IsolationConfig::default(),
         images: None,
+        domains: Default::default(),
     });
     platform.recover().await.unwrap();
     Fixture {

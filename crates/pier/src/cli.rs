@@ -187,6 +187,42 @@ pub struct ServerArgs {
     /// decompression bombs fail their deploy.
     #[arg(long, default_value = "16Gi", value_parser = parse_size)]
     pub max_image_size: u64,
+
+    /// The ACME directory that issues certificates for mapped domains: a URL, or `letsencrypt` /
+    /// `letsencrypt-staging`.
+    #[arg(long, default_value = "letsencrypt", value_name = "URL")]
+    pub acme_directory: String,
+
+    /// Contact address of the ACME account (the CA writes about expiring certificates and problems).
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// Trust this CA (PEM) for the ACME directory's own HTTPS (a private or test CA).
+    #[arg(long, value_name = "FILE")]
+    pub acme_ca: Option<PathBuf>,
+
+    /// The ACME challenge to answer: http-01 on the HTTP port, or tls-alpn-01 on the HTTPS port (for a
+    /// server whose HTTP port is closed to the internet).
+    #[arg(long, default_value = "http-01", value_parser = ["http-01", "tls-alpn-01"])]
+    pub acme_challenge: String,
+
+    /// The DNS server Pier asks about mapped domains (ownership TXT records, where a name points), as
+    /// ADDR:PORT; by default the system's resolvers.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub dns_server: Option<std::net::SocketAddr>,
+
+    /// The server's public IPv4 address: mapped domains are told to add an A record for it.
+    #[arg(long = "public-ipv4", value_name = "IP")]
+    pub public_ipv4: Vec<std::net::Ipv4Addr>,
+
+    /// The server's public IPv6 address: mapped domains are told to add an AAAA record for it.
+    #[arg(long = "public-ipv6", value_name = "IP")]
+    pub public_ipv6: Vec<std::net::Ipv6Addr>,
+
+    /// The name mapped domains are told to point at with a CNAME when no public address is given
+    /// (default: --domain).
+    #[arg(long, value_name = "HOST")]
+    pub canonical_host: Option<String>,
 }
 
 /// Parses a size such as `16Gi`, `500Mi` or `1000000` (bytes).

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 mod build;
 mod containers;
 mod data_dir;
+mod domains;
 mod instance_env;
 mod instances;
 mod jobs;

@@ -17,8 +17,16 @@ impl Platform {
     /// [`Platform::publish_routes`], for a caller that holds the publication lock (so that a change
     /// to the store and the routes that follow from it are seen together).
     pub(crate) async fn publish_locked(self: &Arc<Self>) -> Result<()> {
-        let (projects, services, revisions) = self
-            .db(|s| Ok((s.projects()?, s.services(None)?, s.all_revisions()?)))
+        let (projects, services, revisions, mappings, verifications) = self
+            .db(|s| {
+                Ok((
+                    s.projects()?,
+                    s.services(None)?,
+                    s.all_revisions()?,
+                    s.domain_mappings(None)?,
+                    s.domain_verifications(None)?,
+                ))
+            })
             .await?;
         let hashes: HashMap<ProjectName, String> =
             projects.into_iter().map(|p| (p.name, p.hash)).collect();
@@ -36,6 +44,7 @@ impl Platform {
         let plans = plan::plan(&records, |p, s| directory.invokers(p, s));
         let mut table = claims::Claims::default();
         let mut routed: HashSet<PoolKey> = HashSet::new();
+        let mut main_routes: HashMap<(ProjectName, ServiceName), Arc<Route>> = HashMap::new();
         // Service URLs first, so a revision that serves traffic there is marked serving before a tag
         // URL asks for its pool.
         let (main, tagged): (Vec<_>, Vec<_>) = plans.into_iter().partition(|p| p.tag.is_none());
@@ -71,15 +80,25 @@ impl Platform {
                     }
                 }
             };
-            let route = Route::new(
+            let route = Arc::new(Route::new(
                 svc.project.clone(),
                 svc.name.clone(),
                 host_plan.tag,
                 host_plan.access,
                 self.admission.clone(),
                 backend,
-            );
-            table.claim(host_plan.host, Arc::new(route), &self.admission);
+            ));
+            if route.tag.is_none() {
+                main_routes.insert((svc.project.clone(), svc.name.clone()), route.clone());
+            }
+            table.claim(host_plan.host, route, &self.admission);
+        }
+        // Mapped domains serve their service exactly as its own URL does, through the same guard.
+        for (mapping, service) in crate::domains::routed_domains(&mappings, &verifications) {
+            if let Some(main) = main_routes.get(&(mapping.project.clone(), service)) {
+                let route = Arc::new(main.for_mapped_domain());
+                table.claim(mapping.domain.clone(), route, &self.admission);
+            }
         }
         // Subscribers write files (the instances' hosts file): off the async workers.
         let (routes, table) = (self.routes.clone(), table.into_table());

@@ -29,6 +29,7 @@ pub(super) struct Server {
     pub container: Option<Arc<pier_container::ContainerRuntime>>,
     pub cgroups: Option<pier_runtime::cgroup::CgroupRoot>,
     pub network: Arc<pier_runtime::network::Network>,
+    pub certificates: Arc<pier_certs::CertManager>,
 }
 
 /// Refuses flags that cannot work together, before anything is made.
@@ -81,7 +82,8 @@ impl Server {
                 &installation[..8.min(installation.len())]
             ),
         )?);
-        let resolver = Arc::new(SniResolver::default());
+        let domains = domains::build(&args, &store, &ca)?;
+        let resolver = domains.resolver.clone();
         let source = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => CertSource::Files {
                 cert: cert.clone(),
@@ -177,13 +179,14 @@ impl Server {
         let (routes, reader) = pier_gateway::publish::channel(vec![Arc::new(
             pier_control::InstanceHostsFile::new(hosts_file.clone()),
         )]);
-        let gateway = Gateway::new(
+        let gateway = Gateway::with_domains(
             GatewayConfig {
                 public_https_port: https_port,
                 max_request_body: args.max_request_body,
                 ..GatewayConfig::default()
             },
             reader,
+            domains.entrance.clone(),
         );
         let network = instances::network(
             &args,
@@ -293,6 +296,7 @@ impl Server {
                 default_environment,
             },
             images: containers_ok.then_some(images),
+            domains: domains.config.clone(),
         });
 
         // The admin API, also served at the base domain through the gateway (the server publishes
@@ -338,6 +342,7 @@ impl Server {
             container: container_at_exit,
             cgroups,
             network,
+            certificates: domains.manager,
         })
     }
 }

@@ -75,6 +75,7 @@ impl Server {
         )
         .into_iter()
         .map(|job| job.spawn(stop_rx.clone()))
+        .chain([tokio::spawn(self.certificates.clone().run(stop_rx.clone()))])
         .collect();
 
         let up_failed = match up {
@@ -138,7 +139,7 @@ fn housekeeping(
     ring: &Arc<KeyRing>,
     data_dir: &Path,
 ) -> Vec<Job> {
-    let platform = platform.clone();
+    let (platform, domains) = (platform.clone(), platform.clone());
     let (domain_cert, ca) = (domain_cert.clone(), ca.clone());
     let ring = ring.clone();
     let mut watch = machine_watch::Watch::new(data_dir.to_path_buf());
@@ -147,6 +148,15 @@ fn housekeeping(
         Job::new("sweep-pools", Duration::from_secs(10), move || {
             let platform = platform.clone();
             async move { platform.sweep_pools().await }
+        }),
+        // Mapped domains: where they point now, and so which may have certificates ordered.
+        Job::new("check-domains", Duration::from_secs(10), move || {
+            let platform = domains.clone();
+            async move {
+                if let Err(e) = platform.check_domains().await {
+                    tracing::error!("checking mapped domains failed: {e}");
+                }
+            }
         }),
         // The domain's certificate, renewed ahead of its expiry.
         Job::blocking("refresh-certificate", Duration::from_secs(60), move || {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub const PIER: &str = env!("CARGO_BIN_EXE_pier");
 
+pub mod acme;
 pub mod oci;
 
 /// The example echo server, built once per test run: statically linked, so the same binary runs on the

@@ -1,0 +1,632 @@
+//! Custom domains, after Cloud Run's domain mappings: a project proves it owns a domain (a TXT record, or
+//! an installation owner's word), maps it to a service, and Pier routes it with the service's own guard
+//! and keeps a certificate for it ([`pier_certs::CertManager`]).
+//!
+//! A mapping's status is three conditions, each with a reason and a message a person can act on:
+//!
+//! - `DomainRoutable`: the domain is verified for the project (`PermissionDenied` otherwise), its target
+//!   exists (`RouteMissing`), and DNS points it at this server (`DnsNotPointing`, with what it resolves
+//!   to and what it should).
+//! - `CertificateProvisioned`: from the certificate manager (`CertificatePending`, `RateLimited`,
+//!   `CertificateProvisionFailed`).
+//! - `Ready`: both hold.
+//!
+//! Unverified domains are not routed at all. Certificates are ordered only for routable domains, so a
+//! domain whose DNS points elsewhere spends none of the CA's rate limits.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use pier_certs::{CertManager, CertStatus, Wanted};
+use pier_model::domains::{
+    CertificateMode, Condition, CreateDomainMappingRequest, DomainMappingView,
+    DomainVerificationView, ResourceRecord, challenge_record, parse_domain,
+};
+use pier_store::{DomainMappingRecord, DomainVerificationRecord};
+
+use super::*;
+
+pub mod dns;
+pub use dns::Dns;
+
+/// What a mapped domain's DNS should say, from the server's settings (`--public-ipv4`, `--public-ipv6`,
+/// `--canonical-host`).
+#[derive(Clone, Debug, Default)]
+pub struct ExpectedRecords {
+    /// Addresses for A records.
+    pub ipv4: Vec<Ipv4Addr>,
+    /// Addresses for AAAA records.
+    pub ipv6: Vec<Ipv6Addr>,
+    /// The name for a CNAME record, when no address is given (the base domain by default).
+    pub canonical_host: String,
+}
+
+impl ExpectedRecords {
+    /// The records to create for `domain`: A/AAAA when addresses are set, else a CNAME.
+    pub fn records(&self, domain: &str) -> Vec<ResourceRecord> {
+        let mut out: Vec<ResourceRecord> = self
+            .ipv4
+            .iter()
+            .map(|ip| (ip.to_string(), "A"))
+            .chain(self.ipv6.iter().map(|ip| (ip.to_string(), "AAAA")))
+            .map(|(ip, kind)| ResourceRecord {
+                kind: kind.into(),
+                name: domain.into(),
+                rrdata: ip,
+            })
+            .collect();
+        if out.is_empty() {
+            out.push(ResourceRecord {
+                kind: "CNAME".into(),
+                name: domain.into(),
+                rrdata: format!("{}.", self.canonical_host.trim_end_matches('.')),
+            });
+        }
+        out
+    }
+}
+
+/// How the control plane handles custom domains.
+#[derive(Clone, Debug, Default)]
+pub struct DomainConfig {
+    /// Pier's own DNS look-ups; `None` skips the "points here" check (tests of the control plane alone).
+    pub dns: Option<Arc<Dns>>,
+    /// What mapped domains' DNS should say.
+    pub expected: ExpectedRecords,
+    /// Keeps their certificates; `None` refuses mappings (a server without TLS).
+    pub certificates: Option<Arc<CertManager>>,
+}
+
+/// The last look at where a mapped domain points.
+#[derive(Clone, Debug)]
+pub(crate) enum Pointing {
+    /// At this server.
+    Here,
+    /// Elsewhere, in part or whole (or nowhere): what it resolved to, and what it should.
+    Elsewhere {
+        found: Vec<IpAddr>,
+        want: Vec<IpAddr>,
+    },
+    /// The look-up failed.
+    Unknown(String),
+}
+
+fn verified_by<'a>(
+    verifications: &'a [DomainVerificationRecord],
+    project: &ProjectName,
+    domain: &str,
+) -> Option<&'a DomainVerificationRecord> {
+    verifications.iter().find(|v| {
+        v.verified_at.is_some()
+            && &v.project == project
+            && (v.domain == domain || domain.ends_with(&format!(".{}", v.domain)))
+    })
+}
+
+fn verification_view(
+    project: &ProjectName,
+    domain: &str,
+    token: &str,
+    by: Option<&DomainVerificationRecord>,
+    message: String,
+) -> DomainVerificationView {
+    DomainVerificationView {
+        domain: domain.to_owned(),
+        project: project.to_string(),
+        verified: by.is_some(),
+        method: by.map(|v| {
+            if v.domain == domain {
+                v.method.clone().unwrap_or_default()
+            } else {
+                format!("parent ({})", v.domain)
+            }
+        }),
+        record: ResourceRecord {
+            kind: "TXT".into(),
+            name: challenge_record(domain),
+            rrdata: token.to_owned(),
+        },
+        message,
+    }
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}
+
+fn not_found_mapping(project: &ProjectName, domain: &str) -> ControlError {
+    ControlError::NotFound(format!(
+        "domain {domain} is not mapped in project {project}: `pier domain-mappings list` shows the mappings"
+    ))
+}
+
+impl Platform {
+    fn certificates(&self) -> Result<&Arc<CertManager>> {
+        self.domains.certificates.as_ref().ok_or_else(|| {
+            ControlError::Invalid(
+                "this server serves no HTTPS, so it cannot serve custom domains".into(),
+            )
+        })
+    }
+
+    /// Whether `domain` is Pier's own (the base domain or under it), which cannot be mapped.
+    fn is_own_domain(&self, domain: &str) -> bool {
+        let base = self.scheme.domain();
+        domain == base || domain.ends_with(&format!(".{base}"))
+    }
+
+    /// Proves `domain` for `project`: with its TXT record (`_pier-challenge.DOMAIN`), or, when
+    /// `without_dns` (the API lets installation owners only), on the caller's word. A verified parent
+    /// covers its subdomains.
+    pub async fn verify_domain(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        domain: &str,
+        without_dns: bool,
+    ) -> Result<DomainVerificationView> {
+        let domain = parse_domain(domain).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        if self.is_own_domain(&domain) {
+            return Err(ControlError::Invalid(format!(
+                "{domain} is under this server's own domain {}, which needs no mapping",
+                self.scheme.domain()
+            )));
+        }
+        self.hash_of(project).await.and_then(|h| {
+            if h.is_empty() {
+                Err(ControlError::NotFound(format!(
+                    "project {project} does not exist: deploy a service into it first"
+                )))
+            } else {
+                Ok(())
+            }
+        })?;
+        let (p, d) = (project.clone(), domain.clone());
+        let (record, all) = self
+            .db(move |s| {
+                let r = s.domain_verification(&p, &d, || {
+                    random_chars(32, b"abcdefghijklmnopqrstuvwxyz0123456789")
+                })?;
+                Ok((r, s.domain_verifications(Some(&p))?))
+            })
+            .await?;
+        if let Some(by) = verified_by(&all, project, &domain) {
+            return Ok(verification_view(
+                project,
+                &domain,
+                &record.token,
+                Some(by),
+                String::new(),
+            ));
+        }
+        let method = if without_dns {
+            "owner"
+        } else {
+            let Some(dns) = &self.domains.dns else {
+                return Err(ControlError::Invalid(
+                    "this server does no DNS look-ups; an installation owner can verify with --without-dns".into(),
+                ));
+            };
+            let name = challenge_record(&domain);
+            let found = dns
+                .txt(&name)
+                .await
+                .map_err(|e| ControlError::Invalid(format!("cannot check the TXT record: {e}")))?;
+            if !found.iter().any(|v| v.trim() == record.token) {
+                let seen = if found.is_empty() {
+                    "it has no TXT record yet".to_owned()
+                } else {
+                    format!("its TXT records are {found:?}")
+                };
+                let message = format!(
+                    "not verified: add the TXT record {name} with the value {}, wait for DNS to publish it, then run `pier domains verify {domain}` again ({seen})",
+                    record.token
+                );
+                return Ok(verification_view(
+                    project,
+                    &domain,
+                    &record.token,
+                    None,
+                    message,
+                ));
+            }
+            "dns"
+        };
+        let (p, d) = (project.clone(), domain.clone());
+        let all = self
+            .db(move |s| {
+                s.mark_domain_verified(&p, &d, method)?;
+                s.domain_verifications(Some(&p))
+            })
+            .await?;
+        tracing::info!(%project, %domain, method, "domain verified");
+        // Mappings waiting on it can now be routed.
+        self.publish_routes().await?;
+        self.check_domains().await?;
+        let by = verified_by(&all, project, &domain);
+        Ok(verification_view(
+            project,
+            &domain,
+            &record.token,
+            by,
+            String::new(),
+        ))
+    }
+
+    /// The domains a project has claimed, verified or not.
+    pub async fn list_domains(&self, project: &ProjectName) -> Result<Vec<DomainVerificationView>> {
+        let p = project.clone();
+        let all = self.db(move |s| s.domain_verifications(Some(&p))).await?;
+        Ok(all
+            .iter()
+            .map(|v| {
+                let by = verified_by(&all, project, &v.domain);
+                let message = if by.is_some() {
+                    String::new()
+                } else {
+                    format!(
+                        "add the TXT record {} with the value {}, then run `pier domains verify {}`",
+                        challenge_record(&v.domain),
+                        v.token,
+                        v.domain
+                    )
+                };
+                verification_view(project, &v.domain, &v.token, by, message)
+            })
+            .collect())
+    }
+
+    /// Maps a domain to a target of `project`. Another project's domain is refused; this project's
+    /// mapping to another target moves only with `force_override`.
+    pub async fn create_domain_mapping(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        req: CreateDomainMappingRequest,
+    ) -> Result<DomainMappingView> {
+        self.certificates()?;
+        let domain = parse_domain(&req.domain).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        if self.is_own_domain(&domain) {
+            return Err(ControlError::Invalid(format!(
+                "{domain} is under this server's own domain {}: its services already have URLs there",
+                self.scheme.domain()
+            )));
+        }
+        if req.target.kind != "service" {
+            return Err(ControlError::Invalid(format!(
+                "a domain can be mapped to a service (--service NAME); {:?} targets do not exist yet",
+                req.target.kind
+            )));
+        }
+        let service: ServiceName = req
+            .target
+            .name
+            .parse()
+            .map_err(|e| ControlError::Invalid(format!("{e}")))?;
+        if req.certificate_mode == CertificateMode::None {
+            return Err(ControlError::Invalid(
+                "certificate mode NONE (a certificate of your own) is not supported yet: use AUTOMATIC (ACME) or LOCAL_CA".into(),
+            ));
+        }
+        let (p, s) = (project.clone(), service.clone());
+        if self.db(move |st| st.service(&p, &s)).await?.is_none() {
+            return Err(not_found_service(project, &service));
+        }
+        let record = DomainMappingRecord {
+            domain: domain.clone(),
+            project: project.clone(),
+            target_kind: "service".into(),
+            target_name: service.to_string(),
+            certificate_mode: req.certificate_mode.as_str().into(),
+            created_at: String::new(),
+        };
+        let force = req.force_override;
+        let _guard = self.publish.lock().await;
+        self.db(move |s| {
+            let mut r = record;
+            r.created_at = now_rfc3339();
+            s.put_domain_mapping(&r, force)
+        })
+        .await?;
+        self.publish_locked().await?;
+        drop(_guard);
+        tracing::info!(%project, %domain, %service, "mapped domain");
+        self.check_domains().await?;
+        self.changed();
+        self.domain_mapping(project, &domain).await
+    }
+
+    /// A project's mappings with their status.
+    pub async fn domain_mappings(&self, project: &ProjectName) -> Result<Vec<DomainMappingView>> {
+        let p = project.clone();
+        let (maps, verifs, services) = self
+            .db(move |s| {
+                Ok((
+                    s.domain_mappings(Some(&p))?,
+                    s.domain_verifications(Some(&p))?,
+                    s.services(Some(&p))?,
+                ))
+            })
+            .await?;
+        Ok(maps
+            .iter()
+            .map(|m| self.mapping_view(m, &verifs, &services))
+            .collect())
+    }
+
+    /// One mapping with its status.
+    pub async fn domain_mapping(
+        &self,
+        project: &ProjectName,
+        domain: &str,
+    ) -> Result<DomainMappingView> {
+        let domain = parse_domain(domain).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        self.domain_mappings(project)
+            .await?
+            .into_iter()
+            .find(|m| m.domain == domain)
+            .ok_or_else(|| not_found_mapping(project, &domain))
+    }
+
+    /// Deletes a mapping: the domain stops being routed, and its certificate is forgotten.
+    pub async fn delete_domain_mapping(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        domain: &str,
+    ) -> Result<()> {
+        let domain = parse_domain(domain).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let (p, d) = (project.clone(), domain.clone());
+        let _guard = self.publish.lock().await;
+        if !self.db(move |s| s.delete_domain_mapping(&p, &d)).await? {
+            return Err(not_found_mapping(project, &domain));
+        }
+        self.publish_locked().await?;
+        drop(_guard);
+        self.pointing().remove(&domain);
+        self.check_domains().await?;
+        self.changed();
+        tracing::info!(%project, %domain, "deleted domain mapping");
+        Ok(())
+    }
+
+    pub(crate) fn pointing(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pointing>> {
+        self.pointing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Looks again where mapped domains point (those without a certificate yet), and tells the
+    /// certificate manager which domains should have one. Run after every mapping change and
+    /// periodically by the server.
+    pub async fn check_domains(&self) -> Result<()> {
+        let Some(certs) = &self.domains.certificates else {
+            return Ok(());
+        };
+        let (maps, verifs, services) = self
+            .db(|s| {
+                Ok((
+                    s.domain_mappings(None)?,
+                    s.domain_verifications(None)?,
+                    s.services(None)?,
+                ))
+            })
+            .await?;
+        let mut wanted = Vec::new();
+        for m in &maps {
+            let mode = CertificateMode::parse(&m.certificate_mode).unwrap_or_default();
+            let verified = verified_by(&verifs, &m.project, &m.domain).is_some();
+            let routed = target_exists(m, &services);
+            let mut ready = verified && routed;
+            if ready
+                && let Some(dns) = &self.domains.dns
+                && !matches!(certs.status(&m.domain), CertStatus::Ready { .. })
+            {
+                let pointing = self.look_where(dns, &m.domain).await;
+                ready = matches!(pointing, Pointing::Here);
+                self.pointing().insert(m.domain.clone(), pointing);
+            }
+            wanted.push(Wanted {
+                domain: m.domain.clone(),
+                mode,
+                ready,
+            });
+        }
+        certs.want(wanted);
+        Ok(())
+    }
+
+    async fn look_where(&self, dns: &Dns, domain: &str) -> Pointing {
+        let mut want: Vec<IpAddr> = self
+            .domains
+            .expected
+            .ipv4
+            .iter()
+            .map(|a| IpAddr::V4(*a))
+            .chain(self.domains.expected.ipv6.iter().map(|a| IpAddr::V6(*a)))
+            .collect();
+        if want.is_empty() {
+            match dns.addresses(&self.domains.expected.canonical_host).await {
+                Ok(a) => want = a,
+                Err(e) => return Pointing::Unknown(e),
+            }
+        }
+        match dns.addresses(domain).await {
+            // Every address: a validator (and a client) may pick any of them.
+            Ok(found) if !found.is_empty() && found.iter().all(|a| want.contains(a)) => {
+                Pointing::Here
+            }
+            Ok(found) => Pointing::Elsewhere { found, want },
+            Err(e) => Pointing::Unknown(e),
+        }
+    }
+
+    fn mapping_view(
+        &self,
+        m: &DomainMappingRecord,
+        verifs: &[DomainVerificationRecord],
+        services: &[ServiceRecord],
+    ) -> DomainMappingView {
+        let mode = CertificateMode::parse(&m.certificate_mode).unwrap_or_default();
+        let records = self.domains.expected.records(&m.domain);
+        let routable = if verified_by(verifs, &m.project, &m.domain).is_none() {
+            Condition::not(
+                "DomainRoutable",
+                "False",
+                "PermissionDenied",
+                format!(
+                    "domain {} is not verified for project {}: run `pier domains verify {}` and create the TXT record it prints",
+                    m.domain, m.project, m.domain
+                ),
+            )
+        } else if !target_exists(m, services) {
+            Condition::not(
+                "DomainRoutable",
+                "False",
+                "RouteMissing",
+                format!(
+                    "{} {} does not exist in project {}: deploy it, or map the domain elsewhere with --force-override",
+                    m.target_kind, m.target_name, m.project
+                ),
+            )
+        } else {
+            let certified = self
+                .domains
+                .certificates
+                .as_ref()
+                .is_some_and(|c| matches!(c.status(&m.domain), CertStatus::Ready { .. }));
+            match self.pointing().get(&m.domain) {
+                _ if certified => Condition::ok("DomainRoutable"),
+                None | Some(Pointing::Here) => Condition::ok("DomainRoutable"),
+                Some(Pointing::Elsewhere { found, want }) => Condition::not(
+                    "DomainRoutable",
+                    "False",
+                    "DnsNotPointing",
+                    format!(
+                        "{} resolves to {} but should resolve to {}: create {}",
+                        m.domain,
+                        if found.is_empty() {
+                            "nothing".to_owned()
+                        } else {
+                            join(found)
+                        },
+                        join(want),
+                        records
+                            .iter()
+                            .map(|r| format!("{} {} {}", r.name, r.kind, r.rrdata))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ),
+                ),
+                Some(Pointing::Unknown(why)) => Condition::not(
+                    "DomainRoutable",
+                    "Unknown",
+                    "DnsNotPointing",
+                    format!("cannot tell where {} points yet: {why}", m.domain),
+                ),
+            }
+        };
+        let mut expires = None;
+        let cert = match self
+            .domains
+            .certificates
+            .as_ref()
+            .map(|c| c.status(&m.domain))
+        {
+            Some(CertStatus::Ready {
+                not_after,
+                renewal_error,
+            }) => {
+                expires = Some(rfc3339(not_after));
+                match renewal_error {
+                    None => Condition::ok("CertificateProvisioned"),
+                    Some(e) => Condition {
+                        message: format!("serving; the last renewal failed: {e}"),
+                        ..Condition::ok("CertificateProvisioned")
+                    },
+                }
+            }
+            Some(CertStatus::Failed {
+                reason,
+                message,
+                retry_at,
+            }) => Condition::not(
+                "CertificateProvisioned",
+                "False",
+                reason,
+                format!("{message} (next try at {})", rfc3339(retry_at)),
+            ),
+            Some(CertStatus::Pending) => Condition::not(
+                "CertificateProvisioned",
+                "Unknown",
+                "CertificatePending",
+                "the certificate is being issued",
+            ),
+            _ => Condition::not(
+                "CertificateProvisioned",
+                "Unknown",
+                "CertificatePending",
+                "the certificate is ordered once the domain is routable",
+            ),
+        };
+        let ready = if routable.is_true() && cert.is_true() {
+            Condition::ok("Ready")
+        } else {
+            let first = if routable.is_true() { &cert } else { &routable };
+            let status = if routable.status == "False" || cert.status == "False" {
+                "False"
+            } else {
+                "Unknown"
+            };
+            Condition::not("Ready", status, &first.reason, first.message.clone())
+        };
+        DomainMappingView {
+            domain: m.domain.clone(),
+            project: m.project.to_string(),
+            target: pier_model::domains::MappingTarget {
+                kind: m.target_kind.clone(),
+                name: m.target_name.clone(),
+            },
+            certificate_mode: mode,
+            url: self.scheme.url(&m.domain),
+            conditions: vec![ready, routable, cert],
+            resource_records: records,
+            certificate_expires: expires,
+            created_at: m.created_at.clone(),
+        }
+    }
+}
+
+fn join(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn target_exists(m: &DomainMappingRecord, services: &[ServiceRecord]) -> bool {
+    m.target_kind == "service"
+        && services
+            .iter()
+            .any(|s| s.project == m.project && s.name.as_str() == m.target_name)
+}
+
+/// The mapped domains to route: verified ones whose target exists, with the target's service.
+pub(crate) fn routed_domains<'a>(
+    maps: &'a [DomainMappingRecord],
+    verifs: &[DomainVerificationRecord],
+) -> impl Iterator<Item = (&'a DomainMappingRecord, ServiceName)> {
+    maps.iter().filter_map(|m| {
+        verified_by(verifs, &m.project, &m.domain)?;
+        (m.target_kind == "service").then_some(())?;
+        Some((m, m.target_name.parse().ok()?))
+    })
+}
+
+fn now_rfc3339() -> String {
+    rfc3339(std::time::SystemTime::now())
+}
