@@ -232,9 +232,188 @@ pub struct DomainVerificationView {
     pub message: String,
 }
 
+/// What a DomainMapping manifest asks for: Cloud Run's `domains.cloudrun.com/v1` (`spec.routeName`,
+/// `spec.certificateMode`, `spec.forceOverride`) or Knative's `serving.knative.dev/v1beta1`
+/// (`spec.ref` to a Service). `metadata.name` is the domain; `metadata.namespace`, if any, the project.
+#[derive(Clone, Debug)]
+pub struct DomainMappingManifest {
+    /// The project it names, if it names one.
+    pub project: Option<crate::names::ProjectName>,
+    /// The mapping to create or replace.
+    pub request: CreateDomainMappingRequest,
+}
+
+/// Cloud Run's DomainMapping API version.
+pub const CLOUD_RUN_API_VERSION: &str = "domains.cloudrun.com/v1";
+/// Knative's DomainMapping API version.
+pub const KNATIVE_API_VERSION: &str = "serving.knative.dev/v1beta1";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMapping {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    metadata: RawMeta,
+    #[serde(default)]
+    spec: RawSpec,
+}
+
+#[derive(Deserialize, Default)]
+struct RawMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawSpec {
+    route_name: Option<String>,
+    certificate_mode: Option<String>,
+    #[serde(default)]
+    force_override: bool,
+    #[serde(rename = "ref")]
+    reference: Option<RawRef>,
+}
+
+#[derive(Deserialize)]
+struct RawRef {
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+}
+
+impl DomainMappingManifest {
+    /// Whether `text` is a DomainMapping manifest of a version Pier reads (to tell it from a Service).
+    pub fn is_one(text: &str) -> bool {
+        yaml_serde::from_str::<RawMapping>(text).is_ok_and(|m| m.kind == "DomainMapping")
+    }
+
+    /// Parses one manifest.
+    ///
+    /// # Errors
+    /// A message naming what is missing or unsupported.
+    pub fn from_yaml(text: &str) -> Result<Self, SpecError> {
+        let m: RawMapping = yaml_serde::from_str(text)
+            .map_err(|e| SpecError::new(format!("manifest is not a valid DomainMapping: {e}")))?;
+        if m.kind != "DomainMapping" {
+            return Err(SpecError::new(format!(
+                "manifest is a {}, not a DomainMapping",
+                m.kind
+            )));
+        }
+        let domain = m.metadata.name.as_deref().ok_or_else(|| {
+            SpecError::new("the DomainMapping has no metadata.name: it is the domain to map")
+        })?;
+        let (service, namespace, mode) = match m.api_version.as_str() {
+            CLOUD_RUN_API_VERSION => {
+                let route = m.spec.route_name.ok_or_else(|| {
+                    SpecError::new("the DomainMapping has no spec.routeName: name the service")
+                })?;
+                let mode = match m.spec.certificate_mode.as_deref() {
+                    None | Some("AUTOMATIC") => CertificateMode::Automatic,
+                    Some("NONE") => CertificateMode::None,
+                    Some("LOCAL_CA") => CertificateMode::LocalCa,
+                    Some(other) => {
+                        return Err(SpecError::new(format!(
+                            "spec.certificateMode {other:?}: use AUTOMATIC, NONE or LOCAL_CA"
+                        )));
+                    }
+                };
+                (route, m.metadata.namespace, mode)
+            }
+            KNATIVE_API_VERSION | "serving.knative.dev/v1alpha1" => {
+                let r = m.spec.reference.ok_or_else(|| {
+                    SpecError::new("the DomainMapping has no spec.ref: name the Service it maps to")
+                })?;
+                if r.kind != "Service" {
+                    return Err(SpecError::new(format!(
+                        "spec.ref.kind {}: Pier maps domains to Services",
+                        r.kind
+                    )));
+                }
+                (
+                    r.name,
+                    m.metadata.namespace.or(r.namespace),
+                    CertificateMode::Automatic,
+                )
+            }
+            other => {
+                return Err(SpecError::new(format!(
+                    "DomainMapping {other}: Pier reads {CLOUD_RUN_API_VERSION} and {KNATIVE_API_VERSION}"
+                )));
+            }
+        };
+        let project = namespace
+            .map(|n| n.parse())
+            .transpose()
+            .map_err(|e: crate::NameError| SpecError::new(e.to_string()))?;
+        Ok(Self {
+            project,
+            request: CreateDomainMappingRequest {
+                domain: parse_domain(domain)?,
+                target: MappingTarget {
+                    kind: "service".into(),
+                    name: service,
+                },
+                certificate_mode: mode,
+                force_override: m.spec.force_override,
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cloud_run_and_knative_mappings_read_alike() {
+        let cr = DomainMappingManifest::from_yaml(
+            "apiVersion: domains.cloudrun.com/v1\nkind: DomainMapping\nmetadata:\n  name: Shop.Example.com\n  namespace: team\nspec:\n  routeName: shop\n  certificateMode: AUTOMATIC\n  forceOverride: true\n",
+        )
+        .unwrap();
+        assert_eq!(cr.project.unwrap().as_str(), "team");
+        assert_eq!(cr.request.domain, "shop.example.com");
+        assert_eq!(cr.request.target.name, "shop");
+        assert!(cr.request.force_override);
+        let kn = DomainMappingManifest::from_yaml(
+            "apiVersion: serving.knative.dev/v1beta1\nkind: DomainMapping\nmetadata:\n  name: shop.example.com\nspec:\n  ref:\n    apiVersion: serving.knative.dev/v1\n    kind: Service\n    name: shop\n",
+        )
+        .unwrap();
+        assert!(kn.project.is_none());
+        assert_eq!(kn.request.target.name, "shop");
+        assert_eq!(kn.request.certificate_mode, CertificateMode::Automatic);
+        assert!(DomainMappingManifest::is_one(
+            "apiVersion: serving.knative.dev/v1beta1\nkind: DomainMapping\n"
+        ));
+        assert!(!DomainMappingManifest::is_one(
+            "apiVersion: serving.knative.dev/v1\nkind: Service\n"
+        ));
+        for (bad, says) in [
+            (
+                "apiVersion: domains.cloudrun.com/v1\nkind: DomainMapping\nmetadata:\n  name: a.example.com\n",
+                "spec.routeName",
+            ),
+            (
+                "apiVersion: serving.knative.dev/v1beta1\nkind: DomainMapping\nmetadata:\n  name: a.example.com\nspec:\n  ref:\n    kind: Route\n    name: r\n",
+                "Pier maps domains to Services",
+            ),
+            (
+                "apiVersion: example.com/v9\nkind: DomainMapping\nmetadata:\n  name: a.example.com\n",
+                "Pier reads",
+            ),
+            (
+                "apiVersion: domains.cloudrun.com/v1\nkind: DomainMapping\nspec:\n  routeName: s\n",
+                "metadata.name",
+            ),
+        ] {
+            let e = DomainMappingManifest::from_yaml(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
 
     #[test]
     fn domains_are_normalized_or_refused_with_the_reason() {

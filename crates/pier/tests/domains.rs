@@ -174,6 +174,13 @@ fn a_verified_domain_gets_a_certificate_over_http01_and_keeps_the_services_guard
         echo["headers"]["host"],
         format!("shop.example.com:{https_port}")
     );
+    let forwarded = echo["headers"]["forwarded"].as_str().unwrap();
+    assert!(
+        forwarded.ends_with(&format!(
+            "proto=https;host=\"shop.example.com:{https_port}\""
+        )),
+        "{forwarded}"
+    );
     // HTTP/2 too.
     let (code, _) = https(&pier, &root, "shop.example.com", "/", &["--http2"]);
     assert_eq!(code, 200);
@@ -304,6 +311,33 @@ fn a_verified_domain_gets_a_certificate_over_http01_and_keeps_the_services_guard
     ]);
     assert_eq!(https(&pier, &root, "shop.example.com", "/", &[]).0, 200);
 
+    // Knative's DomainMapping, as `pier domain-mappings replace` takes it.
+    let manifest = data.path().join("mapping.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: serving.knative.dev/v1beta1\nkind: DomainMapping\nmetadata:\n  name: www.example.com\nspec:\n  ref:\n    apiVersion: serving.knative.dev/v1\n    kind: Service\n    name: shop\n",
+    )
+    .unwrap();
+    pier.ok(&["domain-mappings", "replace", manifest.to_str().unwrap()]);
+    assert_eq!(https(&pier, &root, "www.example.com", "/", &[]).0, 200);
+
+    // kill -9 with an order in flight: after a restart it is ordered again and served.
+    pier.ok(&[
+        "domain-mappings",
+        "create",
+        "--service",
+        "shop",
+        "--domain",
+        "mid.example.com",
+        "--async",
+    ]);
+    pier.kill9();
+    let args = pier.args.clone();
+    pier = Pier::launch(data.path(), &args);
+    eventually(60, "mid.example.com after a kill -9", || {
+        (https(&pier, &root, "mid.example.com", "/", &[]).0 == 200).then_some(())
+    });
+
     // Restart: the same mappings, the stored certificates, no new order.
     pier.terminate();
     let orders_before = pier.server_log().matches("ordering certificate").count();
@@ -339,7 +373,8 @@ fn a_verified_domain_gets_a_certificate_over_http01_and_keeps_the_services_guard
 #[test]
 fn tls_alpn01_unverified_and_unpointed_domains_say_why_and_a_ca_outage_keeps_certificates() {
     let (http_port, https_port) = (free_port(), free_port());
-    let mut acme = Acme::start(http_port, https_port, 3600);
+    // Certificates valid for 24 s: renewed after about 16.
+    let mut acme = Acme::start(http_port, https_port, 24);
     let data = tempfile::tempdir().unwrap();
     let pier = server(data.path(), &acme, &["--acme-challenge", "tls-alpn-01"]);
     let root = acme.root_file();
@@ -408,6 +443,14 @@ fn tls_alpn01_unverified_and_unpointed_domains_say_why_and_a_ca_outage_keeps_cer
         "{}",
         pier.server_log()
     );
+
+    // Renewal at a third of the lifetime left: a new certificate, served without a gap.
+    let first = m["certificateExpires"].as_str().unwrap().to_owned();
+    eventually(30, "a renewed certificate", || {
+        assert_eq!(https(&pier, &root, "web.example.org", "/", &[]).0, 200);
+        let m = mapping(&pier, "web.example.org");
+        (m["certificateExpires"].as_str() != Some(first.as_str())).then_some(())
+    });
 
     // The CA goes down: a new mapping fails with the reason and backs off; the existing one keeps serving.
     acme.stop_pebble();

@@ -9,8 +9,8 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use pier_model::api::ServiceView;
 use pier_model::domains::{
-    CertificateMode, CreateDomainMappingRequest, DomainMappingView, DomainVerificationView,
-    MappingTarget, VerifyDomainRequest,
+    CertificateMode, CreateDomainMappingRequest, DomainMappingManifest, DomainMappingView,
+    DomainVerificationView, MappingTarget, VerifyDomainRequest,
 };
 
 use crate::{Ctx, Format, output};
@@ -46,8 +46,14 @@ pub struct CreateArgs {
     #[arg(long)]
     pub domain: String,
     /// The service it serves.
-    #[arg(long)]
-    pub service: String,
+    #[arg(long, required_unless_present_any = ["gateway", "site"])]
+    pub service: Option<String>,
+    /// The API gateway it serves (not available yet: gateways come with the API gateway).
+    #[arg(long, conflicts_with_all = ["service", "site"])]
+    pub gateway: Option<String>,
+    /// The hosting site it serves (not available yet: sites come with hosting).
+    #[arg(long, conflicts_with_all = ["service", "gateway"])]
+    pub site: Option<String>,
     /// Where its certificate comes from.
     #[arg(long, value_enum, default_value_t = ModeArg::Automatic)]
     pub certificate_mode: ModeArg,
@@ -81,6 +87,18 @@ pub enum DomainMappingsCommand {
         /// The mapped domain.
         #[arg(long)]
         domain: String,
+    },
+    /// Create or replace a mapping from a manifest: Cloud Run's `domains.cloudrun.com/v1` or Knative's
+    /// `serving.knative.dev/v1beta1` DomainMapping. Waits until it serves, as `create` does.
+    Replace {
+        /// The manifest (YAML).
+        file: std::path::PathBuf,
+        /// Return at once instead of waiting for the certificate.
+        #[arg(long = "async")]
+        no_wait: bool,
+        /// Longest wait for the mapping to become ready.
+        #[arg(long, default_value = "5m", value_parser = crate::parse_duration)]
+        timeout: Duration,
     },
 }
 
@@ -209,8 +227,13 @@ fn stops_the_wait(reason: &str) -> bool {
 }
 
 /// Polls a mapping until it is ready, a reason stops it, or `timeout` passes.
-async fn wait_ready(ctx: &Ctx, domain: &str, timeout: Duration) -> Result<DomainMappingView> {
-    let path = format!("/v1/projects/{}/domainmappings/{domain}", ctx.project);
+async fn wait_ready(
+    ctx: &Ctx,
+    project: &pier_model::ProjectName,
+    domain: &str,
+    timeout: Duration,
+) -> Result<DomainMappingView> {
+    let path = format!("/v1/projects/{project}/domainmappings/{domain}");
     let tty = std::io::stderr().is_terminal();
     let spinner = tty.then(|| {
         let s = indicatif::ProgressBar::new_spinner();
@@ -259,21 +282,87 @@ async fn wait_ready(ctx: &Ctx, domain: &str, timeout: Duration) -> Result<Domain
     }
 }
 
+/// Reads a DomainMapping manifest.
+pub fn load(file: &std::path::Path) -> Result<DomainMappingManifest> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+    DomainMappingManifest::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+}
+
+/// Creates (or moves) a mapping, says what to do about a private service and DNS, and waits until it
+/// serves when `wait` is given.
+pub async fn apply(
+    ctx: &Ctx,
+    project: &pier_model::ProjectName,
+    req: &CreateDomainMappingRequest,
+    wait: Option<Duration>,
+) -> Result<DomainMappingView> {
+    let service: Option<ServiceView> = if req.target.kind == "service" {
+        ctx.client
+            .get_json(&format!(
+                "/v1/projects/{project}/services/{}",
+                req.target.name
+            ))
+            .await
+            .ok()
+    } else {
+        None
+    };
+    eprintln!("Creating domain mapping...");
+    let m: DomainMappingView = ctx
+        .client
+        .post_json(&format!("/v1/projects/{project}/domainmappings"), req)
+        .await?;
+    if service.is_some_and(|s| !s.allow_unauthenticated) {
+        eprintln!(
+            "  service [{}] is private: {} needs a token too, whose audience the service lists (pier services update {} --add-custom-audiences {})",
+            req.target.name, m.url, req.target.name, m.url
+        );
+    }
+    for r in &m.resource_records {
+        eprintln!("  add this DNS record: {} {} {}", r.name, r.kind, r.rrdata);
+    }
+    match wait {
+        Some(timeout) => {
+            eprintln!("Waiting for certificate provisioning...");
+            wait_ready(ctx, project, &m.domain, timeout).await
+        }
+        None => Ok(m),
+    }
+}
+
+fn print_result(ctx: &Ctx, m: &DomainMappingView) -> Result<()> {
+    if output::structured(ctx.format, m)? {
+        return Ok(());
+    }
+    if m.ready() {
+        println!(
+            "Done. {} now serves {} [{}]",
+            m.url, m.target.kind, m.target.name
+        );
+    } else {
+        describe_text(m);
+    }
+    Ok(())
+}
+
 /// Runs a domain-mappings command.
 pub async fn run_mappings(ctx: &Ctx, cmd: DomainMappingsCommand) -> Result<()> {
     let project = &ctx.project;
     let base = format!("/v1/projects/{project}/domainmappings");
     match cmd {
         DomainMappingsCommand::Create(args) => {
-            let service: ServiceView = ctx
-                .client
-                .get_json(&format!("/v1/projects/{project}/services/{}", args.service))
-                .await?;
+            let (kind, name) = match (&args.service, &args.gateway, &args.site) {
+                (Some(s), _, _) => ("service", s.clone()),
+                (_, Some(g), _) => ("gateway", g.clone()),
+                (_, _, Some(s)) => ("site", s.clone()),
+                _ => bail!("name what the domain serves: --service NAME"),
+            };
             let req = CreateDomainMappingRequest {
                 domain: args.domain.clone(),
                 target: MappingTarget {
-                    kind: "service".into(),
-                    name: args.service.clone(),
+                    kind: kind.into(),
+                    name,
                 },
                 certificate_mode: match args.certificate_mode {
                     ModeArg::Automatic => CertificateMode::Automatic,
@@ -281,31 +370,25 @@ pub async fn run_mappings(ctx: &Ctx, cmd: DomainMappingsCommand) -> Result<()> {
                 },
                 force_override: args.force_override,
             };
-            eprintln!("Creating domain mapping...");
-            let m: DomainMappingView = ctx.client.post_json(&base, &req).await?;
-            if !service.allow_unauthenticated {
-                eprintln!(
-                    "  service [{}] is private: {} needs a token too, whose audience the service lists (pier services update {} --add-custom-audiences {})",
-                    args.service, m.url, args.service, m.url
-                );
-            }
-            for r in &m.resource_records {
-                eprintln!("  add this DNS record: {} {} {}", r.name, r.kind, r.rrdata);
-            }
-            let m = if args.no_wait {
-                m
-            } else {
-                eprintln!("Waiting for certificate provisioning...");
-                wait_ready(ctx, &m.domain, args.timeout).await?
-            };
-            if output::structured(ctx.format, &m)? {
-                return Ok(());
-            }
-            if m.ready() {
-                println!("Done. {} now serves service [{}]", m.url, m.target.name);
-            } else {
-                describe_text(&m);
-            }
+            let wait = (!args.no_wait).then_some(args.timeout);
+            let m = apply(ctx, &ctx.project, &req, wait).await?;
+            print_result(ctx, &m)?;
+        }
+        DomainMappingsCommand::Replace {
+            file,
+            no_wait,
+            timeout,
+        } => {
+            let manifest = load(&file)?;
+            let project = manifest
+                .project
+                .clone()
+                .unwrap_or_else(|| ctx.project.clone());
+            let mut req = manifest.request;
+            // A manifest says what should be: the domain moves to its target.
+            req.force_override = true;
+            let m = apply(ctx, &project, &req, (!no_wait).then_some(timeout)).await?;
+            print_result(ctx, &m)?;
         }
         DomainMappingsCommand::List => {
             let all: Vec<DomainMappingView> = ctx.client.get_json(&base).await?;

@@ -1,4 +1,5 @@
-//! Deploying Knative Service manifests: `pier services replace FILE` and the deploy half of `pier up`.
+//! Deploying Knative Service manifests: `pier services replace FILE` and the deploy half of `pier up`
+//! (which also applies DomainMapping manifests found beside them).
 //!
 //! Relative paths in a manifest (the command's program, `workingDir`) are relative to the manifest's
 //! folder; a host command with no `workingDir` runs in that folder. `pier up` first runs the manifest's
@@ -165,11 +166,30 @@ pub async fn deploy_file(
     Ok(vec![(m.name, svc.url)])
 }
 
-/// Builds and deploys every manifest at `path` (a file or folder), as `pier up` does.
+/// Builds and deploys every manifest at `path` (a file or folder), as `pier up` does: Services first,
+/// then DomainMappings (which need their services), without waiting for certificates.
 pub async fn deploy_path(ctx: &Ctx, path: &Path) -> Result<Vec<(ServiceName, String)>> {
     let mut out = Vec::new();
+    let mut mappings = Vec::new();
     for file in find(path)? {
-        out.extend(deploy_file(ctx, &file, true).await?);
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        if pier_model::domains::DomainMappingManifest::is_one(&text) {
+            mappings.push(file);
+        } else {
+            out.extend(deploy_file(ctx, &file, true).await?);
+        }
+    }
+    for file in mappings {
+        let m = super::domains::load(&file)?;
+        let project = m.project.clone().unwrap_or_else(|| ctx.project.clone());
+        let mut req = m.request;
+        req.force_override = true;
+        let view = super::domains::apply(ctx, &project, &req, None).await?;
+        eprintln!(
+            "Domain {} maps to {} [{}]; `pier domain-mappings describe --domain {}` shows its certificate",
+            view.domain, view.target.kind, view.target.name, view.domain
+        );
     }
     Ok(out)
 }
