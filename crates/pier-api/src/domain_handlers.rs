@@ -167,6 +167,16 @@ pub(crate) async fn create_mapping(
         _ => Resource::Project(project.clone()),
     };
     require(&s, &who, Permission::ServicesWrite, target)?;
+    if req.certificate_file.is_some() || req.private_key_file.is_some() {
+        // The server reads those files with its own rights.
+        require(&s, &who, Permission::InstallationSetIamPolicy, Resource::Installation).map_err(
+            |_| {
+                ApiError::from(pier_control::ControlError::Forbidden(format!(
+                    "{who} may not have the server read certificate files: only an installation owner may (roles/owner on the installation); use --certificate-mode automatic"
+                )))
+            },
+        )?;
+    }
     let view = s.platform.create_domain_mapping(&project, req).await?;
     Ok((StatusCode::CREATED, axum::Json(view)))
 }

@@ -7,6 +7,7 @@
 //! restart (or a kill -9 mid-order) serves what was stored and orders again only what was not.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -33,6 +34,8 @@ pub struct Wanted {
     /// Whether to order now: the domain is verified and routes somewhere. Otherwise a stored certificate
     /// keeps serving, but nothing is ordered.
     pub ready: bool,
+    /// With mode `NONE`: the certificate chain and key files to serve, reloaded when they change.
+    pub files: Option<(PathBuf, PathBuf)>,
 }
 
 /// Where a domain's certificate stands.
@@ -74,6 +77,9 @@ struct Entry {
     last_error: Option<(&'static str, String)>,
     retry_at: Option<SystemTime>,
     in_flight: bool,
+    /// Mode `NONE`: the files, and their modification times when last loaded.
+    files: Option<(PathBuf, PathBuf)>,
+    files_stamp: Option<(SystemTime, SystemTime)>,
 }
 
 impl Entry {
@@ -185,6 +191,9 @@ impl CertManager {
                 jitter: fastrand::f64(),
                 ..Entry::default()
             });
+            if e.files != w.files {
+                e.files_stamp = None;
+            }
             if e.mode != w.mode {
                 // A new source: what the old one issued does not count.
                 e.retry_at = None;
@@ -193,6 +202,7 @@ impl CertManager {
             }
             e.mode = w.mode;
             e.ready = w.ready;
+            e.files = w.files;
         }
         drop(entries);
         self.wake.notify_one();
@@ -204,7 +214,7 @@ impl CertManager {
         let Some(e) = entries.get(domain) else {
             return CertStatus::Unmanaged;
         };
-        if e.mode == CertificateMode::None {
+        if e.mode == CertificateMode::None && e.files.is_none() {
             return CertStatus::Unmanaged;
         }
         match (e.cert, &e.last_error, e.retry_at) {
@@ -231,6 +241,7 @@ impl CertManager {
     /// changes.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
+            self.reload_files();
             let now = SystemTime::now();
             let mut next = now + TICK;
             let mut start = Vec::new();
@@ -259,6 +270,71 @@ impl CertManager {
                 _ = self.wake.notified() => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
+        }
+    }
+
+    /// Serves the files of mode-`NONE` domains, again when their modification time changes. A file that
+    /// cannot be read or does not hold a usable certificate and key is reported, and whatever was
+    /// served before keeps serving.
+    fn reload_files(&self) {
+        let mut changed = false;
+        let mut entries = self.entries();
+        for (domain, e) in entries.iter_mut() {
+            let Some((cert, key)) = e.files.clone() else {
+                continue;
+            };
+            let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified());
+            let stamp = match (mtime(&cert), mtime(&key)) {
+                (Ok(a), Ok(b)) => Some((a, b)),
+                (Err(err), _) | (_, Err(err)) => {
+                    let msg = format!(
+                        "cannot read the certificate files {} and {}: {err}",
+                        cert.display(),
+                        key.display()
+                    );
+                    if e.last_error.as_ref().map(|(_, m)| m) != Some(&msg) {
+                        e.last_error = Some(("CertificateProvisionFailed", msg));
+                        e.retry_at = Some(SystemTime::now());
+                        changed = true;
+                    }
+                    continue;
+                }
+            };
+            if stamp == e.files_stamp {
+                continue;
+            }
+            e.files_stamp = stamp;
+            changed = true;
+            let loaded = std::fs::read_to_string(&cert)
+                .and_then(|c| Ok((c, std::fs::read_to_string(&key)?)))
+                .map_err(|err| err.to_string())
+                .and_then(|(chain_pem, key_pem)| {
+                    let (from, to) = crate::validity(&chain_pem)?;
+                    let ck = pier_tls::certified_key_from_pem(&chain_pem, &key_pem, &cert, &key)
+                        .map_err(|err| err.to_string())?;
+                    Ok((from, to, ck))
+                });
+            match loaded {
+                Ok((from, to, ck)) => {
+                    self.resolver.set_exact(domain, Arc::new(ck));
+                    e.cert = Some((from, to));
+                    e.last_error = None;
+                    e.retry_at = None;
+                    tracing::info!(%domain, file = %cert.display(), "serving the operator's certificate");
+                }
+                Err(why) => {
+                    tracing::warn!(%domain, "cannot serve the operator's certificate: {why}");
+                    e.last_error = Some((
+                        "CertificateProvisionFailed",
+                        format!("{}: {why}", cert.display()),
+                    ));
+                    e.retry_at = Some(SystemTime::now());
+                }
+            }
+        }
+        drop(entries);
+        if changed {
+            self.changes.send_modify(|v| *v += 1);
         }
     }
 

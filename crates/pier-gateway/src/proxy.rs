@@ -177,8 +177,9 @@ fn redirect(gw: &Gateway, req: &Parts) -> Result<Response<GatewayBody>, ProxyErr
                 return Err(ProxyError::CertificatePending(host.to_string()));
             }
             Some(_) => {}
-            // A name Pier serves nowhere: no redirect to a handshake that would fail.
-            None if table.local(host.as_ref()).is_none() => return Err(ProxyError::UnknownHost),
+            // A name Pier serves nowhere: no redirect to a handshake that would fail. Names under the
+            // base domain redirect (HTTPS says whether a service is there).
+            None if !table.under_local(host.as_ref()) => return Err(ProxyError::UnknownHost),
             None => {}
         }
     }

@@ -263,6 +263,17 @@ impl RouteTable {
         self.local.get(host)
     }
 
+    /// Whether `host` is one of Pier's own hosts or a name under one (the base domain and the names its
+    /// wildcard certificate covers).
+    pub fn under_local(&self, host: &str) -> bool {
+        self.local.keys().any(|l| {
+            host == l
+                || host
+                    .strip_suffix(l.as_str())
+                    .is_some_and(|p| p.ends_with('.'))
+        })
+    }
+
     /// Every routed host (for the hosts file instances get).
     pub fn hosts(&self) -> impl Iterator<Item = &str> {
         self.hosts

@@ -54,7 +54,8 @@ pub enum CertificateMode {
     /// Issued and renewed by the ACME CA the server is given (Let's Encrypt by default).
     #[default]
     Automatic,
-    /// None managed: the operator serves the domain with a certificate of their own.
+    /// None managed: a certificate of the operator's own, read from files on the server and reloaded
+    /// when they change.
     None,
     /// Issued by the server's local CA (development; clients must trust that CA).
     LocalCa,
@@ -106,6 +107,12 @@ pub struct CreateDomainMappingRequest {
     /// Move the domain from another target of this project.
     #[serde(default)]
     pub force_override: bool,
+    /// With `NONE`: the certificate chain (PEM) file on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_file: Option<String>,
+    /// With `NONE`: its private key (PEM) file on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<String>,
 }
 
 /// One status condition, as Cloud Run reports them.
@@ -358,6 +365,8 @@ impl DomainMappingManifest {
                 },
                 certificate_mode: mode,
                 force_override: m.spec.force_override,
+                certificate_file: None,
+                private_key_file: None,
             },
         })
     }

@@ -35,6 +35,8 @@ pub struct DomainMappingRecord {
     pub target_name: String,
     /// `AUTOMATIC`, `NONE` or `LOCAL_CA`.
     pub certificate_mode: String,
+    /// With `NONE`: the certificate chain file on the server, and its key's.
+    pub certificate_files: Option<(String, String)>,
     /// When it was created (RFC 3339).
     pub created_at: String,
 }
@@ -66,9 +68,18 @@ impl std::fmt::Debug for CertificateRecord {
     }
 }
 
-fn mapping_row(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(String, String, String, String, String, String)> {
+type MappingRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+fn mapping_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MappingRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -76,18 +87,13 @@ fn mapping_row(
         r.get(3)?,
         r.get(4)?,
         r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
     ))
 }
 
 fn mapping(
-    (domain, project, target_kind, target_name, certificate_mode, created_at): (
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-    ),
+    (domain, project, target_kind, target_name, certificate_mode, created_at, cert, key): MappingRow,
 ) -> Result<DomainMappingRecord> {
     Ok(DomainMappingRecord {
         domain,
@@ -97,12 +103,13 @@ fn mapping(
         target_kind,
         target_name,
         certificate_mode,
+        certificate_files: cert.zip(key),
         created_at,
     })
 }
 
-const MAPPING_COLUMNS: &str =
-    "domain, project, target_kind, target_name, certificate_mode, created_at";
+const MAPPING_COLUMNS: &str = "domain, project, target_kind, target_name, certificate_mode, \
+     created_at, certificate_file, private_key_file";
 
 impl Store {
     /// The verification record of `domain` for `project`, created with `make_token()` if absent.
@@ -220,17 +227,21 @@ impl Store {
                 }
             }
             tx.execute(
-                "INSERT INTO domain_mappings (domain, project, target_kind, target_name, certificate_mode, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (domain) DO UPDATE SET \
+                "INSERT INTO domain_mappings (domain, project, target_kind, target_name, certificate_mode, \
+                 created_at, certificate_file, private_key_file) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (domain) DO UPDATE SET \
                  target_kind = excluded.target_kind, target_name = excluded.target_name, \
-                 certificate_mode = excluded.certificate_mode",
+                 certificate_mode = excluded.certificate_mode, \
+                 certificate_file = excluded.certificate_file, private_key_file = excluded.private_key_file",
                 params![
                     m.domain,
                     m.project.as_str(),
                     m.target_kind,
                     m.target_name,
                     m.certificate_mode,
-                    m.created_at
+                    m.created_at,
+                    m.certificate_files.as_ref().map(|f| &f.0),
+                    m.certificate_files.as_ref().map(|f| &f.1),
                 ],
             )?;
             Ok(())

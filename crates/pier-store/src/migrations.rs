@@ -147,6 +147,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         target_kind      TEXT NOT NULL,
         target_name      TEXT NOT NULL,
         certificate_mode TEXT NOT NULL,
+        certificate_file TEXT,
+        private_key_file TEXT,
         created_at       TEXT NOT NULL
     ) STRICT;
 

@@ -56,6 +56,7 @@ fn want(domain: &str, mode: CertificateMode, ready: bool) -> Vec<Wanted> {
         domain: domain.into(),
         mode,
         ready,
+        files: None,
     }]
 }
 

@@ -37,6 +37,9 @@ pub enum ModeArg {
     Automatic,
     /// From the server's local CA (development).
     LocalCa,
+    /// Your own, from --certificate-file and --private-key-file (files on the server, reloaded when
+    /// they change; installation owners only).
+    None,
 }
 
 /// `pier domain-mappings create`.
@@ -57,6 +60,12 @@ pub struct CreateArgs {
     /// Where its certificate comes from.
     #[arg(long, value_enum, default_value_t = ModeArg::Automatic)]
     pub certificate_mode: ModeArg,
+    /// With --certificate-mode none: the certificate chain (PEM) on the server.
+    #[arg(long, requires = "private_key_file")]
+    pub certificate_file: Option<std::path::PathBuf>,
+    /// With --certificate-mode none: its private key (PEM) on the server.
+    #[arg(long, requires = "certificate_file")]
+    pub private_key_file: Option<std::path::PathBuf>,
     /// Move the domain from another service of the project.
     #[arg(long)]
     pub force_override: bool,
@@ -282,6 +291,14 @@ async fn wait_ready(
     }
 }
 
+/// A path as the server must be given it: absolute.
+fn absolute(p: &std::path::Path) -> Result<String> {
+    Ok(std::path::absolute(p)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+        .display()
+        .to_string())
+}
+
 /// Reads a DomainMapping manifest.
 pub fn load(file: &std::path::Path) -> Result<DomainMappingManifest> {
     let text = std::fs::read_to_string(file)
@@ -367,8 +384,11 @@ pub async fn run_mappings(ctx: &Ctx, cmd: DomainMappingsCommand) -> Result<()> {
                 certificate_mode: match args.certificate_mode {
                     ModeArg::Automatic => CertificateMode::Automatic,
                     ModeArg::LocalCa => CertificateMode::LocalCa,
+                    ModeArg::None => CertificateMode::None,
                 },
                 force_override: args.force_override,
+                certificate_file: args.certificate_file.as_deref().map(absolute).transpose()?,
+                private_key_file: args.private_key_file.as_deref().map(absolute).transpose()?,
             };
             let wait = (!args.no_wait).then_some(args.timeout);
             let m = apply(ctx, &ctx.project, &req, wait).await?;

@@ -310,11 +310,34 @@ impl Platform {
             .name
             .parse()
             .map_err(|e| ControlError::Invalid(format!("{e}")))?;
-        if req.certificate_mode == CertificateMode::None {
-            return Err(ControlError::Invalid(
-                "certificate mode NONE (a certificate of your own) is not supported yet: use AUTOMATIC (ACME) or LOCAL_CA".into(),
-            ));
-        }
+        let files = match (
+            req.certificate_mode,
+            &req.certificate_file,
+            &req.private_key_file,
+        ) {
+            (CertificateMode::None, Some(cert), Some(key)) => {
+                for f in [cert, key] {
+                    if !std::path::Path::new(f).is_absolute() {
+                        return Err(ControlError::Invalid(format!(
+                            "{f}: give the certificate files as absolute paths on the server"
+                        )));
+                    }
+                }
+                Some((cert.clone(), key.clone()))
+            }
+            (CertificateMode::None, _, _) => {
+                return Err(ControlError::Invalid(
+                    "certificate mode NONE serves a certificate of your own: give --certificate-file and --private-key-file (PEM files on the server)".into(),
+                ));
+            }
+            (_, None, None) => None,
+            (mode, _, _) => {
+                return Err(ControlError::Invalid(format!(
+                    "--certificate-file and --private-key-file go with --certificate-mode none; mode {} has its certificate issued",
+                    mode.as_str()
+                )));
+            }
+        };
         let (p, s) = (project.clone(), service.clone());
         if self.db(move |st| st.service(&p, &s)).await?.is_none() {
             return Err(not_found_service(project, &service));
@@ -325,6 +348,7 @@ impl Platform {
             target_kind: "service".into(),
             target_name: service.to_string(),
             certificate_mode: req.certificate_mode.as_str().into(),
+            certificate_files: files,
             created_at: String::new(),
         };
         let force = req.force_override;
@@ -434,6 +458,10 @@ impl Platform {
                 domain: m.domain.clone(),
                 mode,
                 ready,
+                files: m
+                    .certificate_files
+                    .as_ref()
+                    .map(|(c, k)| (c.into(), k.into())),
             });
         }
         certs.want(wanted);
