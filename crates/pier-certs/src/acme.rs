@@ -14,7 +14,7 @@ use pier_store::Store;
 use tokio::sync::OnceCell;
 
 use crate::challenges::Challenges;
-use crate::{BoxFuture, IssueError, Issued, Issuer};
+use crate::{BoxFuture, IssueError, Issued, Issuer, RenewalWindow};
 
 /// Let's Encrypt's production directory.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -52,6 +52,8 @@ pub struct AcmeIssuer {
     store: Arc<Store>,
     challenges: Arc<Challenges>,
     account: OnceCell<Account>,
+    /// An HTTP client to use instead of the default one (tests of a fake directory).
+    http: std::sync::Mutex<Option<Box<dyn instant_acme::HttpClient>>>,
 }
 
 impl std::fmt::Debug for AcmeIssuer {
@@ -91,10 +93,26 @@ impl AcmeIssuer {
             store,
             challenges,
             account: OnceCell::new(),
+            http: std::sync::Mutex::new(None),
         }
     }
 
+    /// An issuer that speaks to its directory through `http` (an in-process fake in tests).
+    pub fn with_http_client(
+        config: AcmeConfig,
+        store: Arc<Store>,
+        challenges: Arc<Challenges>,
+        http: Box<dyn instant_acme::HttpClient>,
+    ) -> Self {
+        let this = Self::new(config, store, challenges);
+        *this.http.lock().unwrap_or_else(|p| p.into_inner()) = Some(http);
+        this
+    }
+
     fn builder(&self) -> Result<instant_acme::AccountBuilder, IssueError> {
+        if let Some(http) = self.http.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Ok(Account::builder_with_http(http));
+        }
         match &self.config.ca_file {
             Some(path) => Account::builder_with_root(path).map_err(|e| {
                 IssueError::Unavailable(format!(
@@ -269,4 +287,32 @@ impl Issuer for AcmeIssuer {
             out
         })
     }
+
+    fn renewal_window<'a>(&'a self, chain_pem: &'a str) -> BoxFuture<'a, Option<RenewalWindow>> {
+        Box::pin(async move {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let account = self.account().await.ok()?;
+            let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+                .next()?
+                .ok()?;
+            let id = instant_acme::CertificateIdentifier::try_from(&leaf).ok()?;
+            match account.renewal_info(&id).await {
+                Ok((info, retry)) => Some(RenewalWindow {
+                    start: info.suggested_window.start.into(),
+                    end: info.suggested_window.end.into(),
+                    // RFC 9773 §4.3.2: clamp the CA's hint to something sane.
+                    ask_again: retry.clamp(Duration::from_secs(60), Duration::from_secs(86_400)),
+                }),
+                Err(instant_acme::Error::Unsupported(_)) => None,
+                Err(e) => {
+                    tracing::debug!(directory = %self.config.directory, "no renewal information: {e}");
+                    None
+                }
+            }
+        })
+    }
 }
+
+#[cfg(test)]
+mod tests;

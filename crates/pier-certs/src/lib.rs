@@ -62,6 +62,17 @@ pub enum IssueError {
 /// A boxed future, for the object-safe [`Issuer`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A CA's suggested renewal window for a certificate (ACME Renewal Information, RFC 9773 §4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RenewalWindow {
+    /// Renew no earlier than this.
+    pub start: SystemTime,
+    /// Renew before this.
+    pub end: SystemTime,
+    /// When to ask again (the CA's `Retry-After`, RFC 9773 §4.3.2).
+    pub ask_again: Duration,
+}
+
 /// Issues certificates for single domain names.
 pub trait Issuer: Send + Sync + 'static {
     /// Who issues (stored beside each certificate: the ACME directory URL, or `local-ca`).
@@ -69,6 +80,12 @@ pub trait Issuer: Send + Sync + 'static {
 
     /// A certificate for `domain`. May take seconds (ACME validation).
     fn issue<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Issued, IssueError>>;
+
+    /// The issuer's suggested renewal window for a certificate it issued (`chain_pem`, leaf first), when
+    /// it offers one; `None` otherwise (then a third of the lifetime left is the rule).
+    fn renewal_window<'a>(&'a self, _chain_pem: &'a str) -> BoxFuture<'a, Option<RenewalWindow>> {
+        Box::pin(async { None })
+    }
 }
 
 /// The validity of the first certificate of a PEM chain.

@@ -80,17 +80,28 @@ struct Entry {
     /// Mode `NONE`: the files, and their modification times when last loaded.
     files: Option<(PathBuf, PathBuf)>,
     files_stamp: Option<(SystemTime, SystemTime)>,
+    /// The served chain (PEM), to ask the CA about.
+    chain_pem: Option<Arc<str>>,
+    /// The CA's renewal window for it, if it offers one (RFC 9773).
+    window: Option<(SystemTime, SystemTime)>,
+    /// When to ask the CA for the window (again), and whether a question is under way.
+    window_next: Option<SystemTime>,
+    window_in_flight: bool,
 }
 
 impl Entry {
-    /// When this domain next needs an order, if it does.
-    fn due(&self) -> Option<SystemTime> {
+    /// When this domain next needs an order, if it does: inside the CA's renewal window when it gave
+    /// one, else at a third of the lifetime left.
+    fn due(&self, now: SystemTime) -> Option<SystemTime> {
         if !self.ready || self.mode == CertificateMode::None || self.in_flight {
             return None;
         }
-        let renew = match self.cert {
-            Some((from, to)) => schedule::renew_at(from, to, self.jitter),
-            None => SystemTime::UNIX_EPOCH,
+        let renew = match (self.cert, self.window) {
+            (Some(_), Some((start, end))) => {
+                schedule::renew_in_window(start, end, now, self.jitter)
+            }
+            (Some((from, to)), None) => schedule::renew_at(from, to, self.jitter),
+            (None, _) => SystemTime::UNIX_EPOCH,
         };
         Some(match self.retry_at {
             Some(r) => r.max(renew),
@@ -156,6 +167,7 @@ impl CertManager {
                 Ok(()) => {
                     let e = entries.entry(c.domain.clone()).or_default();
                     e.cert = Some((from_unix(c.not_before), from_unix(c.not_after)));
+                    e.chain_pem = Some(c.chain_pem.as_str().into());
                     e.jitter = fastrand::f64();
                     n += 1;
                 }
@@ -245,10 +257,15 @@ impl CertManager {
             let now = SystemTime::now();
             let mut next = now + TICK;
             let mut start = Vec::new();
+            let mut ask = Vec::new();
             {
                 let mut entries = self.entries();
                 for (domain, e) in entries.iter_mut() {
-                    let Some(due) = e.due() else { continue };
+                    if let Some(pem) = self.window_question(e, now) {
+                        e.window_in_flight = true;
+                        ask.push((domain.clone(), pem));
+                    }
+                    let Some(due) = e.due(now) else { continue };
                     if due <= now {
                         e.in_flight = true;
                         start.push((domain.clone(), e.mode));
@@ -261,6 +278,10 @@ impl CertManager {
                 let this = self.clone();
                 tokio::spawn(async move { this.renew(domain, mode).await });
             }
+            for (domain, pem) in ask {
+                let this = self.clone();
+                tokio::spawn(async move { this.ask_window(domain, pem).await });
+            }
             let sleep = next
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO)
@@ -271,6 +292,37 @@ impl CertManager {
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }
+    }
+
+    /// The chain to ask the ACME CA about, when `e`'s renewal window is due a (new) look.
+    fn window_question(&self, e: &Entry, now: SystemTime) -> Option<Arc<str>> {
+        if e.mode != CertificateMode::Automatic || e.window_in_flight || self.acme.is_none() {
+            return None;
+        }
+        let pem = e.chain_pem.clone()?;
+        e.window_next.is_none_or(|t| t <= now).then_some(pem)
+    }
+
+    async fn ask_window(self: Arc<Self>, domain: String, pem: Arc<str>) {
+        let Some(acme) = self.acme.clone() else {
+            return;
+        };
+        let window = acme.renewal_window(&pem).await;
+        let mut entries = self.entries();
+        if let Some(e) = entries.get_mut(&domain) {
+            e.window_in_flight = false;
+            // A CA without renewal information is asked again a day later (it may add it).
+            let again = window.map_or(Duration::from_secs(86_400), |w| w.ask_again);
+            e.window_next = Some(SystemTime::now() + again);
+            if e.chain_pem.as_deref() == Some(&*pem) {
+                e.window = window.map(|w| (w.start, w.end));
+            }
+            if let Some(w) = window {
+                tracing::debug!(%domain, start = ?w.start, end = ?w.end, "the CA's renewal window");
+            }
+        }
+        drop(entries);
+        self.wake.notify_one();
     }
 
     /// Serves the files of mode-`NONE` domains, again when their modification time changes. A file that
@@ -425,6 +477,10 @@ impl CertManager {
         self.resolver.set_exact(domain, ck);
         if let Some(e) = self.entries().get_mut(domain) {
             e.cert = Some((issued.not_before, issued.not_after));
+            // A new certificate: its own renewal window is asked for.
+            e.chain_pem = Some(record.chain_pem.as_str().into());
+            e.window = None;
+            e.window_next = None;
         }
         Ok(())
     }

@@ -154,24 +154,28 @@ fn due_follows_the_schedule() {
         ..Entry::default()
     };
     assert_eq!(
-        e.due(),
+        e.due(now),
         Some(SystemTime::UNIX_EPOCH),
         "no certificate: at once"
     );
     e.cert = Some((now, now + Duration::from_secs(300)));
-    assert_eq!(e.due(), Some(now + Duration::from_secs(200)));
+    assert_eq!(e.due(now), Some(now + Duration::from_secs(200)));
+    // The CA's renewal window wins over the third-of-lifetime rule.
+    e.window = Some((now + Duration::from_secs(50), now + Duration::from_secs(60)));
+    assert_eq!(e.due(now), Some(now + Duration::from_secs(50)));
+    e.window = None;
     e.retry_at = Some(now + Duration::from_secs(1000));
     assert_eq!(
-        e.due(),
+        e.due(now),
         Some(now + Duration::from_secs(1000)),
         "a back-off is respected"
     );
     e.in_flight = true;
-    assert_eq!(e.due(), None);
+    assert_eq!(e.due(now), None);
     e.in_flight = false;
     e.ready = false;
-    assert_eq!(e.due(), None);
+    assert_eq!(e.due(now), None);
     e.ready = true;
     e.mode = CertificateMode::None;
-    assert_eq!(e.due(), None);
+    assert_eq!(e.due(now), None);
 }

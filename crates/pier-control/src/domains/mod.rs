@@ -26,6 +26,7 @@ use pier_store::{DomainMappingRecord, DomainVerificationRecord};
 use super::*;
 
 pub mod dns;
+mod views;
 pub use dns::Dns;
 
 /// What a mapped domain's DNS should say, from the server's settings (`--public-ipv4`, `--public-ipv6`,
@@ -129,7 +130,7 @@ fn verification_view(
     }
 }
 
-fn rfc3339(t: std::time::SystemTime) -> String {
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     let secs = t
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -250,7 +251,7 @@ impl Platform {
         tracing::info!(%project, %domain, method, "domain verified");
         // Mappings waiting on it can now be routed.
         self.publish_routes().await?;
-        self.check_domains().await?;
+        self.check_domains_looking_at(Some(&domain)).await?;
         let by = verified_by(&all, project, &domain);
         Ok(verification_view(
             project,
@@ -362,7 +363,7 @@ impl Platform {
         self.publish_locked().await?;
         drop(_guard);
         tracing::info!(%project, %domain, %service, "mapped domain");
-        self.check_domains().await?;
+        self.check_domains_looking_at(Some(&domain)).await?;
         self.changed();
         self.domain_mapping(project, &domain).await
     }
@@ -414,7 +415,7 @@ impl Platform {
         self.publish_locked().await?;
         drop(_guard);
         self.pointing().remove(&domain);
-        self.check_domains().await?;
+        self.check_domains_looking_at(Some(&domain)).await?;
         self.changed();
         tracing::info!(%project, %domain, "deleted domain mapping");
         Ok(())
@@ -428,6 +429,12 @@ impl Platform {
     /// certificate manager which domains should have one. Run after every mapping change and
     /// periodically by the server.
     pub async fn check_domains(&self) -> Result<()> {
+        self.check_domains_looking_at(None).await
+    }
+
+    /// [`Platform::check_domains`], looking in DNS only at `only` (after a change to one domain: the
+    /// others keep what the last periodic look found, so one call never waits on many look-ups).
+    async fn check_domains_looking_at(&self, only: Option<&str>) -> Result<()> {
         let Some(certs) = &self.domains.certificates else {
             return Ok(());
         };
@@ -450,9 +457,16 @@ impl Platform {
                 && let Some(dns) = &self.domains.dns
                 && !matches!(certs.status(&m.domain), CertStatus::Ready { .. })
             {
-                let pointing = self.look_where(dns, &m.domain).await;
+                let cached = self.pointing().get(&m.domain).cloned();
+                let pointing = match (only, cached) {
+                    (Some(d), Some(known)) if d != m.domain => known,
+                    _ => {
+                        let p = self.look_where(dns, &m.domain).await;
+                        self.pointing().insert(m.domain.clone(), p.clone());
+                        p
+                    }
+                };
                 ready = matches!(pointing, Pointing::Here);
-                self.pointing().insert(m.domain.clone(), pointing);
             }
             wanted.push(Wanted {
                 domain: m.domain.clone(),
@@ -492,151 +506,9 @@ impl Platform {
             Err(e) => Pointing::Unknown(e),
         }
     }
-
-    fn mapping_view(
-        &self,
-        m: &DomainMappingRecord,
-        verifs: &[DomainVerificationRecord],
-        services: &[ServiceRecord],
-    ) -> DomainMappingView {
-        let mode = CertificateMode::parse(&m.certificate_mode).unwrap_or_default();
-        let records = self.domains.expected.records(&m.domain);
-        let routable = if verified_by(verifs, &m.project, &m.domain).is_none() {
-            Condition::not(
-                "DomainRoutable",
-                "False",
-                "PermissionDenied",
-                format!(
-                    "domain {} is not verified for project {}: run `pier domains verify {}` and create the TXT record it prints",
-                    m.domain, m.project, m.domain
-                ),
-            )
-        } else if !target_exists(m, services) {
-            Condition::not(
-                "DomainRoutable",
-                "False",
-                "RouteMissing",
-                format!(
-                    "{} {} does not exist in project {}: deploy it, or map the domain elsewhere with --force-override",
-                    m.target_kind, m.target_name, m.project
-                ),
-            )
-        } else {
-            let certified = self
-                .domains
-                .certificates
-                .as_ref()
-                .is_some_and(|c| matches!(c.status(&m.domain), CertStatus::Ready { .. }));
-            match self.pointing().get(&m.domain) {
-                _ if certified => Condition::ok("DomainRoutable"),
-                None | Some(Pointing::Here) => Condition::ok("DomainRoutable"),
-                Some(Pointing::Elsewhere { found, want }) => Condition::not(
-                    "DomainRoutable",
-                    "False",
-                    "DnsNotPointing",
-                    format!(
-                        "{} resolves to {} but should resolve to {}: create {}",
-                        m.domain,
-                        if found.is_empty() {
-                            "nothing".to_owned()
-                        } else {
-                            join(found)
-                        },
-                        join(want),
-                        records
-                            .iter()
-                            .map(|r| format!("{} {} {}", r.name, r.kind, r.rrdata))
-                            .collect::<Vec<_>>()
-                            .join(" and ")
-                    ),
-                ),
-                Some(Pointing::Unknown(why)) => Condition::not(
-                    "DomainRoutable",
-                    "Unknown",
-                    "DnsNotPointing",
-                    format!("cannot tell where {} points yet: {why}", m.domain),
-                ),
-            }
-        };
-        let mut expires = None;
-        let cert = match self
-            .domains
-            .certificates
-            .as_ref()
-            .map(|c| c.status(&m.domain))
-        {
-            Some(CertStatus::Ready {
-                not_after,
-                renewal_error,
-            }) => {
-                expires = Some(rfc3339(not_after));
-                match renewal_error {
-                    None => Condition::ok("CertificateProvisioned"),
-                    Some(e) => Condition {
-                        message: format!("serving; the last renewal failed: {e}"),
-                        ..Condition::ok("CertificateProvisioned")
-                    },
-                }
-            }
-            Some(CertStatus::Failed {
-                reason,
-                message,
-                retry_at,
-            }) => Condition::not(
-                "CertificateProvisioned",
-                "False",
-                reason,
-                format!("{message} (next try at {})", rfc3339(retry_at)),
-            ),
-            Some(CertStatus::Pending) => Condition::not(
-                "CertificateProvisioned",
-                "Unknown",
-                "CertificatePending",
-                "the certificate is being issued",
-            ),
-            _ => Condition::not(
-                "CertificateProvisioned",
-                "Unknown",
-                "CertificatePending",
-                "the certificate is ordered once the domain is routable",
-            ),
-        };
-        let ready = if routable.is_true() && cert.is_true() {
-            Condition::ok("Ready")
-        } else {
-            let first = if routable.is_true() { &cert } else { &routable };
-            let status = if routable.status == "False" || cert.status == "False" {
-                "False"
-            } else {
-                "Unknown"
-            };
-            Condition::not("Ready", status, &first.reason, first.message.clone())
-        };
-        DomainMappingView {
-            domain: m.domain.clone(),
-            project: m.project.to_string(),
-            target: pier_model::domains::MappingTarget {
-                kind: m.target_kind.clone(),
-                name: m.target_name.clone(),
-            },
-            certificate_mode: mode,
-            url: self.scheme.url(&m.domain),
-            conditions: vec![ready, routable, cert],
-            resource_records: records,
-            certificate_expires: expires,
-            created_at: m.created_at.clone(),
-        }
-    }
 }
 
-fn join(ips: &[IpAddr]) -> String {
-    ips.iter()
-        .map(IpAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn target_exists(m: &DomainMappingRecord, services: &[ServiceRecord]) -> bool {
+pub(crate) fn target_exists(m: &DomainMappingRecord, services: &[ServiceRecord]) -> bool {
     m.target_kind == "service"
         && services
             .iter()
