@@ -167,6 +167,19 @@ pub(crate) async fn create_mapping(
         _ => Resource::Project(project.clone()),
     };
     require(&s, &who, Permission::ServicesWrite, target)?;
+    // Moving a domain away from another service needs the right to change that one too.
+    if let Ok(existing) = s.platform.domain_mapping(&project, &req.domain).await
+        && existing.target != req.target
+        && existing.target.kind == "service"
+        && let Ok(from) = existing.target.name.parse()
+    {
+        require(
+            &s,
+            &who,
+            Permission::ServicesWrite,
+            Resource::Service(project.clone(), from),
+        )?;
+    }
     if req.certificate_file.is_some() || req.private_key_file.is_some() {
         // The server reads those files with its own rights.
         require(&s, &who, Permission::InstallationSetIamPolicy, Resource::Installation).map_err(

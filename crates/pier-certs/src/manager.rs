@@ -87,6 +87,11 @@ struct Entry {
     /// When to ask the CA for the window (again), and whether a question is under way.
     window_next: Option<SystemTime>,
     window_in_flight: bool,
+    /// The certificate served came from another source (the mode changed): order now, and keep
+    /// serving it until the new one is in place.
+    replace: bool,
+    /// Whether `want` has named this domain's mode (certificates loaded at start wait for it).
+    configured: bool,
 }
 
 impl Entry {
@@ -97,6 +102,7 @@ impl Entry {
             return None;
         }
         let renew = match (self.cert, self.window) {
+            (Some(_), _) if self.replace => SystemTime::UNIX_EPOCH,
             (Some(_), Some((start, end))) => {
                 schedule::renew_in_window(start, end, now, self.jitter)
             }
@@ -206,12 +212,14 @@ impl CertManager {
             if e.files != w.files {
                 e.files_stamp = None;
             }
-            if e.mode != w.mode {
-                // A new source: what the old one issued does not count.
+            if e.mode != w.mode && e.configured {
+                // A new source: what the old one issued is replaced (and serves until then).
                 e.retry_at = None;
                 e.failures = 0;
                 e.last_error = None;
+                e.replace = e.cert.is_some() && w.mode != CertificateMode::None;
             }
+            e.configured = true;
             e.mode = w.mode;
             e.ready = w.ready;
             e.files = w.files;
@@ -296,7 +304,12 @@ impl CertManager {
 
     /// The chain to ask the ACME CA about, when `e`'s renewal window is due a (new) look.
     fn window_question(&self, e: &Entry, now: SystemTime) -> Option<Arc<str>> {
-        if e.mode != CertificateMode::Automatic || e.window_in_flight || self.acme.is_none() {
+        if !e.configured
+            || e.mode != CertificateMode::Automatic
+            || e.window_in_flight
+            || e.in_flight
+            || self.acme.is_none()
+        {
             return None;
         }
         let pem = e.chain_pem.clone()?;
@@ -307,15 +320,24 @@ impl CertManager {
         let Some(acme) = self.acme.clone() else {
             return;
         };
-        let window = acme.renewal_window(&pem).await;
+        // Within the orders' limit: a restart does not ask the CA about every certificate at once.
+        let window = {
+            let _permit = self.orders.clone().acquire_owned().await;
+            acme.renewal_window(&pem).await
+        };
         let mut entries = self.entries();
         if let Some(e) = entries.get_mut(&domain) {
             e.window_in_flight = false;
             // A CA without renewal information is asked again a day later (it may add it).
             let again = window.map_or(Duration::from_secs(86_400), |w| w.ask_again);
             e.window_next = Some(SystemTime::now() + again);
+            // A window that ends before the certificate began (an answer about an older one) would
+            // renew at once, again and again: only a window inside the certificate's life counts.
+            let began = e.cert.map(|(from, _)| from);
             if e.chain_pem.as_deref() == Some(&*pem) {
-                e.window = window.map(|w| (w.start, w.end));
+                e.window = window
+                    .filter(|w| began.is_none_or(|b| w.end > b))
+                    .map(|w| (w.start, w.end));
             }
             if let Some(w) = window {
                 tracing::debug!(%domain, start = ?w.start, end = ?w.end, "the CA's renewal window");
@@ -421,6 +443,7 @@ impl CertManager {
                 match &result {
                     Ok(took) => {
                         tracing::info!(%domain, millis = took.as_millis() as u64, "certificate issued and serving");
+                        e.replace = false;
                         e.failures = 0;
                         e.last_error = None;
                         e.retry_at = None;
@@ -468,12 +491,18 @@ impl CertManager {
             IssueError::Refused(format!("the CA's certificate cannot be served: {e}"))
         })?;
         let r = record.clone();
-        self.store
+        let stored = self
+            .store
             .call(move |s| s.put_certificate(&r))
             .await
             .map_err(|e| {
                 IssueError::Unavailable(format!("the certificate could not be stored: {e}"))
             })?;
+        if !stored {
+            return Err(IssueError::Refused(format!(
+                "{domain} was unmapped while its certificate was issued; the certificate is dropped"
+            )));
+        }
         self.resolver.set_exact(domain, ck);
         if let Some(e) = self.entries().get_mut(domain) {
             e.cert = Some((issued.not_before, issued.not_after));

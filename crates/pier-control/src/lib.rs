@@ -117,6 +117,8 @@ pub struct Platform {
     domains: domains::DomainConfig,
     /// Where each mapped domain pointed at the last look.
     pointing: Mutex<HashMap<String, domains::Pointing>>,
+    /// One look at the domains at a time, so an older look never tells the certificates last.
+    domain_checks: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -172,6 +174,7 @@ impl Platform {
             image_ops: tokio::sync::RwLock::new(()),
             domains,
             pointing: Mutex::new(HashMap::new()),
+            domain_checks: tokio::sync::Mutex::new(()),
         })
     }
 

@@ -45,6 +45,8 @@ impl Platform {
         }
         self.logs.remove(project, name);
         self.identity.blocking(|id| id.reload()).await?;
+        // Its mapped domains stop asking for certificates (they say RouteMissing).
+        self.check_domains().await?;
         self.changed();
         tracing::info!(project = %project, service = %name, "deleted service");
         Ok(())

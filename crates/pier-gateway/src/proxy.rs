@@ -76,7 +76,10 @@ pub async fn handle(
         && let Some(answer) = acme_challenge(&gw, &parts)
     {
         Ok(answer)
-    } else if scheme == Scheme::HttpRedirect {
+    } else if scheme == Scheme::HttpRedirect
+        || (scheme == Scheme::HttpServe && is_mapped_domain(&gw, &parts))
+    {
+        // A mapped domain is never served in clear, even with --http-serve: its callers' tokens would be.
         redirect(&gw, &parts)
     } else {
         tracing::Instrument::instrument(proxy(&gw, peer, &fwd, parts, &mut body, &mut routed), span)
@@ -164,6 +167,14 @@ fn acme_challenge(gw: &Gateway, req: &Parts) -> Option<Response<GatewayBody>> {
         HeaderValue::from_static("application/octet-stream"),
     );
     Some(resp)
+}
+
+/// Whether the request's host is a mapped domain.
+fn is_mapped_domain(gw: &Gateway, req: &Parts) -> bool {
+    request_host(req)
+        .and_then(normalize_host)
+        .and_then(|h| gw.routes.load().get(h.as_ref()).map(|r| r.mapped_domain))
+        .unwrap_or(false)
 }
 
 fn redirect(gw: &Gateway, req: &Parts) -> Result<Response<GatewayBody>, ProxyError> {

@@ -198,8 +198,10 @@ impl Store {
         .collect()
     }
 
-    /// Records a mapping of `m.domain`. Another project's mapping of it is a conflict; this project's
-    /// mapping to another target is one too, unless `force` (then it moves).
+    /// Records a mapping of `m.domain`. Another project's mapping of it is a conflict while that project
+    /// has proven the domain; a mapping by a project that never proved it gives way to one that has (so
+    /// nobody squats on a domain they do not own). This project's mapping to another target is a
+    /// conflict too, unless `force` (then it moves).
     pub fn put_domain_mapping(&self, m: &DomainMappingRecord, force: bool) -> Result<()> {
         self.write(|tx| {
             let existing = tx
@@ -213,13 +215,29 @@ impl Store {
                 .transpose()?;
             if let Some(e) = existing {
                 if e.project != m.project {
-                    return Err(StoreError::Conflict(format!(
-                        "domain {} is mapped by another project: it must delete its mapping first",
-                        m.domain
-                    )));
-                }
-                let same = e.target_kind == m.target_kind && e.target_name == m.target_name;
-                if !same && !force {
+                    let proven = |p: &ProjectName| -> Result<bool> {
+                        Ok(tx
+                            .query_row(
+                                "SELECT 1 FROM domain_verifications WHERE project = ?1 \
+                                 AND verified_at IS NOT NULL \
+                                 AND (domain = ?2 OR ?2 LIKE '%.' || domain) LIMIT 1",
+                                params![p.as_str(), m.domain],
+                                |_| Ok(()),
+                            )
+                            .optional()?
+                            .is_some())
+                    };
+                    if proven(&e.project)? || !proven(&m.project)? {
+                        return Err(StoreError::Conflict(format!(
+                            "domain {} is mapped by another project: it must delete its mapping first (a project that has not verified the domain gives it up to one that has: `pier domains verify {}`)",
+                            m.domain, m.domain
+                        )));
+                    }
+                    tx.execute("DELETE FROM domain_mappings WHERE domain = ?1", [&m.domain])?;
+                    tx.execute("DELETE FROM certificates WHERE domain = ?1", [&m.domain])?;
+                } else if !force
+                    && (e.target_kind != m.target_kind || e.target_name != m.target_name)
+                {
                     return Err(StoreError::Conflict(format!(
                         "domain {} already maps to {} {}: pass --force-override to move it",
                         m.domain, e.target_kind, e.target_name
@@ -275,9 +293,21 @@ impl Store {
         })
     }
 
-    /// Stores (or replaces) the certificate of a domain.
-    pub fn put_certificate(&self, c: &CertificateRecord) -> Result<()> {
+    /// Stores (or replaces) the certificate of a domain, if the domain is still mapped; returns whether
+    /// it was stored (a mapping deleted while its order ran keeps no certificate).
+    pub fn put_certificate(&self, c: &CertificateRecord) -> Result<bool> {
         self.write(|tx| {
+            let mapped = tx
+                .query_row(
+                    "SELECT 1 FROM domain_mappings WHERE domain = ?1",
+                    [&c.domain],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !mapped {
+                return Ok(false);
+            }
             tx.execute(
                 "INSERT INTO certificates (domain, chain_pem, key_pem, not_before, not_after, issuer, issued_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (domain) DO UPDATE SET \
@@ -285,7 +315,7 @@ impl Store {
                  not_after = excluded.not_after, issuer = excluded.issuer, issued_at = excluded.issued_at",
                 params![c.domain, c.chain_pem, c.key_pem, c.not_before, c.not_after, c.issuer, now()],
             )?;
-            Ok(())
+            Ok(true)
         })
     }
 

@@ -456,3 +456,66 @@ async fn the_async_face_answers_what_the_calls_answer() {
         .unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
+
+#[test]
+fn a_domain_goes_to_the_project_that_proved_it_and_its_certificate_only_while_mapped() {
+    let s = store();
+    let other: ProjectName = "other".parse().unwrap();
+    s.ensure_project(&other, || "def456".into()).unwrap();
+    let mapping = |project: &ProjectName, target: &str| DomainMappingRecord {
+        domain: "shop.example.com".into(),
+        project: project.clone(),
+        target_kind: "service".into(),
+        target_name: target.into(),
+        certificate_mode: "AUTOMATIC".into(),
+        certificate_files: None,
+        created_at: "now".into(),
+    };
+    let cert = CertificateRecord {
+        domain: "shop.example.com".into(),
+        chain_pem: "chain".into(),
+        key_pem: "key".into(),
+        not_before: 0,
+        not_after: 1,
+        issuer: "test".into(),
+    };
+    assert!(
+        !s.put_certificate(&cert).unwrap(),
+        "no mapping, no certificate"
+    );
+    // A project that never proved the domain maps it first...
+    s.put_domain_mapping(&mapping(&other, "squat"), false)
+        .unwrap();
+    assert!(s.put_certificate(&cert).unwrap());
+    // ...another that has not proved it either cannot take it...
+    let e = s
+        .put_domain_mapping(&mapping(&p(), "shop"), false)
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+    // ...but one that proved a parent domain does, and the squatter's certificate goes with it.
+    s.domain_verification(&p(), "example.com", || "t".into())
+        .unwrap();
+    s.mark_domain_verified(&p(), "example.com", "dns").unwrap();
+    s.put_domain_mapping(&mapping(&p(), "shop"), false).unwrap();
+    let now = s.domain_mappings(None).unwrap();
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].project, p());
+    assert!(s.certificates().unwrap().is_empty());
+    // The owner keeps it against everyone, and within the project it moves only with force.
+    s.domain_verification(&other, "shop.example.com", || "u".into())
+        .unwrap();
+    s.mark_domain_verified(&other, "shop.example.com", "dns")
+        .unwrap();
+    let e = s
+        .put_domain_mapping(&mapping(&other, "squat"), true)
+        .unwrap_err();
+    assert!(e.to_string().contains("another project"), "{e}");
+    let e = s
+        .put_domain_mapping(&mapping(&p(), "web"), false)
+        .unwrap_err();
+    assert!(e.to_string().contains("--force-override"), "{e}");
+    s.put_domain_mapping(&mapping(&p(), "web"), true).unwrap();
+    assert_eq!(s.domain_mappings(Some(&p())).unwrap()[0].target_name, "web");
+    assert!(s.delete_domain_mapping(&p(), "shop.example.com").unwrap());
+    assert!(!s.delete_domain_mapping(&p(), "shop.example.com").unwrap());
+}

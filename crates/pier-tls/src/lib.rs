@@ -358,9 +358,12 @@ impl SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let acme = hello
-            .alpn()
-            .is_some_and(|mut protos| protos.any(|p| p == ACME_TLS_ALPN));
+        // A validator offers acme-tls/1 alone (RFC 8737 §3); a client that offers it beside others is
+        // an ordinary client and gets the ordinary certificate.
+        let acme = hello.alpn().is_some_and(|protos| {
+            let offered: Vec<&[u8]> = protos.collect();
+            offered == [ACME_TLS_ALPN]
+        });
         if acme {
             let name = hello.server_name()?;
             return self.challenges.as_ref()?.tls_alpn01(name);

@@ -51,6 +51,26 @@ async fn until(
     panic!("status of {domain} stayed {:?}", manager.status(domain));
 }
 
+/// Records a mapping of `domain` (certificates are stored only for mapped domains).
+fn map(store: &Store, domain: &str) {
+    let project: pier_model::ProjectName = "default".parse().unwrap();
+    store.ensure_project(&project, || "abc123".into()).unwrap();
+    store
+        .put_domain_mapping(
+            &pier_store::DomainMappingRecord {
+                domain: domain.into(),
+                project,
+                target_kind: "service".into(),
+                target_name: "shop".into(),
+                certificate_mode: "AUTOMATIC".into(),
+                certificate_files: None,
+                created_at: String::new(),
+            },
+            true,
+        )
+        .unwrap();
+}
+
 fn want(domain: &str, mode: CertificateMode, ready: bool) -> Vec<Wanted> {
     vec![Wanted {
         domain: domain.into(),
@@ -66,6 +86,7 @@ async fn a_ready_domain_gets_a_stored_served_certificate_and_an_unready_one_wait
     let m = CertManager::new(store.clone(), resolver.clone(), None, local);
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(m.clone().run(stopped));
+    map(&store, "shop.example.com");
     m.want(want("shop.example.com", CertificateMode::LocalCa, false));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(m.status("shop.example.com"), CertStatus::Waiting);
@@ -100,6 +121,7 @@ async fn a_ca_that_is_down_backs_off_and_says_why_and_a_stored_certificate_keeps
     let m = CertManager::new(store.clone(), resolver.clone(), Some(down.clone()), local);
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(m.clone().run(stopped));
+    map(&store, "new.example.com");
     m.want(want("new.example.com", CertificateMode::Automatic, true));
     let s = until(&m, "new.example.com", |s| {
         matches!(s, CertStatus::Failed { .. })
@@ -124,23 +146,27 @@ async fn a_ca_that_is_down_backs_off_and_says_why_and_a_stored_certificate_keeps
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(down.0.load(Ordering::SeqCst), 1);
 
-    // A domain whose certificate (from the local CA) is stored, switched to a CA that is down: its
-    // certificate keeps serving while nothing is due; the failing source is not asked until renewal.
+    // A domain whose certificate (from the local CA) is stored, switched to a CA that is down: a new
+    // certificate is ordered at once, fails, and the old one keeps serving meanwhile, with the reason.
+    map(&store, "old.example.com");
     m.want(want("old.example.com", CertificateMode::LocalCa, true));
     until(&m, "old.example.com", |s| {
         matches!(s, CertStatus::Ready { .. })
     })
     .await;
     m.want(want("old.example.com", CertificateMode::Automatic, true));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(resolver.has("old.example.com"));
-    assert!(matches!(
-        m.status("old.example.com"),
-        CertStatus::Ready {
-            renewal_error: None,
-            ..
-        }
-    ));
+    let s = until(&m, "old.example.com", |s| {
+        matches!(
+            s,
+            CertStatus::Ready {
+                renewal_error: Some(_),
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(resolver.has("old.example.com"), "{s:?}");
+    assert_eq!(down.0.load(Ordering::SeqCst), 2);
     stop.send_replace(true);
 }
 

@@ -404,9 +404,7 @@ pub async fn run_mappings(ctx: &Ctx, cmd: DomainMappingsCommand) -> Result<()> {
                 .project
                 .clone()
                 .unwrap_or_else(|| ctx.project.clone());
-            let mut req = manifest.request;
-            // A manifest says what should be: the domain moves to its target.
-            req.force_override = true;
+            let req = manifest.request;
             let m = apply(ctx, &project, &req, (!no_wait).then_some(timeout)).await?;
             print_result(ctx, &m)?;
         }

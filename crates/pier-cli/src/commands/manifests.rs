@@ -183,9 +183,7 @@ pub async fn deploy_path(ctx: &Ctx, path: &Path) -> Result<Vec<(ServiceName, Str
     for file in mappings {
         let m = super::domains::load(&file)?;
         let project = m.project.clone().unwrap_or_else(|| ctx.project.clone());
-        let mut req = m.request;
-        req.force_override = true;
-        let view = super::domains::apply(ctx, &project, &req, None).await?;
+        let view = super::domains::apply(ctx, &project, &m.request, None).await?;
         eprintln!(
             "Domain {} maps to {} [{}]; `pier domain-mappings describe --domain {}` shows its certificate",
             view.domain, view.target.kind, view.target.name, view.domain

@@ -217,10 +217,11 @@ impl Platform {
                 ));
             };
             let name = challenge_record(&domain);
-            let found = dns
-                .txt(&name)
-                .await
-                .map_err(|e| ControlError::Invalid(format!("cannot check the TXT record: {e}")))?;
+            let found = dns.txt(&name).await.map_err(|e| {
+                ControlError::Invalid(format!(
+                    "cannot look up the TXT record ({e}): check that this server reaches DNS (pier server --dns-server ADDR:PORT names another resolver), then run `pier domains verify {domain}` again"
+                ))
+            })?;
             if !found.iter().any(|v| v.trim() == record.token) {
                 let seen = if found.is_empty() {
                     "it has no TXT record yet".to_owned()
@@ -438,46 +439,60 @@ impl Platform {
         let Some(certs) = &self.domains.certificates else {
             return Ok(());
         };
-        let (maps, verifs, services) = self
-            .db(|s| {
-                Ok((
-                    s.domain_mappings(None)?,
-                    s.domain_verifications(None)?,
-                    s.services(None)?,
-                ))
-            })
-            .await?;
-        let mut wanted = Vec::new();
-        for m in &maps {
-            let mode = CertificateMode::parse(&m.certificate_mode).unwrap_or_default();
-            let verified = verified_by(&verifs, &m.project, &m.domain).is_some();
-            let routed = target_exists(m, &services);
-            let mut ready = verified && routed;
-            if ready
-                && let Some(dns) = &self.domains.dns
-                && !matches!(certs.status(&m.domain), CertStatus::Ready { .. })
-            {
-                let cached = self.pointing().get(&m.domain).cloned();
-                let pointing = match (only, cached) {
-                    (Some(d), Some(known)) if d != m.domain => known,
-                    _ => {
-                        let p = self.look_where(dns, &m.domain).await;
-                        self.pointing().insert(m.domain.clone(), p.clone());
-                        p
-                    }
-                };
-                ready = matches!(pointing, Pointing::Here);
+        let _one_at_a_time = self.domain_checks.lock().await;
+        let read = |s: &Store| {
+            Ok((
+                s.domain_mappings(None)?,
+                s.domain_verifications(None)?,
+                s.services(None)?,
+            ))
+        };
+        let (maps, verifs, services) = self.db(read).await?;
+        // Where the domains without a certificate point: all of them at once (bounded by the resolver),
+        // or, after a change to one domain, that one only (the others keep the last periodic look).
+        if let Some(dns) = &self.domains.dns {
+            let to_look: Vec<&str> = maps
+                .iter()
+                .filter(|m| {
+                    verified_by(&verifs, &m.project, &m.domain).is_some()
+                        && target_exists(m, &services)
+                        && !matches!(certs.status(&m.domain), CertStatus::Ready { .. })
+                        && only.is_none_or(|d| d == m.domain)
+                })
+                .map(|m| m.domain.as_str())
+                .collect();
+            for chunk in to_look.chunks(16) {
+                let looks = chunk
+                    .iter()
+                    .map(|d| async move { (*d, self.look_where(dns, d).await) });
+                for (d, p) in futures_util::future::join_all(looks).await {
+                    self.pointing().insert(d.to_owned(), p);
+                }
             }
-            wanted.push(Wanted {
-                domain: m.domain.clone(),
-                mode,
-                ready,
-                files: m
-                    .certificate_files
-                    .as_ref()
-                    .map(|(c, k)| (c.into(), k.into())),
-            });
         }
+        let wanted = maps
+            .iter()
+            .map(|m| {
+                let mode = CertificateMode::parse(&m.certificate_mode).unwrap_or_default();
+                let routable = verified_by(&verifs, &m.project, &m.domain).is_some()
+                    && target_exists(m, &services);
+                let pointing = match (&self.domains.dns, self.pointing().get(&m.domain)) {
+                    (None, _) => true,
+                    (Some(_), Some(Pointing::Here)) => true,
+                    // A certificate already served keeps being renewed while DNS is looked at.
+                    _ => matches!(certs.status(&m.domain), CertStatus::Ready { .. }),
+                };
+                Wanted {
+                    domain: m.domain.clone(),
+                    mode,
+                    ready: routable && pointing,
+                    files: m
+                        .certificate_files
+                        .as_ref()
+                        .map(|(c, k)| (c.into(), k.into())),
+                }
+            })
+            .collect();
         certs.want(wanted);
         Ok(())
     }
