@@ -4,7 +4,7 @@
 //! say what is wrong, a CA that is down, and a restart that keeps everything.
 
 mod common;
-use common::acme::Acme;
+use common::acme::{self, Acme};
 use common::*;
 
 use std::path::Path;
@@ -84,86 +84,6 @@ fn http(pier: &Pier, domain: &str, path: &str) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-/// A CA named `name` and a certificate for `domain` it signs, made with openssl in `dir`: (CA file,
-/// certificate file, key file).
-fn own_certificate(
-    dir: &Path,
-    name: &str,
-    domain: &str,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let f = |suffix: &str| format!("{name}-{suffix}");
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &f("ca.key"),
-        "-out",
-        &f("ca.pem"),
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={name} CA"),
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &f("key.pem"),
-        "-out",
-        &f("leaf.csr"),
-        "-subj",
-        &format!("/CN={domain}"),
-    ]);
-    std::fs::write(
-        dir.join(f("ext.cnf")),
-        format!("subjectAltName=DNS:{domain}\n"),
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &f("leaf.csr"),
-        "-CA",
-        &f("ca.pem"),
-        "-CAkey",
-        &f("ca.key"),
-        "-CAcreateserial",
-        "-out",
-        &f("cert.pem"),
-        "-days",
-        "2",
-        "-extfile",
-        &f("ext.cnf"),
-    ]);
-    (
-        dir.join(f("ca.pem")),
-        dir.join(f("cert.pem")),
-        dir.join(f("key.pem")),
-    )
 }
 
 fn mapping(pier: &Pier, domain: &str) -> serde_json::Value {
@@ -534,7 +454,8 @@ fn tls_alpn01_unverified_and_unpointed_domains_say_why_and_a_ca_outage_keeps_cer
 
     // A certificate of the operator's own (mode NONE), read from files and reloaded when they change.
     let own = tempfile::tempdir().unwrap();
-    let (ca1, cert, key) = own_certificate(own.path(), "one", "own.example.org");
+    let (ca1, cert, key) =
+        acme::ca_and_leaf(own.path(), "one", "own.example.org", "DNS:own.example.org");
     acme.add_a("own.example.org", "127.0.0.1");
     pier.ok(&["domains", "verify", "own.example.org", "--without-dns"]);
     let err = pier.fails(&[
@@ -566,7 +487,8 @@ fn tls_alpn01_unverified_and_unpointed_domains_say_why_and_a_ca_outage_keeps_cer
         key.to_str().unwrap(),
     ]);
     assert_eq!(https(&pier, &ca1, "own.example.org", "/", &[]).0, 200);
-    let (ca2, cert2, key2) = own_certificate(own.path(), "two", "own.example.org");
+    let (ca2, cert2, key2) =
+        acme::ca_and_leaf(own.path(), "two", "own.example.org", "DNS:own.example.org");
     std::fs::rename(&key2, &key).unwrap();
     std::fs::rename(&cert2, &cert).unwrap();
     eventually(30, "the replaced certificate", || {

@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,77 @@ fn run(cmd: &mut Command) {
     );
 }
 
+/// A CA named `name` and a certificate for `subject` with `san` (`DNS:a.example,IP:127.0.0.1`) it signs,
+/// made with openssl in `dir`: (CA file, certificate file, key file), named after `name`.
+pub fn ca_and_leaf(
+    dir: &Path,
+    name: &str,
+    subject: &str,
+    san: &str,
+) -> (PathBuf, PathBuf, PathBuf) {
+    let f = |suffix: &str| format!("{name}-{suffix}");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(Command::new("openssl")
+        .current_dir(dir)
+        .args(["req", "-x509"])
+        .args(ec)
+        .args([
+            "-keyout",
+            &f("ca.key"),
+            "-out",
+            &f("ca.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} CA"),
+        ]));
+    run(Command::new("openssl")
+        .current_dir(dir)
+        .arg("req")
+        .args(ec)
+        .args([
+            "-keyout",
+            &f("key.pem"),
+            "-out",
+            &f("leaf.csr"),
+            "-subj",
+            &format!("/CN={subject}"),
+        ]));
+    std::fs::write(
+        dir.join(f("ext.cnf")),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .unwrap();
+    run(Command::new("openssl").current_dir(dir).args([
+        "x509",
+        "-req",
+        "-in",
+        &f("leaf.csr"),
+        "-CA",
+        &f("ca.pem"),
+        "-CAkey",
+        &f("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &f("cert.pem"),
+        "-days",
+        "2",
+        "-extfile",
+        &f("ext.cnf"),
+    ]));
+    (
+        dir.join(f("ca.pem")),
+        dir.join(f("cert.pem")),
+        dir.join(f("key.pem")),
+    )
+}
+
 fn wait_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -53,59 +124,7 @@ impl Acme {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         // Pebble's own HTTPS certificate: a CA and a leaf for localhost / 127.0.0.1.
-        run(Command::new("openssl").current_dir(d).args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=pebble test CA",
-        ]));
-        run(Command::new("openssl").current_dir(d).args([
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=localhost",
-        ]));
-        std::fs::write(
-            d.join("ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-        )
-        .unwrap();
-        run(Command::new("openssl").current_dir(d).args([
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ]));
+        let (_, cert, key) = ca_and_leaf(d, "pebble", "localhost", "DNS:localhost,IP:127.0.0.1");
         let (acme_port, pebble_mgmt, dns_port, dns_mgmt) =
             (free_port(), free_port(), free_port(), free_port());
         let config = d.join("pebble.json");
@@ -114,8 +133,8 @@ impl Acme {
             serde_json::json!({"pebble": {
                 "listenAddress": format!("127.0.0.1:{acme_port}"),
                 "managementListenAddress": format!("127.0.0.1:{pebble_mgmt}"),
-                "certificate": d.join("cert.pem"),
-                "privateKey": d.join("key.pem"),
+                "certificate": cert,
+                "privateKey": key,
                 "httpPort": http_port,
                 "tlsPort": https_port,
                 "ocspResponderURL": "",
@@ -202,7 +221,7 @@ impl Acme {
 
     /// The CA that signs pebble's own HTTPS certificate (for `--acme-ca`).
     pub fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
+        self.dir.path().join("pebble-ca.pem")
     }
 
     /// The DNS server, as `--dns-server` takes it.
