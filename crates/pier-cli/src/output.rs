@@ -23,6 +23,22 @@ pub fn structured<T: Serialize>(format: Format, value: &T) -> Result<bool> {
     }
 }
 
+/// A spinner with `message` and the time spent, on stderr when it is a terminal; `None` elsewhere (the
+/// caller then prints a line now and then, so CI logs show progress too).
+pub fn spinner(message: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal().then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.set_style(
+            indicatif::ProgressStyle::with_template("  {spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        s.set_message(message.to_owned());
+        s.enable_steady_tick(std::time::Duration::from_millis(120));
+        s
+    })
+}
+
 /// Prints a failed command's error: the reason on the first line, any detail indented below.
 pub fn error(e: &anyhow::Error) {
     eprintln!("ERROR: {e:#}");

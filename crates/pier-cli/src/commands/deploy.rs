@@ -571,19 +571,10 @@ pub async fn wait_ready(
     // A spinner with the time spent on a terminal; elsewhere a line every 30 s, so a slow start shows
     // progress in CI logs too.
     let tty = std::io::stderr().is_terminal();
-    let spinner = tty.then(|| {
-        let s = indicatif::ProgressBar::new_spinner();
-        s.set_style(
-            indicatif::ProgressStyle::with_template("  {spinner} {msg} ({elapsed})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        s.set_message(format!(
-            "waiting for {} to pass its startup probe",
-            rev.name
-        ));
-        s.enable_steady_tick(std::time::Duration::from_millis(120));
-        s
-    });
+    let spinner = crate::output::spinner(&format!(
+        "waiting for {} to pass its startup probe",
+        rev.name
+    ));
     let started = std::time::Instant::now();
     while r.state == RevisionState::Deploying {
         r = client

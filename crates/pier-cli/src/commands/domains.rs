@@ -2,7 +2,6 @@
 //! describe | delete` (custom domains mapped to services), after `gcloud beta run domain-mappings` and
 //! Search Console's verification.
 
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -243,16 +242,7 @@ async fn wait_ready(
     timeout: Duration,
 ) -> Result<DomainMappingView> {
     let path = format!("/v1/projects/{project}/domainmappings/{domain}");
-    let tty = std::io::stderr().is_terminal();
-    let spinner = tty.then(|| {
-        let s = indicatif::ProgressBar::new_spinner();
-        s.set_style(
-            indicatif::ProgressStyle::with_template("  {spinner} {msg} ({elapsed})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        s.enable_steady_tick(Duration::from_millis(120));
-        s
-    });
+    let spinner = output::spinner("waiting for the mapping");
     let started = Instant::now();
     let mut said = String::new();
     loop {
