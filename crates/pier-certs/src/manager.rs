@@ -65,6 +65,13 @@ pub enum CertStatus {
     },
 }
 
+impl CertStatus {
+    /// Whether a certificate serves the domain.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, CertStatus::Ready { .. })
+    }
+}
+
 #[derive(Debug, Default)]
 struct Entry {
     mode: CertificateMode,

@@ -31,6 +31,7 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
+    use crate::publish::tests::Nothing;
     use crate::routes::{Access, Backend, Route, RouteTable};
     use crate::{Gateway, GatewayConfig};
 
@@ -43,19 +44,6 @@ mod tests {
         }
         fn certified(&self, host: &str) -> bool {
             host == "shop.example.com" && self.0.load(Ordering::SeqCst)
-        }
-    }
-
-    struct Nothing;
-    impl crate::LocalHandler for Nothing {
-        fn call(
-            &self,
-            _: http::Request<hyper::body::Incoming>,
-            _: std::net::SocketAddr,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = http::Response<crate::GatewayBody>> + Send>,
-        > {
-            Box::pin(async { http::Response::new(crate::GatewayBody::empty()) })
         }
     }
 

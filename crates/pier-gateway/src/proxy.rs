@@ -72,15 +72,12 @@ pub async fn handle(
     let span = tracing::debug_span!("request", method = %parts.method, path = parts.uri.path());
     // The route, once known: error answers pass back through its filters too.
     let mut routed = None;
-    let result = if scheme != Scheme::Https
-        && let Some(answer) = acme_challenge(&gw, &parts)
-    {
-        Ok(answer)
-    } else if scheme == Scheme::HttpRedirect
-        || (scheme == Scheme::HttpServe && is_mapped_domain(&gw, &parts))
-    {
-        // A mapped domain is never served in clear, even with --http-serve: its callers' tokens would be.
-        redirect(&gw, &parts)
+    let plain_answer = match scheme {
+        Scheme::Https => None,
+        Scheme::HttpServe | Scheme::HttpRedirect => plain_http(&gw, &parts, scheme),
+    };
+    let result = if let Some(answer) = plain_answer {
+        answer
     } else {
         tracing::Instrument::instrument(proxy(&gw, peer, &fwd, parts, &mut body, &mut routed), span)
             .await
@@ -152,48 +149,55 @@ fn request_host(req: &Parts) -> Option<&str> {
         .or_else(|| req.headers.get(header::HOST)?.to_str().ok())
 }
 
-/// The answer to an ACME HTTP-01 validation (see [`crate::entrance`]), if this is one Pier expects.
-fn acme_challenge(gw: &Gateway, req: &Parts) -> Option<Response<GatewayBody>> {
-    let token = req
-        .uri
-        .path()
-        .strip_prefix(crate::entrance::ACME_CHALLENGE_PREFIX)?;
-    let entrance = gw.entrance.as_ref()?;
-    let host = request_host(req).and_then(normalize_host)?;
-    let answer = entrance.http01(host.as_ref(), token)?;
-    let mut resp = plain(StatusCode::OK, answer);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    Some(resp)
-}
-
-/// Whether the request's host is a mapped domain.
-fn is_mapped_domain(gw: &Gateway, req: &Parts) -> bool {
-    request_host(req)
-        .and_then(normalize_host)
-        .and_then(|h| gw.routes.load().get(h.as_ref()).map(|r| r.mapped_domain))
-        .unwrap_or(false)
-}
-
-fn redirect(gw: &Gateway, req: &Parts) -> Result<Response<GatewayBody>, ProxyError> {
-    let host = request_host(req)
-        .and_then(normalize_host)
-        .ok_or(ProxyError::BadHost)?;
+/// What plain HTTP answers itself (see [`crate::entrance`]), with the host normalized and the table
+/// read once: a pending ACME HTTP-01 challenge first; then, for a mapped domain, 503 until its
+/// certificate exists and the redirect after (with `--http-serve` too: a mapped domain is never served
+/// in clear); for other hosts the redirect, or `None` to proxy them when the listener serves.
+fn plain_http(
+    gw: &Gateway,
+    req: &Parts,
+    scheme: Scheme,
+) -> Option<Result<Response<GatewayBody>, ProxyError>> {
+    let Some(host) = request_host(req).and_then(normalize_host) else {
+        return (scheme == Scheme::HttpRedirect).then_some(Err(ProxyError::BadHost));
+    };
     if let Some(entrance) = &gw.entrance {
+        if let Some(token) = req
+            .uri
+            .path()
+            .strip_prefix(crate::entrance::ACME_CHALLENGE_PREFIX)
+            && let Some(key_authorization) = entrance.http01(host.as_ref(), token)
+        {
+            let mut resp = plain(StatusCode::OK, key_authorization);
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            return Some(Ok(resp));
+        }
         let table = gw.routes.load();
         match table.get(host.as_ref()) {
             Some(route) if route.mapped_domain && !entrance.certified(host.as_ref()) => {
-                return Err(ProxyError::CertificatePending(host.to_string()));
+                return Some(Err(ProxyError::CertificatePending(host.to_string())));
             }
+            Some(route) if route.mapped_domain => {}
+            _ if scheme == Scheme::HttpServe => return None,
             Some(_) => {}
             // A name Pier serves nowhere: no redirect to a handshake that would fail. Names under the
             // base domain redirect (HTTPS says whether a service is there).
-            None if !table.under_local(host.as_ref()) => return Err(ProxyError::UnknownHost),
+            None if !table.under_local(host.as_ref()) => {
+                return Some(Err(ProxyError::UnknownHost));
+            }
             None => {}
         }
+    } else if scheme == Scheme::HttpServe {
+        return None;
     }
+    Some(redirect(gw, &host, req))
+}
+
+/// 302 to the same host and target over HTTPS.
+fn redirect(gw: &Gateway, host: &str, req: &Parts) -> Result<Response<GatewayBody>, ProxyError> {
     let port = gw.config.public_https_port;
     let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let location = if port == 443 {

@@ -111,7 +111,7 @@ impl RouteReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     struct Recorder(Mutex<Vec<Vec<String>>>);
@@ -124,7 +124,8 @@ mod tests {
         }
     }
 
-    struct Nothing;
+    /// An in-process host that answers every request with an empty 200 (tests of the route seam).
+    pub(crate) struct Nothing;
     impl LocalHandler for Nothing {
         fn call(
             &self,

@@ -266,12 +266,9 @@ impl RouteTable {
     /// Whether `host` is one of Pier's own hosts or a name under one (the base domain and the names its
     /// wildcard certificate covers).
     pub fn under_local(&self, host: &str) -> bool {
-        self.local.keys().any(|l| {
-            host == l
-                || host
-                    .strip_suffix(l.as_str())
-                    .is_some_and(|p| p.ends_with('.'))
-        })
+        self.local
+            .keys()
+            .any(|l| pier_model::hosts::is_within(host, l))
     }
 
     /// Every routed host (for the hosts file instances get).

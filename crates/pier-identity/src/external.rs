@@ -162,7 +162,7 @@ impl ExternalIssuer {
         let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
         if reserved
             .iter()
-            .any(|r| domain == r || domain.ends_with(&format!(".{r}")))
+            .any(|r| pier_model::hosts::is_within(domain, r))
         {
             return Err(TokenError::ReservedIdentity(email));
         }

@@ -96,7 +96,7 @@ impl UrlScheme {
         let Some(host) = normalize_host(authority) else {
             return false;
         };
-        host == self.domain || host.ends_with(&format!(".{}", self.domain))
+        is_within(&host, &self.domain)
     }
 
     /// `TAG---SERVICE-HASH.DOMAIN`, refused when the first label would exceed 63 characters.
@@ -124,6 +124,15 @@ impl UrlScheme {
             format!("https://{host}:{}", self.https_port)
         }
     }
+}
+
+/// Whether `name` is `domain` or a name under it (`a.example.com` is within `example.com`;
+/// `badexample.com` is not). Both lowercase, without a trailing dot.
+pub fn is_within(name: &str, domain: &str) -> bool {
+    name == domain
+        || name
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
 }
 
 /// Normalizes a `Host` header or `:authority` for routing: lowercase, port and trailing dot removed.
@@ -160,6 +169,14 @@ pub fn normalize_host(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn within_means_the_domain_or_a_name_under_it() {
+        assert!(is_within("example.com", "example.com"));
+        assert!(is_within("a.b.example.com", "example.com"));
+        assert!(!is_within("badexample.com", "example.com"));
+        assert!(!is_within("example.com", "a.example.com"));
+    }
 
     #[test]
     fn builds_cloud_run_style_urls() {

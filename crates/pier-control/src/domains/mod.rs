@@ -21,6 +21,7 @@ use pier_model::domains::{
     CertificateMode, Condition, CreateDomainMappingRequest, DomainMappingView,
     DomainVerificationView, ResourceRecord, challenge_record, parse_domain,
 };
+use pier_model::hosts::is_within;
 use pier_store::{DomainMappingRecord, DomainVerificationRecord};
 
 use super::*;
@@ -96,11 +97,9 @@ fn verified_by<'a>(
     project: &ProjectName,
     domain: &str,
 ) -> Option<&'a DomainVerificationRecord> {
-    verifications.iter().find(|v| {
-        v.verified_at.is_some()
-            && &v.project == project
-            && (v.domain == domain || domain.ends_with(&format!(".{}", v.domain)))
-    })
+    verifications
+        .iter()
+        .find(|v| v.verified_at.is_some() && &v.project == project && is_within(domain, &v.domain))
 }
 
 fn verification_view(
@@ -161,8 +160,7 @@ impl Platform {
 
     /// Whether `domain` is Pier's own (the base domain or under it), which cannot be mapped.
     fn is_own_domain(&self, domain: &str) -> bool {
-        let base = self.scheme.domain();
-        domain == base || domain.ends_with(&format!(".{base}"))
+        is_within(domain, self.scheme.domain())
     }
 
     /// Proves `domain` for `project`: with its TXT record (`_pier-challenge.DOMAIN`), or, when
@@ -174,7 +172,7 @@ impl Platform {
         domain: &str,
         without_dns: bool,
     ) -> Result<DomainVerificationView> {
-        let domain = parse_domain(domain).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let domain = parse_domain(domain)?;
         if self.is_own_domain(&domain) {
             return Err(ControlError::Invalid(format!(
                 "{domain} is under this server's own domain {}, which needs no mapping",
@@ -294,7 +292,7 @@ impl Platform {
         req: CreateDomainMappingRequest,
     ) -> Result<DomainMappingView> {
         self.certificates()?;
-        let domain = parse_domain(&req.domain).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let domain = parse_domain(&req.domain)?;
         if self.is_own_domain(&domain) {
             return Err(ControlError::Invalid(format!(
                 "{domain} is under this server's own domain {}: its services already have URLs there",
@@ -393,7 +391,7 @@ impl Platform {
         project: &ProjectName,
         domain: &str,
     ) -> Result<DomainMappingView> {
-        let domain = parse_domain(domain).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let domain = parse_domain(domain)?;
         self.domain_mappings(project)
             .await?
             .into_iter()
@@ -407,7 +405,7 @@ impl Platform {
         project: &ProjectName,
         domain: &str,
     ) -> Result<()> {
-        let domain = parse_domain(domain).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let domain = parse_domain(domain)?;
         let (p, d) = (project.clone(), domain.clone());
         let _guard = self.publish.lock().await;
         if !self.db(move |s| s.delete_domain_mapping(&p, &d)).await? {
@@ -448,43 +446,51 @@ impl Platform {
             ))
         };
         let (maps, verifs, services) = self.db(read).await?;
-        // Where the domains without a certificate point: all of them at once (bounded by the resolver),
-        // or, after a change to one domain, that one only (the others keep the last periodic look).
+        // Per mapping: whether it routes, and whether a certificate already serves it.
+        let states: Vec<(&DomainMappingRecord, bool, bool)> = maps
+            .iter()
+            .map(|m| {
+                let routable = verified_by(&verifs, &m.project, &m.domain).is_some()
+                    && target_exists(m, &services);
+                (m, routable, certs.status(&m.domain).is_ready())
+            })
+            .collect();
+        // Where the routable domains without a certificate point: all of them, 16 at a time, or, after
+        // a change to one domain, that one only (the others keep the last periodic look).
         if let Some(dns) = &self.domains.dns {
-            let to_look: Vec<&str> = maps
+            let to_look: Vec<&str> = states
                 .iter()
-                .filter(|m| {
-                    verified_by(&verifs, &m.project, &m.domain).is_some()
-                        && target_exists(m, &services)
-                        && !matches!(certs.status(&m.domain), CertStatus::Ready { .. })
-                        && only.is_none_or(|d| d == m.domain)
+                .filter(|(m, routable, certified)| {
+                    *routable && !*certified && only.is_none_or(|d| d == m.domain)
                 })
-                .map(|m| m.domain.as_str())
+                .map(|(m, _, _)| m.domain.as_str())
                 .collect();
-            for chunk in to_look.chunks(16) {
-                let looks = chunk
-                    .iter()
-                    .map(|d| async move { (*d, self.look_where(dns, d).await) });
-                for (d, p) in futures_util::future::join_all(looks).await {
-                    self.pointing().insert(d.to_owned(), p);
+            if !to_look.is_empty() {
+                // What "here" is, looked up once for the whole pass.
+                let here = self.expected_addresses(dns).await;
+                for chunk in to_look.chunks(16) {
+                    let looks = chunk.iter().map(|d| {
+                        let here = &here;
+                        async move { (*d, where_points(dns, d, here).await) }
+                    });
+                    for (d, p) in futures_util::future::join_all(looks).await {
+                        self.pointing().insert(d.to_owned(), p);
+                    }
                 }
             }
         }
-        let wanted = maps
-            .iter()
-            .map(|m| {
-                let mode = CertificateMode::parse(&m.certificate_mode).unwrap_or_default();
-                let routable = verified_by(&verifs, &m.project, &m.domain).is_some()
-                    && target_exists(m, &services);
+        let wanted = states
+            .into_iter()
+            .map(|(m, routable, certified)| {
                 let pointing = match (&self.domains.dns, self.pointing().get(&m.domain)) {
                     (None, _) => true,
                     (Some(_), Some(Pointing::Here)) => true,
                     // A certificate already served keeps being renewed while DNS is looked at.
-                    _ => matches!(certs.status(&m.domain), CertStatus::Ready { .. }),
+                    _ => certified,
                 };
                 Wanted {
                     domain: m.domain.clone(),
-                    mode,
+                    mode: CertificateMode::parse(&m.certificate_mode).unwrap_or_default(),
                     ready: routable && pointing,
                     files: m
                         .certificate_files
@@ -497,8 +503,10 @@ impl Platform {
         Ok(())
     }
 
-    async fn look_where(&self, dns: &Dns, domain: &str) -> Pointing {
-        let mut want: Vec<IpAddr> = self
+    /// The addresses a mapped domain must resolve to: the server's public ones when set, else those of
+    /// the canonical host.
+    async fn expected_addresses(&self, dns: &Dns) -> Result<Vec<IpAddr>, String> {
+        let set: Vec<IpAddr> = self
             .domains
             .expected
             .ipv4
@@ -506,20 +514,27 @@ impl Platform {
             .map(|a| IpAddr::V4(*a))
             .chain(self.domains.expected.ipv6.iter().map(|a| IpAddr::V6(*a)))
             .collect();
-        if want.is_empty() {
-            match dns.addresses(&self.domains.expected.canonical_host).await {
-                Ok(a) => want = a,
-                Err(e) => return Pointing::Unknown(e),
-            }
+        if !set.is_empty() {
+            return Ok(set);
         }
-        match dns.addresses(domain).await {
-            // Every address: a validator (and a client) may pick any of them.
-            Ok(found) if !found.is_empty() && found.iter().all(|a| want.contains(a)) => {
-                Pointing::Here
-            }
-            Ok(found) => Pointing::Elsewhere { found, want },
-            Err(e) => Pointing::Unknown(e),
-        }
+        dns.addresses(&self.domains.expected.canonical_host).await
+    }
+}
+
+/// Where `domain` points, against `here` (the expected addresses, or why they are unknown).
+async fn where_points(dns: &Dns, domain: &str, here: &Result<Vec<IpAddr>, String>) -> Pointing {
+    let want = match here {
+        Ok(w) => w,
+        Err(e) => return Pointing::Unknown(e.clone()),
+    };
+    match dns.addresses(domain).await {
+        // Every address: a validator (and a client) may pick any of them.
+        Ok(found) if !found.is_empty() && found.iter().all(|a| want.contains(a)) => Pointing::Here,
+        Ok(found) => Pointing::Elsewhere {
+            found,
+            want: want.clone(),
+        },
+        Err(e) => Pointing::Unknown(e),
     }
 }
 

@@ -11,6 +11,11 @@ impl Platform {
         services: &[ServiceRecord],
     ) -> DomainMappingView {
         let mode = CertificateMode::parse(&m.certificate_mode).unwrap_or_default();
+        let status = self
+            .domains
+            .certificates
+            .as_ref()
+            .map(|c| c.status(&m.domain));
         let records = self.domains.expected.records(&m.domain);
         let routable = if verified_by(verifs, &m.project, &m.domain).is_none() {
             Condition::not(
@@ -33,11 +38,7 @@ impl Platform {
                 ),
             )
         } else {
-            let certified = self
-                .domains
-                .certificates
-                .as_ref()
-                .is_some_and(|c| matches!(c.status(&m.domain), CertStatus::Ready { .. }));
+            let certified = status.as_ref().is_some_and(CertStatus::is_ready);
             match self.pointing().get(&m.domain) {
                 _ if certified => Condition::ok("DomainRoutable"),
                 None | Some(Pointing::Here) => Condition::ok("DomainRoutable"),
@@ -70,12 +71,7 @@ impl Platform {
             }
         };
         let mut expires = None;
-        let cert = match self
-            .domains
-            .certificates
-            .as_ref()
-            .map(|c| c.status(&m.domain))
-        {
+        let cert = match status {
             Some(CertStatus::Ready {
                 not_after,
                 renewal_error,
