@@ -369,6 +369,28 @@ impl Platform {
 
     /// A project's mappings with their status.
     pub async fn domain_mappings(&self, project: &ProjectName) -> Result<Vec<DomainMappingView>> {
+        self.mapping_views(project, None).await
+    }
+
+    /// One mapping with its status.
+    pub async fn domain_mapping(
+        &self,
+        project: &ProjectName,
+        domain: &str,
+    ) -> Result<DomainMappingView> {
+        let domain = parse_domain(domain)?;
+        self.mapping_views(project, Some(&domain))
+            .await?
+            .pop()
+            .ok_or_else(|| not_found_mapping(project, &domain))
+    }
+
+    /// The views of a project's mappings, or of its mapping of `only`: only those are rendered.
+    async fn mapping_views(
+        &self,
+        project: &ProjectName,
+        only: Option<&str>,
+    ) -> Result<Vec<DomainMappingView>> {
         let p = project.clone();
         let (maps, verifs, services) = self
             .db(move |s| {
@@ -381,22 +403,9 @@ impl Platform {
             .await?;
         Ok(maps
             .iter()
+            .filter(|m| only.is_none_or(|d| d == m.domain))
             .map(|m| self.mapping_view(m, &verifs, &services))
             .collect())
-    }
-
-    /// One mapping with its status.
-    pub async fn domain_mapping(
-        &self,
-        project: &ProjectName,
-        domain: &str,
-    ) -> Result<DomainMappingView> {
-        let domain = parse_domain(domain)?;
-        self.domain_mappings(project)
-            .await?
-            .into_iter()
-            .find(|m| m.domain == domain)
-            .ok_or_else(|| not_found_mapping(project, &domain))
     }
 
     /// Deletes a mapping: the domain stops being routed, and its certificate is forgotten.
