@@ -230,6 +230,8 @@ fn invalid_token(why: &str) -> Refusal {
             "Bearer error=\"invalid_token\", error_description=\"{description}\""
         ))
         .ok(),
+        retry_after: None,
+        violations: Vec::new(),
     }
 }
 

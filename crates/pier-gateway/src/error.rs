@@ -45,6 +45,8 @@ pub enum ProxyError {
     Refused(Refusal),
     /// A mapped domain asked for over plain HTTP before its certificate exists.
     CertificatePending(String),
+    /// An API operation's backend did not answer within its `deadline` (seconds; ESPv2's default 15).
+    Deadline(f64),
 }
 
 impl ProxyError {
@@ -59,9 +61,10 @@ impl ProxyError {
             | ProxyError::Unavailable(_)
             | ProxyError::Acquire(_)
             | ProxyError::CertificatePending(_) => Source::Internal,
-            ProxyError::Connect(_) | ProxyError::UpstreamBroken(_) | ProxyError::Timeout(_) => {
-                Source::Upstream
-            }
+            ProxyError::Connect(_)
+            | ProxyError::UpstreamBroken(_)
+            | ProxyError::Timeout(_)
+            | ProxyError::Deadline(_) => Source::Upstream,
         }
     }
 
@@ -131,6 +134,8 @@ impl ProxyError {
                 format!("Gateway Timeout: the instance did not answer within the request timeout ({secs}s)."),
             ),
             ProxyError::Refused(r) => (r.status, r.message.trim_end().to_owned()),
+            // ESPv2's words, which clients of Google's gateways may match on.
+            ProxyError::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream request timeout".into()),
             ProxyError::CertificatePending(host) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("Service Unavailable: the certificate for {host} is being issued; retry over HTTPS shortly (`pier domain-mappings describe --domain {host}` shows its state)."),
@@ -165,11 +170,67 @@ impl ProxyError {
         }
         let (status, msg) = self.status_and_message();
         let code = match self {
-            ProxyError::Timeout(_) => GRPC_DEADLINE_EXCEEDED,
+            ProxyError::Timeout(_) | ProxyError::Deadline(_) => GRPC_DEADLINE_EXCEEDED,
             _ => grpc_code(status),
         };
         grpc_status(code, &msg)
     }
+}
+
+impl ProxyError {
+    /// The response on an API route ([`ErrorStyle::Json`]): ESPv2's body `{"code": N, "message":
+    /// "…"}` (Envoy's local reply format in ESPv2), with a refusal's headers and its violations.
+    pub fn into_json_response(self) -> Response<GatewayBody> {
+        match self {
+            ProxyError::Refused(r) => r.into_json_response(),
+            other => {
+                let (status, message) = other.status_and_message();
+                json_error(status, &message, &[])
+            }
+        }
+    }
+}
+
+/// How a route renders the errors the gateway itself produces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ErrorStyle {
+    /// Plain text that says what to do (a service's URL).
+    #[default]
+    Plain,
+    /// ESPv2's JSON (an API gateway's URL).
+    Json,
+}
+
+/// One way a request broke an API's schema: where (`/query/limit`, `/body/items/0/price`) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// A JSON pointer into the request: `/path/NAME`, `/query/NAME`, `/header/NAME`, or `/body…`.
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+/// `{"code": N, "message": "…"}`, with `"violations": [{"path", "message"}]` when there are any.
+pub fn json_error(
+    status: StatusCode,
+    message: &str,
+    violations: &[Violation],
+) -> Response<GatewayBody> {
+    let mut body = serde_json::json!({"code": status.as_u16(), "message": message.trim_end()});
+    if !violations.is_empty() {
+        body["violations"] = violations
+            .iter()
+            .map(|v| serde_json::json!({"path": v.path, "message": v.message}))
+            .collect();
+    }
+    let body = format!("{body}\n");
+    let mut resp = Response::new(GatewayBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 impl std::fmt::Display for ProxyError {
@@ -212,6 +273,10 @@ pub struct Refusal {
     pub message: String,
     /// `WWW-Authenticate` for a refused token (RFC 6750 §3).
     pub www_authenticate: Option<HeaderValue>,
+    /// `Retry-After` in seconds (RFC 9110 §10.2.3), for a quota refusal (429).
+    pub retry_after: Option<u64>,
+    /// Every way the request broke an API's schema (400 from request validation).
+    pub violations: Vec<Violation>,
 }
 
 impl Refusal {
@@ -221,6 +286,25 @@ impl Refusal {
             status,
             message: message.into(),
             www_authenticate: None,
+            retry_after: None,
+            violations: Vec::new(),
+        }
+    }
+
+    /// The response on an API route: ESPv2's JSON (see [`json_error`]).
+    pub fn into_json_response(self) -> Response<GatewayBody> {
+        let mut resp = json_error(self.status, &self.message, &self.violations);
+        self.add_headers(&mut resp);
+        resp
+    }
+
+    fn add_headers(self, resp: &mut Response<GatewayBody>) {
+        if let Some(v) = self.www_authenticate {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
     }
 
@@ -229,11 +313,13 @@ impl Refusal {
         let mut resp = if grpc {
             grpc_status(grpc_code(self.status), &self.message)
         } else {
-            plain(self.status, format!("{}\n", self.message.trim_end()))
+            let mut text = format!("{}\n", self.message.trim_end());
+            for v in &self.violations {
+                text.push_str(&format!("  {}: {}\n", v.path, v.message));
+            }
+            plain(self.status, text)
         };
-        if let Some(v) = self.www_authenticate {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
+        self.add_headers(&mut resp);
         resp
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 pub mod auth;
 pub mod body;
+pub mod dispatch;
 pub mod entrance;
 pub mod error;
 pub mod headers;
@@ -30,11 +31,13 @@ pub mod stages;
 pub mod upstream;
 
 pub use body::GatewayBody;
+pub use dispatch::{BodyCheck, Destination, ExternalForward, ResponseHeaders, Target};
 pub use entrance::DomainEntrance;
+pub use error::{ErrorStyle, Refusal, Violation};
 pub use proxy::Scheme;
 pub use publish::{RoutePublisher, RouteReader, RouteSubscriber};
 pub use routes::{Access, Backend, Route, RouteTable};
-pub use stages::{AllowAll, Filter, Responder};
+pub use stages::{AllowAll, Answer, Filter, Responder};
 
 /// Cloud Run's limit on HTTP/1 request bodies.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 32 * 1024 * 1024;

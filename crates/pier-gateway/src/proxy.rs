@@ -79,8 +79,11 @@ pub async fn handle(
     let result = if let Some(answer) = plain_answer {
         answer
     } else {
-        tracing::Instrument::instrument(proxy(&gw, peer, &fwd, parts, &mut body, &mut routed), span)
-            .await
+        tracing::Instrument::instrument(
+            proxy(&gw, peer, &fwd, parts, &mut body, &mut routed, 0),
+            span,
+        )
+        .await
     };
     let resp = match result {
         Ok(mut r) => {
@@ -100,8 +103,13 @@ pub async fn handle(
             // unread body to its end first, so the client sees a clean answer rather than a reset
             // stream, and leave a large one unread, dropped after the response.
             let refused = matches!(e, ProxyError::Refused(_));
+            let json = routed
+                .as_ref()
+                .is_some_and(|r| r.errors == crate::error::ErrorStyle::Json);
             let resp = if grpc {
                 e.into_grpc_response()
+            } else if json {
+                e.into_json_response()
             } else {
                 e.into_response()
             };
@@ -224,13 +232,16 @@ fn is_body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-async fn proxy(
+/// Routes and forwards one request. `hop` is 0 for a client's request and 1 for one an API route
+/// dispatched to another of Pier's hosts (see [`crate::dispatch`]).
+pub(crate) async fn proxy(
     gw: &Arc<Gateway>,
     peer: SocketAddr,
     fwd: &Forwarding,
     mut parts: Parts,
     body: &mut Option<Incoming>,
     routed: &mut Option<Arc<Route>>,
+    hop: u8,
 ) -> Result<Response<GatewayBody>, ProxyError> {
     // Route by host. The Host value is cloned (a reference count, not a copy) so the request head stays
     // free to change. Pier's own hosts are answered in-process.
@@ -312,6 +323,21 @@ async fn proxy(
         }
     }
 
+    // A dispatching backend: wherever the filters said (an API's operation), back through its filters.
+    if matches!(route.backend, crate::routes::Backend::Dispatch) {
+        let extra = parts
+            .extensions
+            .remove::<crate::dispatch::ResponseHeaders>();
+        let (mut head, out) = crate::dispatch::dispatch(gw, peer, fwd, parts, body, hop)
+            .await?
+            .into_parts();
+        for (name, value) in extra.map(|e| e.0).unwrap_or_default() {
+            head.headers.insert(name, value);
+        }
+        route.on_response(&mut head);
+        return Ok(Response::from_parts(head, out));
+    }
+
     // The backend: pick a revision.
     let pool = route
         .pick()
@@ -374,10 +400,13 @@ async fn proxy(
             parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadHost)?;
         }
     }
-    let body = body
-        .take()
-        .map(|b| RequestBody::new(b, limit))
-        .unwrap_or_else(RequestBody::empty);
+    let body = match parts.extensions.remove::<crate::dispatch::Buffered>() {
+        Some(b) => RequestBody::full(b.0),
+        None => body
+            .take()
+            .map(|b| RequestBody::new(b, limit))
+            .unwrap_or_else(RequestBody::empty),
+    };
     let upstream_req = Request::from_parts(parts, body);
 
     // Forward.

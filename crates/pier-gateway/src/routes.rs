@@ -11,6 +11,7 @@ use pier_identity::InvokerSet;
 use pier_model::{Ingress, ProjectName, ServiceName, Tag};
 
 use crate::LocalHandler;
+use crate::error::ErrorStyle;
 use crate::stages::{Filter, Responder};
 
 /// Who and what may reach a route, checked by the guard before anything is forwarded.
@@ -48,6 +49,9 @@ pub enum Backend {
     Revisions(Vec<(Arc<RevisionPool>, u8)>),
     /// Nothing can serve: answered with 503 and this reason.
     Unavailable(String),
+    /// Wherever the route's filters said, per request, with a [`crate::dispatch::Destination`] (an
+    /// API's operations each have their backend).
+    Dispatch,
 }
 
 impl Backend {
@@ -91,6 +95,8 @@ pub struct Route {
     pub backend: Backend,
     /// Whether the host is a mapped domain (its certificate is managed: see [`crate::entrance`]).
     pub mapped_domain: bool,
+    /// How the gateway's own errors are rendered here.
+    pub errors: ErrorStyle,
 }
 
 impl std::fmt::Debug for Route {
@@ -132,6 +138,7 @@ impl Route {
             responders: Vec::new(),
             backend,
             mapped_domain: false,
+            errors: ErrorStyle::Plain,
         }
     }
 
@@ -147,7 +154,14 @@ impl Route {
             responders: self.responders.clone(),
             backend: self.backend.clone(),
             mapped_domain: true,
+            errors: self.errors,
         }
+    }
+
+    /// Renders the gateway's own errors on this route in `style`.
+    pub fn with_errors(mut self, style: ErrorStyle) -> Self {
+        self.errors = style;
+        self
     }
 
     /// Adds a filter after those already there.
@@ -184,7 +198,7 @@ impl Route {
     pub fn unavailable(&self) -> Option<&str> {
         match &self.backend {
             Backend::Unavailable(why) => Some(why),
-            Backend::Revisions(_) => None,
+            Backend::Revisions(_) | Backend::Dispatch => None,
         }
     }
 
@@ -192,7 +206,7 @@ impl Route {
     pub fn targets(&self) -> &[(Arc<RevisionPool>, u8)] {
         match &self.backend {
             Backend::Revisions(t) => t,
-            Backend::Unavailable(_) => &[],
+            Backend::Unavailable(_) | Backend::Dispatch => &[],
         }
     }
 
@@ -200,6 +214,7 @@ impl Route {
     pub fn pick(&self) -> Result<&Arc<RevisionPool>, &str> {
         match &self.backend {
             Backend::Unavailable(why) => Err(why),
+            Backend::Dispatch => Err("no operation was chosen for this request"),
             Backend::Revisions(targets) => match targets.as_slice() {
                 [] => Err("no revision serves this URL"),
                 [(only, _)] => Ok(only),

@@ -24,6 +24,8 @@ const MAX_IDLE: usize = 1024;
 pub struct RequestBody {
     inner: Option<Incoming>,
     remaining: u64,
+    /// A body already read whole (to check it before forwarding), sent as one frame.
+    buffered: Option<Bytes>,
 }
 
 /// The request body went over the gateway's limit.
@@ -44,6 +46,7 @@ impl RequestBody {
         Self {
             inner: Some(inner),
             remaining: limit,
+            buffered: None,
         }
     }
 
@@ -52,6 +55,16 @@ impl RequestBody {
         Self {
             inner: None,
             remaining: 0,
+            buffered: None,
+        }
+    }
+
+    /// A body read whole before forwarding (see [`crate::dispatch`]).
+    pub fn full(bytes: Bytes) -> Self {
+        Self {
+            inner: None,
+            remaining: 0,
+            buffered: (!bytes.is_empty()).then_some(bytes),
         }
     }
 }
@@ -64,6 +77,9 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(bytes) = self.buffered.take() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -89,10 +105,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.buffered.is_none() && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(b) = &self.buffered {
+            return SizeHint::with_exact(b.len() as u64);
+        }
         self.inner
             .as_ref()
             .map(|b| b.size_hint())
