@@ -23,6 +23,7 @@ use pier_control::Platform;
 use pier_identity::Principal;
 use pier_model::api::ServerInfo;
 
+mod api_gateway_handlers;
 mod domain_handlers;
 mod error;
 mod extract;
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .merge(iam_handlers::routes())
         .merge(image_handlers::routes())
         .merge(domain_handlers::routes())
+        .merge(api_gateway_handlers::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -3,7 +3,7 @@
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-use crate::{domain_handlers, handlers, iam_handlers, image_handlers};
+use crate::{api_gateway_handlers, domain_handlers, handlers, iam_handlers, image_handlers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -66,6 +66,24 @@ use crate::{domain_handlers, handlers, iam_handlers, image_handlers};
         domain_handlers::create_mapping,
         domain_handlers::get_mapping,
         domain_handlers::delete_mapping,
+        api_gateway_handlers::list_apis,
+        api_gateway_handlers::create_api,
+        api_gateway_handlers::delete_api,
+        api_gateway_handlers::list_configs,
+        api_gateway_handlers::create_config,
+        api_gateway_handlers::get_config,
+        api_gateway_handlers::delete_config,
+        api_gateway_handlers::list_gateways,
+        api_gateway_handlers::create_gateway,
+        api_gateway_handlers::get_gateway,
+        api_gateway_handlers::update_gateway,
+        api_gateway_handlers::delete_gateway,
+        api_gateway_handlers::list_keys,
+        api_gateway_handlers::create_key,
+        api_gateway_handlers::update_key,
+        api_gateway_handlers::delete_key,
+        api_gateway_handlers::undelete_key,
+        api_gateway_handlers::rotate_key,
     ),
     components(schemas(pier_model::api::ErrorBody)),
     modifiers(&BearerAuth),

@@ -66,6 +66,7 @@ async fn api() -> Api {
         isolation: Default::default(),
         images: None,
         domains: Default::default(),
+        api_gateways: Default::default(),
     });
     platform.recover().await.unwrap();
     let state = AppState {
@@ -170,6 +171,11 @@ fn body_for(schema: &str) -> &'static str {
         "CreateDomainMappingRequest" => {
             r#"{"domain":"shop.example.com","target":{"kind":"service","name":"web"}}"#
         }
+        "CreateApiRequest" => r#"{"name":"shop"}"#,
+        "CreateApiConfigRequest" => r#"{"name":"v1","openapiSpec":"swagger: '2.0'"}"#,
+        "CreateGatewayRequest" => r#"{"name":"gw","api":"shop","apiConfig":"v1"}"#,
+        "UpdateGatewayRequest" | "UpdateApiKeyRequest" => "{}",
+        "CreateApiKeyRequest" => r#"{"displayName":"mobile"}"#,
         other => panic!("no test body for {other}: add one"),
     }
 }

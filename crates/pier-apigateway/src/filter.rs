@@ -256,7 +256,11 @@ impl ApiFilter {
                     )),
                 };
                 if let Err(e) = outcome {
-                    first.get_or_insert(e);
+                    // The most telling refusal wins: a valid token for another audience, then a bad
+                    // credential, then a missing one (the first of equals).
+                    if first.as_ref().is_none_or(|f| rank(&e) > rank(f)) {
+                        first = Some(e);
+                    }
                     continue 'alternatives;
                 }
             }
@@ -316,14 +320,12 @@ impl ApiFilter {
         if !rule.disable_auth
             && let Some(tokens) = &self.tokens
         {
-            let bearer = tokens.bearer(rule.audience()).map_err(|why| {
-                tracing::warn!(
-                    audience = rule.audience(),
-                    "API gateway: no backend token: {why}"
-                );
+            let audience = rule.audience();
+            let bearer = tokens.bearer(&audience).map_err(|why| {
+                tracing::warn!(%audience, "API gateway: no backend token: {why}");
                 esp(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("Token not found for audience: {}", rule.audience()),
+                    format!("Token not found for audience: {audience}"),
                 )
             })?;
             if let Some(caller) = req.headers.remove(header::AUTHORIZATION) {
@@ -397,6 +399,21 @@ fn check_jwt(v: &JwtVerifier, req: &Parts) -> Result<String, Refusal> {
     };
     r.www_authenticate = HeaderValue::from_str(&value).ok();
     Err(r)
+}
+
+/// How much a refusal says about the caller's credentials (see [`ApiFilter::authenticate`]).
+fn rank(r: &Refusal) -> u8 {
+    if r.status == StatusCode::FORBIDDEN {
+        3
+    } else if r.message == "Jwt is missing"
+        || r.message
+            .starts_with("UNAUTHENTICATED: Method doesn't allow")
+        || r.message == "Jwt issuer is not configured"
+    {
+        1
+    } else {
+        2
+    }
 }
 
 fn esp(status: StatusCode, message: impl Into<String>) -> Refusal {

@@ -325,6 +325,12 @@ impl JwtVerifier {
     pub fn verify<'t>(&self, token: &'t str) -> Result<&'t str, JwtFailure> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| JwtFailure::Invalid("Jwt verification fails"))?;
+        // Another issuer's token is not this scheme's to judge (nor a reason to fetch keys again).
+        if pier_identity::external::unverified_issuer(token).as_deref()
+            != Some(self.issuer.trim_end_matches('/'))
+        {
+            return Err(JwtFailure::Invalid("Jwt issuer is not configured"));
+        }
         let family = match header.alg {
             Algorithm::RS256 => Family::Rsa,
             Algorithm::ES256 => Family::Ec,

@@ -100,6 +100,20 @@ impl Client {
         self.send(self.http.put(self.url(path)).json(body)).await
     }
 
+    /// `PATCH path` with a JSON body, answer as JSON.
+    pub async fn patch_json<T: DeserializeOwned, B: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send(self.http.patch(self.url(path)).json(body)).await
+    }
+
+    /// `DELETE path`, answer as JSON.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.http.delete(self.url(path))).await
+    }
+
     /// `POST path` with no body, ignoring the answer's body.
     pub async fn post_empty(&self, path: &str) -> Result<()> {
         self.execute(self.http.post(self.url(path))).await?;

@@ -85,6 +85,12 @@ pub enum Command {
     /// Custom domains mapped to services, with managed certificates.
     #[command(subcommand)]
     DomainMappings(commands::domains::DomainMappingsCommand),
+    /// API gateways from OpenAPI documents: APIs, configs, gateways.
+    #[command(subcommand)]
+    ApiGateway(commands::api_gateway::ApiGatewayCommand),
+    /// API keys for API gateways.
+    #[command(subcommand)]
+    ApiKeys(commands::api_gateway::ApiKeysCommand),
 }
 
 /// Parses `500ms`, `60s`, `2m`, `1h` or a bare number of seconds.
@@ -205,6 +211,8 @@ pub async fn run_client(globals: Globals, command: Command) -> Result<()> {
         Command::Images(c) => commands::images::run(&ctx, c).await,
         Command::Domains(c) => commands::domains::run_domains(&ctx, c).await,
         Command::DomainMappings(c) => commands::domains::run_mappings(&ctx, c).await,
+        Command::ApiGateway(c) => commands::api_gateway::run(&ctx, c).await,
+        Command::ApiKeys(c) => commands::api_gateway::run_keys(&ctx, c).await,
         Command::Config(_) => unreachable!("answered above"),
     }
 }

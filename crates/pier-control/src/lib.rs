@@ -34,6 +34,7 @@ use tokio::sync::watch;
 
 type Result<T, E = ControlError> = std::result::Result<T, E>;
 
+pub mod api_gateways;
 mod claims;
 mod deploy;
 pub mod domains;
@@ -95,6 +96,8 @@ pub struct PlatformParts {
     pub images: Option<Arc<ImageStore>>,
     /// Custom domains: DNS look-ups, the records to ask for, certificates.
     pub domains: domains::DomainConfig,
+    /// API gateways: JWT key fetching, external backends.
+    pub api_gateways: api_gateways::ApiGatewayConfig,
 }
 
 /// The control plane.
@@ -119,6 +122,13 @@ pub struct Platform {
     pointing: Mutex<HashMap<String, domains::Pointing>>,
     /// One look at the domains at a time, so an older look never tells the certificates last.
     domain_checks: tokio::sync::Mutex<()>,
+    api_gateways: api_gateways::ApiGatewayConfig,
+    /// JWT key sets when the server gave no registry (they fetch nothing).
+    fallback_jwks: Arc<pier_apigateway::JwksRegistry>,
+    /// Parsed API configs by (project, API, config): configs never change.
+    api_specs: Mutex<HashMap<(String, String, String), Arc<pier_apigateway::ApiSpec>>>,
+    /// Each gateway's quota counts, kept across its config switches.
+    quota_books: Mutex<HashMap<(String, String), Arc<pier_apigateway::QuotaBook>>>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -157,6 +167,7 @@ impl Platform {
             isolation,
             images,
             domains,
+            api_gateways,
         } = parts;
         Arc::new(Self {
             store,
@@ -175,6 +186,12 @@ impl Platform {
             domains,
             pointing: Mutex::new(HashMap::new()),
             domain_checks: tokio::sync::Mutex::new(()),
+            api_gateways,
+            fallback_jwks: Arc::new(pier_apigateway::JwksRegistry::new(Arc::new(
+                api_gateways::routes::NoFetch,
+            ))),
+            api_specs: Mutex::new(HashMap::new()),
+            quota_books: Mutex::new(HashMap::new()),
         })
     }
 

@@ -68,6 +68,7 @@ async fn fixture() -> Fixture {
         isolation: IsolationConfig::default(),
         images: None,
         domains: Default::default(),
+        api_gateways: Default::default(),
     });
     platform.recover().await.unwrap();
     Fixture {

@@ -4,6 +4,7 @@
 //! This crate does no I/O.
 
 pub mod api;
+pub mod api_gateways;
 pub mod domains;
 pub mod error;
 pub mod hosts;

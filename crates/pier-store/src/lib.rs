@@ -14,6 +14,7 @@ use pier_model::{Ingress, ProjectName, RevisionName, RevisionTemplate, ServiceNa
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use thiserror::Error;
 
+mod api_gateways;
 mod domains;
 mod identity;
 mod images;
@@ -22,6 +23,7 @@ mod rows;
 
 use rows::*;
 
+pub use api_gateways::{ApiConfigRecord, ApiKeyRecord, GatewayRecord};
 pub use domains::{CertificateRecord, DomainMappingRecord, DomainVerificationRecord};
 pub use identity::{IdentitySnapshot, KeyRecord, PolicyRecord, ServiceAccountRecord, UserRecord};
 pub use images::{ImageRecord, RegistryCredentialRecord};

@@ -162,6 +162,51 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         issued_at TEXT NOT NULL
     ) STRICT;
     "#,
+    // 6: API gateways: APIs, their immutable configs (the OpenAPI text as given), gateways serving one
+    // config each, and API keys (only their SHA-256 digest; the key itself is shown once).
+    r#"
+    CREATE TABLE apis (
+        project    TEXT NOT NULL REFERENCES projects (name),
+        name       TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (project, name)
+    ) STRICT;
+
+    CREATE TABLE api_configs (
+        project         TEXT NOT NULL,
+        api             TEXT NOT NULL,
+        name            TEXT NOT NULL,
+        spec            TEXT NOT NULL,
+        service_account TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        PRIMARY KEY (project, api, name),
+        FOREIGN KEY (project, api) REFERENCES apis (project, name)
+    ) STRICT;
+
+    CREATE TABLE gateways (
+        project    TEXT NOT NULL REFERENCES projects (name),
+        name       TEXT NOT NULL,
+        api        TEXT NOT NULL,
+        config     TEXT NOT NULL,
+        public     INTEGER NOT NULL,
+        cors       TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (project, name),
+        FOREIGN KEY (project, api, config) REFERENCES api_configs (project, api, name)
+    ) STRICT;
+
+    CREATE TABLE api_keys (
+        uid          TEXT PRIMARY KEY,
+        project      TEXT NOT NULL REFERENCES projects (name),
+        display_name TEXT NOT NULL,
+        prefix       TEXT NOT NULL,
+        digest       TEXT NOT NULL UNIQUE,
+        api_targets  TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        deleted_at   TEXT
+    ) STRICT;
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per migration.

@@ -28,6 +28,7 @@ use pier_tls::{CertSource, DomainCert, LocalCa, SniResolver};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod apigw;
 mod build;
 mod containers;
 mod data_dir;

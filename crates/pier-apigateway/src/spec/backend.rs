@@ -140,10 +140,15 @@ impl BackendRule {
         })
     }
 
-    /// The audience of the ID token for this backend: `jwt_audience`, else the address (what Google's
-    /// compiler writes when none is set).
-    pub fn audience(&self) -> &str {
-        self.jwt_audience.as_deref().unwrap_or(&self.address)
+    /// The audience of the ID token for this backend: `jwt_audience`, else the address's origin
+    /// (`scheme://host[:port]`, ESPv2's own fallback, which is also the URL a Cloud Run or Pier service
+    /// accepts as audience; Google's compiler writes the whole address, path included, which a service
+    /// would refuse when the address has a path).
+    pub fn audience(&self) -> std::borrow::Cow<'_, str> {
+        match &self.jwt_audience {
+            Some(a) => std::borrow::Cow::Borrowed(a),
+            None => std::borrow::Cow::Owned(format!("{}://{}", self.scheme, self.authority)),
+        }
     }
 
     /// The backend's path and query for a request to `path` with `query`, where the template bound
@@ -232,7 +237,7 @@ mod tests {
             false,
         );
         assert_eq!(r.deadline, Duration::from_millis(7500));
-        assert_eq!(r.audience(), "https://b.example/x");
+        assert_eq!(r.audience(), "https://b.example");
         let r = rule(
             json!({"address": "https://b.example", "deadline": 0, "jwt_audience": "aud", "protocol": "h2"}),
             true,

@@ -50,7 +50,7 @@ pub struct CreateArgs {
     /// The service it serves.
     #[arg(long, required_unless_present_any = ["gateway", "site"])]
     pub service: Option<String>,
-    /// The API gateway it serves (not available yet: gateways come with the API gateway).
+    /// The API gateway it serves.
     #[arg(long, conflicts_with_all = ["service", "site"])]
     pub gateway: Option<String>,
     /// The hosting site it serves (not available yet: sites come with hosting).

@@ -1,5 +1,6 @@
 //! One module per subcommand, as in spin's CLI.
 
+pub mod api_gateway;
 pub mod auth;
 pub mod config;
 pub mod deploy;

@@ -299,9 +299,9 @@ impl Platform {
                 self.scheme.domain()
             )));
         }
-        if req.target.kind != "service" {
+        if req.target.kind != "service" && req.target.kind != "gateway" {
             return Err(ControlError::Invalid(format!(
-                "a domain can be mapped to a service (--service NAME); {:?} targets do not exist yet",
+                "a domain can be mapped to a service (--service NAME) or an API gateway (--gateway NAME); {:?} targets do not exist yet",
                 req.target.kind
             )));
         }
@@ -338,14 +338,18 @@ impl Platform {
                 )));
             }
         };
-        let (p, s) = (project.clone(), service.clone());
-        if self.db(move |st| st.service(&p, &s)).await?.is_none() {
-            return Err(not_found_service(project, &service));
+        if req.target.kind == "gateway" {
+            self.gateway_record(project, service.as_str()).await?;
+        } else {
+            let (p, s) = (project.clone(), service.clone());
+            if self.db(move |st| st.service(&p, &s)).await?.is_none() {
+                return Err(not_found_service(project, &service));
+            }
         }
         let record = DomainMappingRecord {
             domain: domain.clone(),
             project: project.clone(),
-            target_kind: "service".into(),
+            target_kind: req.target.kind.clone(),
             target_name: service.to_string(),
             certificate_mode: req.certificate_mode.as_str().into(),
             certificate_files: files,
@@ -547,11 +551,24 @@ async fn where_points(dns: &Dns, domain: &str, here: &Result<Vec<IpAddr>, String
     }
 }
 
+/// Whether a mapping's target exists (a gateway's is checked when it is routed: a mapping outlives
+/// neither kind, since deleting the target is what removes its route).
 pub(crate) fn target_exists(m: &DomainMappingRecord, services: &[ServiceRecord]) -> bool {
-    m.target_kind == "service"
-        && services
-            .iter()
-            .any(|s| s.project == m.project && s.name.as_str() == m.target_name)
+    m.target_kind == "gateway"
+        || (m.target_kind == "service"
+            && services
+                .iter()
+                .any(|s| s.project == m.project && s.name.as_str() == m.target_name))
+}
+
+/// The verified mappings whose target is an API gateway.
+pub(crate) fn routed_gateway_domains<'a>(
+    maps: &'a [DomainMappingRecord],
+    verifs: &[DomainVerificationRecord],
+) -> impl Iterator<Item = &'a DomainMappingRecord> {
+    maps.iter().filter(|m| {
+        m.target_kind == "gateway" && verified_by(verifs, &m.project, &m.domain).is_some()
+    })
 }
 
 /// The mapped domains to route: verified ones whose target exists, with the target's service.

@@ -17,7 +17,7 @@ impl Platform {
     /// [`Platform::publish_routes`], for a caller that holds the publication lock (so that a change
     /// to the store and the routes that follow from it are seen together).
     pub(crate) async fn publish_locked(self: &Arc<Self>) -> Result<()> {
-        let (projects, services, revisions, mappings, verifications) = self
+        let (projects, services, revisions, mappings, verifications, gateways) = self
             .db(|s| {
                 Ok((
                     s.projects()?,
@@ -25,6 +25,11 @@ impl Platform {
                     s.all_revisions()?,
                     s.domain_mappings(None)?,
                     s.domain_verifications(None)?,
+                    crate::api_gateways::routes::GatewayRecords {
+                        gateways: s.gateways(None)?,
+                        configs: s.api_configs(None, None)?,
+                        keys: s.api_keys(None)?,
+                    },
                 ))
             })
             .await?;
@@ -93,10 +98,24 @@ impl Platform {
             }
             table.claim(host_plan.host, route, &self.admission);
         }
+        // Gateways call services through the services' own hosts.
+        let service_hosts: HashSet<String> = main_routes
+            .keys()
+            .filter_map(|(p, s)| Some(self.scheme.service_host(s, hashes.get(p)?)))
+            .collect();
+        let gateway_routes = self.claim_gateways(&mut table, &gateways, &hashes, &service_hosts);
         // Mapped domains serve their service exactly as its own URL does, through the same guard.
         for (mapping, service) in crate::domains::routed_domains(&mappings, &verifications) {
             if let Some(main) = main_routes.get(&(mapping.project.clone(), service)) {
                 let route = Arc::new(main.for_mapped_domain());
+                table.claim(mapping.domain.clone(), route, &self.admission);
+            }
+        }
+        for mapping in crate::domains::routed_gateway_domains(&mappings, &verifications) {
+            if let Some(route) =
+                gateway_routes.get(&(mapping.project.clone(), mapping.target_name.clone()))
+            {
+                let route = Arc::new(route.for_mapped_domain());
                 table.claim(mapping.domain.clone(), route, &self.admission);
             }
         }

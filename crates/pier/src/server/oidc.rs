@@ -16,7 +16,7 @@ const REFRESH: Duration = Duration::from_secs(600);
 const MIN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// `*.localhost` names resolve to loopback (RFC 6761), as curl and browsers do; others through the system.
-struct LocalhostAware;
+pub(crate) struct LocalhostAware;
 
 impl reqwest::dns::Resolve for LocalhostAware {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
