@@ -12,6 +12,7 @@
 //! Nothing here touches the store: the control plane gives keys, token minting and backend resolution.
 
 pub mod cors;
+pub mod end_user;
 pub mod external;
 pub mod filter;
 pub mod jwt;
@@ -21,6 +22,7 @@ pub mod router;
 pub mod spec;
 
 pub use cors::{CorsPolicy, PreflightResponder};
+pub use end_user::EndUserFilter;
 pub use filter::{ApiFilter, BackendTokens, Context};
 pub use jwt::{JwksFetch, JwksRegistry, JwksSource};
 pub use keys::{KeyDirectory, KeyEntry};

@@ -299,6 +299,12 @@ impl Platform {
                         settings.custom_audiences.push(a.clone());
                     }
                 }
+                if r.clear_end_user_auth {
+                    settings.end_user_auth = None;
+                }
+                if let Some(e) = &r.end_user_auth {
+                    settings.end_user_auth = Some(e.clone());
+                }
                 Ok(settings)
             })
         })

@@ -227,6 +227,9 @@ pub struct ServiceView {
     /// Audiences accepted besides the service's URLs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom_audiences: Vec<String>,
+    /// The end-user token check, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user_auth: Option<crate::end_user_auth::EndUserAuth>,
     /// The template of the latest revision created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<RevisionTemplate>,
@@ -344,6 +347,12 @@ pub struct UpdateServiceRequest {
     /// Drop every custom audience.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clear_custom_audiences: bool,
+    /// Check end users' ID tokens before requests reach the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user_auth: Option<crate::end_user_auth::EndUserAuth>,
+    /// Stop checking end users' tokens.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_end_user_auth: bool,
 }
 
 impl UpdateServiceRequest {
@@ -378,6 +387,9 @@ impl UpdateServiceRequest {
         {
             out.push("new custom audiences");
         }
+        if self.clear_end_user_auth {
+            out.push("removing the end-user token check (--end-user-auth none)");
+        }
         out
     }
 
@@ -401,6 +413,7 @@ impl UpdateServiceRequest {
             self.ingress = None;
         }
         self.add_custom_audiences.retain(|a| audiences.contains(a));
+        self.clear_end_user_auth = false;
     }
 
     /// Whether it changes nothing.
@@ -411,6 +424,8 @@ impl UpdateServiceRequest {
             && self.add_custom_audiences.is_empty()
             && self.remove_custom_audiences.is_empty()
             && !self.clear_custom_audiences
+            && self.end_user_auth.is_none()
+            && !self.clear_end_user_auth
     }
 }
 

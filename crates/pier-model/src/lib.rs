@@ -6,6 +6,7 @@
 pub mod api;
 pub mod api_gateways;
 pub mod domains;
+pub mod end_user_auth;
 pub mod error;
 pub mod hosts;
 pub mod manifest;

@@ -77,6 +77,8 @@ pub struct ServiceRecord {
     pub invoker_iam_check: bool,
     /// Extra audiences its tokens may carry.
     pub custom_audiences: Vec<String>,
+    /// The end-user token check, if any.
+    pub end_user_auth: Option<pier_model::end_user_auth::EndUserAuth>,
     /// Newest revision created.
     pub latest_created: Option<RevisionName>,
     /// Newest revision that became ready.
@@ -138,6 +140,8 @@ pub struct ServiceSettings {
     pub invoker_iam_check: bool,
     /// Custom audiences.
     pub custom_audiences: Vec<String>,
+    /// End-user token check.
+    pub end_user_auth: Option<pier_model::end_user_auth::EndUserAuth>,
 }
 
 impl ServiceRecord {
@@ -148,6 +152,7 @@ impl ServiceRecord {
             ingress: self.ingress,
             invoker_iam_check: self.invoker_iam_check,
             custom_audiences: self.custom_audiences.clone(),
+            end_user_auth: self.end_user_auth.clone(),
         }
     }
 }
@@ -515,7 +520,8 @@ impl Store {
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
             tx.execute(
                 "UPDATE services SET traffic = ?3, ingress = ?4, invoker_iam_check = ?5, \
-                 custom_audiences = ?6, updated_at = ?7 WHERE project = ?1 AND name = ?2",
+                 custom_audiences = ?6, updated_at = ?7, end_user_auth = ?8 \
+                 WHERE project = ?1 AND name = ?2",
                 params![
                     project.as_str(),
                     name.as_str(),
@@ -523,7 +529,8 @@ impl Store {
                     new.ingress.as_str(),
                     new.invoker_iam_check,
                     to_json(&new.custom_audiences),
-                    now()
+                    now(),
+                    new.end_user_auth.as_ref().map(to_json)
                 ],
             )?;
             service_in(tx, project, name)?

@@ -196,6 +196,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (project, api, config) REFERENCES api_configs (project, api, name)
     ) STRICT;
 
+    ALTER TABLE services ADD COLUMN end_user_auth TEXT;
+
     CREATE TABLE api_keys (
         uid          TEXT PRIMARY KEY,
         project      TEXT NOT NULL REFERENCES projects (name),

@@ -27,7 +27,7 @@ pub(crate) fn json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Resul
 }
 
 pub(crate) const SERVICE_COLS: &str = "project, name, traffic, latest_created, latest_ready, created_at, \
-     updated_at, ingress, invoker_iam_check, custom_audiences, id_block";
+     updated_at, ingress, invoker_iam_check, custom_audiences, id_block, end_user_auth";
 pub(crate) const REVISION_COLS: &str = "project, service, name, seq, template, state, message, log_tail, \
      pending_tag, created_at, ready_at, image_digest";
 
@@ -43,6 +43,7 @@ pub(crate) struct RawService {
     invoker_iam_check: bool,
     custom_audiences: String,
     id_block: u32,
+    end_user_auth: Option<String>,
 }
 
 impl RawService {
@@ -59,6 +60,7 @@ impl RawService {
             invoker_iam_check: r.get(8)?,
             custom_audiences: r.get(9)?,
             id_block: r.get(10)?,
+            end_user_auth: r.get(11)?,
         })
     }
 
@@ -70,6 +72,10 @@ impl RawService {
             ingress: parse("ingress", self.ingress)?,
             invoker_iam_check: self.invoker_iam_check,
             custom_audiences: json("custom audiences", &self.custom_audiences)?,
+            end_user_auth: self
+                .end_user_auth
+                .map(|s| json("end-user auth", &s))
+                .transpose()?,
             latest_created: self
                 .latest_created
                 .map(|s| parse("revision name", s))

@@ -616,3 +616,95 @@ fn making_a_gateway_public_needs_the_right_to_set_iam_policies() {
     );
     assert_eq!(s, 200, "{b}");
 }
+
+#[test]
+fn end_user_tokens_guard_a_plain_service_without_a_gateway() {
+    let idp = Pier::start(&["--domain", "idp.localhost"]);
+    let issuer = format!("oidc:https://idp.localhost:{}", idp.https_port);
+    let idp_ca = idp.dir.join("ca.pem");
+    let p = Pier::start(&["--oidc-ca", idp_ca.to_str().unwrap()]);
+    let url = p.deploy_hello(
+        "app",
+        &["--allow-unauthenticated", "--end-user-auth", &issuer],
+    );
+    let (s, b, h) = call(&p, &[&url]);
+    assert_eq!(s, 401, "{b}");
+    assert!(b.contains("end user's ID token"), "{b}");
+    assert!(
+        h.to_ascii_lowercase().contains("www-authenticate: bearer"),
+        "{h}"
+    );
+    let token = idp.token_for(&url);
+    let b = eventually(20, "the issuer's keys", || {
+        let (s, b, _) = call(&p, &["-H", &format!("Authorization: Bearer {token}"), &url]);
+        (s == 200).then_some(b)
+    });
+    assert_eq!(
+        json(&b)["headers"]["x-endpoint-api-userinfo"],
+        token.split('.').nth(1).unwrap()
+    );
+    let (s, b, _) = call(
+        &p,
+        &[
+            "-H",
+            &format!(
+                "Authorization: Bearer {}",
+                idp.token_for("https://elsewhere.example")
+            ),
+            &url,
+        ],
+    );
+    assert_eq!(s, 403, "{b}");
+    // A client's own user header never reaches the app.
+    let (s, b, _) = call(&p, &["-H", "X-Endpoint-API-UserInfo: forged", &url]);
+    assert_eq!(s, 401, "{b}");
+
+    // Optional: no token passes (no user header); a bad one is still refused.
+    p.ok(&[
+        "services",
+        "update",
+        "app",
+        "--end-user-auth",
+        &issuer,
+        "--end-user-auth-optional",
+    ]);
+    let b = eventually(10, "optional end-user auth", || {
+        let (s, b, _) = call(&p, &["-H", "X-Endpoint-API-UserInfo: forged", &url]);
+        (s == 200).then_some(b)
+    });
+    assert!(
+        json(&b)["headers"].get("x-endpoint-api-userinfo").is_none(),
+        "{b}"
+    );
+    let (s, _, _) = call(&p, &["-H", "Authorization: Bearer not.a.token", &url]);
+    assert_eq!(s, 401);
+
+    // A private service: IAM in X-Serverless-Authorization, the end user in Authorization.
+    let private = p.deploy_hello("private-app", &["--end-user-auth", &issuer]);
+    let iam = p.token_for(&private);
+    let user = idp.token_for(&private);
+    let (s, b, _) = call(
+        &p,
+        &[
+            "-H",
+            &format!("X-Serverless-Authorization: Bearer {iam}"),
+            "-H",
+            &format!("Authorization: Bearer {user}"),
+            &private,
+        ],
+    );
+    assert_eq!(s, 200, "{b}");
+    let (s, b, _) = call(
+        &p,
+        &["-H", &format!("Authorization: Bearer {iam}"), &private],
+    );
+    assert_eq!(s, 401, "{b}");
+    assert!(b.contains("X-Serverless-Authorization"), "{b}");
+
+    // `none` stops the check.
+    p.ok(&["services", "update", "app", "--end-user-auth", "none"]);
+    let d = p.describe("app");
+    assert!(d.get("endUserAuth").is_none(), "{d}");
+    let e = p.fails(&["services", "update", "app", "--end-user-auth", "saml:x"]);
+    assert!(e.contains("oidc:https://ISSUER"), "{e}");
+}

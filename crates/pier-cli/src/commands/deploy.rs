@@ -186,6 +186,18 @@ pub struct SettingsFlags {
     /// Drop every custom audience.
     #[arg(long)]
     pub clear_custom_audiences: bool,
+
+    /// Check end users' ID tokens (in `Authorization: Bearer`) before requests reach the app:
+    /// `oidc:https://ISSUER[,audiences=A|B]` (default audiences: the service's URLs),
+    /// `firebase:PROJECT_ID` (Firebase Authentication / Identity Platform), or `none` to stop. The
+    /// verified claims reach the app in `X-Endpoint-API-UserInfo`. On a private service callers send
+    /// their IAM token in `X-Serverless-Authorization`.
+    #[arg(long)]
+    pub end_user_auth: Option<String>,
+
+    /// With --end-user-auth: let requests without a token through (a bad token is still refused).
+    #[arg(long, requires = "end_user_auth")]
+    pub end_user_auth_optional: bool,
 }
 
 impl SettingsFlags {
@@ -217,6 +229,17 @@ impl SettingsFlags {
                 .map(split_list)
                 .unwrap_or_default(),
             clear_custom_audiences: self.clear_custom_audiences,
+            end_user_auth: match self.end_user_auth.as_deref() {
+                None | Some("none") => None,
+                Some(spec) => Some(
+                    pier_model::end_user_auth::EndUserAuth::parse(
+                        spec,
+                        self.end_user_auth_optional,
+                    )
+                    .map_err(|e| anyhow!("{e}"))?,
+                ),
+            },
+            clear_end_user_auth: self.end_user_auth.as_deref() == Some("none"),
         })
     }
 }

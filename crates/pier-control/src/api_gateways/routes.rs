@@ -71,6 +71,34 @@ pub(crate) struct GatewayRecords {
 }
 
 impl Platform {
+    /// A service's end-user token check (`--end-user-auth`); `audiences` are the service's own, accepted
+    /// when the setting names none.
+    pub(crate) fn end_user_filter(
+        &self,
+        e: &pier_model::end_user_auth::EndUserAuth,
+        audiences: &[String],
+    ) -> Arc<dyn pier_gateway::Filter> {
+        let jwks = self.jwks_registry().get(&JwksSource {
+            issuer: e.issuer.clone(),
+            jwks_uri: e.jwks_uri.clone(),
+        });
+        let scheme = pier_apigateway::spec::JwtScheme {
+            issuer: e.issuer.clone(),
+            jwks_uri: e.jwks_uri.clone(),
+            audiences: e.audiences.clone(),
+            locations: pier_apigateway::spec::default_jwt_locations(),
+        };
+        let own: Vec<String> = audiences
+            .iter()
+            .filter(|a| *a != CLI_CLIENT_ID)
+            .cloned()
+            .collect();
+        let verifier = pier_apigateway::jwt::JwtVerifier::new(&scheme, &own, jwks);
+        Arc::new(pier_apigateway::EndUserFilter::new(
+            verifier, &e.issuer, e.optional,
+        ))
+    }
+
     pub(crate) fn jwks_registry(&self) -> Arc<JwksRegistry> {
         self.api_gateways
             .jwks

@@ -85,14 +85,22 @@ impl Platform {
                     }
                 }
             };
-            let route = Arc::new(Route::new(
+            let end_user = svc
+                .end_user_auth
+                .as_ref()
+                .map(|e| self.end_user_filter(e, &host_plan.access.audiences));
+            let mut route = Route::new(
                 svc.project.clone(),
                 svc.name.clone(),
                 host_plan.tag,
                 host_plan.access,
                 self.admission.clone(),
                 backend,
-            ));
+            );
+            if let Some(f) = end_user {
+                route = route.with_filter(f);
+            }
+            let route = Arc::new(route);
             if route.tag.is_none() {
                 main_routes.insert((svc.project.clone(), svc.name.clone()), route.clone());
             }

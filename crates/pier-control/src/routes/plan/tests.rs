@@ -17,6 +17,7 @@ fn service(name: &str, traffic: Traffic, latest_ready: Option<&str>) -> ServiceR
         ingress: Ingress::All,
         invoker_iam_check: true,
         custom_audiences: vec!["https://api.example.com".into()],
+        end_user_auth: None,
         latest_created: None,
         latest_ready: latest_ready.map(|r| r.parse().unwrap()),
         created_at: String::new(),
