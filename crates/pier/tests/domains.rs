@@ -184,6 +184,63 @@ fn a_verified_domain_gets_a_certificate_over_http01_and_keeps_the_services_guard
     // HTTP/2 too.
     let (code, _) = https(&pier, &root, "shop.example.com", "/", &["--http2"]);
     assert_eq!(code, 200);
+    // An API gateway is a mapping target too: its operations, its keys, its JSON errors.
+    let shop_url = pier.describe("shop")["url"].as_str().unwrap().to_owned();
+    let spec = data.path().join("openapi.yaml");
+    std::fs::write(
+        &spec,
+        format!("swagger: '2.0'\ninfo: {{title: t, version: '1'}}\nx-google-backend: {{address: '{shop_url}'}}\nsecurityDefinitions: {{k: {{type: apiKey, name: key, in: query}}}}\nsecurity: [{{k: []}}]\npaths:\n  /v1/items:\n    get: {{}}\n"),
+    )
+    .unwrap();
+    pier.ok(&["api-gateway", "apis", "create", "shop"]);
+    pier.ok(&[
+        "api-gateway",
+        "api-configs",
+        "create",
+        "v1",
+        "--api",
+        "shop",
+        "--openapi-spec",
+        spec.to_str().unwrap(),
+    ]);
+    pier.ok(&[
+        "api-gateway",
+        "gateways",
+        "create",
+        "shop-gw",
+        "--api",
+        "shop",
+        "--api-config",
+        "v1",
+    ]);
+    let key = pier
+        .ok(&["api-keys", "create", "--display-name", "web"])
+        .trim()
+        .to_owned();
+    acme.add_a("api.shop.example.com", "127.0.0.1");
+    pier.ok(&[
+        "domain-mappings",
+        "create",
+        "--gateway",
+        "shop-gw",
+        "--domain",
+        "api.shop.example.com",
+    ]);
+    let (code, body) = https(
+        &pier,
+        &root,
+        "api.shop.example.com",
+        &format!("/v1/items?key={key}"),
+        &[],
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["service"],
+        "shop"
+    );
+    let (code, body) = https(&pier, &root, "api.shop.example.com", "/v1/items", &[]);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.starts_with("{\"code\":401"), "{body}");
     // HTTP now redirects to it; ACME's path is not the app's.
     let (code, head) = http(&pier, "shop.example.com", "/x?y=1");
     assert_eq!(code, 302, "{head}");

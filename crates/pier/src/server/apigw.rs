@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use pier_apigateway::jwt::{Fetched, JwksFetch, JwksSource};
 use pier_apigateway::{JwksRegistry, external::HttpForward};
 use pier_control::api_gateways::ApiGatewayConfig;
@@ -33,49 +33,12 @@ impl JwksFetch for Fetcher {
         }
         let client = self.client.clone();
         let source = source.clone();
-        Box::pin(async move { fetch(&client, &source).await.map_err(|e| format!("{e:#}")) })
+        Box::pin(async move {
+            super::oidc::fetch_jwks(&client, &source.issuer, source.jwks_uri.as_deref())
+                .await
+                .map_err(|e| format!("{e:#}"))
+        })
     }
-}
-
-/// `Cache-Control: max-age=N` of an answer.
-fn max_age(resp: &reqwest::Response) -> Option<Duration> {
-    let cc = resp
-        .headers()
-        .get(reqwest::header::CACHE_CONTROL)?
-        .to_str()
-        .ok()?;
-    cc.split(',')
-        .filter_map(|d| d.trim().strip_prefix("max-age="))
-        .find_map(|n| n.parse().ok())
-        .map(Duration::from_secs)
-}
-
-async fn fetch(
-    client: &reqwest::Client,
-    source: &JwksSource,
-) -> Result<(Vec<u8>, Option<Duration>)> {
-    let uri = match &source.jwks_uri {
-        Some(u) => u.clone(),
-        None => {
-            let discovery: serde_json::Value = client
-                .get(format!(
-                    "{}/.well-known/openid-configuration",
-                    source.issuer
-                ))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            discovery["jwks_uri"]
-                .as_str()
-                .ok_or_else(|| anyhow!("the issuer's discovery document has no jwks_uri"))?
-                .to_owned()
-        }
-    };
-    let resp = client.get(&uri).send().await?.error_for_status()?;
-    let age = max_age(&resp);
-    Ok((resp.bytes().await?.to_vec(), age))
 }
 
 fn client(pier_ca: &Path, cas: &[PathBuf], timeout: Option<Duration>) -> Result<reqwest::Client> {

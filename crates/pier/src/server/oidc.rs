@@ -92,29 +92,51 @@ async fn refresh_forever(client: reqwest::Client, issuer: Arc<ExternalIssuer>) {
 
 /// The issuer's JWKS, found through its discovery document.
 async fn fetch(client: &reqwest::Client, issuer: &str) -> Result<Vec<u8>> {
-    let discovery: serde_json::Value = client
-        .get(format!("{issuer}/.well-known/openid-configuration"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let claimed = discovery["issuer"].as_str().unwrap_or_default();
-    if claimed.trim_end_matches('/') != issuer {
-        bail!("its discovery document names issuer {claimed:?}, not {issuer}");
-    }
-    let jwks_uri = discovery["jwks_uri"]
-        .as_str()
-        .ok_or_else(|| anyhow!("its discovery document has no jwks_uri"))?;
-    if !jwks_uri.starts_with("https://") {
-        bail!("its jwks_uri {jwks_uri} is not https");
-    }
-    let body = client
-        .get(jwks_uri)
-        .send()
-        .await?
-        .error_for_status()?
-        .bytes()
-        .await?;
-    Ok(body.to_vec())
+    Ok(fetch_jwks(client, issuer, None).await?.0)
+}
+
+/// An issuer's JWKS and its `Cache-Control: max-age`: from `jwks_uri` when given, else found through
+/// the issuer's discovery document, whose `issuer` must be `issuer` and whose `jwks_uri` must be https.
+/// Shared by trusted issuers and by the API gateway's and services' end-user checks.
+pub(crate) async fn fetch_jwks(
+    client: &reqwest::Client,
+    issuer: &str,
+    jwks_uri: Option<&str>,
+) -> Result<(Vec<u8>, Option<Duration>)> {
+    let issuer = issuer.trim_end_matches('/');
+    let jwks_uri = match jwks_uri {
+        Some(u) => u.to_owned(),
+        None => {
+            let discovery: serde_json::Value = client
+                .get(format!("{issuer}/.well-known/openid-configuration"))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let claimed = discovery["issuer"].as_str().unwrap_or_default();
+            if claimed.trim_end_matches('/') != issuer {
+                bail!("its discovery document names issuer {claimed:?}, not {issuer}");
+            }
+            let uri = discovery["jwks_uri"]
+                .as_str()
+                .ok_or_else(|| anyhow!("its discovery document has no jwks_uri"))?;
+            if !uri.starts_with("https://") {
+                bail!("its jwks_uri {uri} is not https");
+            }
+            uri.to_owned()
+        }
+    };
+    let resp = client.get(&jwks_uri).send().await?.error_for_status()?;
+    let max_age = resp
+        .headers()
+        .get(reqwest::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|cc| {
+            cc.split(',')
+                .filter_map(|d| d.trim().strip_prefix("max-age="))
+                .find_map(|n| n.parse().ok())
+        })
+        .map(Duration::from_secs);
+    Ok((resp.bytes().await?.to_vec(), max_age))
 }
