@@ -67,7 +67,7 @@ pub struct ApiKeyRecord {
     pub deleted_at: Option<String>,
 }
 
-fn project(s: String) -> Result<ProjectName> {
+fn project_of(s: String) -> Result<ProjectName> {
     s.parse()
         .map_err(|e| StoreError::Corrupt(format!("API gateway project: {e}")))
 }
@@ -427,8 +427,4 @@ impl Store {
             .find(|k| k.uid == uid)
             .ok_or_else(|| StoreError::NotFound(format!("API key {uid}")))
     }
-}
-
-fn project_of(s: String) -> Result<ProjectName> {
-    project(s)
 }

@@ -519,3 +519,112 @@ fn a_domain_goes_to_the_project_that_proved_it_and_its_certificate_only_while_ma
     assert!(s.delete_domain_mapping(&p(), "shop.example.com").unwrap());
     assert!(!s.delete_domain_mapping(&p(), "shop.example.com").unwrap());
 }
+
+#[test]
+fn api_configs_are_immutable_and_gateways_pin_what_they_serve() {
+    let s = store();
+    let config = |name: &str| ApiConfigRecord {
+        project: p(),
+        api: "shop".into(),
+        name: name.into(),
+        spec: "swagger: '2.0'".into(),
+        service_account: "compute@default.iam.pier.localhost".into(),
+        created_at: "2026-01-01T00:00:00Z".into(),
+    };
+    // A config needs its API; an API cannot be made twice; a config cannot be replaced.
+    assert!(matches!(
+        s.create_api_config(&config("v1")),
+        Err(StoreError::NotFound(_))
+    ));
+    s.create_api(&p(), "shop").unwrap();
+    assert!(matches!(
+        s.create_api(&p(), "shop"),
+        Err(StoreError::Conflict(_))
+    ));
+    s.create_api_config(&config("v1")).unwrap();
+    let mut changed = config("v1");
+    changed.spec = "openapi: 3.0.0".into();
+    assert!(matches!(
+        s.create_api_config(&changed),
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        s.api_configs(Some(&p()), Some("shop")).unwrap()[0].spec,
+        "swagger: '2.0'"
+    );
+    s.create_api_config(&config("v2")).unwrap();
+
+    let mut gw = GatewayRecord {
+        project: p(),
+        name: "gw".into(),
+        api: "shop".into(),
+        config: "v1".into(),
+        public: true,
+        cors: None,
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    s.create_gateway(&gw).unwrap();
+    // What a gateway serves cannot be deleted, nor its API while configs exist.
+    assert!(matches!(
+        s.delete_api_config(&p(), "shop", "v1"),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.delete_api(&p(), "shop"),
+        Err(StoreError::Conflict(_))
+    ));
+    // A config that does not exist cannot be served.
+    gw.config = "v9".into();
+    assert!(s.update_gateway(&gw).is_err());
+    gw.config = "v2".into();
+    s.update_gateway(&gw).unwrap();
+    assert_eq!(s.gateways(None).unwrap()[0].config, "v2");
+    s.delete_api_config(&p(), "shop", "v1").unwrap();
+    s.delete_gateway(&p(), "gw").unwrap();
+    s.delete_api_config(&p(), "shop", "v2").unwrap();
+    s.delete_api(&p(), "shop").unwrap();
+}
+
+#[test]
+fn api_keys_keep_only_digests_and_change_in_place() {
+    let s = store();
+    let key = ApiKeyRecord {
+        uid: "k-1".into(),
+        project: p(),
+        display_name: "mobile".into(),
+        prefix: "AIzaABCDEFGH".into(),
+        digest: "d1".into(),
+        api_targets: vec!["shop".into()],
+        created_at: "2026-01-01T00:00:00Z".into(),
+        deleted_at: None,
+    };
+    s.create_api_key(&key).unwrap();
+    // Two keys with one digest cannot exist.
+    let mut twin = key.clone();
+    twin.uid = "k-2".into();
+    assert!(s.create_api_key(&twin).is_err());
+    let revoked = s
+        .update_api_key(&p(), "k-1", Some(true), None, None)
+        .unwrap();
+    assert!(revoked.deleted_at.is_some());
+    let restored = s
+        .update_api_key(
+            &p(),
+            "k-1",
+            Some(false),
+            Some(&["a".into(), "b".into()]),
+            Some(("AIzaZZZZZZZZ", "d2")),
+        )
+        .unwrap();
+    assert_eq!(restored.deleted_at, None);
+    assert_eq!(restored.api_targets, vec!["a", "b"]);
+    assert_eq!(
+        (restored.prefix.as_str(), restored.digest.as_str()),
+        ("AIzaZZZZZZZZ", "d2")
+    );
+    assert!(matches!(
+        s.update_api_key(&p(), "k-9", Some(true), None, None),
+        Err(StoreError::NotFound(_))
+    ));
+}
