@@ -358,3 +358,67 @@ async fn cors_preflights_are_answered_without_credentials() {
             .any(|(k, v)| k == header::ACCESS_CONTROL_ALLOW_ORIGIN && v == "https://shop.example")
     );
 }
+
+#[tokio::test]
+async fn allow_all_and_allow_cors_pass_unknown_calls_and_preflights_to_the_backend() {
+    let registry = JwksRegistry::new(Arc::new(Served(b"{\"keys\": []}".to_vec())));
+    let spec = Arc::new(
+        ApiSpec::parse(
+            "swagger: '2.0'\ninfo: {title: t, version: '1'}\nx-google-allow: all\nx-google-endpoints: [{name: t, allowCors: true}]\nx-google-backend: {address: 'https://b.example/base'}\nsecurityDefinitions: {k: {type: apiKey, name: key, in: query}}\nsecurity: [{k: []}]\npaths:\n  /v1/items/{id}:\n    get:\n      x-google-backend: {address: 'https://c.example/item'}\n",
+        )
+        .unwrap(),
+    );
+    let resolve = |r: &BackendRule| Target::Pier(HeaderValue::from_str(&r.authority).unwrap());
+    let filter = ApiFilter::new(
+        spec,
+        Context {
+            project: "default".into(),
+            api: "t".into(),
+            keys: Arc::new(KeyDirectory::default()),
+            quota: Arc::new(QuotaBook::default()),
+            jwks: &registry,
+            default_audiences: Vec::new(),
+            tokens: None,
+            cors: None,
+            resolve: &resolve,
+        },
+    )
+    .unwrap();
+    let route = Route::new(
+        "default".parse().unwrap(),
+        "gw".parse().unwrap(),
+        None,
+        Arc::new(Access::public()),
+        Arc::new(AllowAll),
+        Backend::Dispatch,
+    );
+    let fwd = Forwarding::new([127, 0, 0, 1].into(), "https");
+    // Unknown path: to the top-level backend, appended, no key asked.
+    let mut r = request("POST", "/anything/else?x=1", &[]);
+    filter.on_request(&route, &fwd, &mut r).unwrap();
+    assert_eq!(r.uri, "/base/anything/else?x=1");
+    // A configured operation still needs its key.
+    assert_eq!(
+        filter
+            .on_request(&route, &fwd, &mut request("GET", "/v1/items/1", &[]))
+            .unwrap_err()
+            .status
+            .as_u16(),
+        401
+    );
+    // A preflight to a known path goes to that path's backend, unchecked.
+    let mut r = request(
+        "OPTIONS",
+        "/v1/items/1",
+        &[
+            ("origin", "https://a.example"),
+            ("access-control-request-method", "GET"),
+        ],
+    );
+    filter.on_request(&route, &fwd, &mut r).unwrap();
+    assert_eq!(r.uri, "/item?id=1");
+    assert!(matches!(
+        &r.extensions.get::<Destination>().unwrap().target,
+        Target::Pier(h) if h == "c.example"
+    ));
+}
