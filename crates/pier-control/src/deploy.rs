@@ -41,33 +41,13 @@ impl Platform {
             None => None,
         };
         // A revision runs as a service account: the project's default unless one is named.
-        let sa = match &req.template.service_account {
-            Some(email) => {
-                let email = email.clone();
-                let sa = self
-                    .identity
-                    .blocking(move |id| id.service_account(&email))
-                    .await?;
-                if sa.disabled {
-                    return Err(ControlError::Invalid(format!(
-                        "service account {} is disabled: enable it or choose another --service-account",
-                        sa.email
-                    )));
-                }
-                sa.email
-            }
-            None => {
-                self.db({
-                    let p = project.clone();
-                    move |s| s.ensure_project(&p, project_hash)
-                })
-                .await?;
-                let p = project.clone();
-                self.identity
-                    .blocking(move |id| id.ensure_default_service_account(&p))
-                    .await?
-            }
-        };
+        let sa = self
+            .acting_account(
+                project,
+                req.template.service_account.as_deref(),
+                "--service-account",
+            )
+            .await?;
         req.template.service_account = Some(sa);
         if let Some(tag) = &req.tag {
             // Refuse tags that cannot make a URL before anything is recorded.
@@ -255,6 +235,41 @@ impl Platform {
         self.apply_settings(project, name, &req).await?;
         self.changed();
         self.get_service(project, name).await
+    }
+
+    /// The account something runs as or mints tokens of: `named` if it exists and is enabled (`flag`
+    /// names the option to change in the error), else the project's default compute account, made (with
+    /// the project) on first use.
+    pub(crate) async fn acting_account(
+        &self,
+        project: &ProjectName,
+        named: Option<&str>,
+        flag: &str,
+    ) -> Result<String> {
+        match named {
+            Some(email) => {
+                let email = email.to_owned();
+                let sa = self
+                    .identity
+                    .blocking(move |id| id.service_account(&email))
+                    .await?;
+                if sa.disabled {
+                    return Err(ControlError::Invalid(format!(
+                        "service account {} is disabled: enable it or choose another {flag}",
+                        sa.email
+                    )));
+                }
+                Ok(sa.email)
+            }
+            None => {
+                let p = project.clone();
+                self.db(move |s| s.ensure_project(&p, project_hash)).await?;
+                let p = project.clone();
+                self.identity
+                    .blocking(move |id| id.ensure_default_service_account(&p))
+                    .await
+            }
+        }
     }
 
     /// Checks service settings without changing anything.

@@ -143,28 +143,13 @@ impl Platform {
             .map_err(|e| ControlError::Invalid(format!("the OpenAPI document is refused: {e}")))?;
         pier_apigateway::router::Router::new(&spec)
             .map_err(|e| ControlError::Invalid(format!("the OpenAPI document is refused: {e}")))?;
-        let sa = match &req.backend_auth_service_account {
-            Some(email) => {
-                let email = email.clone();
-                let sa = self
-                    .identity
-                    .blocking(move |id| id.service_account(&email))
-                    .await?;
-                if sa.disabled {
-                    return Err(ControlError::Invalid(format!(
-                        "service account {} is disabled: enable it or choose another --backend-auth-service-account",
-                        sa.email
-                    )));
-                }
-                sa.email
-            }
-            None => {
-                let p = project.clone();
-                self.identity
-                    .blocking(move |id| id.ensure_default_service_account(&p))
-                    .await?
-            }
-        };
+        let sa = self
+            .acting_account(
+                project,
+                req.backend_auth_service_account.as_deref(),
+                "--backend-auth-service-account",
+            )
+            .await?;
         let rec = ApiConfigRecord {
             project: project.clone(),
             api: api.to_owned(),
