@@ -328,8 +328,10 @@ impl ApiFilter {
                     format!("Token not found for audience: {audience}"),
                 )
             })?;
+            // Only the gateway writes it (ESPv2 keeps a client's copy when the client sent no
+            // `Authorization`; a backend could then take a forged one for the caller's).
+            req.headers.remove(&X_FORWARDED_AUTHORIZATION);
             if let Some(caller) = req.headers.remove(header::AUTHORIZATION) {
-                req.headers.remove(&X_FORWARDED_AUTHORIZATION);
                 req.headers.insert(X_FORWARDED_AUTHORIZATION, caller);
             }
             req.headers.insert(header::AUTHORIZATION, bearer);

@@ -179,6 +179,15 @@ async fn api_keys_are_checked_and_the_backend_call_is_set_up() {
     let d = r.extensions.get::<Destination>().unwrap();
     assert!(matches!(&d.target, Target::Pier(h) if h == "books-abc123.pier.localhost:8443"));
 
+    // A client's own X-Forwarded-Authorization never passes for the caller's.
+    let mut r = request(
+        "GET",
+        "/v1/shelves",
+        &[("x-forwarded-authorization", "Bearer forged")],
+    );
+    s.run(&mut r).unwrap();
+    assert!(r.headers.get("x-forwarded-authorization").is_none());
+
     // getShelf needs a key.
     let e = s
         .run(&mut request("GET", "/v1/shelves/1", &[]))
