@@ -59,12 +59,18 @@ async fn mapping_for(
 ) -> Result<DomainMappingView, ApiError> {
     match s.platform.domain_mapping(project, domain).await {
         Ok(view) => {
-            let target = view
-                .target
-                .name
-                .parse()
-                .map_err(|e: pier_model::NameError| ApiError::invalid(e.to_string()))?;
-            require(s, who, perm, Resource::Service(project.clone(), target))?;
+            let resource = if view.target.kind == "service" {
+                let target = view
+                    .target
+                    .name
+                    .parse()
+                    .map_err(|e: pier_model::NameError| ApiError::invalid(e.to_string()))?;
+                Resource::Service(project.clone(), target)
+            } else {
+                // Gateways have no policy of their own: the project's decides.
+                Resource::Project(project.clone())
+            };
+            require(s, who, perm, resource)?;
             Ok(view)
         }
         Err(e) => {
@@ -167,18 +173,18 @@ pub(crate) async fn create_mapping(
         _ => Resource::Project(project.clone()),
     };
     require(&s, &who, Permission::ServicesWrite, target)?;
-    // Moving a domain away from another service needs the right to change that one too.
+    // Moving a domain away from another target needs the right to change that one too (a gateway's
+    // is the project's).
     if let Ok(existing) = s.platform.domain_mapping(&project, &req.domain).await
         && existing.target != req.target
-        && existing.target.kind == "service"
-        && let Ok(from) = existing.target.name.parse()
     {
-        require(
-            &s,
-            &who,
-            Permission::ServicesWrite,
-            Resource::Service(project.clone(), from),
-        )?;
+        let from = match existing.target.name.parse() {
+            Ok(name) if existing.target.kind == "service" => {
+                Resource::Service(project.clone(), name)
+            }
+            _ => Resource::Project(project.clone()),
+        };
+        require(&s, &who, Permission::ServicesWrite, from)?;
     }
     if req.certificate_file.is_some() || req.private_key_file.is_some() {
         // The server reads those files with its own rights.

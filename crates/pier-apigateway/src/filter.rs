@@ -227,8 +227,8 @@ impl ApiFilter {
         &self.spec
     }
 
-    /// Checks the caller against the operation's requirements: the key's project when a key passed,
-    /// and the JWT payload when a JWT did.
+    /// Checks the caller against the operation's requirements: the key's id when a key passed, and
+    /// the JWT payload when a JWT did.
     fn authenticate(
         &self,
         op: &OpRuntime,
@@ -269,7 +269,7 @@ impl ApiFilter {
         Err(first.unwrap_or_else(|| esp(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED")))
     }
 
-    /// The key's project, or the refusal (ESPv2's words; a key that is not valid is 401 here, not
+    /// The key's id, or the refusal (ESPv2's words; a key that is not valid is 401 here, not
     /// Service Control's 400).
     fn check_key(&self, locs: &[KeyLocation], req: &Parts) -> Result<String, Refusal> {
         let Some(key) = crate::keys::extract(locs, req) else {
@@ -299,7 +299,7 @@ impl ApiFilter {
                 "PERMISSION_DENIED: The API targeted by this request is invalid for the given API key.",
             ));
         }
-        Ok(entry.project.clone())
+        Ok(entry.uid.clone())
     }
 
     /// Sets up the backend call of `op`.
@@ -328,9 +328,6 @@ impl ApiFilter {
                     format!("Token not found for audience: {audience}"),
                 )
             })?;
-            // Only the gateway writes it (ESPv2 keeps a client's copy when the client sent no
-            // `Authorization`; a backend could then take a forged one for the caller's).
-            req.headers.remove(&X_FORWARDED_AUTHORIZATION);
             if let Some(caller) = req.headers.remove(header::AUTHORIZATION) {
                 req.headers.insert(X_FORWARDED_AUTHORIZATION, caller);
             }
@@ -403,6 +400,26 @@ fn check_jwt(v: &JwtVerifier, req: &Parts) -> Result<String, Refusal> {
     Err(r)
 }
 
+/// Why a path is not in normal form: an encoded `/` or `\\`, a dot segment, or an empty segment. Such
+/// paths could match one operation here and mean another to the backend, so they are refused rather
+/// than normalized.
+fn unnormalized(path: &str) -> Option<&'static str> {
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || path.contains('\\') {
+        return Some("has an encoded slash or a backslash");
+    }
+    if path.len() > 1 && path.contains("//") {
+        return Some("has an empty segment");
+    }
+    if path.split('/').any(|s| {
+        let s = s.to_ascii_lowercase();
+        s == "." || s == ".." || s == "%2e" || s == "%2e%2e" || s == ".%2e" || s == "%2e."
+    }) {
+        return Some("has a dot segment");
+    }
+    None
+}
+
 /// How much a refusal says about the caller's credentials (see [`ApiFilter::authenticate`]).
 fn rank(r: &Refusal) -> u8 {
     if r.status == StatusCode::FORBIDDEN {
@@ -446,8 +463,31 @@ impl Filter for ApiFilter {
     }
 
     fn on_request(&self, _: &Route, _: &Forwarding, req: &mut Parts) -> Result<(), Refusal> {
+        // Only the gateway writes these (ESPv2 keeps a client's X-Forwarded-Authorization when the
+        // client sent no `Authorization`; a backend could take a forged one for the caller's).
         req.headers.remove(&USER_INFO);
+        req.headers.remove(&X_FORWARDED_AUTHORIZATION);
+        let result = self.check(req);
+        // The gateway's own answers are readable by an allowed origin's pages too.
+        match (result, &self.cors) {
+            (Err(mut r), Some(cors)) if !is_preflight(req) => {
+                r.headers.extend(cors.actual(req));
+                Err(r)
+            }
+            (result, _) => result,
+        }
+    }
+}
+
+impl ApiFilter {
+    fn check(&self, req: &mut Parts) -> Result<(), Refusal> {
         let path = req.uri.path().to_owned();
+        if let Some(why) = unnormalized(&path) {
+            return Err(esp(
+                StatusCode::BAD_REQUEST,
+                format!("INVALID_ARGUMENT: the request path {why}; send it in normal form"),
+            ));
+        }
         if is_preflight(req) {
             if let Some(cors) = &self.cors {
                 let answer = cors.preflight(req)?;
@@ -479,12 +519,13 @@ impl Filter for ApiFilter {
                 (None, _) => return Err(esp(StatusCode::NOT_FOUND, NOT_DEFINED)),
             },
         };
-        let (key_project, user) = self.authenticate(op, req)?;
+        let (key_uid, user) = self.authenticate(op, req)?;
         if !op.costs.is_empty() {
-            let consumer = format!(
-                "project:{}",
-                key_project.as_deref().unwrap_or(&self.project)
-            );
+            // Per consumer: the key (as ESPv2's `api_key:KEY`), else the gateway's project.
+            let consumer = match &key_uid {
+                Some(uid) => format!("api_key:{uid}"),
+                None => format!("project:{}", self.project),
+            };
             if let Err(e) = self.quota.charge(&consumer, &op.costs) {
                 let mut r = esp(
                     StatusCode::TOO_MANY_REQUESTS,

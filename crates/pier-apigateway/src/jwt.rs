@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -66,7 +66,7 @@ enum Family {
 pub struct Jwks {
     source: JwksSource,
     keys: ArcSwap<HashMap<String, (DecodingKey, Family)>>,
-    wants_refresh: tokio::sync::Notify,
+    wants_refresh: Arc<tokio::sync::Notify>,
     last_fetch: Mutex<Option<Instant>>,
 }
 
@@ -85,7 +85,7 @@ impl Jwks {
         Self {
             source,
             keys: ArcSwap::from_pointee(HashMap::new()),
-            wants_refresh: tokio::sync::Notify::new(),
+            wants_refresh: Arc::new(tokio::sync::Notify::new()),
             last_fetch: Mutex::new(None),
         }
     }
@@ -134,10 +134,16 @@ impl Jwks {
     }
 }
 
-/// Keeps `jwks` fresh until the process ends (see the module's rules). `fetcher` does the I/O.
-pub async fn refresh_forever(jwks: Arc<Jwks>, fetcher: Arc<dyn JwksFetch>) {
+/// Keeps `jwks` fresh while anything uses it (see the module's rules); `fetcher` does the I/O. The
+/// task holds the key set only while fetching, and ends once no route holds it any more.
+pub async fn refresh_forever(jwks: Weak<Jwks>, fetcher: Arc<dyn JwksFetch>) {
     let mut failures = 0u32;
     loop {
+        let Some(jwks) = jwks.upgrade() else {
+            return;
+        };
+        // Every attempt counts toward the refetch limit, failed ones too.
+        *jwks.last_fetch.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let wait = match fetcher.fetch(&jwks.source).await {
             Ok((doc, max_age)) => match jwks.set(&doc) {
                 Ok(n) => {
@@ -159,16 +165,18 @@ pub async fn refresh_forever(jwks: Arc<Jwks>, fetcher: Arc<dyn JwksFetch>) {
                 backoff(failures)
             }
         };
+        let (notify, fetched_at) = (
+            jwks.wants_refresh.clone(),
+            jwks.last_fetch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(Instant::now),
+        );
+        drop(jwks);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = jwks.wants_refresh.notified() => {
-                let since = jwks
-                    .last_fetch
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .map(|t| t.elapsed())
-                    .unwrap_or(MIN_REFETCH);
-                tokio::time::sleep(MIN_REFETCH.saturating_sub(since)).await;
+            _ = notify.notified() => {
+                tokio::time::sleep(MIN_REFETCH.saturating_sub(fetched_at.elapsed())).await;
             }
         }
     }
@@ -178,10 +186,11 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs((2u64 << failures.min(5)).min(60))
 }
 
-/// Every key set in use, shared by the gateways whose configs name the same issuer.
+/// Every key set in use, shared by the routes that name the same issuer. It holds them weakly: a key
+/// set no route uses any more is dropped, and its refresher ends.
 pub struct JwksRegistry {
     fetcher: Arc<dyn JwksFetch>,
-    sets: Mutex<HashMap<JwksSource, Arc<Jwks>>>,
+    sets: Mutex<HashMap<JwksSource, Weak<Jwks>>>,
 }
 
 impl std::fmt::Debug for JwksRegistry {
@@ -202,12 +211,13 @@ impl JwksRegistry {
     /// The key set of `source`, starting its refresher the first time (call within a Tokio runtime).
     pub fn get(&self, source: &JwksSource) -> Arc<Jwks> {
         let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(j) = sets.get(source) {
-            return j.clone();
+        if let Some(j) = sets.get(source).and_then(Weak::upgrade) {
+            return j;
         }
+        sets.retain(|_, w| w.strong_count() > 0);
         let j = Arc::new(Jwks::new(source.clone()));
-        tokio::spawn(refresh_forever(j.clone(), self.fetcher.clone()));
-        sets.insert(source.clone(), j.clone());
+        tokio::spawn(refresh_forever(Arc::downgrade(&j), self.fetcher.clone()));
+        sets.insert(source.clone(), Arc::downgrade(&j));
         j
     }
 }
@@ -342,6 +352,7 @@ impl JwtVerifier {
         };
         let mut v = Validation::new(header.alg);
         v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
         v.validate_aud = false;
         v.set_issuer(&[self.issuer.clone(), format!("{}/", self.issuer)]);
         v.set_required_spec_claims(&["exp", "iss"]);

@@ -77,7 +77,8 @@ impl IdentityGuard {
                 continue;
             };
             let addressed = peeked.audiences.iter().any(|a| {
-                a != pier_identity::tokens::CLI_CLIENT_ID && route.access.audiences.contains(a)
+                a != pier_identity::tokens::CLI_CLIENT_ID
+                    && (route.access.audiences.contains(a) || route.access.passthrough.contains(a))
             });
             if peeked.issuer == self.issuer
                 && !addressed
@@ -232,6 +233,7 @@ fn invalid_token(why: &str) -> Refusal {
         .ok(),
         retry_after: None,
         violations: Vec::new(),
+        headers: Vec::new(),
     }
 }
 

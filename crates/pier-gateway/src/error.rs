@@ -277,6 +277,8 @@ pub struct Refusal {
     pub retry_after: Option<u64>,
     /// Every way the request broke an API's schema (400 from request validation).
     pub violations: Vec<Violation>,
+    /// Other headers the answer carries (an API gateway's CORS headers for an allowed origin).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl Refusal {
@@ -288,6 +290,7 @@ impl Refusal {
             www_authenticate: None,
             retry_after: None,
             violations: Vec::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -305,6 +308,9 @@ impl Refusal {
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in self.headers {
+            resp.headers_mut().append(name, value);
         }
     }
 

@@ -30,7 +30,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Headers a `Connection` header may not name: the ones the guard reads or Pier sets for the app.
 /// Naming one would make a proxy drop it after the guard saw it (or before the app sees Pier's), so a
 /// request that does is refused.
-const PROTECTED: [&str; 10] = [
+const PROTECTED: [&str; 12] = [
     "host",
     "authorization",
     "x-serverless-authorization",
@@ -41,6 +41,9 @@ const PROTECTED: [&str; 10] = [
     "traceparent",
     "content-length",
     "cookie",
+    // Written by API gateways and end-user checks for the app to trust.
+    "x-endpoint-api-userinfo",
+    "x-forwarded-authorization",
 ];
 
 /// The first header Pier relies on that the request's `Connection` header names, if any.

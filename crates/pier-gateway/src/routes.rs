@@ -25,6 +25,10 @@ pub struct Access {
     pub invokers: InvokerSet,
     /// Audiences its tokens may carry: its URLs, custom audiences, the CLI's client id.
     pub audiences: Vec<String>,
+    /// Audiences of end users' tokens a later filter checks (an API's JWT schemes, a service's
+    /// `--end-user-auth`): a Pier token addressed to one keeps its signature past the guard, but is
+    /// never taken as an IAM token.
+    pub passthrough: Vec<String>,
 }
 
 impl Access {
@@ -38,6 +42,7 @@ impl Access {
                 ..InvokerSet::default()
             },
             audiences: Vec::new(),
+            passthrough: Vec::new(),
         }
     }
 }

@@ -179,6 +179,11 @@ pub struct ServerArgs {
     #[arg(long = "oidc-ca", value_name = "FILE")]
     pub oidc_cas: Vec<PathBuf>,
 
+    /// Let API gateways call backends outside Pier at loopback and link-local addresses (this machine's
+    /// own ports, a cloud's metadata server). Off: an API config cannot make the server reach them.
+    #[arg(long)]
+    pub api_gateway_local_backends: bool,
+
     /// How image roots are built: overlay (shared read-only layers) or copy (a plain copy per image).
     #[arg(long, default_value = "overlay", value_parser = ["overlay", "copy"])]
     pub rootfs: String,

@@ -104,7 +104,12 @@ fn an_openapi_config_guards_and_routes_two_services() {
     let idp = Pier::start(&["--domain", "idp.localhost"]);
     let idp_issuer = format!("https://idp.localhost:{}", idp.https_port);
     let idp_ca = idp.dir.join("ca.pem");
-    let p = Pier::start(&["--oidc-ca", idp_ca.to_str().unwrap()]);
+    // Local backends allowed, for the dead one at 127.0.0.1:1 below.
+    let p = Pier::start(&[
+        "--oidc-ca",
+        idp_ca.to_str().unwrap(),
+        "--api-gateway-local-backends",
+    ]);
     let items = p.deploy_hello("items", &["--allow-unauthenticated"]);
     let orders = p.deploy_hello("orders", &[]);
     let issuer = format!("https://pier.localhost:{}", p.https_port);
@@ -232,6 +237,22 @@ fn an_openapi_config_guards_and_routes_two_services() {
         ],
     );
     assert_eq!(s, 200);
+
+    // Paths that could mean one thing here and another to the backend, and header spellings that
+    // could pass for Pier's, are refused.
+    for path in ["/v1/items/..%2Fitems", "//v1/items", "/v1/./items"] {
+        let (s, b, _) = call(&p, &["--path-as-is", &format!("{gw}{path}?key={key}")]);
+        assert_eq!(s, 400, "{path}: {b}");
+    }
+    let (s, _, _) = call(
+        &p,
+        &[
+            "-H",
+            "X_Endpoint_API_UserInfo: forged",
+            &format!("{gw}/v1/items?key={key}"),
+        ],
+    );
+    assert_eq!(s, 400);
 
     // 404 and 405 in ESPv2's words.
     let (s, b, _) = call(&p, &[&format!("{gw}/v9/nothing?key={key}")]);
@@ -391,6 +412,31 @@ fn an_openapi_config_guards_and_routes_two_services() {
         ],
     );
     assert_eq!(s, 400);
+    // The gateway's own refusals are readable by the allowed origin's pages.
+    let (s, _, h) = call(
+        &p,
+        &[
+            "-H",
+            "Origin: https://shop.example",
+            &format!("{gw}/v1/items"),
+        ],
+    );
+    assert_eq!(s, 401);
+    assert!(
+        h.to_ascii_lowercase()
+            .contains("access-control-allow-origin: https://shop.example"),
+        "{h}"
+    );
+    let e = p.fails(&[
+        "api-gateway",
+        "gateways",
+        "update",
+        "shop-gw",
+        "--cors-allow-origins",
+        "*",
+        "--cors-allow-credentials",
+    ]);
+    assert!(e.contains("list the origins"), "{e}");
 
     // Deadline and a dead backend.
     let started = std::time::Instant::now();
@@ -615,6 +661,41 @@ fn making_a_gateway_public_needs_the_right_to_set_iam_policies() {
         ],
     );
     assert_eq!(s, 200, "{b}");
+
+    // By default a config cannot make the server call this machine (or a cloud's metadata server).
+    std::fs::write(
+        &file,
+        "swagger: '2.0'\ninfo: {title: t, version: '1'}\nx-google-backend: {address: 'http://127.0.0.1:9/'}\npaths:\n  /a:\n    get: {}\n",
+    )
+    .unwrap();
+    p.ok(&[
+        "api-gateway",
+        "api-configs",
+        "create",
+        "v2",
+        "--api",
+        "shop",
+        "--openapi-spec",
+        file.to_str().unwrap(),
+    ]);
+    dev.ok(&[
+        "api-gateway",
+        "gateways",
+        "update",
+        "gw",
+        "--api-config",
+        "v2",
+    ]);
+    let (s, b, _) = call(
+        &p,
+        &[
+            "-H",
+            &format!("X-Serverless-Authorization: Bearer {token}"),
+            &format!("{url}/a"),
+        ],
+    );
+    assert_eq!(s, 503, "{b}");
+    assert!(b.contains("--api-gateway-local-backends"), "{b}");
 }
 
 #[test]
@@ -705,6 +786,34 @@ fn end_user_tokens_guard_a_plain_service_without_a_gateway() {
     p.ok(&["services", "update", "app", "--end-user-auth", "none"]);
     let d = p.describe("app");
     assert!(d.get("endUserAuth").is_none(), "{d}");
+    // Pier itself as the issuer, with an audience of the app's own: the guard keeps such a token whole
+    // for the check (and never takes it for an IAM token).
+    let own = format!(
+        "oidc:https://pier.localhost:{},audiences=my-app",
+        p.https_port
+    );
+    p.ok(&["services", "update", "app", "--end-user-auth", &own]);
+    let mine = p.token_for("my-app");
+    let b = eventually(10, "Pier as the end users' issuer", || {
+        let (s, b, _) = call(&p, &["-H", &format!("Authorization: Bearer {mine}"), &url]);
+        (s == 200).then_some(b)
+    });
+    assert_eq!(
+        json(&b)["headers"]["authorization"],
+        format!("Bearer {mine}")
+    );
+    let (s, _, _) = call(
+        &p,
+        &[
+            "-H",
+            &format!("X-Serverless-Authorization: Bearer {mine}"),
+            "-H",
+            &format!("Authorization: Bearer {mine}"),
+            &private,
+        ],
+    );
+    assert_eq!(s, 401, "an end-user audience is not an IAM audience");
+    p.ok(&["services", "update", "app", "--end-user-auth", "none"]);
     let e = p.fails(&["services", "update", "app", "--end-user-auth", "saml:x"]);
     assert!(e.contains("oidc:https://ISSUER"), "{e}");
 }

@@ -181,7 +181,9 @@ impl BackendRule {
                 if let Some(q) = query.filter(|q| !q.is_empty()) {
                     parts.push(q.to_owned());
                 }
+                // Values were decoded when matched: encoded again, so `1&admin=true` stays one value.
                 for (k, v) in params {
+                    let v: String = form_urlencoded::byte_serialize(v.as_bytes()).collect();
                     parts.push(format!("{k}={v}"));
                 }
                 if !parts.is_empty() {
@@ -228,6 +230,9 @@ mod tests {
         );
         let r = rule(json!({"address": "https://b.example"}), false);
         assert_eq!(r.translate("/v1/a", None, &[]), "/");
+        // A decoded value cannot add parameters of its own.
+        let sneaky = vec![("id".to_owned(), "1&admin=true".to_owned())];
+        assert_eq!(r.translate("/x", None, &sneaky), "/?id=1%26admin%3Dtrue");
     }
 
     #[test]

@@ -520,12 +520,21 @@ fn read_schemes(
                     .or_else(|| auth.and_then(|a| a.get("jwksUri")))
                     .and_then(Value::as_str)
                     .map(str::to_owned);
+                // Keys fetched in clear could be swapped on the way, and tokens forged with them.
                 if let Some(u) = &jwks_uri
-                    && !(u.starts_with("https://") || u.starts_with("http://"))
+                    && !u.starts_with("https://")
                 {
                     return Err(SpecFault::at(
                         format!("{ptr}/x-google-jwks_uri"),
-                        format!("{u} is not an http(s) URL"),
+                        format!(
+                            "{u} is not an https:// URL (keys fetched in clear could be replaced on the way)"
+                        ),
+                    ));
+                }
+                if !issuer.starts_with("https://") {
+                    return Err(SpecFault::at(
+                        format!("{ptr}/x-google-issuer"),
+                        format!("{issuer} is not an https:// URL"),
                     ));
                 }
                 let audiences = def

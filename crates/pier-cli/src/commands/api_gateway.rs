@@ -188,13 +188,20 @@ pub enum ApiKeysCommand {
     },
     /// List the project's keys (never their secrets).
     List,
-    /// Restrict a key to APIs.
+    /// Restrict a key to APIs, or lift its restriction.
     Update {
         /// The key's id.
         uid: String,
         /// The APIs it may call.
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "clear_api_targets"
+        )]
         api_target: Vec<String>,
+        /// Let it call any API of the project.
+        #[arg(long, conflicts_with = "api_target")]
+        clear_api_targets: bool,
     },
     /// Revoke a key: it stops working at once.
     Delete {
@@ -506,7 +513,11 @@ pub async fn run_keys(ctx: &Ctx, cmd: ApiKeysCommand) -> Result<()> {
                 print!("{}", key_rows(&all));
             }
         }
-        ApiKeysCommand::Update { uid, api_target } => {
+        ApiKeysCommand::Update {
+            uid,
+            api_target,
+            clear_api_targets: _,
+        } => {
             let k: ApiKeyView = ctx
                 .client
                 .patch_json(

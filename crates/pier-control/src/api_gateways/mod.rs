@@ -41,6 +41,24 @@ impl std::fmt::Debug for ApiGatewayConfig {
     }
 }
 
+/// A CORS setting that lets any origin's pages send credentials would hand every site the caller's
+/// session: refused, as browsers refuse `*` with credentials.
+fn check_cors(c: Option<&CorsSetting>) -> Result<()> {
+    if let Some(c) = c {
+        if c.allowed_origins.is_empty() {
+            return Err(ControlError::Invalid(
+                "a CORS setting needs at least one allowed origin (--cors-allow-origins)".into(),
+            ));
+        }
+        if c.allow_credentials && c.allowed_origins.iter().any(|o| o == "*") {
+            return Err(ControlError::Invalid(
+                "--cors-allow-credentials with the origin `*` would let every site's pages send your users' credentials: list the origins".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Names of APIs, configs and gateways follow service names (lowercase letters, digits, hyphens).
 fn check_name(what: &str, name: &str) -> Result<ServiceName> {
     name.parse().map_err(|e: pier_model::NameError| {
@@ -314,6 +332,7 @@ impl Platform {
         req: CreateGatewayRequest,
     ) -> Result<GatewayView> {
         check_name("gateway", &req.name)?;
+        check_cors(req.cors.as_ref())?;
         self.config_record(project, &req.api, &req.api_config)
             .await?;
         let rec = GatewayRecord {
@@ -378,6 +397,7 @@ impl Platform {
         name: &str,
         req: UpdateGatewayRequest,
     ) -> Result<GatewayView> {
+        check_cors(req.cors.as_ref())?;
         let mut g = self.gateway_record(project, name).await?;
         if let Some(c) = req.api_config {
             self.config_record(project, &g.api, &c).await?;

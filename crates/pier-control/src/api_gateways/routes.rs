@@ -35,7 +35,7 @@ struct AccountTokens {
 impl BackendTokens for AccountTokens {
     fn id_token(&self, audience: &str) -> Result<String, String> {
         self.identity
-            .mint_id_token(&self.account, audience, None)
+            .mint_identity_token(&self.account, audience, None)
             .map_err(|e| e.to_string())
     }
 }
@@ -106,14 +106,16 @@ impl Platform {
             .unwrap_or_else(|| self.fallback_jwks.clone())
     }
 
-    /// Claims every gateway's host in `table`; `service_hosts` are the hosts services answer at (their
-    /// backends are called through them). Returns the routes by (project, gateway), for mapped domains.
+    /// Claims every gateway's host in `table`. A backend at one of Pier's own names (under its domain, or
+    /// a mapped domain in `mapped`) is called through that name's route, never through the external
+    /// client, so a gateway cannot reach another gateway (or itself) by address: the dispatcher allows one
+    /// hop. Returns the routes by (project, gateway), for mapped domains.
     pub(crate) fn claim_gateways(
         &self,
         table: &mut Claims,
         records: &GatewayRecords,
         hashes: &HashMap<ProjectName, String>,
-        service_hosts: &HashSet<String>,
+        mapped: &HashSet<String>,
     ) -> HashMap<(ProjectName, String), Arc<Route>> {
         let mut out = HashMap::new();
         if records.gateways.is_empty() {
@@ -146,8 +148,10 @@ impl Platform {
             let host = pier_model::hosts::normalize_host(&rule.authority)
                 .map(|h| h.into_owned())
                 .unwrap_or_default();
+            let ours =
+                pier_model::hosts::is_within(&host, self.scheme.domain()) || mapped.contains(&host);
             match HeaderValue::from_str(&rule.authority) {
-                Ok(v) if service_hosts.contains(&host) => Target::Pier(v),
+                Ok(v) if ours => Target::Pier(v),
                 _ => Target::External(external.clone()),
             }
         };
@@ -162,6 +166,7 @@ impl Platform {
             };
             let host = self.scheme.host(HostKind::Gateway, &g.name, hash);
             let url = self.scheme.url(&host);
+            let mut passthrough = Vec::new();
             let mut audiences = vec![
                 url.clone(),
                 format!("{url}/"),
@@ -184,7 +189,7 @@ impl Platform {
                 .ok_or_else(|| format!("config {} of API {} is gone", g.config, g.api))
                 .and_then(|c| {
                     let spec = self.parsed_spec(c).map_err(|e| e.to_string())?;
-                    audiences.extend(spec.jwt_audiences());
+                    passthrough = spec.jwt_audiences();
                     let cx = Context {
                         project: g.project.to_string(),
                         api: g.api.clone(),
@@ -221,6 +226,7 @@ impl Platform {
                 invoker_check: true,
                 invokers,
                 audiences,
+                passthrough,
             });
             let route = match compiled {
                 Ok(filter) => Route::new(

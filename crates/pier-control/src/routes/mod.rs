@@ -106,12 +106,9 @@ impl Platform {
             }
             table.claim(host_plan.host, route, &self.admission);
         }
-        // Gateways call services through the services' own hosts.
-        let service_hosts: HashSet<String> = main_routes
-            .keys()
-            .filter_map(|(p, s)| Some(self.scheme.service_host(s, hashes.get(p)?)))
-            .collect();
-        let gateway_routes = self.claim_gateways(&mut table, &gateways, &hashes, &service_hosts);
+        // Gateways call Pier's own names (services, mapped domains) through their routes.
+        let mapped: HashSet<String> = mappings.iter().map(|m| m.domain.clone()).collect();
+        let gateway_routes = self.claim_gateways(&mut table, &gateways, &hashes, &mapped);
         // Mapped domains serve their service exactly as its own URL does, through the same guard.
         for (mapping, service) in crate::domains::routed_domains(&mappings, &verifications) {
             if let Some(main) = main_routes.get(&(mapping.project.clone(), service)) {

@@ -58,6 +58,11 @@ pub(crate) fn plan<'a>(
             invoker_check: svc.invoker_iam_check,
             invokers: invokers(&svc.project, &svc.name),
             audiences: audiences(records.scheme, svc, hash),
+            passthrough: svc
+                .end_user_auth
+                .as_ref()
+                .map(|e| e.audiences.clone())
+                .unwrap_or_default(),
         });
         let resolve = |key: &TrafficKey| -> Option<&'a RevisionRecord> {
             let name = match key {

@@ -41,9 +41,47 @@ impl JwksFetch for Fetcher {
     }
 }
 
-fn client(pier_ca: &Path, cas: &[PathBuf], timeout: Option<Duration>) -> Result<reqwest::Client> {
+/// Resolves names as [`super::oidc::LocalhostAware`] does, then drops loopback and link-local
+/// addresses unless the operator allowed them (an API config must not make the server call itself or
+/// a cloud's metadata server through a name that resolves there).
+struct BackendResolver {
+    allow_local: bool,
+}
+
+impl reqwest::dns::Resolve for BackendResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let (host, allow_local) = (name.as_str().to_owned(), self.allow_local);
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> =
+                if host == "localhost" || host.ends_with(".localhost") {
+                    vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))]
+                } else {
+                    tokio::net::lookup_host((host.as_str(), 0)).await?.collect()
+                };
+            let kept: Vec<std::net::SocketAddr> = found
+                .into_iter()
+                .filter(|a| allow_local || !pier_apigateway::external::is_local(a.ip()))
+                .collect();
+            if kept.is_empty() {
+                return Err(format!(
+                    "{host} resolves only to loopback or link-local addresses, which API configs may not reach (--api-gateway-local-backends allows it)"
+                )
+                .into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(kept.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+fn client(
+    pier_ca: &Path,
+    cas: &[PathBuf],
+    timeout: Option<Duration>,
+    resolver: Arc<dyn reqwest::dns::Resolve>,
+) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
-        .dns_resolver(Arc::new(super::oidc::LocalhostAware))
+        .dns_resolver(resolver)
         .user_agent(concat!("pier/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none());
     if let Some(t) = timeout {
@@ -68,17 +106,31 @@ pub fn config(
     ring: Arc<KeyRing>,
     pier_ca: &Path,
     cas: &[PathBuf],
+    allow_local: bool,
 ) -> Result<ApiGatewayConfig> {
     if own_issuer.is_empty() {
         bail!("the server has no issuer URL");
     }
     let fetcher = Fetcher {
-        client: client(pier_ca, cas, Some(Duration::from_secs(10)))?,
+        client: client(
+            pier_ca,
+            cas,
+            Some(Duration::from_secs(10)),
+            Arc::new(super::oidc::LocalhostAware),
+        )?,
         own_issuer: own_issuer.trim_end_matches('/').to_owned(),
         ring,
     };
     Ok(ApiGatewayConfig {
         jwks: Some(Arc::new(JwksRegistry::new(Arc::new(fetcher)))),
-        external: Some(HttpForward::new(client(pier_ca, cas, None)?)),
+        external: Some(HttpForward::new(
+            client(
+                pier_ca,
+                cas,
+                None,
+                Arc::new(BackendResolver { allow_local }),
+            )?,
+            allow_local,
+        )),
     })
 }

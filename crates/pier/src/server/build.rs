@@ -297,7 +297,13 @@ impl Server {
             },
             images: containers_ok.then_some(images),
             domains: domains.config.clone(),
-            api_gateways: apigw::config(&issuer_url, ring.clone(), ca.cert_path(), &args.oidc_cas)?,
+            api_gateways: apigw::config(
+                &issuer_url,
+                ring.clone(),
+                ca.cert_path(),
+                &args.oidc_cas,
+                args.api_gateway_local_backends,
+            )?,
         });
 
         // The admin API, also served at the base domain through the gateway (the server publishes
