@@ -35,14 +35,16 @@ impl EndUserFilter {
 }
 
 fn unauthorized(route: &Route, message: String, invalid: bool) -> Refusal {
-    let mut r = Refusal::new(StatusCode::UNAUTHORIZED, message);
+    let r = Refusal::new(StatusCode::UNAUTHORIZED, message);
     let value = if invalid {
         "Bearer error=\"invalid_token\"".to_owned()
     } else {
         format!("Bearer realm=\"{}\"", route.service)
     };
-    r.www_authenticate = HeaderValue::from_str(&value).ok();
-    r
+    match HeaderValue::from_str(&value) {
+        Ok(v) => r.with_header(header::WWW_AUTHENTICATE, v),
+        Err(_) => r,
+    }
 }
 
 impl Filter for EndUserFilter {

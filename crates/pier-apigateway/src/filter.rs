@@ -396,7 +396,9 @@ fn check_jwt(v: &JwtVerifier, req: &Parts) -> Result<String, Refusal> {
     } else {
         format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
     };
-    r.www_authenticate = HeaderValue::from_str(&value).ok();
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        r = r.with_header(header::WWW_AUTHENTICATE, v);
+    }
     Err(r)
 }
 
@@ -534,7 +536,7 @@ impl ApiFilter {
                         e.metric, e.limit, self.api
                     ),
                 );
-                r.retry_after = Some(e.retry_after);
+                r = r.with_header(header::RETRY_AFTER, HeaderValue::from(e.retry_after));
                 return Err(r);
             }
         }

@@ -222,18 +222,17 @@ fn invalid_token(why: &str) -> Refusal {
         .chars()
         .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
         .collect();
-    Refusal {
-        status: StatusCode::UNAUTHORIZED,
-        message: format!(
+    let r = Refusal::new(
+        StatusCode::UNAUTHORIZED,
+        format!(
             "Unauthorized: {why}. Get a fresh token with `pier auth print-identity-token --audiences SERVICE_URL`."
         ),
-        www_authenticate: HeaderValue::from_str(&format!(
-            "Bearer error=\"invalid_token\", error_description=\"{description}\""
-        ))
-        .ok(),
-        retry_after: None,
-        violations: Vec::new(),
-        headers: Vec::new(),
+    );
+    match HeaderValue::from_str(&format!(
+        "Bearer error=\"invalid_token\", error_description=\"{description}\""
+    )) {
+        Ok(v) => r.with_header(header::WWW_AUTHENTICATE, v),
+        Err(_) => r,
     }
 }
 

@@ -271,13 +271,10 @@ pub struct Refusal {
     pub status: StatusCode,
     /// What was wrong and what to do, one line.
     pub message: String,
-    /// `WWW-Authenticate` for a refused token (RFC 6750 §3).
-    pub www_authenticate: Option<HeaderValue>,
-    /// `Retry-After` in seconds (RFC 9110 §10.2.3), for a quota refusal (429).
-    pub retry_after: Option<u64>,
     /// Every way the request broke an API's schema (400 from request validation).
     pub violations: Vec<Violation>,
-    /// Other headers the answer carries (an API gateway's CORS headers for an allowed origin).
+    /// Headers the answer carries: `WWW-Authenticate` for a refused token (RFC 6750 §3),
+    /// `Retry-After` for a quota (RFC 9110 §10.2.3), an API gateway's CORS headers.
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
@@ -287,11 +284,20 @@ impl Refusal {
         Self {
             status,
             message: message.into(),
-            www_authenticate: None,
-            retry_after: None,
             violations: Vec::new(),
             headers: Vec::new(),
         }
+    }
+
+    /// The same refusal, answered with `name: value` too.
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The value of one of its headers.
+    pub fn header(&self, name: &header::HeaderName) -> Option<&HeaderValue> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
     /// The response on an API route: ESPv2's JSON (see [`json_error`]).
@@ -302,13 +308,6 @@ impl Refusal {
     }
 
     fn add_headers(self, resp: &mut Response<GatewayBody>) {
-        if let Some(v) = self.www_authenticate {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-        if let Some(secs) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
         for (name, value) in self.headers {
             resp.headers_mut().append(name, value);
         }
