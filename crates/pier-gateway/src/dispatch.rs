@@ -5,7 +5,8 @@
 //! - **A host Pier serves** ([`Target::Pier`]): the request is routed again by that host, through its
 //!   route's own filters (its guard checks the token the API filter put in `Authorization`, so a private
 //!   service stays private behind an API) and its backend. One hop only: a destination that is itself a
-//!   dispatching route is refused, so no configuration can loop.
+//!   dispatching route is refused, so no configuration loops through Pier's names (the control plane
+//!   sends every one of Pier's names here, never to the external client).
 //! - **An address outside Pier** ([`Target::External`]): handed to an [`ExternalForward`].
 //!
 //! The [`Destination::deadline`] bounds the wait for the response head (ESPv2's `deadline`, 504 past it).
