@@ -66,6 +66,8 @@ enum Family {
 pub struct Jwks {
     source: JwksSource,
     keys: ArcSwap<HashMap<String, (DecodingKey, Family)>>,
+    /// Bumped whenever the keys change: verifications cached under another generation are redone.
+    generation: std::sync::atomic::AtomicU64,
     wants_refresh: Arc<tokio::sync::Notify>,
     last_fetch: Mutex<Option<Instant>>,
 }
@@ -85,6 +87,7 @@ impl Jwks {
         Self {
             source,
             keys: ArcSwap::from_pointee(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             wants_refresh: Arc::new(tokio::sync::Notify::new()),
             last_fetch: Mutex::new(None),
         }
@@ -113,6 +116,8 @@ impl Jwks {
         }
         let n = keys.len();
         self.keys.store(Arc::new(keys));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         *self.last_fetch.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         Ok(n)
     }
@@ -257,6 +262,27 @@ pub struct JwtVerifier {
     audiences: Vec<String>,
     locations: Vec<JwtLocation>,
     jwks: Arc<Jwks>,
+    /// Tokens that passed every check, with their times and the key generation they were checked
+    /// under (ESPv2 caches 1000 verified tokens): a signature is verified once per token, not per
+    /// request. Times are still checked on every use.
+    verified: Mutex<HashMap<Box<str>, Passed>>,
+}
+
+#[derive(Clone, Copy)]
+struct Passed {
+    generation: u64,
+    exp: u64,
+    nbf: u64,
+}
+
+/// Most verified tokens kept per scheme (ESPv2's `jwt_cache_size`).
+const VERIFIED_MAX: usize = 1000;
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -289,6 +315,7 @@ impl JwtVerifier {
             audiences: auds.iter().map(|a| normalize_audience(a)).collect(),
             locations: scheme.locations.clone(),
             jwks,
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -333,6 +360,30 @@ impl JwtVerifier {
     /// Verifies `token`; on success returns its payload segment (base64url, unpadded), which is what
     /// `X-Endpoint-API-UserInfo` carries.
     pub fn verify<'t>(&self, token: &'t str) -> Result<&'t str, JwtFailure> {
+        let payload = token
+            .split('.')
+            .nth(1)
+            .ok_or(JwtFailure::Invalid("Jwt verification fails"))?;
+        let generation = self
+            .jwks
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .copied();
+        if let Some(p) = cached.filter(|p| p.generation == generation) {
+            let now = now_secs();
+            if now > p.exp.saturating_add(LEEWAY_SECS) {
+                return Err(JwtFailure::Invalid("Jwt is expired"));
+            }
+            if p.nbf > now.saturating_add(LEEWAY_SECS) {
+                return Err(JwtFailure::Invalid("Jwt not yet valid"));
+            }
+            return Ok(payload);
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| JwtFailure::Invalid("Jwt verification fails"))?;
         // Another issuer's token is not this scheme's to judge (nor a reason to fetch keys again).
@@ -379,10 +430,20 @@ impl JwtVerifier {
         {
             return Err(JwtFailure::Audience);
         }
-        token
-            .split('.')
-            .nth(1)
-            .ok_or(JwtFailure::Invalid("Jwt verification fails"))
+        let time = |k: &str| data.claims.get(k).and_then(serde_json::Value::as_u64);
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(
+            token.into(),
+            Passed {
+                generation,
+                exp: time("exp").unwrap_or(0),
+                nbf: time("nbf").unwrap_or(0),
+            },
+        );
+        Ok(payload)
     }
 }
 

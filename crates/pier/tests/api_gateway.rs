@@ -817,3 +817,163 @@ fn end_user_tokens_guard_a_plain_service_without_a_gateway() {
     let e = p.fails(&["services", "update", "app", "--end-user-auth", "saml:x"]);
     assert!(e.contains("oidc:https://ISSUER"), "{e}");
 }
+
+/// A static page served from its own origin (Python's http.server), stopped on drop.
+struct Page(std::process::Child);
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve_page(dir: &std::path::Path, port: u16) -> Page {
+    let child = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(10, "the page server", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    Page(child)
+}
+
+/// Headless Chromium loads `url` and prints the page's DOM once its scripts are done; Pier's CA is
+/// trusted in the browser's own store (an NSS database in `home`), as a user does with certutil.
+fn browser(home: &std::path::Path, url: &str) -> String {
+    let out = std::process::Command::new("chromium")
+        .env("HOME", home)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            home.join("profile").display()
+        ))
+        .arg(url)
+        .output()
+        .expect("running chromium (scripts/install-test-deps installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_web_page_calls_a_gateway_across_origins_in_a_real_browser() {
+    let p = Pier::start(&[]);
+    let items = p.deploy_hello("items", &["--allow-unauthenticated"]);
+    let file = p.dir.join("openapi.yaml");
+    std::fs::write(
+        &file,
+        format!("swagger: '2.0'\ninfo: {{title: t, version: '1'}}\nx-google-backend: {{address: '{items}'}}\nsecurityDefinitions: {{k: {{type: apiKey, name: key, in: query}}}}\nsecurity: [{{k: []}}]\npaths:\n  /v1/items:\n    post: {{}}\n"),
+    )
+    .unwrap();
+    let (allowed_port, other_port) = (free_port(), free_port());
+    let origin = format!("http://127.0.0.1:{allowed_port}");
+    p.ok(&["api-gateway", "apis", "create", "shop"]);
+    p.ok(&[
+        "api-gateway",
+        "api-configs",
+        "create",
+        "v1",
+        "--api",
+        "shop",
+        "--openapi-spec",
+        file.to_str().unwrap(),
+    ]);
+    let gw = p
+        .ok(&[
+            "api-gateway",
+            "gateways",
+            "create",
+            "gw",
+            "--api",
+            "shop",
+            "--api-config",
+            "v1",
+            "--cors-allow-origins",
+            &origin,
+        ])
+        .trim()
+        .to_owned();
+    let key = p
+        .ok(&["api-keys", "create", "--display-name", "web"])
+        .trim()
+        .to_owned();
+
+    // The page POSTs JSON with the key in a header: the browser sends a preflight first.
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(
+        site.path().join("index.html"),
+        format!(
+            r#"<html><body><pre id="out">pending</pre><script>
+async function call(label, headers) {{
+  try {{
+    const r = await fetch("{gw}/v1/items", {{method: "POST", headers, body: "{{}}"}});
+    const j = await r.json();
+    return label + " " + r.status + " " + (j.service || j.code);
+  }} catch (e) {{ return label + " failed " + e; }}
+}}
+(async () => {{
+  const a = await call("with-key", {{"Content-Type": "application/json", "X-Api-Key": "{key}"}});
+  const b = await call("without-key", {{"Content-Type": "application/json"}});
+  document.getElementById("out").textContent = a + " | " + b;
+}})();
+</script></body></html>"#
+        ),
+    )
+    .unwrap();
+    let _allowed = serve_page(site.path(), allowed_port);
+    let _other = serve_page(site.path(), other_port);
+
+    // The browser trusts Pier's CA in its own store.
+    let home = tempfile::tempdir().unwrap();
+    let db = format!("sql:{}", home.path().join(".pki/nssdb").display());
+    std::fs::create_dir_all(home.path().join(".pki/nssdb")).unwrap();
+    for args in [
+        vec!["-N", "-d", &db, "--empty-password"],
+        vec![
+            "-A",
+            "-d",
+            &db,
+            "-t",
+            "C,,",
+            "-n",
+            "pier",
+            "-i",
+            p.dir.join("ca.pem").to_str().unwrap(),
+        ],
+    ] {
+        let st = std::process::Command::new("certutil")
+            .args(&args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "certutil {args:?}");
+    }
+
+    let dom = browser(home.path(), &format!("{origin}/index.html"));
+    assert!(dom.contains("with-key 200 items"), "{dom}");
+    // The gateway's own 401 is readable by the allowed origin's page.
+    assert!(dom.contains("without-key 401 401"), "{dom}");
+    // Another origin's page is refused by the browser: the preflight fails.
+    let dom = browser(
+        home.path(),
+        &format!("http://127.0.0.1:{other_port}/index.html"),
+    );
+    assert!(dom.contains("with-key failed TypeError"), "{dom}");
+}

@@ -103,6 +103,13 @@ fn rs256_tokens_pass_and_attacks_fail() {
         v.verify(&stranger.sign(&claims("shop-api", 600)).unwrap()),
         Err(JwtFailure::UnknownKey)
     );
+    // Verified once, then served from the cache; a new key set invalidates what was cached under the
+    // old one, so a key the issuer withdrew stops working at once.
+    assert!(v.verify(&good).is_ok());
+    jwks.set(&serde_json::to_vec(&stranger.jwks()).unwrap()).unwrap();
+    assert_eq!(v.verify(&good), Err(JwtFailure::UnknownKey));
+    jwks.set(&doc).unwrap();
+    assert!(v.verify(&good).is_ok());
     // A tampered payload breaks the signature.
     let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
     parts[1] = enc(&claims("shop-api", 9999));
