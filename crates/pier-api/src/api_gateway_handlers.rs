@@ -31,7 +31,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route(
             "/v1/projects/{project}/apis/{api}",
-            axum::routing::delete(delete_api),
+            get(get_api).delete(delete_api),
         )
         .route(
             "/v1/projects/{project}/apis/{api}/configs",
@@ -57,7 +57,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route(
             "/v1/projects/{project}/keys/{key}",
-            axum::routing::patch(update_key).delete(delete_key),
+            get(get_key).patch(update_key).delete(delete_key),
         )
         .route(
             "/v1/projects/{project}/keys/{key}/undelete",
@@ -131,6 +131,19 @@ pub(crate) async fn create_api(
         StatusCode::CREATED,
         axum::Json(s.platform.create_api(&project, &req.name).await?),
     ))
+}
+
+/// One API.
+#[utoipa::path(get, path = "/v1/projects/{project}/apis/{api}", tag = "api-gateway",
+    params(("project" = String, Path), ("api" = String, Path)), responses((status = 200, body = ApiView)))]
+pub(crate) async fn get_api(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((project, api)): Path<(String, String)>,
+) -> Result<axum::Json<ApiView>, ApiError> {
+    let project = project_of(&project)?;
+    require(&s, &who, Permission::ServicesGet, &project)?;
+    Ok(axum::Json(s.platform.get_api(&project, &api).await?))
 }
 
 /// Deletes an API that has no config.
@@ -341,6 +354,19 @@ pub(crate) async fn create_key(
         StatusCode::CREATED,
         axum::Json(s.platform.create_api_key(&project, req).await?),
     ))
+}
+
+/// One API key (never its secret).
+#[utoipa::path(get, path = "/v1/projects/{project}/keys/{key}", tag = "api-gateway",
+    params(("project" = String, Path), ("key" = String, Path)), responses((status = 200, body = ApiKeyView)))]
+pub(crate) async fn get_key(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((project, key)): Path<(String, String)>,
+) -> Result<axum::Json<ApiKeyView>, ApiError> {
+    let project = project_of(&project)?;
+    require(&s, &who, Permission::ServicesGet, &project)?;
+    Ok(axum::Json(s.platform.get_api_key(&project, &key).await?))
 }
 
 /// Restricts a key to APIs.

@@ -137,7 +137,7 @@ pub(crate) async fn dispatch(
                 if let Some(b) = buffered {
                     parts.extensions.insert(Buffered(b));
                 }
-                let mut inner = None;
+                let mut inner = crate::proxy::Routed::default();
                 Box::pin(crate::proxy::proxy(
                     gw,
                     peer,

@@ -27,6 +27,7 @@ use pier_model::hosts::normalize_host;
 
 use crate::Gateway;
 use crate::body::{GatewayBody, ProxyBody};
+use crate::dispatch::ResponseHeaders;
 use crate::error::{ProxyError, plain};
 use crate::headers::{
     Forwarding, connection_names_protected, ensure_traceparent, is_upgrade, strip_hop_by_hop,
@@ -70,8 +71,9 @@ pub async fn handle(
         .then(|| (parts.method.clone(), parts.uri.path().to_owned()));
     // One span per request; with tracing at info (the default) it is a disabled no-op.
     let span = tracing::debug_span!("request", method = %parts.method, path = parts.uri.path());
-    // The route, once known: error answers pass back through its filters too.
-    let mut routed = None;
+    // The route, once known: error answers pass back through its filters too, with the headers its
+    // filters asked for (an allowed origin's CORS headers).
+    let mut routed = Routed::default();
     let plain_answer = match scheme {
         Scheme::Https => None,
         Scheme::HttpServe | Scheme::HttpRedirect => plain_http(&gw, &parts, scheme),
@@ -104,6 +106,7 @@ pub async fn handle(
             // stream, and leave a large one unread, dropped after the response.
             let refused = matches!(e, ProxyError::Refused(_));
             let json = routed
+                .route
                 .as_ref()
                 .is_some_and(|r| r.errors == crate::error::ErrorStyle::Json);
             let resp = if grpc {
@@ -114,7 +117,10 @@ pub async fn handle(
                 e.into_response()
             };
             let (mut head, mut out) = resp.into_parts();
-            if let Some(route) = &routed {
+            for (name, value) in routed.headers.take().map(|e| e.0).unwrap_or_default() {
+                head.headers.insert(name, value);
+            }
+            if let Some(route) = &routed.route {
                 route.on_response(&mut head);
             }
             if let Some(mut b) = body.take() {
@@ -232,6 +238,15 @@ fn is_body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// What is known of a request's route once it is routed: the route (error answers pass back through
+/// its filters too) and the headers its filters asked for on the answer (an allowed origin's CORS
+/// headers), which a failed dispatch's answer carries as well.
+#[derive(Default)]
+pub(crate) struct Routed {
+    pub(crate) route: Option<Arc<Route>>,
+    pub(crate) headers: Option<ResponseHeaders>,
+}
+
 /// Routes and forwards one request. `hop` is 0 for a client's request and 1 for one an API route
 /// dispatched to another of Pier's hosts (see [`crate::dispatch`]).
 pub(crate) async fn proxy(
@@ -240,7 +255,7 @@ pub(crate) async fn proxy(
     fwd: &Forwarding,
     mut parts: Parts,
     body: &mut Option<Incoming>,
-    routed: &mut Option<Arc<Route>>,
+    routed: &mut Routed,
     hop: u8,
 ) -> Result<Response<GatewayBody>, ProxyError> {
     // Route by host. The Host value is cloned (a reference count, not a copy) so the request head stays
@@ -290,7 +305,7 @@ pub(crate) async fn proxy(
         }
     };
     drop(table);
-    let route: &Route = routed.insert(found);
+    let route: &Route = routed.route.insert(found);
 
     // Connection-level headers go before anyone reads the request: what the guard checks is what the
     // app receives. A `Connection` that names a header Pier relies on is refused.
@@ -325,13 +340,12 @@ pub(crate) async fn proxy(
 
     // A dispatching backend: wherever the filters said (an API's operation), back through its filters.
     if matches!(route.backend, crate::routes::Backend::Dispatch) {
-        let extra = parts
-            .extensions
-            .remove::<crate::dispatch::ResponseHeaders>();
+        // Kept aside so that a failed dispatch's answer carries them too.
+        routed.headers = parts.extensions.remove::<ResponseHeaders>();
         let (mut head, out) = crate::dispatch::dispatch(gw, peer, fwd, parts, body, hop)
             .await?
             .into_parts();
-        for (name, value) in extra.map(|e| e.0).unwrap_or_default() {
+        for (name, value) in routed.headers.take().map(|e| e.0).unwrap_or_default() {
             head.headers.insert(name, value);
         }
         route.on_response(&mut head);

@@ -451,8 +451,20 @@ fn an_openapi_config_guards_and_routes_two_services() {
         "{:?}",
         started.elapsed()
     );
-    let (s, b, _) = call(&p, &[&format!("{gw}/v1/down")]);
+    let (s, b, h) = call(
+        &p,
+        &[
+            "-H",
+            "Origin: https://shop.example",
+            &format!("{gw}/v1/down"),
+        ],
+    );
     assert_eq!(s, 503, "{b}");
+    assert!(
+        h.to_ascii_lowercase()
+            .contains("access-control-allow-origin: https://shop.example"),
+        "{h}"
+    );
 
     // Revoking a key stops it at once.
     let keys = json(&p.ok(&["api-keys", "list", "--format", "json"]));
@@ -558,6 +570,20 @@ fn an_openapi_config_guards_and_routes_two_services() {
     ]));
     assert_eq!(g["apiConfig"], "shop-v1");
     assert_eq!(g["defaultHostname"], gw.as_str());
+    let a = json(&p.ok(&[
+        "api-gateway",
+        "apis",
+        "describe",
+        "shop",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(a["name"], "shop");
+    let k = p.ok(&["api-keys", "describe", &uid, "--format", "yaml"]);
+    assert!(
+        k.contains("displayName: mobile") && !k.contains(&key),
+        "{k}"
+    );
     let y = p.ok(&[
         "api-gateway",
         "api-configs",

@@ -106,7 +106,8 @@ fn rs256_tokens_pass_and_attacks_fail() {
     // Verified once, then served from the cache; a new key set invalidates what was cached under the
     // old one, so a key the issuer withdrew stops working at once.
     assert!(v.verify(&good).is_ok());
-    jwks.set(&serde_json::to_vec(&stranger.jwks()).unwrap()).unwrap();
+    jwks.set(&serde_json::to_vec(&stranger.jwks()).unwrap())
+        .unwrap();
     assert_eq!(v.verify(&good), Err(JwtFailure::UnknownKey));
     jwks.set(&doc).unwrap();
     assert!(v.verify(&good).is_ok());

@@ -35,6 +35,11 @@ pub enum ApisCommand {
     },
     /// List the project's APIs.
     List,
+    /// Show an API.
+    Describe {
+        /// Its name.
+        name: String,
+    },
     /// Delete an API (its configs first).
     Delete {
         /// Its name.
@@ -188,6 +193,11 @@ pub enum ApiKeysCommand {
     },
     /// List the project's keys (never their secrets).
     List,
+    /// Show a key (never its secret).
+    Describe {
+        /// The key's id.
+        uid: String,
+    },
     /// Restrict a key to APIs, or lift its restriction.
     Update {
         /// The key's id.
@@ -314,6 +324,17 @@ pub async fn run(ctx: &Ctx, cmd: ApiGatewayCommand) -> Result<()> {
                         .map(|a| vec![a.name.clone(), a.create_time.clone()])
                         .collect();
                     print!("{}", output::table(&["API", "CREATED"], &rows));
+                }
+            }
+            ApisCommand::Describe { name } => {
+                let a: ApiView = ctx
+                    .client
+                    .get_json(&format!("/v1/projects/{p}/apis/{name}"))
+                    .await?;
+                if !output::structured(ctx.format, &a)? {
+                    println!("API:     {}", a.name);
+                    println!("Project: {}", a.project);
+                    println!("Created: {}", a.create_time);
                 }
             }
             ApisCommand::Delete { name } => {
@@ -511,6 +532,15 @@ pub async fn run_keys(ctx: &Ctx, cmd: ApiKeysCommand) -> Result<()> {
                 .await?;
             if !output::structured(ctx.format, &all)? {
                 print!("{}", key_rows(&all));
+            }
+        }
+        ApiKeysCommand::Describe { uid } => {
+            let k: ApiKeyView = ctx
+                .client
+                .get_json(&format!("/v1/projects/{p}/keys/{uid}"))
+                .await?;
+            if !output::structured(ctx.format, &k)? {
+                print!("{}", key_rows(&[k]));
             }
         }
         ApiKeysCommand::Update {

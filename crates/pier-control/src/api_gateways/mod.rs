@@ -142,6 +142,19 @@ impl Platform {
             .collect())
     }
 
+    /// One API.
+    pub async fn get_api(&self, project: &ProjectName, name: &str) -> Result<ApiView> {
+        self.list_apis(project)
+            .await?
+            .into_iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| {
+                ControlError::NotFound(format!(
+                    "API {name} does not exist in project {project}: `pier api-gateway apis list` shows them"
+                ))
+            })
+    }
+
     /// Deletes an API with no config left.
     pub async fn delete_api(&self, project: &ProjectName, name: &str) -> Result<()> {
         let (p, n) = (project.clone(), name.to_owned());
@@ -485,6 +498,19 @@ impl Platform {
             .iter()
             .map(key_view)
             .collect())
+    }
+
+    /// One API key (never its secret).
+    pub async fn get_api_key(&self, project: &ProjectName, uid: &str) -> Result<ApiKeyView> {
+        self.list_api_keys(project)
+            .await?
+            .into_iter()
+            .find(|k| k.uid == uid)
+            .ok_or_else(|| {
+                ControlError::NotFound(format!(
+                    "API key {uid} does not exist in project {project}: `pier api-keys list` shows them"
+                ))
+            })
     }
 
     /// Revokes (`Some(true)`), restores (`Some(false)`) or restricts a key, or gives it a new secret
