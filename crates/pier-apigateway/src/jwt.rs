@@ -178,10 +178,15 @@ pub async fn refresh_forever(jwks: Weak<Jwks>, fetcher: Arc<dyn JwksFetch>) {
                 .unwrap_or_else(Instant::now),
         );
         drop(jwks);
+        // An unknown `kid` brings the next fetch forward, but never sooner than MIN_REFETCH after the
+        // last one, and never later than it was due anyway (after a failure, the back-off's few seconds:
+        // a request that arrived before the first fetch must not hold the keys back for 30 s).
+        let due = fetched_at + wait;
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(due.into()) => {}
             _ = notify.notified() => {
-                tokio::time::sleep(MIN_REFETCH.saturating_sub(fetched_at.elapsed())).await;
+                let soonest = fetched_at + MIN_REFETCH;
+                tokio::time::sleep_until(soonest.min(due).into()).await;
             }
         }
     }
