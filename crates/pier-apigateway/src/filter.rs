@@ -111,6 +111,8 @@ struct OpRuntime {
     /// (metric, cost, limit per minute) for the metrics that have limits.
     costs: Vec<(String, u64, u64)>,
     checks: Option<Arc<RequestChecks>>,
+    /// The body half of `checks`, made once: what each dispatched request carries.
+    body_check: Option<Arc<dyn BodyCheck>>,
 }
 
 enum SchemeRuntime {
@@ -158,6 +160,10 @@ impl ApiFilter {
                 .iter()
                 .filter_map(|(m, c)| Some((m.clone(), *c, *spec.limits.get(m)?)))
                 .collect(),
+            body_check: checks
+                .clone()
+                .filter(|c| c.checks_body())
+                .map(|c| Arc::new(Validate(c)) as Arc<dyn BodyCheck>),
             checks,
         };
         let ops = spec
@@ -321,7 +327,7 @@ impl ApiFilter {
             && let Some(tokens) = &self.tokens
         {
             let audience = rule.audience();
-            let bearer = tokens.bearer(&audience).map_err(|why| {
+            let bearer = tokens.bearer(audience).map_err(|why| {
                 tracing::warn!(%audience, "API gateway: no backend token: {why}");
                 esp(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -348,15 +354,10 @@ impl ApiFilter {
                 "the translated path is not a valid URI",
             )
         })?;
-        let body_check = op
-            .checks
-            .clone()
-            .filter(|c| c.checks_body())
-            .map(|c| Arc::new(Validate(c)) as Arc<dyn BodyCheck>);
         req.extensions.insert(Destination {
             target: target.clone(),
             deadline: rule.deadline,
-            body_check,
+            body_check: op.body_check.clone(),
         });
         Ok(())
     }

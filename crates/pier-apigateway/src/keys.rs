@@ -43,15 +43,15 @@ pub struct KeyEntry {
 /// Every usable key (revoked keys are left out when it is built).
 #[derive(Debug, Default)]
 pub struct KeyDirectory {
-    by_prefix: HashMap<String, Vec<(String, KeyEntry)>>,
+    by_prefix: HashMap<String, Vec<KeyEntry>>,
 }
 
 impl KeyDirectory {
     /// A directory of `(prefix, entry)` pairs.
     pub fn new(keys: impl IntoIterator<Item = (String, KeyEntry)>) -> Self {
-        let mut by_prefix: HashMap<String, Vec<(String, KeyEntry)>> = HashMap::new();
+        let mut by_prefix: HashMap<String, Vec<KeyEntry>> = HashMap::new();
         for (p, e) in keys {
-            by_prefix.entry(p.clone()).or_default().push((p, e));
+            by_prefix.entry(p).or_default().push(e);
         }
         Self { by_prefix }
     }
@@ -62,7 +62,6 @@ impl KeyDirectory {
         let digest = pier_identity::passwords::secret_digest(key);
         candidates
             .iter()
-            .map(|(_, e)| e)
             .find(|e| bool::from(e.digest.as_bytes().ct_eq(digest.as_bytes())))
     }
 

@@ -41,11 +41,15 @@ pub struct Exhausted {
     pub retry_after: u64,
 }
 
+/// One consumer's windows: metric → (minute, used).
+type Windows = HashMap<String, (u64, u64)>;
+
 /// One gateway's quota counts.
 pub struct QuotaBook {
     clock: Arc<dyn Clock>,
-    /// (metric, consumer) → (minute, used).
-    windows: Mutex<HashMap<(String, String), (u64, u64)>>,
+    /// consumer → metric → (minute, used); looked up by `&str`, so a request allocates nothing unless
+    /// it is a consumer's or a metric's first.
+    windows: Mutex<HashMap<String, Windows>>,
 }
 
 impl std::fmt::Debug for QuotaBook {
@@ -77,8 +81,12 @@ impl QuotaBook {
         let now = self.clock.now_secs();
         let minute = now / 60;
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = match w.get_mut(consumer) {
+            Some(c) => c,
+            None => w.entry(consumer.to_owned()).or_default(),
+        };
         for (metric, cost, limit) in costs {
-            let used = match w.get(&(metric.clone(), consumer.to_owned())) {
+            let used = match counts.get(metric.as_str()) {
                 Some((m, used)) if *m == minute => *used,
                 _ => 0,
             };
@@ -91,9 +99,10 @@ impl QuotaBook {
             }
         }
         for (metric, cost, _) in costs {
-            let e = w
-                .entry((metric.clone(), consumer.to_owned()))
-                .or_insert((minute, 0));
+            let e = match counts.get_mut(metric.as_str()) {
+                Some(e) => e,
+                None => counts.entry(metric.clone()).or_insert((minute, 0)),
+            };
             if e.0 != minute {
                 *e = (minute, 0);
             }
@@ -101,7 +110,7 @@ impl QuotaBook {
         }
         // Old windows go once the map grows: bounded by the consumers of one minute.
         if w.len() > 10_000 {
-            w.retain(|_, (m, _)| *m == minute);
+            w.retain(|_, counts| counts.values().any(|(m, _)| *m == minute));
         }
         Ok(())
     }

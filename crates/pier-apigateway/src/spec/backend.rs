@@ -28,6 +28,8 @@ pub struct BackendRule {
     pub scheme: String,
     /// `host[:port]`.
     pub authority: String,
+    /// The ID token's audience: `jwt_audience`, else `scheme://authority` (see [`Self::audience`]).
+    audience: String,
     /// The address's path with no trailing `/` (empty for none).
     pub path: String,
     /// Path translation; the default is APPEND at the top level and CONSTANT on an operation.
@@ -127,10 +129,14 @@ impl BackendRule {
             .get("disable_auth")
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        let audience = jwt_audience
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{authority}"));
         Ok(Self {
             address: address.to_owned(),
             scheme,
             authority,
+            audience,
             path,
             translation,
             jwt_audience,
@@ -144,11 +150,8 @@ impl BackendRule {
     /// (`scheme://host[:port]`, ESPv2's own fallback, which is also the URL a Cloud Run or Pier service
     /// accepts as audience; Google's compiler writes the whole address, path included, which a service
     /// would refuse when the address has a path).
-    pub fn audience(&self) -> std::borrow::Cow<'_, str> {
-        match &self.jwt_audience {
-            Some(a) => std::borrow::Cow::Borrowed(a),
-            None => std::borrow::Cow::Owned(format!("{}://{}", self.scheme, self.authority)),
-        }
+    pub fn audience(&self) -> &str {
+        &self.audience
     }
 
     /// The backend's path and query for a request to `path` with `query`, where the template bound

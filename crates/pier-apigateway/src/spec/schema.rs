@@ -31,14 +31,14 @@ use super::{OasVersion, SpecFault, escape};
 const MAX_VIOLATIONS: usize = 20;
 
 /// The document's shared schemas, translated, and the document itself (for parameter `$ref`s).
-pub(crate) struct Definitions {
+pub(crate) struct Definitions<'d> {
     version: OasVersion,
     defs: Value,
-    doc: Value,
+    doc: &'d Value,
 }
 
-impl Definitions {
-    pub(crate) fn of(doc: &Value, version: OasVersion) -> Result<Self, SpecFault> {
+impl<'d> Definitions<'d> {
+    pub(crate) fn of(doc: &'d Value, version: OasVersion) -> Result<Self, SpecFault> {
         let base = match version {
             OasVersion::Swagger2 => "/definitions",
             _ => "/components/schemas",
@@ -53,7 +53,7 @@ impl Definitions {
         Ok(Self {
             version,
             defs: Value::Object(defs),
-            doc: doc.clone(),
+            doc,
         })
     }
 
@@ -247,7 +247,7 @@ impl std::fmt::Debug for RequestChecks {
     }
 }
 
-fn kind_of(schema: &Value, defs: &Definitions, sep: Option<char>) -> Kind {
+fn kind_of(schema: &Value, defs: &Definitions<'_>, sep: Option<char>) -> Kind {
     let schema = match schema.get("$ref").and_then(Value::as_str) {
         Some(r) => r
             .rsplit('/')
@@ -284,7 +284,7 @@ fn kind_of(schema: &Value, defs: &Definitions, sep: Option<char>) -> Kind {
 impl RequestChecks {
     /// Compiles the checks of one operation (`shared`: its path item's parameters).
     pub(crate) fn compile(
-        defs: &Definitions,
+        defs: &Definitions<'_>,
         shared: Option<&Value>,
         op: &Map<String, Value>,
         ptr: &str,
