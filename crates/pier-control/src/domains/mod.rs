@@ -561,26 +561,14 @@ pub(crate) fn target_exists(m: &DomainMappingRecord, services: &[ServiceRecord])
                 .any(|s| s.project == m.project && s.name.as_str() == m.target_name))
 }
 
-/// The verified mappings whose target is an API gateway.
-pub(crate) fn routed_gateway_domains<'a>(
+/// The mappings to route: those whose domain the project has verified (the target is looked up when
+/// routed).
+pub(crate) fn routed_mappings<'a>(
     maps: &'a [DomainMappingRecord],
     verifs: &[DomainVerificationRecord],
 ) -> impl Iterator<Item = &'a DomainMappingRecord> {
-    maps.iter().filter(|m| {
-        m.target_kind == "gateway" && verified_by(verifs, &m.project, &m.domain).is_some()
-    })
-}
-
-/// The mapped domains to route: verified ones whose target exists, with the target's service.
-pub(crate) fn routed_domains<'a>(
-    maps: &'a [DomainMappingRecord],
-    verifs: &[DomainVerificationRecord],
-) -> impl Iterator<Item = (&'a DomainMappingRecord, ServiceName)> {
-    maps.iter().filter_map(|m| {
-        verified_by(verifs, &m.project, &m.domain)?;
-        (m.target_kind == "service").then_some(())?;
-        Some((m, m.target_name.parse().ok()?))
-    })
+    maps.iter()
+        .filter(|m| verified_by(verifs, &m.project, &m.domain).is_some())
 }
 
 fn now_rfc3339() -> String {

@@ -49,7 +49,8 @@ impl Platform {
         let plans = plan::plan(&records, |p, s| directory.invokers(p, s));
         let mut table = claims::Claims::default();
         let mut routed: HashSet<PoolKey> = HashSet::new();
-        let mut main_routes: HashMap<(ProjectName, ServiceName), Arc<Route>> = HashMap::new();
+        // By (project, name), as gateways' routes are: mapped domains look either up.
+        let mut main_routes: HashMap<(ProjectName, String), Arc<Route>> = HashMap::new();
         // Service URLs first, so a revision that serves traffic there is marked serving before a tag
         // URL asks for its pool.
         let (main, tagged): (Vec<_>, Vec<_>) = plans.into_iter().partition(|p| p.tag.is_none());
@@ -102,25 +103,24 @@ impl Platform {
             }
             let route = Arc::new(route);
             if route.tag.is_none() {
-                main_routes.insert((svc.project.clone(), svc.name.clone()), route.clone());
+                main_routes.insert((svc.project.clone(), svc.name.to_string()), route.clone());
             }
             table.claim(host_plan.host, route, &self.admission);
         }
         // Gateways call Pier's own names (services, mapped domains) through their routes.
         let mapped: HashSet<String> = mappings.iter().map(|m| m.domain.clone()).collect();
         let gateway_routes = self.claim_gateways(&mut table, &gateways, &hashes, &mapped);
-        // Mapped domains serve their service exactly as its own URL does, through the same guard.
-        for (mapping, service) in crate::domains::routed_domains(&mappings, &verifications) {
-            if let Some(main) = main_routes.get(&(mapping.project.clone(), service)) {
-                let route = Arc::new(main.for_mapped_domain());
-                table.claim(mapping.domain.clone(), route, &self.admission);
-            }
-        }
-        for mapping in crate::domains::routed_gateway_domains(&mappings, &verifications) {
-            if let Some(route) =
-                gateway_routes.get(&(mapping.project.clone(), mapping.target_name.clone()))
-            {
-                let route = Arc::new(route.for_mapped_domain());
+        // Mapped domains serve their target (a service, a gateway) exactly as its own URL does,
+        // through the same guard.
+        for mapping in crate::domains::routed_mappings(&mappings, &verifications) {
+            let key = (mapping.project.clone(), mapping.target_name.clone());
+            let target = match mapping.target_kind.as_str() {
+                "service" => main_routes.get(&key),
+                "gateway" => gateway_routes.get(&key),
+                _ => None,
+            };
+            if let Some(target) = target {
+                let route = Arc::new(target.for_mapped_domain());
                 table.claim(mapping.domain.clone(), route, &self.admission);
             }
         }
