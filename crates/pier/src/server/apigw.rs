@@ -52,12 +52,7 @@ impl reqwest::dns::Resolve for BackendResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let (host, allow_local) = (name.as_str().to_owned(), self.allow_local);
         Box::pin(async move {
-            let found: Vec<std::net::SocketAddr> =
-                if host == "localhost" || host.ends_with(".localhost") {
-                    vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))]
-                } else {
-                    tokio::net::lookup_host((host.as_str(), 0)).await?.collect()
-                };
+            let found = super::oidc::lookup(&host).await?;
             let kept: Vec<std::net::SocketAddr> = found
                 .into_iter()
                 .filter(|a| allow_local || !pier_apigateway::external::is_local(a.ip()))
@@ -74,26 +69,21 @@ impl reqwest::dns::Resolve for BackendResolver {
     }
 }
 
+/// The client of the API gateways' calls: Pier's CA and the `--oidc-ca` files trusted beside the
+/// system's roots, redirects not followed.
 fn client(
     pier_ca: &Path,
     cas: &[PathBuf],
     timeout: Option<Duration>,
     resolver: Arc<dyn reqwest::dns::Resolve>,
 ) -> Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
-        .dns_resolver(resolver)
-        .user_agent(concat!("pier/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none());
+    let mut roots = vec![pier_ca];
+    roots.extend(cas.iter().map(PathBuf::as_path));
+    let mut builder =
+        super::oidc::client_builder(resolver, &roots, "CA file (Pier's or --oidc-ca)")?
+            .redirect(reqwest::redirect::Policy::none());
     if let Some(t) = timeout {
         builder = builder.timeout(t);
-    }
-    for ca in std::iter::once(pier_ca).chain(cas.iter().map(PathBuf::as_path)) {
-        let pem = std::fs::read(ca).with_context(|| format!("reading CA {}", ca.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("{}: not PEM certificates", ca.display()))?
-        {
-            builder = builder.add_root_certificate(cert);
-        }
     }
     builder
         .build()

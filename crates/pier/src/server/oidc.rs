@@ -3,7 +3,7 @@
 //! after a token names a key not seen yet (at most every 30 seconds per issuer).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,16 +22,39 @@ impl reqwest::dns::Resolve for LocalhostAware {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            if host == "localhost" || host.ends_with(".localhost") {
-                let addrs: reqwest::dns::Addrs =
-                    Box::new(std::iter::once(SocketAddr::from(([127, 0, 0, 1], 0))));
-                return Ok(addrs);
-            }
-            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            let addrs: reqwest::dns::Addrs = Box::new(found.collect::<Vec<_>>().into_iter());
+            let addrs: reqwest::dns::Addrs = Box::new(lookup(&host).await?.into_iter());
             Ok(addrs)
         })
     }
+}
+
+/// The addresses of `host` as [`LocalhostAware`] resolves it.
+pub(crate) async fn lookup(host: &str) -> std::io::Result<Vec<SocketAddr>> {
+    if host == "localhost" || host.ends_with(".localhost") {
+        return Ok(vec![SocketAddr::from(([127, 0, 0, 1], 0))]);
+    }
+    Ok(tokio::net::lookup_host((host, 0)).await?.collect())
+}
+
+/// An HTTP client builder for Pier's own outgoing calls: names resolved by `resolver`, Pier's user
+/// agent, and the system's roots plus the PEM certificates of `cas` (`what` names them in errors).
+pub(crate) fn client_builder(
+    resolver: Arc<dyn reqwest::dns::Resolve>,
+    cas: &[&Path],
+    what: &str,
+) -> Result<reqwest::ClientBuilder> {
+    let mut builder = reqwest::Client::builder()
+        .dns_resolver(resolver)
+        .user_agent(concat!("pier/", env!("CARGO_PKG_VERSION")));
+    for ca in cas {
+        let pem = std::fs::read(ca).with_context(|| format!("{what} {}", ca.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{what} {}: not PEM certificates", ca.display()))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder)
 }
 
 /// The issuers for `urls`, each with a task keeping its keys fresh.
@@ -39,19 +62,11 @@ pub fn start(urls: &[String], cas: &[PathBuf]) -> Result<Vec<Arc<ExternalIssuer>
     if urls.is_empty() {
         return Ok(Vec::new());
     }
-    let mut builder = reqwest::Client::builder()
-        .dns_resolver(Arc::new(LocalhostAware))
+    let cas: Vec<&Path> = cas.iter().map(PathBuf::as_path).collect();
+    let client = client_builder(Arc::new(LocalhostAware), &cas, "--oidc-ca")?
         .timeout(Duration::from_secs(10))
-        .user_agent(concat!("pier/", env!("CARGO_PKG_VERSION")));
-    for ca in cas {
-        let pem = std::fs::read(ca).with_context(|| format!("--oidc-ca {}", ca.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("--oidc-ca {}: not PEM certificates", ca.display()))?
-        {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    let client = builder.build().context("building the OIDC client")?;
+        .build()
+        .context("building the OIDC client")?;
     let mut out = Vec::new();
     for url in urls {
         if !url.starts_with("https://") {
