@@ -358,6 +358,7 @@ impl ApiFilter {
             target: target.clone(),
             deadline: rule.deadline,
             body_check: op.body_check.clone(),
+            serverless_authorization: None,
         });
         Ok(())
     }

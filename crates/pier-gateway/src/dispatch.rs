@@ -41,6 +41,10 @@ pub struct Destination {
     pub deadline: Duration,
     /// Checks the whole body before it is forwarded, when set.
     pub body_check: Option<Arc<dyn BodyCheck>>,
+    /// For a host Pier serves: the `X-Serverless-Authorization` value to send there (a site's own
+    /// identity), in place of whatever the client sent in that header; its `Authorization` then
+    /// reaches the app untouched.
+    pub serverless_authorization: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for Destination {
@@ -49,6 +53,10 @@ impl std::fmt::Debug for Destination {
             .field("target", &self.target)
             .field("deadline", &self.deadline)
             .field("body_check", &self.body_check.is_some())
+            .field(
+                "serverless_authorization",
+                &self.serverless_authorization.is_some(),
+            )
             .finish()
     }
 }
@@ -134,6 +142,9 @@ pub(crate) async fn dispatch(
                     .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
                 parts.uri = Uri::from(pq);
                 parts.headers.remove(X_SERVERLESS_AUTHORIZATION);
+                if let Some(token) = dest.serverless_authorization {
+                    parts.headers.insert(X_SERVERLESS_AUTHORIZATION, token);
+                }
                 if let Some(b) = buffered {
                     parts.extensions.insert(Buffered(b));
                 }
