@@ -28,6 +28,7 @@ mod domain_handlers;
 mod error;
 mod extract;
 mod handlers;
+mod hosting_handlers;
 mod iam_handlers;
 mod idp;
 mod image_handlers;
@@ -113,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .merge(image_handlers::routes())
         .merge(domain_handlers::routes())
         .merge(api_gateway_handlers::routes())
+        .merge(hosting_handlers::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -3,7 +3,9 @@
 use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
-use crate::{api_gateway_handlers, domain_handlers, handlers, iam_handlers, image_handlers};
+use crate::{
+    api_gateway_handlers, domain_handlers, handlers, hosting_handlers, iam_handlers, image_handlers,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -86,6 +88,16 @@ use crate::{api_gateway_handlers, domain_handlers, handlers, iam_handlers, image
         api_gateway_handlers::delete_key,
         api_gateway_handlers::undelete_key,
         api_gateway_handlers::rotate_key,
+        hosting_handlers::list_sites,
+        hosting_handlers::get_site,
+        hosting_handlers::delete_site,
+        hosting_handlers::create_version,
+        hosting_handlers::upload_file,
+        hosting_handlers::list_releases,
+        hosting_handlers::release,
+        hosting_handlers::clone_channel,
+        hosting_handlers::delete_channel,
+        hosting_handlers::rollback,
     ),
     components(schemas(pier_model::api::ErrorBody)),
     modifiers(&BearerAuth),

@@ -67,6 +67,7 @@ async fn api() -> Api {
         images: None,
         domains: Default::default(),
         api_gateways: Default::default(),
+        hosting: Default::default(),
     });
     platform.recover().await.unwrap();
     let state = AppState {

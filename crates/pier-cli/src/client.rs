@@ -100,6 +100,17 @@ impl Client {
         self.send(self.http.put(self.url(path)).json(body)).await
     }
 
+    /// `PUT path` with raw bytes (`application/octet-stream`), answer as JSON.
+    pub async fn put_bytes<T: DeserializeOwned>(&self, path: &str, body: Vec<u8>) -> Result<T> {
+        self.send(
+            self.http
+                .put(self.url(path))
+                .header("content-type", "application/octet-stream")
+                .body(body),
+        )
+        .await
+    }
+
     /// `PATCH path` with a JSON body, answer as JSON.
     pub async fn patch_json<T: DeserializeOwned, B: serde::Serialize>(
         &self,

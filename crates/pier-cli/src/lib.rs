@@ -91,6 +91,9 @@ pub enum Command {
     /// API keys for API gateways.
     #[command(subcommand)]
     ApiKeys(commands::api_gateway::ApiKeysCommand),
+    /// Static sites from firebase.json: deploys, preview channels, releases, rollback.
+    #[command(subcommand)]
+    Hosting(commands::hosting::HostingCommand),
 }
 
 /// Parses `500ms`, `60s`, `2m`, `1h` or a bare number of seconds.
@@ -213,6 +216,7 @@ pub async fn run_client(globals: Globals, command: Command) -> Result<()> {
         Command::DomainMappings(c) => commands::domains::run_mappings(&ctx, c).await,
         Command::ApiGateway(c) => commands::api_gateway::run(&ctx, c).await,
         Command::ApiKeys(c) => commands::api_gateway::run_keys(&ctx, c).await,
+        Command::Hosting(c) => commands::hosting::run(&ctx, c).await,
         Command::Config(_) => unreachable!("answered above"),
     }
 }

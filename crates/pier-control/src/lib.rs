@@ -38,6 +38,7 @@ pub mod api_gateways;
 mod claims;
 mod deploy;
 pub mod domains;
+pub mod hosting;
 mod hosts_file;
 mod images;
 mod lifecycle;
@@ -98,6 +99,8 @@ pub struct PlatformParts {
     pub domains: domains::DomainConfig,
     /// API gateways: JWT key fetching, external backends.
     pub api_gateways: api_gateways::ApiGatewayConfig,
+    /// Hosting: where site files are stored.
+    pub hosting: hosting::HostingConfig,
 }
 
 /// The control plane.
@@ -129,6 +132,11 @@ pub struct Platform {
     api_specs: Mutex<HashMap<(String, String, String), Arc<pier_apigateway::ApiSpec>>>,
     /// Each gateway's quota counts, kept across its config switches.
     quota_books: Mutex<HashMap<(String, String), Arc<pier_apigateway::QuotaBook>>>,
+    hosting: hosting::HostingConfig,
+    /// Compiled site versions that channels serve (see [`hosting::routes`]).
+    site_cache: Mutex<HashMap<hosting::routes::VersionKey, Arc<pier_hosting::SiteVersion>>>,
+    /// Republishes routes when the next preview channel expires.
+    expiry_timer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -168,6 +176,7 @@ impl Platform {
             images,
             domains,
             api_gateways,
+            hosting,
         } = parts;
         Arc::new(Self {
             store,
@@ -192,6 +201,9 @@ impl Platform {
             ))),
             api_specs: Mutex::new(HashMap::new()),
             quota_books: Mutex::new(HashMap::new()),
+            hosting,
+            site_cache: Mutex::new(HashMap::new()),
+            expiry_timer: Mutex::new(None),
         })
     }
 

@@ -69,6 +69,7 @@ async fn fixture() -> Fixture {
         images: None,
         domains: Default::default(),
         api_gateways: Default::default(),
+        hosting: Default::default(),
     });
     platform.recover().await.unwrap();
     Fixture {

@@ -8,6 +8,7 @@ pub mod api_gateways;
 pub mod domains;
 pub mod end_user_auth;
 pub mod error;
+pub mod hosting;
 pub mod hosts;
 pub mod manifest;
 pub mod names;

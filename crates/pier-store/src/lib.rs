@@ -16,6 +16,7 @@ use thiserror::Error;
 
 mod api_gateways;
 mod domains;
+mod hosting;
 mod identity;
 mod images;
 mod migrations;
@@ -25,6 +26,9 @@ use rows::*;
 
 pub use api_gateways::{ApiConfigRecord, ApiKeyRecord, GatewayRecord};
 pub use domains::{CertificateRecord, DomainMappingRecord, DomainVerificationRecord};
+pub use hosting::{
+    LIVE, NewRelease, SiteChannelRecord, SiteRecord, SiteReleaseRecord, SiteVersionRecord,
+};
 pub use identity::{IdentitySnapshot, KeyRecord, PolicyRecord, ServiceAccountRecord, UserRecord};
 pub use images::{ImageRecord, RegistryCredentialRecord};
 

@@ -209,6 +209,64 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         deleted_at   TEXT
     ) STRICT;
     "#,
+    // 7: hosting: sites (each with the service account its rewrites call services as), the files a
+    // project has uploaded (content-addressed; the bytes live in the data directory), versions (the
+    // hosting entry and the path -> digest map, immutable once finalized), channels (`live` and
+    // previews with an expiry) and their releases, the newest being what a channel serves.
+    r#"
+    CREATE TABLE sites (
+        project         TEXT NOT NULL REFERENCES projects (name),
+        name            TEXT NOT NULL,
+        service_account TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        PRIMARY KEY (project, name)
+    ) STRICT;
+
+    CREATE TABLE site_blobs (
+        project TEXT NOT NULL REFERENCES projects (name),
+        digest  TEXT NOT NULL,
+        size    INTEGER NOT NULL,
+        PRIMARY KEY (project, digest)
+    ) STRICT;
+
+    CREATE TABLE site_versions (
+        project    TEXT NOT NULL,
+        site       TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        config     TEXT NOT NULL,
+        files      TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        PRIMARY KEY (project, site, version),
+        FOREIGN KEY (project, site) REFERENCES sites (project, name)
+    ) STRICT;
+
+    CREATE TABLE site_channels (
+        project    TEXT NOT NULL,
+        site       TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        expires_at INTEGER,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (project, site, name),
+        FOREIGN KEY (project, site) REFERENCES sites (project, name)
+    ) STRICT;
+
+    CREATE TABLE site_releases (
+        project    TEXT NOT NULL,
+        site       TEXT NOT NULL,
+        channel    TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        version    INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        message    TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        PRIMARY KEY (project, site, channel, seq),
+        FOREIGN KEY (project, site, channel) REFERENCES site_channels (project, site, name),
+        FOREIGN KEY (project, site, version) REFERENCES site_versions (project, site, version)
+    ) STRICT;
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per migration.

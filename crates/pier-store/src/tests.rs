@@ -628,3 +628,87 @@ fn api_keys_keep_only_digests_and_change_in_place() {
         Err(StoreError::NotFound(_))
     ));
 }
+
+#[test]
+fn site_releases_need_every_file_and_roll_back_and_clone() {
+    let s = store();
+    let project = p();
+    let acct = "compute@demo.iam.pier.localhost";
+    let site = s.ensure_site(&p(), "shop", None, acct).unwrap();
+    assert_eq!(site.service_account, acct);
+    let (a, b) = ("a".repeat(64), "b".repeat(64));
+    let files: std::collections::BTreeMap<String, String> = [
+        ("/index.html".to_owned(), a.clone()),
+        ("/app.js".to_owned(), b.clone()),
+    ]
+    .into();
+    let v1 = s
+        .create_site_version(&p(), "shop", "{}", &files, "user:a@x")
+        .unwrap();
+    assert_eq!(v1, 1);
+    assert_eq!(
+        s.missing_site_files(&p(), &[&a, &b]).unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    let release = |version, channel| crate::NewRelease {
+        project: &project,
+        site: "shop",
+        channel,
+        version,
+        kind: "DEPLOY",
+        message: "",
+        by: "user:a@x",
+        expires_at: None,
+    };
+    s.add_site_file(&p(), &a, 10).unwrap();
+    let err = s
+        .release_site_version(&release(v1, crate::LIVE))
+        .unwrap_err();
+    assert!(err.to_string().contains("1 file(s) not uploaded"), "{err}");
+    s.add_site_file(&p(), &b, 20).unwrap();
+    // Another project's uploads are not this project's.
+    let other: ProjectName = "other".parse().unwrap();
+    s.ensure_project(&other, || "ffffff".into()).unwrap();
+    assert_eq!(
+        s.missing_site_files(&other, &[&a]).unwrap(),
+        vec![a.clone()]
+    );
+    s.release_site_version(&release(v1, crate::LIVE)).unwrap();
+    let err = s.rollback_site(&p(), "shop", "user:a@x").unwrap_err();
+    assert!(err.to_string().contains("nothing to roll back"), "{err}");
+    let v2 = s
+        .create_site_version(&p(), "shop", "{\"cleanUrls\":true}", &files, "user:a@x")
+        .unwrap();
+    s.release_site_version(&release(v2, crate::LIVE)).unwrap();
+    let back = s.rollback_site(&p(), "shop", "user:a@x").unwrap();
+    assert_eq!(
+        (back.version, back.kind.as_str(), back.seq),
+        (1, "ROLLBACK", 3)
+    );
+    // A preview channel, then cloned to live.
+    let mut pr = release(v2, "pr-42");
+    pr.expires_at = Some(4_000_000_000);
+    s.release_site_version(&pr).unwrap();
+    let channels = s.site_channels(Some(&p()), Some("shop")).unwrap();
+    let by_name = |n: &str| channels.iter().find(|c| c.name == n).unwrap().clone();
+    assert_eq!(by_name("live").version, Some(1));
+    assert_eq!(by_name("pr-42").version, Some(2));
+    assert_eq!(by_name("pr-42").expires_at, Some(4_000_000_000));
+    let cloned = s
+        .clone_site_release(&p(), ("shop", "pr-42"), ("shop", "live"), "user:a@x", None)
+        .unwrap();
+    assert_eq!((cloned.version, cloned.kind.as_str()), (2, "CLONE"));
+    // To another site: a copy of the version.
+    s.ensure_site(&p(), "blog", None, acct).unwrap();
+    let copied = s
+        .clone_site_release(&p(), ("shop", "live"), ("blog", "live"), "user:a@x", None)
+        .unwrap();
+    assert_eq!(copied.version, 1);
+    assert_eq!(s.site_version(&p(), "blog", 1).unwrap().files, files);
+    assert_eq!(s.site_releases(&p(), "shop", "live").unwrap().len(), 4);
+    assert!(s.delete_site_channel(&p(), "shop", "live").is_err());
+    s.delete_site_channel(&p(), "shop", "pr-42").unwrap();
+    s.delete_site(&p(), "shop").unwrap();
+    assert!(s.site(&p(), "shop").is_err());
+    assert_eq!(s.sites(Some(&p())).unwrap().len(), 1);
+}

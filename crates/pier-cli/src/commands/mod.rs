@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod deploy;
 pub mod domains;
+pub mod hosting;
 pub mod iam;
 pub mod images;
 pub mod logs;

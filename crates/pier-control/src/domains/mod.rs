@@ -299,9 +299,9 @@ impl Platform {
                 self.scheme.domain()
             )));
         }
-        if req.target.kind != "service" && req.target.kind != "gateway" {
+        if !["service", "gateway", "site"].contains(&req.target.kind.as_str()) {
             return Err(ControlError::Invalid(format!(
-                "a domain can be mapped to a service (--service NAME) or an API gateway (--gateway NAME); {:?} targets do not exist yet",
+                "a domain can be mapped to a service (--service NAME), an API gateway (--gateway NAME) or a hosting site (--site NAME); {:?} is none of them",
                 req.target.kind
             )));
         }
@@ -340,6 +340,12 @@ impl Platform {
         };
         if req.target.kind == "gateway" {
             self.gateway_record(project, service.as_str()).await?;
+        } else if req.target.kind == "site" {
+            if !self.site_exists(project, service.as_str()).await? {
+                return Err(ControlError::NotFound(format!(
+                    "site {service} does not exist in project {project}: deploy it first (`pier hosting deploy --site {service}`)"
+                )));
+            }
         } else {
             let (p, s) = (project.clone(), service.clone());
             if self.db(move |st| st.service(&p, &s)).await?.is_none() {
@@ -555,6 +561,7 @@ async fn where_points(dns: &Dns, domain: &str, here: &Result<Vec<IpAddr>, String
 /// neither kind, since deleting the target is what removes its route).
 pub(crate) fn target_exists(m: &DomainMappingRecord, services: &[ServiceRecord]) -> bool {
     m.target_kind == "gateway"
+        || m.target_kind == "site"
         || (m.target_kind == "service"
             && services
                 .iter()

@@ -17,7 +17,7 @@ impl Platform {
     /// [`Platform::publish_routes`], for a caller that holds the publication lock (so that a change
     /// to the store and the routes that follow from it are seen together).
     pub(crate) async fn publish_locked(self: &Arc<Self>) -> Result<()> {
-        let (projects, services, revisions, mappings, verifications, gateways) = self
+        let (projects, services, revisions, mappings, verifications, gateways, sites) = self
             .db(|s| {
                 Ok((
                     s.projects()?,
@@ -29,6 +29,10 @@ impl Platform {
                         gateways: s.gateways(None)?,
                         configs: s.api_configs(None, None)?,
                         keys: s.api_keys(None)?,
+                    },
+                    crate::hosting::routes::SiteRecords {
+                        sites: s.sites(None)?,
+                        channels: s.site_channels(None, None)?,
                     },
                 ))
             })
@@ -110,6 +114,20 @@ impl Platform {
         // Gateways call Pier's own names (services, mapped domains) through their routes.
         let mapped: HashSet<String> = mappings.iter().map(|m| m.domain.clone()).collect();
         let gateway_routes = self.claim_gateways(&mut table, &gateways, &hashes, &mapped);
+        // Sites call services through their main routes' hosts.
+        let service_hosts: HashMap<(ProjectName, String), String> = services
+            .iter()
+            .filter_map(|s| {
+                let hash = hashes.get(&s.project)?;
+                Some((
+                    (s.project.clone(), s.name.to_string()),
+                    self.scheme.service_host(&s.name, hash),
+                ))
+            })
+            .collect();
+        let (site_routes, next_expiry) = self
+            .claim_sites(&mut table, &sites, &hashes, &service_hosts)
+            .await;
         // Mapped domains serve their target (a service, a gateway) exactly as its own URL does,
         // through the same guard.
         for mapping in crate::domains::routed_mappings(&mappings, &verifications) {
@@ -117,6 +135,7 @@ impl Platform {
             let target = match mapping.target_kind.as_str() {
                 "service" => main_routes.get(&key),
                 "gateway" => gateway_routes.get(&key),
+                "site" => site_routes.get(&key),
                 _ => None,
             };
             if let Some(target) = target {
@@ -130,6 +149,7 @@ impl Platform {
             .await
             .map_err(|e| ControlError::internal(format!("publishing routes failed: {e}")))?;
         self.retire_unrouted(&routed, &revs);
+        self.schedule_expiry(next_expiry);
         Ok(())
     }
 }

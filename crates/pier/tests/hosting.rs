@@ -1,0 +1,320 @@
+//! Hosting end to end, as the README shows it: a small single-page application deployed from its
+//! `firebase.json` with `pier hosting deploy`, its `/api/**` rewritten to a private service that the site
+//! calls with its own identity, then a second deploy that uploads only what changed, releases, a
+//! rollback, a preview channel that expires, and a clone. Real TLS, real curl.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::*;
+
+/// (status, body, headers lowercased) of `curl ARGS`.
+fn call(p: &Pier, args: &[&str]) -> (u16, String, String) {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let hdr = p
+        .dir
+        .join(format!("h-{}", N.fetch_add(1, Ordering::Relaxed)));
+    let mut full = vec!["-D", hdr.to_str().unwrap(), "-w", "\n%{http_code}"];
+    full.extend_from_slice(args);
+    let out = p.curl(&full);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    let headers = std::fs::read_to_string(&hdr)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let _ = std::fs::remove_file(&hdr);
+    (code.trim().parse().unwrap_or(0), body.to_owned(), headers)
+}
+
+fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    headers.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == name).then(|| v.trim())
+    })
+}
+
+fn write(dir: &Path, rel: &str, content: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+const FIREBASE_JSON: &str = r#"{
+  "hosting": {
+    "site": "shop",
+    "public": "dist",
+    "ignore": ["firebase.json", "**/.*", "**/node_modules/**"],
+    "cleanUrls": true,
+    "redirects": [
+      {"source": "/blog/:post", "destination": "/news/:post", "type": 302},
+      {"regex": "^/old/(.*)$", "destination": "/new/:1"}
+    ],
+    "rewrites": [
+      {"source": "/api/**", "run": {"serviceId": "api", "region": "us-central1"}},
+      {"source": "**", "destination": "/index.html"}
+    ],
+    "headers": [
+      {"source": "/assets/**", "headers": [{"key": "Cache-Control", "value": "public, max-age=31536000, immutable"}]},
+      {"source": "**", "headers": [{"key": "X-Frame-Options", "value": "DENY"}]}
+    ]
+  }
+}"#;
+
+fn app_js(version: &str) -> String {
+    format!(
+        "// app {version}\n{}",
+        "console.log('client-side routing');\n".repeat(300)
+    )
+}
+
+/// Deploys and returns (stdout URL, stderr).
+fn deploy(p: &Pier, project: &Path, extra: &[&str]) -> (String, String) {
+    let config = project.join("firebase.json");
+    let mut args = vec!["hosting", "deploy", "--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = p.cli(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "deploy failed: {stderr}\nserver:\n{}",
+        p.server_log()
+    );
+    (
+        String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        stderr,
+    )
+}
+
+#[test]
+fn a_firebase_project_deploys_and_serves_as_firebase_hosting_does() {
+    let p = Pier::start(&[]);
+    let api = p.deploy_hello("api", &[]);
+    let project = tempfile::tempdir().unwrap();
+    let root = project.path();
+    write(root, "firebase.json", FIREBASE_JSON);
+    write(
+        root,
+        "dist/index.html",
+        "<!doctype html><title>shop</title><script src=\"/assets/app.js\"></script>",
+    );
+    write(root, "dist/404.html", "<h1>custom not found</h1>");
+    write(root, "dist/about.html", "<h1>about</h1>");
+    write(root, "dist/assets/app.js", &app_js("v1"));
+    write(root, "dist/.env", "SECRET=1");
+    write(root, "dist/node_modules/x/index.js", "module");
+
+    // A rewrite to a service that does not exist is refused before anything is uploaded.
+    write(
+        root,
+        "bad/firebase.json",
+        r#"{"hosting": {"site": "shop", "public": "../dist", "rewrites": [{"source": "/f", "function": "f"}]}}"#,
+    );
+    let e = p.fails(&[
+        "hosting",
+        "deploy",
+        "--config",
+        root.join("bad/firebase.json").to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("/rewrites/0/function") && e.contains("\"run\""),
+        "{e}"
+    );
+
+    let (url, err) = deploy(&p, root, &[]);
+    assert!(
+        url.starts_with("https://shop-") && url.contains(".pier.localhost"),
+        "{url}"
+    );
+    assert!(err.contains("Uploading 4 files (4 new"), "{err}");
+    assert!(err.contains("Releasing version v1"), "{err}");
+
+    // Static files, with Firebase's headers.
+    let (s, b, h) = call(&p, &[&format!("{url}/")]);
+    assert_eq!(s, 200, "{b}");
+    assert!(b.contains("<title>shop</title>"));
+    assert_eq!(header(&h, "content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(header(&h, "x-frame-options"), Some("deny"));
+    assert_eq!(header(&h, "cache-control"), Some("max-age=3600"));
+    // Ignored files were never uploaded.
+    assert_eq!(
+        call(&p, &[&format!("{url}/.env")]).1,
+        call(&p, &[&format!("{url}/")]).1
+    );
+
+    // Precompressed variants chosen by Accept-Encoding, conditional requests and ranges.
+    let asset = format!("{url}/assets/app.js");
+    let (s, _, h) = call(
+        &p,
+        &["-H", "Accept-Encoding: br, gzip", "-o", "/dev/null", &asset],
+    );
+    assert_eq!(s, 200);
+    assert_eq!(header(&h, "content-encoding"), Some("br"));
+    assert_eq!(header(&h, "vary"), Some("accept-encoding"));
+    assert_eq!(
+        header(&h, "cache-control"),
+        Some("public, max-age=31536000, immutable"),
+        "a headers rule applies last"
+    );
+    let (_, b, h) = call(&p, &["--compressed", &asset]);
+    assert_eq!(b, app_js("v1"), "curl decodes what Pier compressed");
+    assert!(header(&h, "content-encoding").is_some());
+    let (_, _, h) = call(&p, &[&asset]);
+    let etag = header(&h, "etag").unwrap().to_owned();
+    assert!(header(&h, "content-encoding").is_none());
+    assert!(header(&h, "last-modified").is_some());
+    let (s, b, _) = call(&p, &["-H", &format!("If-None-Match: {etag}"), &asset]);
+    assert_eq!((s, b.as_str()), (304, ""));
+    let (s, b, h) = call(&p, &["-H", "Range: bytes=0-9", &asset]);
+    assert_eq!((s, b.as_str()), (206, "// app v1\n"));
+    let len = app_js("v1").len();
+    assert_eq!(
+        header(&h, "content-range"),
+        Some(format!("bytes 0-9/{len}").as_str())
+    );
+    let (s, _, h) = call(&p, &["-H", &format!("Range: bytes={len}-"), &asset]);
+    assert_eq!(s, 416);
+    assert_eq!(
+        header(&h, "content-range"),
+        Some(format!("bytes */{len}").as_str())
+    );
+    let (s, b, h) = call(&p, &["-I", &asset]);
+    assert_eq!(s, 200);
+    assert!(b.is_empty() || !b.contains("console.log"));
+    assert_eq!(header(&h, "content-length"), Some(len.to_string().as_str()));
+
+    // Order of precedence: redirects with captures, clean URLs, a file before the catch-all rewrite,
+    // reserved paths, then client-side routes to index.html.
+    let (s, _, h) = call(&p, &[&format!("{url}/blog/hello?ref=x")]);
+    assert_eq!(s, 302);
+    assert_eq!(header(&h, "location"), Some("/news/hello?ref=x"));
+    let (s, _, h) = call(&p, &[&format!("{url}/old/a/b")]);
+    assert_eq!(s, 301);
+    assert_eq!(header(&h, "location"), Some("/new/a/b"));
+    let (s, _, h) = call(&p, &[&format!("{url}/about.html")]);
+    assert_eq!(s, 301);
+    assert_eq!(header(&h, "location"), Some("/about"));
+    let (s, b, _) = call(&p, &[&format!("{url}/about")]);
+    assert_eq!((s, b.as_str()), (200, "<h1>about</h1>"));
+    let (s, b, _) = call(&p, &[&format!("{url}/cart/42")]);
+    assert_eq!(s, 200);
+    assert!(
+        b.contains("<title>shop</title>"),
+        "a client-side route gets index.html"
+    );
+    let (s, b, _) = call(&p, &[&format!("{url}/__/auth/handler")]);
+    assert_eq!(s, 404);
+    assert!(b.contains("Page Not Found"), "{b}");
+    let (s, _, h) = call(&p, &["-X", "POST", &asset]);
+    assert_eq!(s, 405);
+    assert_eq!(header(&h, "allow"), Some("get, head"));
+
+    // The API rewrite reaches the private service as the site's account, once it may invoke it; only
+    // the __session cookie goes along, and the client's own Authorization reaches the app.
+    let (s, _, _) = call(&p, &[&format!("{api}/items")]);
+    assert_eq!(s, 403, "the service is private");
+    let (s, b, _) = call(&p, &[&format!("{url}/api/items")]);
+    assert_eq!(
+        s, 403,
+        "the site's account may not invoke the service yet: {b}"
+    );
+    p.ok(&[
+        "services",
+        "add-iam-policy-binding",
+        "api",
+        "--member",
+        "serviceAccount:compute@default.iam.pier.localhost",
+        "--role",
+        "roles/run.invoker",
+    ]);
+    let b = eventually(10, "the site allowed to invoke api", || {
+        let (s, b, _) = call(
+            &p,
+            &[
+                "-H",
+                "Cookie: __session=abc; tracking=xyz",
+                "-H",
+                "Authorization: Bearer app-token",
+                &format!("{url}/api/items?q=1"),
+            ],
+        );
+        (s == 200).then_some(b)
+    });
+    let echo: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(echo["service"], "api");
+    assert_eq!(echo["uri"], "/api/items?q=1");
+    assert_eq!(echo["headers"]["cookie"], "__session=abc");
+    assert_eq!(echo["headers"]["authorization"], "Bearer app-token");
+    assert!(
+        echo["headers"]["x-serverless-authorization"]
+            .as_str()
+            .unwrap()
+            .ends_with("SIGNATURE_REMOVED_BY_PIER"),
+        "{echo}"
+    );
+
+    // A second deploy uploads only the changed file; the switch is whole.
+    write(root, "dist/assets/app.js", &app_js("v2"));
+    let (_, err) = deploy(&p, root, &["-m", "new app"]);
+    assert!(err.contains("Uploading 4 files (1 new"), "{err}");
+    let (_, b, _) = call(&p, &[&asset]);
+    assert_eq!(b, app_js("v2"));
+    let releases = p.ok(&["hosting", "releases", "list", "--site", "shop"]);
+    assert!(
+        releases.contains("new app") && releases.contains("v2"),
+        "{releases}"
+    );
+
+    // A preview channel at its own URL, with its own content, then it expires.
+    write(root, "dist/assets/app.js", &app_js("preview"));
+    let out = p.cli(&[
+        "hosting",
+        "channel",
+        "deploy",
+        "pr-42",
+        "--expires",
+        "3s",
+        "--config",
+        root.join("firebase.json").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let preview = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(preview.starts_with("https://shop--pr-42-"), "{preview}");
+    assert_eq!(
+        call(&p, &[&format!("{preview}/assets/app.js")]).1,
+        app_js("preview")
+    );
+    assert_eq!(call(&p, &[&asset]).1, app_js("v2"), "live is untouched");
+
+    // Clone the preview to live, then roll back to what live served before.
+    p.ok(&["hosting", "clone", "shop:pr-42", "shop:live"]);
+    assert_eq!(call(&p, &[&asset]).1, app_js("preview"));
+    let out = p.ok(&["hosting", "rollback", "--site", "shop"]);
+    assert!(out.contains(&url), "{out}");
+    assert_eq!(call(&p, &[&asset]).1, app_js("v2"));
+
+    eventually(10, "the preview channel to expire", || {
+        (call(&p, &[&format!("{preview}/")]).0 == 404).then_some(())
+    });
+    assert_eq!(
+        call(&p, &[&asset]).1,
+        app_js("v2"),
+        "live outlives the preview"
+    );
+    let e = p.fails(&[
+        "hosting",
+        "channel",
+        "deploy",
+        "pr-1",
+        "--expires",
+        "31d",
+        "--config",
+        root.join("firebase.json").to_str().unwrap(),
+    ]);
+    assert!(e.contains("at most 30 days"), "{e}");
+}
