@@ -968,30 +968,7 @@ async function call(label, headers) {{
     let _other = serve_page(site.path(), other_port);
 
     // The browser trusts Pier's CA in its own store.
-    let home = tempfile::tempdir().unwrap();
-    let db = format!("sql:{}", home.path().join(".pki/nssdb").display());
-    std::fs::create_dir_all(home.path().join(".pki/nssdb")).unwrap();
-    for args in [
-        vec!["-N", "-d", &db, "--empty-password"],
-        vec![
-            "-A",
-            "-d",
-            &db,
-            "-t",
-            "C,,",
-            "-n",
-            "pier",
-            "-i",
-            p.dir.join("ca.pem").to_str().unwrap(),
-        ],
-    ] {
-        let st = std::process::Command::new("certutil")
-            .args(&args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "certutil {args:?}");
-    }
-
+    let home = browser_home(&p);
     let dom = browser(home.path(), &format!("{origin}/index.html"));
     assert!(dom.contains("with-key 200 items"), "{dom}");
     // The gateway's own 401 is readable by the allowed origin's page.

@@ -318,3 +318,93 @@ fn a_firebase_project_deploys_and_serves_as_firebase_hosting_does() {
     ]);
     assert!(e.contains("at most 30 days"), "{e}");
 }
+
+/// Drives headless Chromium with Selenium (offline: the driver and browser named, as the README says):
+/// opens `url`, waits for the page's API call, follows a client-side link, and prints what the page
+/// showed.
+const SELENIUM: &str = r#"
+import sys
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+url, profile = sys.argv[1], sys.argv[2]
+opts = webdriver.ChromeOptions()
+opts.binary_location = "/usr/bin/chromium"
+for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+          "--user-data-dir=" + profile]:
+    opts.add_argument(a)
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+try:
+    driver.get(url)
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "api").text != "pending")
+    print(driver.find_element(By.ID, "route").text)
+    print(driver.find_element(By.ID, "api").text)
+    driver.find_element(By.ID, "next").click()
+    WebDriverWait(driver, 10).until(lambda d: "/cart/7" in d.find_element(By.ID, "route").text)
+    print(driver.find_element(By.ID, "route").text + " " + driver.current_url)
+finally:
+    driver.quit()
+"#;
+
+#[test]
+fn a_single_page_application_routes_and_calls_its_api_in_a_real_browser() {
+    let p = Pier::start(&[]);
+    p.deploy_hello("api", &[]);
+    p.ok(&[
+        "services",
+        "add-iam-policy-binding",
+        "api",
+        "--member",
+        "serviceAccount:compute@default.iam.pier.localhost",
+        "--role",
+        "roles/run.invoker",
+    ]);
+    let project = tempfile::tempdir().unwrap();
+    let root = project.path();
+    write(root, "firebase.json", FIREBASE_JSON);
+    write(
+        root,
+        "dist/index.html",
+        r#"<!doctype html><html><head><title>shop</title><script src="/assets/app.3f9a.js"></script></head>
+<body><p id="route">?</p><p id="api">pending</p><a id="next" href="/cart/7">cart</a></body></html>"#,
+    );
+    write(
+        root,
+        "dist/assets/app.3f9a.js",
+        r#"window.addEventListener("DOMContentLoaded", async () => {
+  const show = () => { document.getElementById("route").textContent = "route " + location.pathname; };
+  show();
+  document.getElementById("next").addEventListener("click", (ev) => {
+    ev.preventDefault(); history.pushState({}, "", "/cart/7"); show();
+  });
+  try {
+    const r = await fetch("/api/items?from=browser");
+    const j = await r.json();
+    document.getElementById("api").textContent = "api " + r.status + " " + j.service + " " + j.uri;
+  } catch (e) { document.getElementById("api").textContent = "api failed " + e; }
+});
+"#,
+    );
+    let (url, _) = deploy(&p, root, &[]);
+    let home = browser_home(&p);
+    let out = std::process::Command::new("python3")
+        .args(["-c", SELENIUM])
+        .arg(format!("{url}/products/42"))
+        .arg(home.path().join("profile"))
+        .env("HOME", home.path())
+        .env("SE_OFFLINE", "true")
+        .output()
+        .expect("python3 with selenium (scripts/install-test-deps installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "selenium failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "route /products/42", "{text}");
+    assert_eq!(lines[1], "api 200 api /api/items?from=browser", "{text}");
+    assert_eq!(lines[2], format!("route /cart/7 {url}/cart/7"), "{text}");
+}

@@ -681,3 +681,32 @@ pub fn python<A: AsRef<std::ffi::OsStr>>(
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A home for a real browser (Chromium) in which Pier's CA is trusted the way a user trusts it: in the
+/// browser's own NSS database (`~/.pki/nssdb`), with `certutil` from libnss3-tools.
+pub fn browser_home(p: &Pier) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let db = format!("sql:{}", home.path().join(".pki/nssdb").display());
+    std::fs::create_dir_all(home.path().join(".pki/nssdb")).unwrap();
+    for args in [
+        vec!["-N", "-d", &db, "--empty-password"],
+        vec![
+            "-A",
+            "-d",
+            &db,
+            "-t",
+            "C,,",
+            "-n",
+            "pier",
+            "-i",
+            p.dir.join("ca.pem").to_str().unwrap(),
+        ],
+    ] {
+        let st = std::process::Command::new("certutil")
+            .args(&args)
+            .status()
+            .expect("certutil (scripts/install-test-deps installs libnss3-tools)");
+        assert!(st.success(), "certutil {args:?}");
+    }
+    home
+}
