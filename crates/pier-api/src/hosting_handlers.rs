@@ -3,8 +3,8 @@
 //!
 //! Reading needs `run.services.get` on the project, changing `run.services.update`. A site is public, so
 //! the deploy that creates one needs `run.services.setIamPolicy` on the project; a site calls services
-//! as its service account, so naming one (or creating a site, which takes the project's compute
-//! account) needs `iam.serviceAccounts.actAs` on it.
+//! as its service account, so creating a site, naming its account, deploying a version that rewrites
+//! to services, or cloning another site's version into it needs `iam.serviceAccounts.actAs` on it.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -79,6 +79,24 @@ fn project_of(path: &str) -> Result<ProjectName, ApiError> {
         .map_err(|e: pier_model::NameError| ApiError::invalid(e.to_string()))
 }
 
+/// The caller may act as the account a site calls services as.
+fn require_act_as(
+    s: &AppState,
+    who: &Principal,
+    account: &str,
+    site: &str,
+) -> Result<(), ApiError> {
+    let sa = crate::iam_handlers::sa_resource(s, who, account, Permission::ServiceAccountsActAs)?;
+    s.platform
+        .identity()
+        .require(who, Permission::ServiceAccountsActAs, &sa)
+        .map_err(|_| {
+            ApiError::from(pier_control::ControlError::Forbidden(format!(
+                "{who} may not act as {account} (iam.serviceAccounts.actAs), whom site {site} calls services as: ask an admin for roles/iam.serviceAccountUser on it, or name another with --service-account"
+            )))
+        })
+}
+
 /// Lists a project's sites.
 #[utoipa::path(get, path = "/v1/projects/{project}/sites", tag = "hosting",
     params(("project" = String, Path)), responses((status = 200, body = Vec<SiteView>)))]
@@ -138,25 +156,22 @@ pub(crate) async fn create_version(
             )))
         })?;
     }
-    if !exists || req.service_account.is_some() {
+    // A version's rewrites call services as the site's account: deploying one acts as it.
+    let calls_services = req
+        .config
+        .get("rewrites")
+        .and_then(|r| r.as_array())
+        .is_some_and(|r| r.iter().any(|rule| rule.get("run").is_some()));
+    if !exists || req.service_account.is_some() || calls_services {
         let account = s
             .platform
             .site_account(&project, &site, req.service_account.as_deref())
             .await?;
-        let sa =
-            crate::iam_handlers::sa_resource(&s, &who, &account, Permission::ServiceAccountsActAs)?;
-        s.platform
-            .identity()
-            .require(&who, Permission::ServiceAccountsActAs, &sa)
-            .map_err(|_| {
-                ApiError::from(pier_control::ControlError::Forbidden(format!(
-                    "{who} may not act as {account} (iam.serviceAccounts.actAs), whom site {site} calls services as: ask an admin for roles/iam.serviceAccountUser on it, or name another with --service-account"
-                )))
-            })?;
+        require_act_as(&s, &who, &account, &site)?;
     }
     let created = s
         .platform
-        .create_site_version(&project, &site, req, &who.to_string())
+        .create_site_version(&project, &site, req, &who.to_string(), !exists)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
@@ -238,6 +253,11 @@ pub(crate) async fn clone_channel(
 ) -> Result<(StatusCode, axum::Json<ReleaseView>), ApiError> {
     let project = project_of(&project)?;
     require(&s, &who, Permission::ServicesWrite, &project)?;
+    if req.source_site != site {
+        // The copied version's rewrites will call services as this site's account.
+        let account = s.platform.site_account(&project, &site, None).await?;
+        require_act_as(&s, &who, &account, &site)?;
+    }
     let r = s
         .platform
         .clone_site(

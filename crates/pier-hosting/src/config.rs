@@ -105,6 +105,10 @@ impl Rules {
     }
 }
 
+/// The most rules (redirects, rewrites and headers together) a site may have: every request is matched
+/// against them in order.
+pub const MAX_RULES: usize = 2000;
+
 /// Headers a rule may not set: framing and connection management are the gateway's.
 const FORBIDDEN_HEADERS: &[&str] = &[
     "connection",
@@ -130,6 +134,18 @@ pub fn compile(entry: &Value) -> Result<Rules, ConfigFault> {
                 "web frameworks are not supported: build the app to static files and name the folder in `public`",
             ));
         }
+    }
+    let count: usize = ["redirects", "rewrites", "headers"]
+        .iter()
+        .filter_map(|k| obj.get(*k).and_then(Value::as_array).map(Vec::len))
+        .sum();
+    if count > MAX_RULES {
+        return Err(fault(
+            "",
+            format!(
+                "a site has at most {MAX_RULES} redirects, rewrites and headers rules together; this one has {count}"
+            ),
+        ));
     }
     let mut rules = Rules::default();
     for (i, r) in array(obj.get("redirects"), "/redirects")?
@@ -172,8 +188,13 @@ pub fn compile(entry: &Value) -> Result<Rules, ConfigFault> {
         } else if let Some(run) = r.get("run") {
             let service = string(run.get("serviceId"), &format!("{at}/run/serviceId"))?;
             let pin_tag = match run.get("pinTag") {
-                None => false,
-                Some(Value::Bool(b)) => *b,
+                None | Some(Value::Bool(false)) => false,
+                Some(Value::Bool(true)) => {
+                    return Err(fault(
+                        format!("{at}/run/pinTag"),
+                        "pinTag is not supported yet: the rewrite would follow the service's traffic, not the revision of the release; remove it, or pin with a traffic tag yourself (`pier services update-traffic SERVICE --set-tags TAG=REVISION`) and deploy the app against it",
+                    ));
+                }
                 Some(_) => {
                     return Err(fault(format!("{at}/run/pinTag"), "pinTag is true or false"));
                 }
@@ -294,14 +315,14 @@ mod tests {
             "i18n": {"root": "localized/"},
             "redirects": [{"source": "/old/:rest*", "destination": "/new/:rest", "type": 302}],
             "rewrites": [
-                {"source": "/api/**", "run": {"serviceId": "api", "region": "us-central1", "pinTag": true}},
+                {"source": "/api/**", "run": {"serviceId": "api", "region": "us-central1", "pinTag": false}},
                 {"regex": "^/app/.*", "destination": "/index.html"}
             ],
             "headers": [{"source": "**/*.js", "headers": [{"key": "Cache-Control", "value": "max-age=31536000"}]}]
         }))
         .unwrap();
         assert_eq!(rules.redirects[0].status, 302);
-        assert_eq!(rules.run_services(), vec![("api".to_owned(), true)]);
+        assert_eq!(rules.run_services(), vec![("api".to_owned(), false)]);
         assert_eq!(rules.i18n_root.as_deref(), Some("/localized"));
         assert_eq!(rules.trailing_slash, Some(false));
         assert!(rules.clean_urls);
@@ -320,6 +341,11 @@ mod tests {
         assert_eq!(e.pointer, "/headers/0/headers/0/key");
         let e = compile(&json!({"rewrites": [{"regex": "(", "destination": "/x"}]})).unwrap_err();
         assert_eq!(e.pointer, "/rewrites/0/regex");
+        let e = compile(
+            &json!({"rewrites": [{"source": "**", "run": {"serviceId": "a", "pinTag": true}}]}),
+        )
+        .unwrap_err();
+        assert_eq!(e.pointer, "/rewrites/0/run/pinTag");
         let e = compile(&json!({"source": "."})).unwrap_err();
         assert_eq!(e.pointer, "/source");
     }

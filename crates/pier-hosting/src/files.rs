@@ -60,6 +60,8 @@ impl FileStore {
     /// A store in `dir` (created when missing).
     pub fn open(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
         let dir = dir.into();
+        // Uploads a crash interrupted are not files of any version.
+        let _ = std::fs::remove_dir_all(dir.join("tmp"));
         std::fs::create_dir_all(dir.join("tmp"))?;
         Ok(Self { dir })
     }
@@ -140,6 +142,10 @@ impl FileStore {
         tmp.1.write_all(content)?;
         tmp.1.sync_all()?;
         std::fs::rename(&tmp.0, to)?;
+        // The rename is durable only once its directory is.
+        if let Some(dir) = to.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
         Ok(())
     }
 }

@@ -31,8 +31,15 @@ pub struct PatternError(pub String);
 impl Pattern {
     /// A `source` glob.
     pub fn glob(glob: &str) -> Result<Self, PatternError> {
+        if glob.chars().count() > MAX_PATTERN_LEN {
+            return Err(PatternError(format!(
+                "a source is at most {MAX_PATTERN_LEN} characters"
+            )));
+        }
         let re = glob_to_regex(glob)?;
-        let re = Regex::new(&re)
+        let re = regex::RegexBuilder::new(&re)
+            .size_limit(COMPILED_LIMIT)
+            .build()
             .map_err(|e| PatternError(format!("source {glob:?} is not a usable glob: {e}")))?;
         Ok(Self {
             re,
@@ -42,12 +49,20 @@ impl Pattern {
 
     /// A `regex` rule (RE2 syntax), anchored at both ends as Firebase does.
     pub fn regex(text: &str) -> Result<Self, PatternError> {
-        let re = Regex::new(&format!("^(?:{text})$")).map_err(|e| {
-            PatternError(format!(
-                "regex {text:?} is not a valid RE2 expression: {}",
-                e.to_string().lines().last().unwrap_or("invalid")
-            ))
-        })?;
+        if text.chars().count() > MAX_PATTERN_LEN {
+            return Err(PatternError(format!(
+                "a regex is at most {MAX_PATTERN_LEN} characters"
+            )));
+        }
+        let re = regex::RegexBuilder::new(&format!("^(?:{text})$"))
+            .size_limit(COMPILED_LIMIT)
+            .build()
+            .map_err(|e| {
+                PatternError(format!(
+                    "regex {text:?} is not a valid RE2 expression: {}",
+                    e.to_string().lines().last().unwrap_or("invalid")
+                ))
+            })?;
         Ok(Self {
             re,
             text: text.to_owned(),
@@ -76,9 +91,50 @@ impl Pattern {
     }
 }
 
-/// Replaces `:name` (and `:1`) in a redirect's destination by the captures; longer names first, so
-/// `:path` is not read as `:p` followed by `ath`.
+/// The longest `source` or `regex` a rule may have, in characters.
+pub const MAX_PATTERN_LEN: usize = 2048;
+
+/// How large one compiled pattern may grow (the `regex` crate's size limit), in bytes.
+const COMPILED_LIMIT: usize = 1 << 20;
+
+/// Percent-encodes what a captured (decoded) path piece may hold that a `Location` path must not carry
+/// as is: anything but RFC 3986's unreserved and sub-delimiter characters, `:`, `@` and `/`. So `?`,
+/// `#`, `%`, `\`, spaces and controls from a capture stay inside the path.
+pub fn encode_path(piece: &str) -> String {
+    let mut out = String::with_capacity(piece.len());
+    for b in piece.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A `Location` that stays on the site: a path made of decoded pieces that begins with `//` or `/\`
+/// would name another host, so its leading slashes collapse to one.
+pub fn same_site(location: String) -> String {
+    if location.starts_with("//") || location.starts_with("/\\") {
+        format!("/{}", location.trim_start_matches(['/', '\\']))
+    } else {
+        location
+    }
+}
+
+/// Replaces `:name` (and `:1`) in a redirect's destination by the captures, percent-encoded
+/// ([`encode_path`]); longer names first, so `:path` is not read as `:p` followed by `ath`. A
+/// destination that is a path stays on the site ([`same_site`]).
 pub fn substitute(destination: &str, captures: &[(String, String)]) -> String {
+    let out = substitute_raw(destination, captures);
+    if destination.starts_with('/') {
+        same_site(out)
+    } else {
+        out
+    }
+}
+
+fn substitute_raw(destination: &str, captures: &[(String, String)]) -> String {
     let mut sorted: Vec<&(String, String)> = captures.iter().collect();
     sorted.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
     let mut out = String::with_capacity(destination.len());
@@ -91,7 +147,7 @@ pub fn substitute(destination: &str, captures: &[(String, String)]) -> String {
                 && !after[name.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
         }) {
             Some((name, value)) => {
-                out.push_str(value);
+                out.push_str(&encode_path(value));
                 rest = &after[name.len()..];
                 // `:name*` in a destination is the same capture.
                 if let Some(r) = rest.strip_prefix('*') {
@@ -269,6 +325,16 @@ mod tests {
             ("path".to_owned(), "PATH".to_owned()),
         ];
         assert_eq!(substitute("/:path/:p/:px", &caps), "/PATH/P/:px");
+        // Captures are decoded text: they are encoded again, and never name another host.
+        let p = Pattern::glob("/blog/:slug*").unwrap();
+        let caps = p.captures("/blog/\\evil.com?x#y z").unwrap();
+        assert_eq!(substitute("/:slug", &caps), "/%5Cevil.com%3Fx%23y%20z");
+        let caps = p.captures("/blog//evil.com").unwrap();
+        assert_eq!(substitute("/:slug", &caps), "/evil.com");
+        assert_eq!(
+            substitute("https://example.com/:slug", &caps),
+            "https://example.com//evil.com"
+        );
     }
 
     #[test]

@@ -226,9 +226,7 @@ pub async fn serve(
     if ok {
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
-    for (name, value) in extra {
-        h.insert(name.clone(), value.clone());
-    }
+    set_rule_headers(h, extra);
 
     // Conditional requests (only for a successful answer).
     let fresh = ok
@@ -276,6 +274,7 @@ pub async fn serve(
                 .body(GatewayBody::empty())
                 .expect("valid head");
             let h = resp.headers_mut();
+            h.remove(header::CONTENT_ENCODING);
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 h.insert(header::CONTENT_RANGE, v);
@@ -308,6 +307,22 @@ pub async fn serve(
                     .into(),
             )
         }
+    }
+}
+
+/// Sets the `headers` rules' headers, last; a rule's `Vary` is added to the server's (which a shared
+/// cache needs to tell encodings apart), not put in its place.
+pub fn set_rule_headers(h: &mut HeaderMap, extra: &[(header::HeaderName, HeaderValue)]) {
+    for (name, value) in extra {
+        if name == header::VARY
+            && let Some(old) = h.get(header::VARY).and_then(|v| v.to_str().ok())
+            && let Ok(new) = value.to_str()
+            && let Ok(v) = HeaderValue::from_str(&format!("{old}, {new}"))
+        {
+            h.insert(header::VARY, v);
+            continue;
+        }
+        h.insert(name.clone(), value.clone());
     }
 }
 

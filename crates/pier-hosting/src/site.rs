@@ -169,7 +169,7 @@ impl SiteVersion {
     /// dropped under `cleanUrls`), or the redirect that puts the path in its canonical form.
     fn static_file(&self, path: &str, ask: &Ask<'_>) -> Option<Decision> {
         let redirect = |to: String| {
-            let mut location = to;
+            let mut location = crate::pattern::same_site(crate::pattern::encode_path(&to));
             if let Some(q) = ask.query.filter(|q| !q.is_empty()) {
                 location.push('?');
                 location.push_str(q);

@@ -204,6 +204,13 @@ impl Filter for HostingFilter {
                 "the request path is not valid percent-encoded UTF-8",
             )
         })?;
+        // `/api/../admin` would match `/api/**` and reach the service as a path it may read as `/admin`.
+        if path.split('/').any(|seg| seg == "." || seg == "..") || path.contains('\0') {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "the request path has `.` or `..` segments (or an encoded NUL): send the path it means",
+            ));
+        }
         let langs = if self.0.version.rules.i18n_root.is_some() {
             languages(req)
         } else {
@@ -220,7 +227,17 @@ impl Filter for HostingFilter {
             languages: &langs,
             country: country.as_deref(),
         });
-        let headers = self.0.version.headers_for_answer(&path, &decision);
+        let mut headers = self.0.version.headers_for_answer(&path, &decision);
+        if self.0.version.rules.i18n_root.is_some() && !matches!(decision, Decision::Run(_)) {
+            // The answer depends on the language and country the client asked for.
+            headers.insert(
+                0,
+                (
+                    header::VARY,
+                    HeaderValue::from_static("Accept-Language, Cookie"),
+                ),
+            );
+        }
         if let Decision::Run(i) = decision {
             let target = self.0.runs.get(i).cloned().flatten();
             let (host, audience) = match target {
@@ -352,9 +369,7 @@ impl Responder for HostingResponder {
                     return pier_gateway::error::plain(StatusCode::NOT_FOUND, "not found\n".into());
                 }
             };
-            for (name, value) in planned.headers {
-                resp.headers_mut().insert(name, value);
-            }
+            crate::respond::set_rule_headers(resp.headers_mut(), &planned.headers);
             resp
         }))
     }

@@ -213,6 +213,16 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether a version of the site not yet released names `digest` (uploads are accepted only then).
+    pub fn site_wants_file(&self, project: &ProjectName, site: &str, digest: &str) -> Result<bool> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT 1 FROM site_versions WHERE project = ?1 AND site = ?2 AND status = 'CREATED' \
+             AND instr(files, ?3) > 0 LIMIT 1",
+        )?;
+        Ok(stmt.exists(params![project.as_str(), site, format!("\"{digest}\"")])?)
+    }
+
     /// Records that the project uploaded `digest` (its bytes are stored).
     pub fn add_site_file(&self, project: &ProjectName, digest: &str, size: u64) -> Result<()> {
         self.write(|tx| {

@@ -206,6 +206,14 @@ fn a_firebase_project_deploys_and_serves_as_firebase_hosting_does() {
     let (s, b, _) = call(&p, &[&format!("{url}/__/auth/handler")]);
     assert_eq!(s, 404);
     assert!(b.contains("Page Not Found"), "{b}");
+    // Captures are decoded text: encoded again in the Location, which never names another host.
+    let (s, _, h) = call(&p, &[&format!("{url}/blog/%5Cevil.com")]);
+    assert_eq!(s, 302);
+    assert_eq!(header(&h, "location"), Some("/news/%5cevil.com"));
+    // Dot segments could widen a rewrite's scope (`/api/../admin` matches `/api/**`).
+    let (s, b, _) = call(&p, &["--path-as-is", &format!("{url}/api/../admin")]);
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("`..`"), "{b}");
     let (s, _, h) = call(&p, &["-X", "POST", &asset]);
     assert_eq!(s, 405);
     assert_eq!(header(&h, "allow"), Some("get, head"));
@@ -253,6 +261,23 @@ fn a_firebase_project_deploys_and_serves_as_firebase_hosting_does() {
             .ends_with("SIGNATURE_REMOVED_BY_PIER"),
         "{echo}"
     );
+
+    // Uploads are taken only for files a version waiting for release names.
+    let stray = "a".repeat(64);
+    let (s, b, _) = call(
+        &p,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Authorization: Bearer {}", p.api_token()),
+            "--data-binary",
+            "stray",
+            &format!("{}/v1/projects/default/sites/shop/files/{stray}", p.api_url),
+        ],
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("waiting to be released"), "{b}");
 
     // A second deploy uploads only the changed file; the switch is whole.
     write(root, "dist/assets/app.js", &app_js("v2"));
@@ -317,6 +342,68 @@ fn a_firebase_project_deploys_and_serves_as_firebase_hosting_does() {
         root.join("firebase.json").to_str().unwrap(),
     ]);
     assert!(e.contains("at most 30 days"), "{e}");
+}
+
+#[test]
+fn deploying_a_site_acts_as_its_account_and_makes_it_public() {
+    let p = Pier::start(&[]);
+    p.deploy_hello("api", &[]);
+    let project = tempfile::tempdir().unwrap();
+    let root = project.path();
+    write(root, "firebase.json", FIREBASE_JSON);
+    write(root, "dist/index.html", "<h1>shop</h1>");
+    let config = root.join("firebase.json");
+    let config = config.to_str().unwrap();
+    let dev = p.user("dev@example.com");
+    p.ok(&[
+        "projects",
+        "add-iam-policy-binding",
+        "default",
+        "--member",
+        "user:dev@example.com",
+        "--role",
+        "roles/run.developer",
+    ]);
+    // A developer may not make something public...
+    let e = dev.fails(&["hosting", "deploy", "--config", config]);
+    assert!(e.contains("run.services.setIamPolicy"), "{e}");
+    // ...nor, once the site exists, deploy rewrites that call services as its account.
+    deploy(&p, root, &[]);
+    let e = dev.fails(&["hosting", "deploy", "--config", config]);
+    assert!(e.contains("iam.serviceAccounts.actAs"), "{e}");
+    p.ok(&[
+        "iam",
+        "service-accounts",
+        "add-iam-policy-binding",
+        "compute@default.iam.pier.localhost",
+        "--member",
+        "user:dev@example.com",
+        "--role",
+        "roles/iam.serviceAccountUser",
+    ]);
+    dev.ok(&["hosting", "deploy", "--config", config]);
+    // Viewers read; they do not deploy or delete.
+    let viewer = p.user("viewer@example.com");
+    p.ok(&[
+        "projects",
+        "add-iam-policy-binding",
+        "default",
+        "--member",
+        "user:viewer@example.com",
+        "--role",
+        "roles/run.viewer",
+    ]);
+    assert!(viewer.ok(&["hosting", "sites", "list"]).contains("shop"));
+    let e = viewer.fails(&["hosting", "sites", "delete", "shop"]);
+    assert!(e.contains("run.services.update"), "{e}");
+    let e = viewer.fails(&["hosting", "rollback", "--site", "shop"]);
+    assert!(e.contains("run.services.update"), "{e}");
+    let releases = p.ok(&["hosting", "releases", "list", "--site", "shop"]);
+    assert_eq!(
+        releases.lines().count(),
+        3,
+        "header and two releases: {releases}"
+    );
 }
 
 /// Drives headless Chromium with Selenium (offline: the driver and browser named, as the README says):

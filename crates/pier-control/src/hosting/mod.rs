@@ -27,10 +27,28 @@ use crate::{ControlError, Platform, Result, project_hash};
 pub(crate) mod routes;
 
 /// What the control plane needs for hosting.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct HostingConfig {
     /// Where site files are stored; `None`: this control plane hosts no sites (tests of other parts).
     pub files: Option<FileStore>,
+    /// Uploads hashed and compressed at once (each may hold a file of up to 256 MiB).
+    pub uploads: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for HostingConfig {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl HostingConfig {
+    /// Hosting with files in `files` (none: no hosting), two uploads processed at a time.
+    pub fn new(files: Option<FileStore>) -> Self {
+        Self {
+            files,
+            uploads: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
+        }
+    }
 }
 
 /// The most files a version may have.
@@ -159,6 +177,7 @@ impl Platform {
         site: &str,
         req: CreateSiteVersionRequest,
         by: &str,
+        may_create: bool,
     ) -> Result<CreatedSiteVersion> {
         self.site_files()?;
         check_name("site", site)?;
@@ -201,7 +220,15 @@ impl Platform {
             .map_err(|e| ControlError::internal(format!("hosting entry: {e}")))?;
         let (p, s, by) = (project.clone(), site.to_owned(), by.to_owned());
         let named = req.service_account.clone();
+        let files = self.site_files()?.clone();
         self.db(move |st| {
+            // The caller's rights were checked for a site that existed (or not): a site deleted since
+            // is not made again without the checks of a creation.
+            if !may_create && st.site(&p, &s).is_err() {
+                return Err(pier_store::StoreError::Conflict(format!(
+                    "site {s} was deleted meanwhile: deploy again to create it"
+                )));
+            }
             st.ensure_site(&p, &s, named.as_deref(), &default)?;
             let version = st.create_site_version(&p, &s, &config, &req.files, &by)?;
             let digests: Vec<&str> = {
@@ -210,7 +237,13 @@ impl Platform {
                 d.dedup();
                 d
             };
-            let missing = st.missing_site_files(&p, &digests)?;
+            let mut missing = st.missing_site_files(&p, &digests)?;
+            // A file recorded but gone from disk (a crash between the two) is asked for again.
+            for d in digests {
+                if files.stat(d).is_none() && !missing.iter().any(|m| m == d) {
+                    missing.push(d.to_owned());
+                }
+            }
             Ok(CreatedSiteVersion { version, missing })
         })
         .await
@@ -226,11 +259,19 @@ impl Platform {
         content: bytes::Bytes,
     ) -> Result<UploadedFile> {
         let files = self.site_files()?.clone();
-        if !self.site_exists(project, site).await? {
-            return Err(ControlError::NotFound(format!(
-                "site {site} does not exist in project {project}: create a version first"
+        let (p, st, d) = (project.clone(), site.to_owned(), digest.to_owned());
+        if !self.db(move |s| s.site_wants_file(&p, &st, &d)).await? {
+            return Err(ControlError::Invalid(format!(
+                "no version of site {site} waiting to be released names the file {digest}: create the version first (`pier hosting deploy` does both)"
             )));
         }
+        // Compression is CPU-bound: a few uploads at a time.
+        let _permit = self
+            .hosting
+            .uploads
+            .acquire()
+            .await
+            .map_err(|_| ControlError::internal("the server is shutting down"))?;
         let (d, name) = (digest.to_owned(), path.unwrap_or("").to_owned());
         let stored = tokio::task::spawn_blocking(move || files.put(&d, &content, &name))
             .await
@@ -271,20 +312,6 @@ impl Platform {
         })
     }
 
-    /// Whether `channel` of the site exists.
-    async fn channel_exists(
-        &self,
-        project: &ProjectName,
-        site: &str,
-        channel: &str,
-    ) -> Result<bool> {
-        let (p, s) = (project.clone(), site.to_owned());
-        let channels = self
-            .db(move |st| st.site_channels(Some(&p), Some(&s)))
-            .await?;
-        Ok(channels.iter().any(|c| c.name == channel))
-    }
-
     /// The expiry to record for a release to `channel`: the asked life, or 7 days for a new preview.
     async fn release_expiry(
         &self,
@@ -297,11 +324,34 @@ impl Platform {
         if asked.is_some() || channel == LIVE {
             return Ok(asked);
         }
-        Ok(if self.channel_exists(project, site, channel).await? {
-            None
-        } else {
-            Some(now_unix() + DEFAULT_CHANNEL_TTL_SECS as i64)
-        })
+        // A channel that exists and has not expired keeps its expiry; a new or expired one gets 7 days.
+        let (p, s) = (project.clone(), site.to_owned());
+        let channels = self
+            .db(move |st| st.site_channels(Some(&p), Some(&s)))
+            .await?;
+        let live_on = channels
+            .iter()
+            .find(|c| c.name == channel)
+            .is_some_and(|c| c.expires_at.is_none_or(|e| e > now_unix()));
+        Ok((!live_on).then(|| now_unix() + DEFAULT_CHANNEL_TTL_SECS as i64))
+    }
+
+    /// Refuses a channel whose host would not fit one DNS label (63 characters).
+    async fn check_channel_host(
+        &self,
+        project: &ProjectName,
+        site: &str,
+        channel: &str,
+    ) -> Result<()> {
+        let url = self.channel_url(project, site, channel).await?;
+        let host = url.trim_start_matches("https://");
+        let label = host.split('.').next().unwrap_or(host);
+        if label.len() > 63 {
+            return Err(ControlError::Invalid(format!(
+                "the host {label} of channel {channel} of site {site} is longer than a DNS label (63 characters): choose a shorter channel name"
+            )));
+        }
+        Ok(())
     }
 
     /// Makes `channel` serve `version`, then republishes routes.
@@ -314,6 +364,7 @@ impl Platform {
         by: &str,
     ) -> Result<ReleaseView> {
         check_name("channel", channel)?;
+        self.check_channel_host(project, site, channel).await?;
         let expires_at = self
             .release_expiry(project, site, channel, req.ttl_seconds)
             .await?;
@@ -374,6 +425,7 @@ impl Platform {
         by: &str,
     ) -> Result<ReleaseView> {
         check_name("channel", to.1)?;
+        self.check_channel_host(project, to.0, to.1).await?;
         if from == to {
             return Err(ControlError::Invalid(format!(
                 "{}:{} is both the source and the target of the clone",
@@ -517,10 +569,16 @@ impl Platform {
         *slot = Some(handle.spawn(async move {
             tokio::time::sleep(wait).await;
             if let Some(me) = me.upgrade() {
-                // Detached, so that publishing (which replaces this timer) does not abort itself.
+                // Detached, so that publishing (which replaces this timer) does not abort itself; a
+                // failure is retried, or the expired channel would serve until the next change.
                 tokio::spawn(async move {
-                    if let Err(e) = me.publish_routes().await {
-                        tracing::error!("republishing routes after a channel expired: {e}");
+                    let mut backoff = Duration::from_secs(1);
+                    while let Err(e) = me.publish_routes().await {
+                        tracing::error!(
+                            "republishing routes after a channel expired: {e}; again in {backoff:?}"
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(60));
                     }
                 });
             }

@@ -304,12 +304,10 @@ impl Server {
                 &args.oidc_cas,
                 args.api_gateway_local_backends,
             )?,
-            hosting: pier_control::hosting::HostingConfig {
-                files: Some(
-                    pier_hosting::FileStore::open(data_dir.join("hosting").join("files"))
-                        .context("opening the site file store")?,
-                ),
-            },
+            hosting: pier_control::hosting::HostingConfig::new(Some(
+                pier_hosting::FileStore::open(data_dir.join("hosting").join("files"))
+                    .context("opening the site file store")?,
+            )),
         });
 
         // The admin API, also served at the base domain through the gateway (the server publishes
