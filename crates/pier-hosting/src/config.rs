@@ -189,12 +189,7 @@ pub fn compile(entry: &Value) -> Result<Rules, ConfigFault> {
             let service = string(run.get("serviceId"), &format!("{at}/run/serviceId"))?;
             let pin_tag = match run.get("pinTag") {
                 None | Some(Value::Bool(false)) => false,
-                Some(Value::Bool(true)) => {
-                    return Err(fault(
-                        format!("{at}/run/pinTag"),
-                        "pinTag is not supported yet: the rewrite would follow the service's traffic, not the revision of the release; remove it, or pin with a traffic tag yourself (`pier services update-traffic SERVICE --set-tags TAG=REVISION`) and deploy the app against it",
-                    ));
-                }
+                Some(Value::Bool(true)) => true,
                 Some(_) => {
                     return Err(fault(format!("{at}/run/pinTag"), "pinTag is true or false"));
                 }
@@ -315,14 +310,14 @@ mod tests {
             "i18n": {"root": "localized/"},
             "redirects": [{"source": "/old/:rest*", "destination": "/new/:rest", "type": 302}],
             "rewrites": [
-                {"source": "/api/**", "run": {"serviceId": "api", "region": "us-central1", "pinTag": false}},
+                {"source": "/api/**", "run": {"serviceId": "api", "region": "us-central1", "pinTag": true}},
                 {"regex": "^/app/.*", "destination": "/index.html"}
             ],
             "headers": [{"source": "**/*.js", "headers": [{"key": "Cache-Control", "value": "max-age=31536000"}]}]
         }))
         .unwrap();
         assert_eq!(rules.redirects[0].status, 302);
-        assert_eq!(rules.run_services(), vec![("api".to_owned(), false)]);
+        assert_eq!(rules.run_services(), vec![("api".to_owned(), true)]);
         assert_eq!(rules.i18n_root.as_deref(), Some("/localized"));
         assert_eq!(rules.trailing_slash, Some(false));
         assert!(rules.clean_urls);
@@ -342,7 +337,7 @@ mod tests {
         let e = compile(&json!({"rewrites": [{"regex": "(", "destination": "/x"}]})).unwrap_err();
         assert_eq!(e.pointer, "/rewrites/0/regex");
         let e = compile(
-            &json!({"rewrites": [{"source": "**", "run": {"serviceId": "a", "pinTag": true}}]}),
+            &json!({"rewrites": [{"source": "**", "run": {"serviceId": "a", "pinTag": "yes"}}]}),
         )
         .unwrap_err();
         assert_eq!(e.pointer, "/rewrites/0/run/pinTag");

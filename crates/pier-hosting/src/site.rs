@@ -38,6 +38,9 @@ pub struct SiteVersion {
     pub rules: Rules,
     /// When it was released (`Last-Modified`).
     pub released: SystemTime,
+    /// The revision each `pinTag` rewrite's service is pinned to (service to revision), fixed when the
+    /// version was first released.
+    pub pins: HashMap<String, String>,
 }
 
 /// What answers one request.
@@ -82,10 +85,21 @@ pub struct Ask<'a> {
 impl SiteVersion {
     /// A version from its files and rules.
     pub fn new(files: HashMap<String, Entry>, rules: Rules, released: SystemTime) -> Arc<Self> {
+        Self::pinned(files, rules, released, HashMap::new())
+    }
+
+    /// A version whose `pinTag` rewrites go to the given revisions (service to revision).
+    pub fn pinned(
+        files: HashMap<String, Entry>,
+        rules: Rules,
+        released: SystemTime,
+        pins: HashMap<String, String>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             files,
             rules,
             released,
+            pins,
         })
     }
 

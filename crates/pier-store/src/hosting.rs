@@ -41,6 +41,8 @@ pub struct SiteVersionRecord {
     pub files: BTreeMap<String, String>,
     /// `CREATED` until first released, then `FINALIZED`.
     pub status: String,
+    /// The revision each `pinTag` rewrite's service is pinned to (service to revision), once fixed.
+    pub pins: Option<BTreeMap<String, String>>,
     /// Created (RFC 3339).
     pub created_at: String,
     /// Who created it.
@@ -280,35 +282,29 @@ impl Store {
         self.write(|tx| release_in(tx, r))
     }
 
-    /// Makes `live` serve the version it served before its current one (a new `ROLLBACK` release).
+    /// The version a rollback of `live` would serve: the newest it served before its current one.
+    pub fn rollback_target(&self, project: &ProjectName, site: &str) -> Result<i64> {
+        let conn = self.conn();
+        let tx = conn.unchecked_transaction()?;
+        previous_live(&tx, project, site).map(|(_, previous)| previous)
+    }
+
+    /// Makes `live` serve `to`, the version it served before its current one (a new `ROLLBACK`
+    /// release); refused if another release came meanwhile.
     pub fn rollback_site(
         &self,
         project: &ProjectName,
         site: &str,
+        to: i64,
         by: &str,
     ) -> Result<SiteReleaseRecord> {
         self.write(|tx| {
-            site_in(tx, project, site)?.ok_or_else(|| no_site(project, site))?;
-            let versions: Vec<i64> = {
-                let mut stmt = tx.prepare(
-                    "SELECT version FROM site_releases WHERE project = ?1 AND site = ?2 AND channel = ?3 \
-                     ORDER BY seq DESC",
-                )?;
-                let rows = stmt.query_map(params![project.as_str(), site, LIVE], |r| r.get(0))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            let current = versions.first().copied().ok_or_else(|| {
-                StoreError::Conflict(format!("site {site} has no release to roll back"))
-            })?;
-            let previous = versions
-                .iter()
-                .copied()
-                .find(|v| *v != current)
-                .ok_or_else(|| {
-                    StoreError::Conflict(format!(
-                        "site {site} has served only version {current}: there is nothing to roll back to"
-                    ))
-                })?;
+            let (current, previous) = previous_live(tx, project, site)?;
+            if previous != to {
+                return Err(StoreError::Conflict(format!(
+                    "site {site} was released meanwhile: roll back again"
+                )));
+            }
             release_in(
                 tx,
                 &NewRelease {
@@ -325,6 +321,58 @@ impl Store {
         })
     }
 
+    /// Fixes the revisions a version's `pinTag` rewrites go to, unless fixed already; returns what is
+    /// fixed.
+    pub fn pin_site_version(
+        &self,
+        project: &ProjectName,
+        site: &str,
+        version: i64,
+        pins: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>> {
+        let text = serde_json::to_string(pins)
+            .map_err(|e| StoreError::Invalid(format!("site pins: {e}")))?;
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE site_versions SET pins = ?4 WHERE project = ?1 AND site = ?2 AND version = ?3 \
+                 AND pins IS NULL",
+                params![project.as_str(), site, version, text],
+            )?;
+            version_in(tx, project, site, version)?
+                .and_then(|v| v.pins)
+                .ok_or_else(|| StoreError::NotFound(format!("site {site} has no version {version}")))
+        })
+    }
+}
+
+/// The live channel's current version and the newest it served before it.
+fn previous_live(tx: &Transaction<'_>, project: &ProjectName, site: &str) -> Result<(i64, i64)> {
+    site_in(tx, project, site)?.ok_or_else(|| no_site(project, site))?;
+    let versions: Vec<i64> = {
+        let mut stmt = tx.prepare(
+            "SELECT version FROM site_releases WHERE project = ?1 AND site = ?2 AND channel = ?3 \
+             ORDER BY seq DESC",
+        )?;
+        let rows = stmt.query_map(params![project.as_str(), site, LIVE], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let current = versions
+        .first()
+        .copied()
+        .ok_or_else(|| StoreError::Conflict(format!("site {site} has no release to roll back")))?;
+    let previous = versions
+        .iter()
+        .copied()
+        .find(|v| *v != current)
+        .ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "site {site} has served only version {current}: there is nothing to roll back to"
+            ))
+        })?;
+    Ok((current, previous))
+}
+
+impl Store {
     /// Serves what `from` serves on `to` (sites of one project): the same version within a site, a copy
     /// of it (a new version) on another.
     pub fn clone_site_release(
@@ -355,10 +403,16 @@ impl Store {
                 )?;
                 let files = serde_json::to_string(&src.files)
                     .map_err(|e| StoreError::Invalid(format!("site files: {e}")))?;
+                let pins = src
+                    .pins
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| StoreError::Invalid(format!("site pins: {e}")))?;
                 tx.execute(
-                    "INSERT INTO site_versions (project, site, version, config, files, status, created_at, created_by) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'CREATED', ?6, ?7)",
-                    params![project.as_str(), to.0, n, src.config, files, now(), by],
+                    "INSERT INTO site_versions (project, site, version, config, files, status, pins, created_at, created_by) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'CREATED', ?6, ?7, ?8)",
+                    params![project.as_str(), to.0, n, src.config, files, pins, now(), by],
                 )?;
                 n
             };
@@ -494,15 +548,25 @@ fn version_in(
     site: &str,
     version: i64,
 ) -> Result<Option<SiteVersionRecord>> {
-    let row: Option<(String, String, String, String, String)> = tx
+    type Row = (String, String, String, Option<String>, String, String);
+    let row: Option<Row> = tx
         .query_row(
-            "SELECT config, files, status, created_at, created_by FROM site_versions \
+            "SELECT config, files, status, pins, created_at, created_by FROM site_versions \
              WHERE project = ?1 AND site = ?2 AND version = ?3",
             params![project.as_str(), site, version],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
         )
         .optional()?;
-    row.map(|(config, files, status, created_at, created_by)| {
+    row.map(|(config, files, status, pins, created_at, created_by)| {
         Ok(SiteVersionRecord {
             project: project.clone(),
             site: site.to_owned(),
@@ -511,6 +575,10 @@ fn version_in(
             files: serde_json::from_str(&files)
                 .map_err(|e| StoreError::Corrupt(format!("site version files: {e}")))?,
             status,
+            pins: pins
+                .map(|p| serde_json::from_str(&p))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("site version pins: {e}")))?,
             created_at,
             created_by,
         })

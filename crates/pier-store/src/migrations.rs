@@ -236,6 +236,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         config     TEXT NOT NULL,
         files      TEXT NOT NULL,
         status     TEXT NOT NULL,
+        pins       TEXT,
         created_at TEXT NOT NULL,
         created_by TEXT NOT NULL,
         PRIMARY KEY (project, site, version),

@@ -674,13 +674,15 @@ fn site_releases_need_every_file_and_roll_back_and_clone() {
         vec![a.clone()]
     );
     s.release_site_version(&release(v1, crate::LIVE)).unwrap();
-    let err = s.rollback_site(&p(), "shop", "user:a@x").unwrap_err();
+    let err = s.rollback_target(&p(), "shop").unwrap_err();
     assert!(err.to_string().contains("nothing to roll back"), "{err}");
     let v2 = s
         .create_site_version(&p(), "shop", "{\"cleanUrls\":true}", &files, "user:a@x")
         .unwrap();
     s.release_site_version(&release(v2, crate::LIVE)).unwrap();
-    let back = s.rollback_site(&p(), "shop", "user:a@x").unwrap();
+    assert_eq!(s.rollback_target(&p(), "shop").unwrap(), 1);
+    assert!(s.rollback_site(&p(), "shop", 2, "user:a@x").is_err());
+    let back = s.rollback_site(&p(), "shop", 1, "user:a@x").unwrap();
     assert_eq!(
         (back.version, back.kind.as_str(), back.seq),
         (1, "ROLLBACK", 3)
@@ -705,6 +707,16 @@ fn site_releases_need_every_file_and_roll_back_and_clone() {
         .unwrap();
     assert_eq!(copied.version, 1);
     assert_eq!(s.site_version(&p(), "blog", 1).unwrap().files, files);
+    let pins: std::collections::BTreeMap<String, String> =
+        [("api".to_owned(), "api-00001-abc".to_owned())].into();
+    assert_eq!(s.pin_site_version(&p(), "shop", 1, &pins).unwrap(), pins);
+    let other: std::collections::BTreeMap<String, String> =
+        [("api".to_owned(), "api-00002-xyz".to_owned())].into();
+    assert_eq!(
+        s.pin_site_version(&p(), "shop", 1, &other).unwrap(),
+        pins,
+        "pins are fixed once"
+    );
     assert_eq!(s.site_releases(&p(), "shop", "live").unwrap().len(), 4);
     assert!(s.delete_site_channel(&p(), "shop", "live").is_err());
     s.delete_site_channel(&p(), "shop", "pr-42").unwrap();

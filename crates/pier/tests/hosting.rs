@@ -345,6 +345,115 @@ fn a_firebase_project_deploys_and_serves_as_firebase_hosting_does() {
 }
 
 #[test]
+fn a_rewrite_carries_websockets_to_a_private_service() {
+    let p = Pier::start(&[]);
+    let app = tempfile::tempdir().unwrap();
+    let server = app.path().join("ws_server.py");
+    std::fs::write(&server, WS_ECHO_SERVER).unwrap();
+    p.ok(&[
+        "deploy",
+        "ws",
+        "--command",
+        &format!("exec python3 {}", server.display()),
+    ]);
+    p.ok(&[
+        "services",
+        "add-iam-policy-binding",
+        "ws",
+        "--member",
+        "serviceAccount:compute@default.iam.pier.localhost",
+        "--role",
+        "roles/run.invoker",
+    ]);
+    let project = tempfile::tempdir().unwrap();
+    let root = project.path();
+    write(
+        root,
+        "firebase.json",
+        r#"{"hosting": {"site": "chat", "public": "www", "rewrites": [{"source": "/live/**", "run": {"serviceId": "ws"}}]}}"#,
+    );
+    write(root, "www/index.html", "<h1>chat</h1>");
+    let (url, _) = deploy(&p, root, &[]);
+    let out = std::process::Command::new("python3")
+        .args(["-c", WS_CLIENT])
+        .arg(format!("{}/live/room", url.replace("https://", "wss://")))
+        .arg(p.dir.join("ca.pem"))
+        .arg(p.https_port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nserver:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p.server_log()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "echo: one\necho: two\n"
+    );
+}
+
+/// The revision a site's `/api/x` answers from.
+fn revision_behind(p: &Pier, url: &str) -> String {
+    let (s, b, _) = call(p, &[&format!("{url}/api/x")]);
+    assert_eq!(s, 200, "{b}");
+    let echo: serde_json::Value = serde_json::from_str(&b).unwrap();
+    echo["revision"].as_str().unwrap().to_owned()
+}
+
+fn tags_of(p: &Pier, service: &str) -> Vec<String> {
+    p.describe(service)["traffic"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["tag"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn pinned_rewrites_keep_the_revision_of_their_release() {
+    let p = Pier::start(&[]);
+    p.deploy_hello("api", &["--allow-unauthenticated"]);
+    let first = p.describe("api")["latestReadyRevision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let project = tempfile::tempdir().unwrap();
+    let root = project.path();
+    write(
+        root,
+        "firebase.json",
+        r#"{"hosting": {"site": "shop", "public": "www", "rewrites": [{"source": "/api/**", "run": {"serviceId": "api", "pinTag": true}}]}}"#,
+    );
+    write(root, "www/index.html", "v1");
+    let (url, _) = deploy(&p, root, &[]);
+    assert_eq!(revision_behind(&p, &url), first);
+    let suffix = first.strip_prefix("api-").unwrap();
+    assert_eq!(tags_of(&p, "api"), vec![format!("fh-{suffix}")]);
+
+    // A new revision of the service takes its traffic, not the site's.
+    p.deploy_hello("api", &["--env", "GREETING=two"]);
+    let second = p.describe("api")["latestReadyRevision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(first, second);
+    assert_eq!(revision_behind(&p, &url), first);
+
+    // The next release pins the new revision; the old tag goes with the last channel that needed it.
+    write(root, "www/index.html", "v2");
+    deploy(&p, root, &[]);
+    assert_eq!(revision_behind(&p, &url), second);
+    let second_suffix = second.strip_prefix("api-").unwrap();
+    assert_eq!(tags_of(&p, "api"), vec![format!("fh-{second_suffix}")]);
+
+    // A rollback brings the first revision back, tag and all.
+    p.ok(&["hosting", "rollback", "--site", "shop"]);
+    assert_eq!(revision_behind(&p, &url), first);
+    assert_eq!(tags_of(&p, "api"), vec![format!("fh-{suffix}")]);
+}
+
+#[test]
 fn deploying_a_site_acts_as_its_account_and_makes_it_public() {
     let p = Pier::start(&[]);
     p.deploy_hello("api", &[]);

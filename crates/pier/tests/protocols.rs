@@ -68,20 +68,7 @@ fn websockets_work_through_the_gateway() {
     let pier = Pier::start(&[]);
     let app_dir = tempfile::tempdir().unwrap();
     let server = app_dir.path().join("ws_server.py");
-    std::fs::write(
-        &server,
-        r#"
-import asyncio, os, websockets
-async def echo(ws):
-    async for msg in ws:
-        await ws.send("echo: " + msg)
-async def main():
-    async with websockets.serve(echo, "0.0.0.0", int(os.environ["PORT"])):
-        await asyncio.Future()
-asyncio.run(main())
-"#,
-    )
-    .unwrap();
+    std::fs::write(&server, WS_ECHO_SERVER).unwrap();
     let out = pier.ok(&[
         "deploy",
         "ws",
@@ -92,21 +79,7 @@ asyncio.run(main())
     let url = service_url(&out);
     let wss = url.replace("https://", "wss://");
     let client = pier.dir.join("ws_client.py");
-    std::fs::write(
-        &client,
-        r#"
-import asyncio, ssl, sys, websockets
-async def main():
-    ctx = ssl.create_default_context(cafile=sys.argv[2])
-    # glibc does not resolve *.localhost: connect to loopback, keep the URL's host for SNI and Host.
-    async with websockets.connect(sys.argv[1], ssl=ctx, host="127.0.0.1", port=int(sys.argv[3])) as ws:
-        for m in ["one", "two"]:
-            await ws.send(m)
-            print(await ws.recv())
-asyncio.run(main())
-"#,
-    )
-    .unwrap();
+    std::fs::write(&client, WS_CLIENT).unwrap();
     let out = std::process::Command::new("python3")
         .arg(&client)
         .arg(&wss)

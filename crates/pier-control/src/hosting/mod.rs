@@ -24,6 +24,7 @@ use pier_store::{LIVE, NewRelease, SiteChannelRecord, SiteReleaseRecord};
 
 use crate::{ControlError, Platform, Result, project_hash};
 
+pub(crate) mod pins;
 pub(crate) mod routes;
 
 /// What the control plane needs for hosting.
@@ -368,6 +369,7 @@ impl Platform {
         let expires_at = self
             .release_expiry(project, site, channel, req.ttl_seconds)
             .await?;
+        self.pin_version(project, site, req.version).await?;
         let (p, s, c, by) = (
             project.clone(),
             site.to_owned(),
@@ -394,6 +396,7 @@ impl Platform {
             r
         };
         self.changed();
+        self.prune_pin_tags(project).await;
         self.release_view(project, site, release).await
     }
 
@@ -404,14 +407,19 @@ impl Platform {
         site: &str,
         by: &str,
     ) -> Result<ReleaseView> {
+        let (p, s) = (project.clone(), site.to_owned());
+        let to = self.db(move |st| st.rollback_target(&p, &s)).await?;
+        // The version's pinned revisions get their tags back before it serves again.
+        self.pin_version(project, site, to).await?;
         let (p, s, by) = (project.clone(), site.to_owned(), by.to_owned());
         let release = {
             let _guard = self.publish.lock().await;
-            let r = self.db(move |st| st.rollback_site(&p, &s, &by)).await?;
+            let r = self.db(move |st| st.rollback_site(&p, &s, to, &by)).await?;
             self.publish_locked().await?;
             r
         };
         self.changed();
+        self.prune_pin_tags(project).await;
         self.release_view(project, site, release).await
     }
 
@@ -452,6 +460,9 @@ impl Platform {
             r
         };
         self.changed();
+        // A copy pins what the source pinned: their tags are there while the source serves it.
+        self.pin_version(project, to.0, release.version).await?;
+        self.prune_pin_tags(project).await;
         self.release_view(project, to.0, release).await
     }
 
@@ -549,6 +560,7 @@ impl Platform {
             self.publish_locked().await?;
         }
         self.changed();
+        self.prune_pin_tags(project).await;
         Ok(())
     }
 

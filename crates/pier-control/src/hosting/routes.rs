@@ -55,6 +55,25 @@ fn released(at: Option<&str>) -> SystemTime {
 }
 
 impl Platform {
+    /// The host a rewrite to `service` goes to: the tag host of its pinned revision, else its own.
+    fn rewrite_host(
+        &self,
+        main: Option<&String>,
+        service: &str,
+        pinned: Option<&String>,
+        hash: &str,
+    ) -> Option<String> {
+        let main = main?;
+        match pinned {
+            None => Some(main.clone()),
+            Some(revision) => {
+                let tag = super::pins::pin_tag(service, revision)?;
+                let name: ServiceName = service.parse().ok()?;
+                self.scheme.tag_host(&tag, &name, hash).ok()
+            }
+        }
+    }
+
     /// Compiled versions for every serving channel, reading from the store only those not cached.
     async fn site_versions(
         &self,
@@ -86,7 +105,8 @@ impl Platform {
                             .parse()
                             .map_err(|e| StoreError::Corrupt(format!("site project: {e}")))?;
                         let rec = st.site_version(&project, &key.1, key.2)?;
-                        let compiled = compile(&rec.config, &rec.files, &files, &key.3);
+                        let compiled =
+                            compile(&rec.config, &rec.files, rec.pins.as_ref(), &files, &key.3);
                         got.push((key, compiled));
                     }
                     Ok(got)
@@ -185,12 +205,17 @@ impl Platform {
                         .iter()
                         .map(|r| match &r.target {
                             RewriteTarget::File(_) => None,
-                            RewriteTarget::Run { service, .. } => Some(
-                                match service_hosts.get(&(c.project.clone(), service.clone())) {
-                                    Some(h) => match HeaderValue::from_str(h) {
+                            RewriteTarget::Run { service, pin_tag } => Some(
+                                match self.rewrite_host(
+                                    service_hosts.get(&(c.project.clone(), service.clone())),
+                                    service,
+                                    pin_tag.then(|| version.pins.get(service)).flatten(),
+                                    hash,
+                                ) {
+                                    Some(h) => match HeaderValue::from_str(&h) {
                                         Ok(v) => RunTarget::Service {
                                             host: v,
-                                            audience: self.scheme.url(h),
+                                            audience: self.scheme.url(&h),
                                         },
                                         Err(_) => RunTarget::Missing(format!("service {service} has no usable host")),
                                     },
@@ -245,6 +270,7 @@ impl Platform {
 fn compile(
     config: &str,
     files: &std::collections::BTreeMap<String, String>,
+    pins: Option<&std::collections::BTreeMap<String, String>>,
     store: &pier_hosting::FileStore,
     released_at: &str,
 ) -> Result<Arc<SiteVersion>, String> {
@@ -264,5 +290,13 @@ fn compile(
             },
         );
     }
-    Ok(SiteVersion::new(map, rules, released(Some(released_at))))
+    let pins = pins
+        .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    Ok(SiteVersion::pinned(
+        map,
+        rules,
+        released(Some(released_at)),
+        pins,
+    ))
 }

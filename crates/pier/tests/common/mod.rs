@@ -710,3 +710,29 @@ pub fn browser_home(p: &Pier) -> tempfile::TempDir {
     }
     home
 }
+
+/// A WebSocket echo server (Python `websockets`) on `$PORT`: answers each message with `echo: MESSAGE`.
+pub const WS_ECHO_SERVER: &str = r#"
+import asyncio, os, websockets
+async def echo(ws):
+    async for msg in ws:
+        await ws.send("echo: " + msg)
+async def main():
+    async with websockets.serve(echo, "0.0.0.0", int(os.environ["PORT"])):
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+
+/// A WebSocket client: `python3 -c WS_CLIENT wss://URL CA_FILE HTTPS_PORT` sends `one` and `two` and
+/// prints the answers.
+pub const WS_CLIENT: &str = r#"
+import asyncio, ssl, sys, websockets
+async def main():
+    ctx = ssl.create_default_context(cafile=sys.argv[2])
+    # glibc does not resolve *.localhost: connect to loopback, keep the URL's host for SNI and Host.
+    async with websockets.connect(sys.argv[1], ssl=ctx, host="127.0.0.1", port=int(sys.argv[3])) as ws:
+        for m in ["one", "two"]:
+            await ws.send(m)
+            print(await ws.recv())
+asyncio.run(main())
+"#;
