@@ -40,10 +40,49 @@ pub struct Stored {
     pub brotli: Option<u64>,
 }
 
-/// A directory of content-addressed files.
+/// A directory of content-addressed files, with the small ones most asked for kept in memory.
 #[derive(Clone, Debug)]
 pub struct FileStore {
     dir: PathBuf,
+    hot: std::sync::Arc<HotFiles>,
+}
+
+/// Files up to this size are kept in memory once served.
+pub const HOT_FILE_MAX: u64 = 256 << 10;
+
+/// Memory for hot files, in bytes.
+pub const HOT_BUDGET: usize = 64 << 20;
+
+/// Small files' bytes by path on disk, within [`HOT_BUDGET`]: a file that does not fit makes room by
+/// dropping others (in the map's own order, which is random), so what is served often stays. Files
+/// never change (they are named by their digest), so nothing is ever stale.
+#[derive(Debug, Default)]
+pub struct HotFiles {
+    map: std::sync::Mutex<(std::collections::HashMap<PathBuf, bytes::Bytes>, usize)>,
+}
+
+impl HotFiles {
+    fn get(&self, path: &Path) -> Option<bytes::Bytes> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.0.get(path).cloned()
+    }
+
+    fn put(&self, path: PathBuf, bytes: bytes::Bytes) {
+        let mut guard = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, used) = &mut *guard;
+        while *used + bytes.len() > HOT_BUDGET {
+            let Some(k) = map.keys().next().cloned() else {
+                break;
+            };
+            if let Some(old) = map.remove(&k) {
+                *used -= old.len();
+            }
+        }
+        *used += bytes.len();
+        if let Some(old) = map.insert(path, bytes) {
+            *used -= old.len();
+        }
+    }
 }
 
 /// Whether `s` is a lowercase hex SHA-256.
@@ -63,7 +102,10 @@ impl FileStore {
         // Uploads a crash interrupted are not files of any version.
         let _ = std::fs::remove_dir_all(dir.join("tmp"));
         std::fs::create_dir_all(dir.join("tmp"))?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            hot: std::sync::Arc::default(),
+        })
     }
 
     /// Where the file with `digest` is (whether or not it exists). `digest` must be checked first.
@@ -74,6 +116,17 @@ impl FileStore {
     /// Where a variant (`"gz"`, `"br"`) of `digest` is.
     pub fn variant_path(&self, digest: &str, ext: &str) -> PathBuf {
         self.dir.join(&digest[..2]).join(format!("{digest}.{ext}"))
+    }
+
+    /// The whole content of a small stored file (`size` at most [`HOT_FILE_MAX`]), from memory after its
+    /// first read.
+    pub async fn read_small(&self, path: PathBuf) -> std::io::Result<bytes::Bytes> {
+        if let Some(b) = self.hot.get(&path) {
+            return Ok(b);
+        }
+        let bytes = bytes::Bytes::from(tokio::fs::read(&path).await?);
+        self.hot.put(path, bytes.clone());
+        Ok(bytes)
     }
 
     /// What is stored for `digest`, or `None`.

@@ -293,7 +293,19 @@ impl Responder for HostingResponder {
         let planned = req.extensions.get::<Planned>()?.clone();
         let stage = self.0.clone();
         let method = req.method.clone();
-        let headers = req.headers.clone();
+        // Only what the answer depends on travels into it.
+        let mut headers = http::HeaderMap::new();
+        for name in [
+            header::ACCEPT_ENCODING,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::RANGE,
+            header::IF_RANGE,
+        ] {
+            for v in req.headers.get_all(&name) {
+                headers.append(name.clone(), v.clone());
+            }
+        }
         Some(Box::pin(async move {
             let mut resp = match planned.decision {
                 Decision::Redirect {
