@@ -15,8 +15,8 @@ use pier_control::Resource;
 use pier_identity::{Permission, Principal};
 use pier_model::ProjectName;
 use pier_model::hosting::{
-    CloneRequest, CreateSiteVersionRequest, CreatedSiteVersion, ReleaseRequest, ReleaseView,
-    SiteView, UploadedFile,
+    CloneRequest, CreateSiteVersionRequest, CreatedSiteVersion, InvalidateRequest, ReleaseRequest,
+    ReleaseView, SiteView, UploadedFile,
 };
 use serde::Deserialize;
 
@@ -60,6 +60,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/v1/projects/{project}/sites/{site}/rollback",
             post(rollback),
+        )
+        .route(
+            "/v1/projects/{project}/sites/{site}/cache/invalidate",
+            post(invalidate),
         )
 }
 
@@ -303,4 +307,22 @@ pub(crate) async fn rollback(
         .rollback_site(&project, &site, &who.to_string())
         .await?;
     Ok((StatusCode::CREATED, axum::Json(r)))
+}
+
+/// Drops what the edge cache holds for the site under a path (`/x/*` or exact; query ignored).
+#[utoipa::path(post, path = "/v1/projects/{project}/sites/{site}/cache/invalidate", tag = "hosting",
+    params(("project" = String, Path), ("site" = String, Path)), request_body = InvalidateRequest,
+    responses((status = 204)))]
+pub(crate) async fn invalidate(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path((project, site)): Path<(String, String)>,
+    ApiJson(req): ApiJson<InvalidateRequest>,
+) -> Result<StatusCode, ApiError> {
+    let project = project_of(&project)?;
+    require(&s, &who, Permission::ServicesWrite, &project)?;
+    s.platform
+        .invalidate_site_cache(&project, &site, &req.path)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -98,6 +98,7 @@ use crate::{
         hosting_handlers::clone_channel,
         hosting_handlers::delete_channel,
         hosting_handlers::rollback,
+        hosting_handlers::invalidate,
     ),
     components(schemas(pier_model::api::ErrorBody)),
     modifiers(&BearerAuth),

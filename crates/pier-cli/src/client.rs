@@ -125,6 +125,13 @@ impl Client {
         self.send(self.http.delete(self.url(path))).await
     }
 
+    /// `POST path` with a JSON body, ignoring the answer's body.
+    pub async fn post_empty_json<B: serde::Serialize>(&self, path: &str, body: &B) -> Result<()> {
+        self.execute(self.http.post(self.url(path)).json(body))
+            .await?;
+        Ok(())
+    }
+
     /// `POST path` with no body, ignoring the answer's body.
     pub async fn post_empty(&self, path: &str) -> Result<()> {
         self.execute(self.http.post(self.url(path))).await?;

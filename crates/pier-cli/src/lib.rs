@@ -94,6 +94,9 @@ pub enum Command {
     /// Static sites from firebase.json: deploys, preview channels, releases, rollback.
     #[command(subcommand)]
     Hosting(commands::hosting::HostingCommand),
+    /// The edge cache: invalidate what it holds.
+    #[command(subcommand)]
+    Cache(commands::hosting::CacheCommand),
 }
 
 /// Parses `500ms`, `60s`, `2m`, `1h` or a bare number of seconds.
@@ -217,6 +220,7 @@ pub async fn run_client(globals: Globals, command: Command) -> Result<()> {
         Command::ApiGateway(c) => commands::api_gateway::run(&ctx, c).await,
         Command::ApiKeys(c) => commands::api_gateway::run_keys(&ctx, c).await,
         Command::Hosting(c) => commands::hosting::run(&ctx, c).await,
+        Command::Cache(c) => commands::hosting::run_cache(&ctx, c).await,
         Command::Config(_) => unreachable!("answered above"),
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod dispatch;
 pub mod entrance;
 pub mod error;

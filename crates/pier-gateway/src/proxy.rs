@@ -338,14 +338,87 @@ pub(crate) async fn proxy(
         }
     }
 
+    // The shared cache, after the guard and before the backend: a hit never wakes an instance.
+    let Some(cache) = route.cache().cloned() else {
+        return backend(
+            gw,
+            peer,
+            fwd,
+            route,
+            parts,
+            body,
+            &mut routed.headers,
+            hop,
+            host_value,
+            upgrade,
+            grpc,
+            client_version,
+        )
+        .await;
+    };
+    let ticket = match cache.lookup(&parts) {
+        crate::cache::Lookup::Hit(resp) => return Ok(*resp),
+        crate::cache::Lookup::Bypass => None,
+        crate::cache::Lookup::Miss(t) => Some(t),
+        crate::cache::Lookup::Wait(wait) => {
+            wait.await;
+            match cache.lookup(&parts) {
+                crate::cache::Lookup::Hit(resp) => return Ok(*resp),
+                crate::cache::Lookup::Miss(t) => Some(t),
+                _ => None,
+            }
+        }
+    };
+    let result = backend(
+        gw,
+        peer,
+        fwd,
+        route,
+        parts,
+        body,
+        &mut routed.headers,
+        hop,
+        host_value,
+        upgrade,
+        grpc,
+        client_version,
+    )
+    .await;
+    match (ticket, result) {
+        (Some(t), Ok(resp)) => Ok(cache.offer(t, resp)),
+        (Some(t), Err(e)) => cache.on_error(t).ok_or(e),
+        (None, Ok(mut resp)) => {
+            cache.bypassed(&mut resp);
+            Ok(resp)
+        }
+        (None, Err(e)) => Err(e),
+    }
+}
+
+/// The backend exchange of a routed request that no responder or cache answered.
+#[allow(clippy::too_many_arguments)]
+async fn backend(
+    gw: &Arc<Gateway>,
+    peer: SocketAddr,
+    fwd: &Forwarding,
+    route: &Route,
+    mut parts: Parts,
+    body: &mut Option<Incoming>,
+    kept_headers: &mut Option<ResponseHeaders>,
+    hop: u8,
+    host_value: HeaderValue,
+    upgrade: bool,
+    grpc: bool,
+    client_version: Version,
+) -> Result<Response<GatewayBody>, ProxyError> {
     // A dispatching backend: wherever the filters said (an API's operation), back through its filters.
     if matches!(route.backend, crate::routes::Backend::Dispatch) {
         // Kept aside so that a failed dispatch's answer carries them too.
-        routed.headers = parts.extensions.remove::<ResponseHeaders>();
+        *kept_headers = parts.extensions.remove::<ResponseHeaders>();
         let (mut head, out) = crate::dispatch::dispatch(gw, peer, fwd, parts, body, hop)
             .await?
             .into_parts();
-        for (name, value) in routed.headers.take().map(|e| e.0).unwrap_or_default() {
+        for (name, value) in kept_headers.take().map(|e| e.0).unwrap_or_default() {
             head.headers.insert(name, value);
         }
         route.on_response(&mut head);

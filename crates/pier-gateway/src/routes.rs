@@ -102,6 +102,8 @@ pub struct Route {
     pub mapped_domain: bool,
     /// How the gateway's own errors are rendered here.
     pub errors: ErrorStyle,
+    /// The shared cache between the responders and the backend, if any.
+    cache: Option<Arc<dyn crate::cache::RouteCache>>,
 }
 
 impl std::fmt::Debug for Route {
@@ -144,6 +146,7 @@ impl Route {
             backend,
             mapped_domain: false,
             errors: ErrorStyle::Plain,
+            cache: None,
         }
     }
 
@@ -160,7 +163,19 @@ impl Route {
             backend: self.backend.clone(),
             mapped_domain: true,
             errors: self.errors,
+            cache: self.cache.clone(),
         }
+    }
+
+    /// Puts a shared cache between the responders and the backend.
+    pub fn with_cache(mut self, cache: Arc<dyn crate::cache::RouteCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The route's cache, if any.
+    pub fn cache(&self) -> Option<&Arc<dyn crate::cache::RouteCache>> {
+        self.cache.as_ref()
     }
 
     /// Renders the gateway's own errors on this route in `style`.

@@ -80,6 +80,14 @@ pub struct CloneRequest {
     pub ttl_seconds: Option<u64>,
 }
 
+/// `POST /v1/projects/{project}/sites/{site}/cache/invalidate`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InvalidateRequest {
+    /// What to drop: `/x/*` (everything under `/x/`) or an exact path; the query is ignored.
+    pub path: String,
+}
+
 /// A release.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -188,6 +188,11 @@ pub struct ServerArgs {
     #[arg(long, default_value = "overlay", value_parser = ["overlay", "copy"])]
     pub rootfs: String,
 
+    /// Memory for the edge cache (answers of hosting rewrites kept by their Cache-Control, such as
+    /// 256Mi): the least used go first.
+    #[arg(long, default_value = "256Mi", value_parser = parse_size)]
+    pub cache_size: u64,
+
     /// Most an image may unpack to (file content, such as 16Gi or 500Mi): larger images and
     /// decompression bombs fail their deploy.
     #[arg(long, default_value = "16Gi", value_parser = parse_size)]

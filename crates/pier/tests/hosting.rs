@@ -604,3 +604,158 @@ fn a_single_page_application_routes_and_calls_its_api_in_a_real_browser() {
     assert_eq!(lines[1], "api 200 api /api/items?from=browser", "{text}");
     assert_eq!(lines[2], format!("route /cart/7 {url}/cart/7"), "{text}");
 }
+
+/// An app whose answers say how to cache them; it counts what reaches it (in a file of its own).
+const CACHE_APP: &str = r#"
+import http.server, os, time, threading
+lock = threading.Lock()
+count = {}
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path == "/api/count":
+            body, cc = repr(sorted(count.items())).encode(), "no-store"
+        else:
+            with lock:
+                count[path] = count.get(path, 0) + 1
+                n = count[path]
+            time.sleep(0.5 if path == "/api/cold" else 0)
+            auth = self.headers.get("Authorization", "-")
+            cc = {"/api/private": "max-age=60", "/api/cookie": "public, max-age=60"}.get(path, "public, max-age=60")
+            body = f"{path} #{n} for {auth}".encode()
+        self.send_response(200)
+        self.send_header("Cache-Control", cc)
+        if path == "/api/cookie":
+            self.send_header("Set-Cookie", "s=1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+fn instances(p: &Pier, service: &str) -> usize {
+    let revs: serde_json::Value = serde_json::from_str(&p.ok(&[
+        "revisions",
+        "list",
+        "--service",
+        service,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    revs.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["instances"].as_array().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn the_edge_cache_keeps_what_rewrites_may_share_and_nothing_else() {
+    let p = Pier::start(&["--scale-to-zero-grace", "1s"]);
+    let app = tempfile::tempdir().unwrap();
+    let script = app.path().join("app.py");
+    std::fs::write(&script, CACHE_APP).unwrap();
+    p.ok(&[
+        "deploy",
+        "api",
+        "--command",
+        &format!("exec python3 {}", script.display()),
+    ]);
+    p.ok(&[
+        "services",
+        "add-iam-policy-binding",
+        "api",
+        "--member",
+        "serviceAccount:compute@default.iam.pier.localhost",
+        "--role",
+        "roles/run.invoker",
+    ]);
+    let project = tempfile::tempdir().unwrap();
+    let root = project.path();
+    write(
+        root,
+        "firebase.json",
+        r#"{"hosting": {"site": "shop", "public": "www", "rewrites": [{"source": "/api/**", "run": {"serviceId": "api"}}]}}"#,
+    );
+    write(root, "www/index.html", "shop");
+    let (url, _) = deploy(&p, root, &[]);
+    let count = |path: &str| -> usize {
+        let (_, b, _) = call(&p, &[&format!("{url}/api/count")]);
+        b.split(&format!("('{path}', "))
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+
+    // A public answer: a miss, then hits that never reach the service.
+    let (_, b, h) = call(&p, &[&format!("{url}/api/items")]);
+    assert_eq!(header(&h, "x-cache"), Some("miss"), "{h}");
+    assert!(b.starts_with("/api/items #1"), "{b}");
+    let (_, b2, h) = call(&p, &[&format!("{url}/api/items")]);
+    assert_eq!(header(&h, "x-cache"), Some("hit"));
+    assert_eq!(b2, b);
+    assert!(header(&h, "age").is_some());
+    assert_eq!(count("/api/items"), 1);
+
+    // Answers for one caller's credentials are never another's; Set-Cookie is never stored.
+    let alice = call(
+        &p,
+        &[
+            "-H",
+            "Authorization: Bearer alice",
+            &format!("{url}/api/private"),
+        ],
+    );
+    let bob = call(
+        &p,
+        &[
+            "-H",
+            "Authorization: Bearer bob",
+            &format!("{url}/api/private"),
+        ],
+    );
+    assert!(
+        alice.1.ends_with("for Bearer alice") && bob.1.ends_with("for Bearer bob"),
+        "{alice:?} {bob:?}"
+    );
+    call(&p, &[&format!("{url}/api/cookie")]);
+    let (_, _, h) = call(&p, &[&format!("{url}/api/cookie")]);
+    assert_ne!(header(&h, "x-cache"), Some("hit"));
+    assert_eq!(count("/api/cookie"), 2);
+
+    // 100 concurrent requests for a cold key: one reaches the service.
+    let cold = format!("{url}/api/cold");
+    let mut args: Vec<&str> = vec!["-Z", "--parallel-max", "100", "-o", "/dev/null"];
+    for _ in 0..100 {
+        args.push(&cold);
+    }
+    let out = p.curl(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count("/api/cold"), 1, "coalesced into one fetch");
+
+    // Invalidation by path rule: the next request reaches the service again.
+    p.ok(&["cache", "invalidate", "--site", "shop", "--path", "/api/*"]);
+    let (_, b, h) = call(&p, &[&format!("{url}/api/items")]);
+    assert_eq!(header(&h, "x-cache"), Some("miss"));
+    assert!(b.starts_with("/api/items #2"), "{b}");
+    let e = p.fails(&["cache", "invalidate", "--site", "shop", "--path", "api"]);
+    assert!(e.contains("starting with /"), "{e}");
+
+    // A hit on a service scaled to zero does not start an instance.
+    eventually(30, "scale to zero", || {
+        (instances(&p, "api") == 0).then_some(())
+    });
+    let (_, _, h) = call(&p, &[&format!("{url}/api/items")]);
+    assert_eq!(header(&h, "x-cache"), Some("hit"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(instances(&p, "api"), 0, "a hit woke nothing");
+}

@@ -53,6 +53,34 @@ pub enum HostingCommand {
     Sites(SitesCommand),
 }
 
+/// `pier cache …`, after `gcloud compute url-maps invalidate-cdn-cache`.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Drop what the edge cache holds for a site under a path.
+    Invalidate {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// `/x/*` (everything under `/x/`) or an exact path; the query is ignored.
+        #[arg(long)]
+        path: String,
+    },
+}
+
+/// Runs a cache command.
+pub async fn run_cache(ctx: &Ctx, cmd: CacheCommand) -> Result<()> {
+    let CacheCommand::Invalidate { site, path } = cmd;
+    let project = &ctx.project;
+    ctx.client
+        .post_empty_json(
+            &format!("/v1/projects/{project}/sites/{site}/cache/invalidate"),
+            &serde_json::json!({ "path": path }),
+        )
+        .await?;
+    eprintln!("Invalidated {path} of site {site}.");
+    Ok(())
+}
+
 /// What a deploy reads.
 #[derive(Debug, Args)]
 pub struct DeployArgs {

@@ -34,6 +34,8 @@ pub struct HostingConfig {
     pub files: Option<FileStore>,
     /// Uploads hashed and compressed at once (each may hold a file of up to 256 MiB).
     pub uploads: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The edge cache sites' rewrites are answered from.
+    pub cache: std::sync::Arc<pier_cache::EdgeCache>,
 }
 
 impl Default for HostingConfig {
@@ -48,7 +50,14 @@ impl HostingConfig {
         Self {
             files,
             uploads: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
+            cache: pier_cache::EdgeCache::new(64 << 20),
         }
+    }
+
+    /// The same, with `cache` as the edge cache.
+    pub fn with_cache(mut self, cache: std::sync::Arc<pier_cache::EdgeCache>) -> Self {
+        self.cache = cache;
+        self
     }
 }
 
@@ -561,6 +570,30 @@ impl Platform {
         }
         self.changed();
         self.prune_pin_tags(project).await;
+        Ok(())
+    }
+
+    /// Drops what the edge cache holds for a site's channels under `path` (`/x/*` or an exact path; the
+    /// query is ignored).
+    pub async fn invalidate_site_cache(
+        &self,
+        project: &ProjectName,
+        site: &str,
+        path: &str,
+    ) -> Result<()> {
+        if !path.starts_with('/') || path[..path.len().saturating_sub(1)].contains('*') {
+            return Err(ControlError::Invalid(format!(
+                "--path {path:?}: give a path starting with /, exact or ending with /* (Cloud CDN's rules)"
+            )));
+        }
+        if !self.site_exists(project, site).await? {
+            return Err(ControlError::NotFound(format!(
+                "site {site} does not exist in project {project}"
+            )));
+        }
+        self.hosting
+            .cache
+            .invalidate(&routes::site_scope_prefix(project, site), path);
         Ok(())
     }
 

@@ -256,6 +256,21 @@ impl Platform {
                     )
                 }
             };
+            // Rewrites' answers are kept by their Cache-Control, per channel and version: a release
+            // starts from an empty scope.
+            let route = route.with_cache(pier_cache::ScopedCache::new(
+                self.hosting.cache.clone(),
+                &format!(
+                    "{}{}/v{}",
+                    site_scope_prefix(&c.project, &c.site),
+                    c.name,
+                    c.version.unwrap_or(0)
+                ),
+                pier_cache::Settings {
+                    session_key: true,
+                    ..pier_cache::Settings::default()
+                },
+            ));
             let route = Arc::new(route);
             if c.name == pier_store::LIVE {
                 out.insert((c.project.clone(), c.site.clone()), route.clone());
@@ -264,6 +279,11 @@ impl Platform {
         }
         (out, next_expiry)
     }
+}
+
+/// The beginning of every cache scope of a site's channels.
+pub(crate) fn site_scope_prefix(project: &ProjectName, site: &str) -> String {
+    format!("site:{project}/{site}/")
 }
 
 /// Compiles a stored version: its hosting entry and its files with what the file store holds for each.

@@ -307,7 +307,8 @@ impl Server {
             hosting: pier_control::hosting::HostingConfig::new(Some(
                 pier_hosting::FileStore::open(data_dir.join("hosting").join("files"))
                     .context("opening the site file store")?,
-            )),
+            ))
+            .with_cache(pier_cache::EdgeCache::new(args.cache_size)),
         });
 
         // The admin API, also served at the base domain through the gateway (the server publishes

@@ -1,0 +1,318 @@
+//! One route's view of the edge cache: its keys (a scope) and its settings, as the gateway's
+//! [`RouteCache`].
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
+use pier_gateway::GatewayBody;
+use pier_gateway::auth::X_SERVERLESS_AUTHORIZATION;
+use pier_gateway::cache::{Lookup, RouteCache, Ticket};
+
+use crate::{EdgeCache, Flight, Key, Stored};
+
+/// The header that says what the cache did (Firebase Hosting's name).
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// The longest a request waits for another's fetch of the same key.
+const WAIT_FOR_FLIGHT: Duration = Duration::from_secs(30);
+
+/// How long a 404 without freshness of its own is kept.
+const NOT_FOUND_TTL: &str = "max-age=10";
+
+/// What a scope stores.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The largest body stored, in bytes.
+    pub max_object: u64,
+    /// Key answers by the `__session` cookie (hosting sites).
+    pub session_key: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_object: 10 << 20,
+            session_key: false,
+        }
+    }
+}
+
+/// A route's cache: a scope of the [`EdgeCache`].
+pub struct ScopedCache {
+    cache: Arc<EdgeCache>,
+    scope: Arc<str>,
+    settings: Settings,
+}
+
+/// What a miss carries to [`RouteCache::offer`].
+struct Fetch {
+    key: Key,
+    request: Parts,
+    stale: Option<Arc<Stored>>,
+    flight: Option<Flight>,
+}
+
+impl ScopedCache {
+    /// The scope `scope` (a prefix other scopes do not share, as `site:PROJECT/SITE/CHANNEL/vN`).
+    pub fn new(cache: Arc<EdgeCache>, scope: &str, settings: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            cache,
+            scope: scope.into(),
+            settings,
+        })
+    }
+
+    fn key(&self, req: &Parts) -> Key {
+        let mut target = req
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        if self.settings.session_key
+            && let Some(session) = cookie(req, "__session")
+        {
+            target.push('\0');
+            target.push_str(session);
+        }
+        Key {
+            scope: self.scope.clone(),
+            target,
+        }
+    }
+
+    /// The request as the freshness rules see it: a Pier token counts as `Authorization`.
+    fn policy_request(req: &Parts) -> Parts {
+        let mut r = http::Request::new(());
+        *r.method_mut() = Method::GET;
+        *r.uri_mut() = req.uri.clone();
+        *r.headers_mut() = req.headers.clone();
+        if req.headers.contains_key(&X_SERVERLESS_AUTHORIZATION)
+            && !req.headers.contains_key(header::AUTHORIZATION)
+        {
+            r.headers_mut().insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_static("Bearer pier"),
+            );
+        }
+        r.into_parts().0
+    }
+
+    fn answer(
+        &self,
+        stored: &Stored,
+        head: http::response::Parts,
+        method: &Method,
+        how: &'static str,
+    ) -> Response<GatewayBody> {
+        let mut resp = Response::new(if *method == Method::HEAD {
+            GatewayBody::empty()
+        } else {
+            GatewayBody::full(stored.body.clone())
+        });
+        *resp.status_mut() = stored.status;
+        *resp.headers_mut() = head.headers;
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
+        resp.headers_mut()
+            .insert(X_CACHE, HeaderValue::from_static(how));
+        self.cache.stats.hits.fetch_add(1, Ordering::Relaxed);
+        self.cache
+            .stats
+            .hit_bytes
+            .fetch_add(stored.body.len() as u64, Ordering::Relaxed);
+        resp
+    }
+}
+
+fn cookie<'a>(req: &'a Parts, name: &str) -> Option<&'a str> {
+    req.headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+/// Request headers an answer may vary on and still be stored.
+const VARY_OK: &[&str] = &["accept", "accept-encoding", "origin"];
+
+/// Whether an answer may be stored beyond what RFC 9111 says: no `Set-Cookie`, a `Vary` only on what
+/// Pier keys by, a whole answer.
+fn pier_allows(resp: &http::response::Parts) -> bool {
+    if resp.headers.contains_key(header::SET_COOKIE)
+        || resp.status == StatusCode::PARTIAL_CONTENT
+        || resp.headers.contains_key(header::CONTENT_RANGE)
+    {
+        return false;
+    }
+    resp.headers.get_all(header::VARY).iter().all(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .all(|h| h.is_empty() || VARY_OK.contains(&h.as_str()))
+        })
+    })
+}
+
+/// `stale-if-error=N` of a stored answer's `Cache-Control` (RFC 5861 §4), in seconds.
+fn stale_if_error(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|d| d.trim().strip_prefix("stale-if-error=")?.parse().ok())
+}
+
+impl RouteCache for ScopedCache {
+    fn lookup(&self, req: &Parts) -> Lookup {
+        let method = &req.method;
+        if *method != Method::GET && *method != Method::HEAD {
+            if !method.is_safe() {
+                // An unsafe method invalidates what is stored for its target (RFC 9111 §4.4).
+                self.cache.remove(&self.key(req));
+            }
+            return Lookup::Bypass;
+        }
+        if req.headers.contains_key(header::UPGRADE) || req.headers.contains_key(header::RANGE) {
+            return Lookup::Bypass;
+        }
+        let key = self.key(req);
+        let now = SystemTime::now();
+        let mut stale = None;
+        if let Some(stored) = self.cache.get(&key) {
+            match stored
+                .policy
+                .before_request(&Self::policy_request(req), now)
+            {
+                BeforeRequest::Fresh(head) => {
+                    return Lookup::Hit(Box::new(self.answer(&stored, head, method, "hit")));
+                }
+                BeforeRequest::Stale { .. } => stale = Some(stored),
+            }
+        }
+        if *method == Method::HEAD || self.cache.passing(&key) {
+            return Lookup::Bypass;
+        }
+        match Flight::start(&self.cache, &key) {
+            Ok(flight) => {
+                self.cache.stats.misses.fetch_add(1, Ordering::Relaxed);
+                let mut request = http::Request::new(());
+                *request.method_mut() = req.method.clone();
+                *request.uri_mut() = req.uri.clone();
+                *request.headers_mut() = req.headers.clone();
+                Lookup::Miss(Ticket(Box::new(Fetch {
+                    key,
+                    request: request.into_parts().0,
+                    stale,
+                    flight: Some(flight),
+                })))
+            }
+            Err(mut rx) => Lookup::Wait(Box::pin(async move {
+                let _ = tokio::time::timeout(WAIT_FOR_FLIGHT, rx.wait_for(|done| *done)).await;
+            })),
+        }
+    }
+
+    fn offer(&self, ticket: Ticket, resp: Response<GatewayBody>) -> Response<GatewayBody> {
+        let Ok(mut fetch) = ticket.0.downcast::<Fetch>() else {
+            return resp;
+        };
+        let (mut head, body) = resp.into_parts();
+        head.headers
+            .insert(X_CACHE, HeaderValue::from_static("miss"));
+        // The rules see the answer as stored: a 404 without freshness of its own lives briefly.
+        let mut judged = head.clone();
+        if judged.status == StatusCode::NOT_FOUND
+            && !judged.headers.contains_key(header::CACHE_CONTROL)
+            && !judged.headers.contains_key(header::EXPIRES)
+        {
+            judged.headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(NOT_FOUND_TTL),
+            );
+        }
+        let policy = CachePolicy::new_options(
+            &Self::policy_request(&fetch.request),
+            &judged,
+            SystemTime::now(),
+            CacheOptions {
+                shared: true,
+                ..CacheOptions::default()
+            },
+        );
+        let declared = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let fits = declared.is_none_or(|n| n <= self.settings.max_object);
+        if !(policy.is_storable() && pier_allows(&head) && fits) {
+            self.cache.pass(fetch.key.clone());
+            return Response::from_parts(head, body);
+        }
+        let flight = fetch.flight.take();
+        let store = crate::body::Store {
+            cache: self.cache.clone(),
+            key: fetch.key.clone(),
+            policy,
+            status: judged.status,
+            headers: judged.headers.clone(),
+            limit: self.settings.max_object,
+            flight,
+        };
+        Response::from_parts(head, crate::body::tee(body, store))
+    }
+
+    fn on_error(&self, ticket: Ticket) -> Option<Response<GatewayBody>> {
+        let fetch = ticket.0.downcast::<Fetch>().ok()?;
+        let stored = fetch.stale.as_ref()?;
+        let window = stale_if_error(&stored.headers)?;
+        let now = SystemTime::now();
+        // Past its freshness by no more than the window the answer allowed.
+        if stored.policy.age(now) > max_age(&stored.headers) + Duration::from_secs(window) {
+            return None;
+        }
+        let mut head = Response::new(()).into_parts().0;
+        head.headers = stored.headers.clone();
+        head.headers.insert(
+            header::AGE,
+            HeaderValue::from(stored.policy.age(now).as_secs()),
+        );
+        Some(self.answer(stored, head, &fetch.request.method, "stale"))
+    }
+
+    fn bypassed(&self, resp: &mut Response<GatewayBody>) {
+        resp.headers_mut()
+            .entry(X_CACHE)
+            .or_insert(HeaderValue::from_static("bypass"));
+    }
+}
+
+/// `s-maxage` or `max-age` of stored headers.
+fn max_age(headers: &http::HeaderMap) -> Duration {
+    let mut max = None;
+    for d in headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let d = d.trim();
+        if let Some(v) = d.strip_prefix("s-maxage=") {
+            return Duration::from_secs(v.parse().unwrap_or(0));
+        }
+        if let Some(v) = d.strip_prefix("max-age=") {
+            max = v.parse().ok();
+        }
+    }
+    Duration::from_secs(max.unwrap_or(0))
+}
