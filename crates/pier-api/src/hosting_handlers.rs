@@ -65,6 +65,10 @@ pub(crate) fn routes() -> Router<AppState> {
             "/v1/projects/{project}/sites/{site}/cache/invalidate",
             post(invalidate),
         )
+        .route(
+            "/v1/projects/{project}/services/{service}/cache/invalidate",
+            post(invalidate_service),
+        )
 }
 
 fn require(
@@ -323,6 +327,27 @@ pub(crate) async fn invalidate(
     require(&s, &who, Permission::ServicesWrite, &project)?;
     s.platform
         .invalidate_site_cache(&project, &site, &req.path)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Drops what the edge cache holds for a service under a path (`/x/*` or exact; query ignored).
+#[utoipa::path(post, path = "/v1/projects/{project}/services/{service}/cache/invalidate", tag = "hosting",
+    params(("project" = String, Path), ("service" = String, Path)), request_body = InvalidateRequest,
+    responses((status = 204)))]
+pub(crate) async fn invalidate_service(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    crate::extract::ServicePath(project, service): crate::extract::ServicePath,
+    ApiJson(req): ApiJson<InvalidateRequest>,
+) -> Result<StatusCode, ApiError> {
+    s.platform.identity().require(
+        &who,
+        Permission::ServicesWrite,
+        &Resource::Service(project.clone(), service.clone()),
+    )?;
+    s.platform
+        .invalidate_service_cache(&project, &service, &req.path)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -99,6 +99,7 @@ use crate::{
         hosting_handlers::delete_channel,
         hosting_handlers::rollback,
         hosting_handlers::invalidate,
+        hosting_handlers::invalidate_service,
     ),
     components(schemas(pier_model::api::ErrorBody)),
     modifiers(&BearerAuth),

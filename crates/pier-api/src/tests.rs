@@ -140,7 +140,10 @@ impl Api {
                 .replace("{email}", "robot@default.iam.pier.localhost")
                 .replace("{key}", "0123456789abcdef")
                 .replace("{registry}", "registry.example.com")
-                .replace("{domain}", "shop.example.com");
+                .replace("{domain}", "shop.example.com")
+                .replace("{site}", "shop")
+                .replace("{channel}", "live")
+                .replace("{digest}", &"a".repeat(64));
             for (method, op) in item.as_object().unwrap() {
                 let schema = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
                     .as_str()
@@ -177,6 +180,10 @@ fn body_for(schema: &str) -> &'static str {
         "CreateGatewayRequest" => r#"{"name":"gw","api":"shop","apiConfig":"v1"}"#,
         "UpdateGatewayRequest" | "UpdateApiKeyRequest" => "{}",
         "CreateApiKeyRequest" => r#"{"displayName":"mobile"}"#,
+        "CreateSiteVersionRequest" => r#"{"config":{},"files":{}}"#,
+        "ReleaseRequest" => r#"{"version":1}"#,
+        "CloneRequest" => r#"{"sourceSite":"shop","sourceChannel":"pr-1"}"#,
+        "InvalidateRequest" => r#"{"path":"/x"}"#,
         other => panic!("no test body for {other}: add one"),
     }
 }

@@ -24,12 +24,17 @@ pub(crate) struct Store {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub limit: u64,
+    /// The declared length: the body is whole once that much came, even if the client's side never
+    /// polls for the end.
+    pub expected: Option<u64>,
     pub flight: Option<Flight>,
 }
 
 struct Tee {
     inner: GatewayBody,
-    buf: BytesMut,
+    /// The chunks so far, joined once at their exact size when the body ends.
+    chunks: Vec<Bytes>,
+    len: u64,
     store: Option<Store>,
 }
 
@@ -37,7 +42,8 @@ struct Tee {
 pub(crate) fn tee(body: GatewayBody, store: Store) -> GatewayBody {
     let mut t = Tee {
         inner: body,
-        buf: BytesMut::new(),
+        chunks: Vec::new(),
+        len: 0,
         store: Some(store),
     };
     // A body that is already over is never polled: stored now.
@@ -51,7 +57,11 @@ impl Tee {
     /// The body ended whole: stored, and the flight ends.
     fn finish(&mut self) {
         if let Some(s) = self.store.take() {
-            let body = std::mem::take(&mut self.buf).freeze();
+            let mut whole = BytesMut::with_capacity(self.len as usize);
+            for c in self.chunks.drain(..) {
+                whole.extend_from_slice(&c);
+            }
+            let body = whole.freeze();
             s.cache.put(
                 s.key,
                 Stored {
@@ -77,19 +87,22 @@ impl Body for Tee {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                let mut whole = false;
                 if let (Some(data), Some(store)) = (frame.data_ref(), &this.store) {
-                    if (this.buf.len() + data.len()) as u64 > store.limit {
+                    if this.len + data.len() as u64 > store.limit {
                         // Too large to keep: sent on, not stored.
                         if let Some(s) = this.store.take() {
                             s.cache.pass(s.key.clone());
                         }
-                        this.buf = BytesMut::new();
+                        this.chunks.clear();
                     } else {
-                        this.buf.extend_from_slice(data);
+                        this.len += data.len() as u64;
+                        this.chunks.push(data.clone());
+                        whole = store.expected == Some(this.len);
                     }
                 }
                 // The last frame: the client may not poll again.
-                if this.inner.is_end_stream() {
+                if whole || this.inner.is_end_stream() {
                     this.finish();
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -18,8 +18,9 @@ use crate::{EdgeCache, Flight, Key, Stored};
 /// The header that says what the cache did (Firebase Hosting's name).
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// The longest a request waits for another's fetch of the same key.
-const WAIT_FOR_FLIGHT: Duration = Duration::from_secs(30);
+/// The longest a request waits for another's fetch of the same key (a slow first reader holds the
+/// others this long at most).
+const WAIT_FOR_FLIGHT: Duration = Duration::from_secs(10);
 
 /// How long a 404 without freshness of its own is kept.
 const NOT_FOUND_TTL: &str = "max-age=10";
@@ -31,6 +32,9 @@ pub struct Settings {
     pub max_object: u64,
     /// Key answers by the `__session` cookie (hosting sites).
     pub session_key: bool,
+    /// `force`: answers without freshness of their own are kept this long (never beyond what
+    /// `private`, `no-store`, `no-cache` or a caller's credentials allow).
+    pub force_ttl: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -38,6 +42,7 @@ impl Default for Settings {
         Self {
             max_object: 10 << 20,
             session_key: false,
+            force_ttl: None,
         }
     }
 }
@@ -48,6 +53,9 @@ pub struct ScopedCache {
     scope: Arc<str>,
     settings: Settings,
 }
+
+/// What an unsafe method's answer carries back: the key to drop if it succeeded.
+struct Invalidate(Key);
 
 /// What a miss carries to [`RouteCache::offer`].
 struct Fetch {
@@ -85,13 +93,21 @@ impl ScopedCache {
         }
     }
 
-    /// The request as the freshness rules see it: a Pier token counts as `Authorization`.
-    fn policy_request(req: &Parts) -> Parts {
+    /// The request as the freshness rules see it: the path and query only (the scope and key name
+    /// the rest, so HTTP/1.1 and HTTP/2 requests match), no `Host`, and a Pier token counting as
+    /// `Authorization` (`clean`: as if no credentials came, to tell an answer that cannot be kept
+    /// from a request that may not keep it).
+    fn policy_request(req: &Parts, clean: bool) -> Parts {
         let mut r = http::Request::new(());
         *r.method_mut() = Method::GET;
-        *r.uri_mut() = req.uri.clone();
+        if let Some(pq) = req.uri.path_and_query() {
+            *r.uri_mut() = http::Uri::from(pq.clone());
+        }
         *r.headers_mut() = req.headers.clone();
-        if req.headers.contains_key(&X_SERVERLESS_AUTHORIZATION)
+        r.headers_mut().remove(header::HOST);
+        if clean {
+            r.headers_mut().remove(header::AUTHORIZATION);
+        } else if req.headers.contains_key(&X_SERVERLESS_AUTHORIZATION)
             && !req.headers.contains_key(header::AUTHORIZATION)
         {
             r.headers_mut().insert(
@@ -102,20 +118,19 @@ impl ScopedCache {
         r.into_parts().0
     }
 
-    fn answer(
-        &self,
-        stored: &Stored,
-        head: http::response::Parts,
-        method: &Method,
-        how: &'static str,
-    ) -> Response<GatewayBody> {
+    /// A stored answer as sent: its own headers (every line of repeated ones), with its `Age`.
+    fn answer(&self, stored: &Stored, method: &Method, how: &'static str) -> Response<GatewayBody> {
         let mut resp = Response::new(if *method == Method::HEAD {
             GatewayBody::empty()
         } else {
             GatewayBody::full(stored.body.clone())
         });
         *resp.status_mut() = stored.status;
-        *resp.headers_mut() = head.headers;
+        *resp.headers_mut() = stored.headers.clone();
+        resp.headers_mut().insert(
+            header::AGE,
+            HeaderValue::from(stored.policy.age(SystemTime::now()).as_secs()),
+        );
         resp.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
         resp.headers_mut()
@@ -177,12 +192,19 @@ impl RouteCache for ScopedCache {
         let method = &req.method;
         if *method != Method::GET && *method != Method::HEAD {
             if !method.is_safe() {
-                // An unsafe method invalidates what is stored for its target (RFC 9111 §4.4).
-                self.cache.remove(&self.key(req));
+                // An unsafe method invalidates what is stored for its target once it succeeds
+                // (RFC 9111 §4.4): its answer comes back with a ticket that only does that.
+                return Lookup::Miss(Ticket(Box::new(Invalidate(self.key(req)))));
             }
             return Lookup::Bypass;
         }
-        if req.headers.contains_key(header::UPGRADE) || req.headers.contains_key(header::RANGE) {
+        // An upgrade or a range is not for the cache; nor is a request naming another host for the
+        // app to build links with (the answer could carry it to everyone).
+        if [header::UPGRADE, header::RANGE, header::FORWARDED]
+            .iter()
+            .any(|h| req.headers.contains_key(h))
+            || req.headers.contains_key("x-forwarded-host")
+        {
             return Lookup::Bypass;
         }
         let key = self.key(req);
@@ -191,15 +213,20 @@ impl RouteCache for ScopedCache {
         if let Some(stored) = self.cache.get(&key) {
             match stored
                 .policy
-                .before_request(&Self::policy_request(req), now)
+                .before_request(&Self::policy_request(req, false), now)
             {
-                BeforeRequest::Fresh(head) => {
-                    return Lookup::Hit(Box::new(self.answer(&stored, head, method, "hit")));
+                BeforeRequest::Fresh(_) => {
+                    return Lookup::Hit(Box::new(self.answer(&stored, method, "hit")));
                 }
-                BeforeRequest::Stale { .. } => stale = Some(stored),
+                // A stale copy stands in on errors only for a request it answers (same variant).
+                BeforeRequest::Stale { matches: true, .. } => stale = Some(stored),
+                BeforeRequest::Stale { .. } => {}
             }
         }
-        if *method == Method::HEAD || self.cache.passing(&key) {
+        // A conditional request's answer (a 304) is the client's, not the cache's.
+        let conditional = req.headers.contains_key(header::IF_NONE_MATCH)
+            || req.headers.contains_key(header::IF_MODIFIED_SINCE);
+        if *method == Method::HEAD || conditional || self.cache.passing(&key) {
             return Lookup::Bypass;
         }
         match Flight::start(&self.cache, &key) {
@@ -223,31 +250,69 @@ impl RouteCache for ScopedCache {
     }
 
     fn offer(&self, ticket: Ticket, resp: Response<GatewayBody>) -> Response<GatewayBody> {
-        let Ok(mut fetch) = ticket.0.downcast::<Fetch>() else {
-            return resp;
+        let mut fetch = match ticket.0.downcast::<Fetch>() {
+            Ok(f) => f,
+            Err(other) => {
+                let mut resp = resp;
+                if let Ok(inv) = other.downcast::<Invalidate>()
+                    && (resp.status().is_success() || resp.status().is_redirection())
+                {
+                    self.cache.remove(&inv.0);
+                }
+                self.bypassed(&mut resp);
+                return resp;
+            }
         };
         let (mut head, body) = resp.into_parts();
         head.headers
             .insert(X_CACHE, HeaderValue::from_static("miss"));
         // The rules see the answer as stored: a 404 without freshness of its own lives briefly.
         let mut judged = head.clone();
-        if judged.status == StatusCode::NOT_FOUND
-            && !judged.headers.contains_key(header::CACHE_CONTROL)
-            && !judged.headers.contains_key(header::EXPIRES)
-        {
-            judged.headers.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static(NOT_FOUND_TTL),
-            );
+        let bare = !judged.headers.contains_key(header::EXPIRES)
+            && judged
+                .headers
+                .get_all(header::CACHE_CONTROL)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .all(|d| {
+                    let d = d.trim().to_ascii_lowercase();
+                    !(d.starts_with("max-age") || d.starts_with("s-maxage"))
+                });
+        if bare {
+            // A lifetime the answer did not give, added to what it said (so `private` or
+            // `no-store` still win).
+            let lifetime = match self.settings.force_ttl {
+                Some(ttl) => Some(format!("max-age={}", ttl.as_secs())),
+                None if judged.status == StatusCode::NOT_FOUND => Some(NOT_FOUND_TTL.to_owned()),
+                None => None,
+            };
+            if let Some(l) = lifetime {
+                let value = match judged
+                    .headers
+                    .get(header::CACHE_CONTROL)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some(old) if !old.trim().is_empty() => format!("{old}, {l}"),
+                    _ => l,
+                };
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    judged.headers.insert(header::CACHE_CONTROL, v);
+                }
+            }
         }
+        let now = SystemTime::now();
+        let options = CacheOptions {
+            shared: true,
+            // Only what the answer says: no heuristic freshness from `Last-Modified`.
+            cache_heuristic: 0.0,
+            ..CacheOptions::default()
+        };
         let policy = CachePolicy::new_options(
-            &Self::policy_request(&fetch.request),
+            &Self::policy_request(&fetch.request, false),
             &judged,
-            SystemTime::now(),
-            CacheOptions {
-                shared: true,
-                ..CacheOptions::default()
-            },
+            now,
+            options,
         );
         let declared = head
             .headers
@@ -255,8 +320,23 @@ impl RouteCache for ScopedCache {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         let fits = declared.is_none_or(|n| n <= self.settings.max_object);
-        if !(policy.is_storable() && pier_allows(&head) && fits) {
-            self.cache.pass(fetch.key.clone());
+        // Kept only with a lifetime of its own (or a stale-if-error window): an answer that is stale
+        // at once would only make the next requests wait.
+        let lives =
+            policy.time_to_live(now) > Duration::ZERO || stale_if_error(&head.headers).is_some();
+        if !(policy.is_storable() && lives && pier_allows(&head) && fits) {
+            // Passed through for a while when the answer itself cannot be kept; a request that may
+            // not keep it (credentials) leaves the key to the next request.
+            let answer_keepable = CachePolicy::new_options(
+                &Self::policy_request(&fetch.request, true),
+                &judged,
+                now,
+                options,
+            )
+            .is_storable();
+            if !answer_keepable || !pier_allows(&head) || !fits || !lives {
+                self.cache.pass(fetch.key.clone());
+            }
             return Response::from_parts(head, body);
         }
         let flight = fetch.flight.take();
@@ -264,9 +344,11 @@ impl RouteCache for ScopedCache {
             cache: self.cache.clone(),
             key: fetch.key.clone(),
             policy,
-            status: judged.status,
-            headers: judged.headers.clone(),
+            status: head.status,
+            // As the origin sent them (a lifetime Pier added is not told to clients).
+            headers: head.headers.clone(),
             limit: self.settings.max_object,
+            expected: declared,
             flight,
         };
         Response::from_parts(head, crate::body::tee(body, store))
@@ -281,13 +363,7 @@ impl RouteCache for ScopedCache {
         if stored.policy.age(now) > max_age(&stored.headers) + Duration::from_secs(window) {
             return None;
         }
-        let mut head = Response::new(()).into_parts().0;
-        head.headers = stored.headers.clone();
-        head.headers.insert(
-            header::AGE,
-            HeaderValue::from(stored.policy.age(now).as_secs()),
-        );
-        Some(self.answer(stored, head, &fetch.request.method, "stale"))
+        Some(self.answer(stored, &fetch.request.method, "stale"))
     }
 
     fn bypassed(&self, resp: &mut Response<GatewayBody>) {

@@ -317,6 +317,12 @@ impl Platform {
                 if r.clear_end_user_auth {
                     settings.end_user_auth = None;
                 }
+                if r.clear_cache {
+                    settings.cache = None;
+                }
+                if let Some(c) = &r.cache {
+                    settings.cache = Some(c.clone());
+                }
                 if let Some(e) = &r.end_user_auth {
                     settings.end_user_auth = Some(e.clone());
                 }

@@ -30,6 +30,7 @@ fn svc(traffic: Traffic) -> ServiceRecord {
         invoker_iam_check: true,
         custom_audiences: vec![],
         end_user_auth: None,
+        cache: None,
         latest_created: Some("a-00003-ccc".parse().unwrap()),
         latest_ready: Some("a-00002-bbb".parse().unwrap()),
         created_at: String::new(),

@@ -105,6 +105,7 @@ impl Platform {
             invoker_iam_check: svc.invoker_iam_check,
             custom_audiences: svc.custom_audiences.clone(),
             end_user_auth: svc.end_user_auth.clone(),
+            cache: svc.cache.clone(),
             created_at: svc.created_at.clone(),
             updated_at: svc.updated_at.clone(),
             name: svc.name,

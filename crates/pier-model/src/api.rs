@@ -230,6 +230,9 @@ pub struct ServiceView {
     /// The end-user token check, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_user_auth: Option<crate::end_user_auth::EndUserAuth>,
+    /// Its edge cache, if on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::hosting::CacheSetting>,
     /// The template of the latest revision created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<RevisionTemplate>,
@@ -353,6 +356,12 @@ pub struct UpdateServiceRequest {
     /// Stop checking end users' tokens.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clear_end_user_auth: bool,
+    /// Turn the edge cache on (or change it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::hosting::CacheSetting>,
+    /// Turn the edge cache off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_cache: bool,
 }
 
 impl UpdateServiceRequest {
@@ -426,6 +435,8 @@ impl UpdateServiceRequest {
             && !self.clear_custom_audiences
             && self.end_user_auth.is_none()
             && !self.clear_end_user_auth
+            && self.cache.is_none()
+            && !self.clear_cache
     }
 }
 

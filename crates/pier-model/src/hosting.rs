@@ -80,6 +80,50 @@ pub struct CloneRequest {
     pub ttl_seconds: Option<u64>,
 }
 
+/// A service's edge cache (`pier services update S --cache …`): off unless set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CacheSetting {
+    /// `origin-headers` (keep what the answers' `Cache-Control` allows a shared cache to keep) or
+    /// `force` (also keep answers that say nothing, for `default_ttl_seconds`).
+    pub mode: CacheMode,
+    /// The largest body kept, in bytes (default 10 MiB).
+    #[serde(default = "default_max_object")]
+    pub max_object_bytes: u64,
+    /// With `force`: how long an answer without freshness of its own is kept, in seconds (default 60).
+    #[serde(default = "default_ttl")]
+    pub default_ttl_seconds: u64,
+}
+
+fn default_max_object() -> u64 {
+    10 << 20
+}
+
+fn default_ttl() -> u64 {
+    60
+}
+
+/// What a service's edge cache keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheMode {
+    /// What the answers' headers allow (RFC 9111, as a shared cache).
+    OriginHeaders,
+    /// Also answers without cache headers, for the default TTL (never `private`, `no-store`, a
+    /// `Set-Cookie`, or a caller's credentials unless the answer says `public`).
+    Force,
+}
+
+impl CacheMode {
+    /// As the CLI writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheMode::OriginHeaders => "origin-headers",
+            CacheMode::Force => "force",
+        }
+    }
+}
+
 /// `POST /v1/projects/{project}/sites/{site}/cache/invalidate`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -83,6 +83,8 @@ pub struct ServiceRecord {
     pub custom_audiences: Vec<String>,
     /// The end-user token check, if any.
     pub end_user_auth: Option<pier_model::end_user_auth::EndUserAuth>,
+    /// Its edge cache, if on.
+    pub cache: Option<pier_model::hosting::CacheSetting>,
     /// Newest revision created.
     pub latest_created: Option<RevisionName>,
     /// Newest revision that became ready.
@@ -146,6 +148,8 @@ pub struct ServiceSettings {
     pub custom_audiences: Vec<String>,
     /// End-user token check.
     pub end_user_auth: Option<pier_model::end_user_auth::EndUserAuth>,
+    /// Edge cache.
+    pub cache: Option<pier_model::hosting::CacheSetting>,
 }
 
 impl ServiceRecord {
@@ -157,6 +161,7 @@ impl ServiceRecord {
             invoker_iam_check: self.invoker_iam_check,
             custom_audiences: self.custom_audiences.clone(),
             end_user_auth: self.end_user_auth.clone(),
+            cache: self.cache.clone(),
         }
     }
 }
@@ -524,7 +529,7 @@ impl Store {
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
             tx.execute(
                 "UPDATE services SET traffic = ?3, ingress = ?4, invoker_iam_check = ?5, \
-                 custom_audiences = ?6, updated_at = ?7, end_user_auth = ?8 \
+                 custom_audiences = ?6, updated_at = ?7, end_user_auth = ?8, cache = ?9 \
                  WHERE project = ?1 AND name = ?2",
                 params![
                     project.as_str(),
@@ -534,7 +539,8 @@ impl Store {
                     new.invoker_iam_check,
                     to_json(&new.custom_audiences),
                     now(),
-                    new.end_user_auth.as_ref().map(to_json)
+                    new.end_user_auth.as_ref().map(to_json),
+                    new.cache.as_ref().map(to_json)
                 ],
             )?;
             service_in(tx, project, name)?

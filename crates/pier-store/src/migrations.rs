@@ -267,6 +267,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (project, site, channel) REFERENCES site_channels (project, site, name),
         FOREIGN KEY (project, site, version) REFERENCES site_versions (project, site, version)
     ) STRICT;
+
+    ALTER TABLE services ADD COLUMN cache TEXT;
     "#,
 ];
 

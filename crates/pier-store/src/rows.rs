@@ -27,7 +27,7 @@ pub(crate) fn json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Resul
 }
 
 pub(crate) const SERVICE_COLS: &str = "project, name, traffic, latest_created, latest_ready, created_at, \
-     updated_at, ingress, invoker_iam_check, custom_audiences, id_block, end_user_auth";
+     updated_at, ingress, invoker_iam_check, custom_audiences, id_block, end_user_auth, cache";
 pub(crate) const REVISION_COLS: &str = "project, service, name, seq, template, state, message, log_tail, \
      pending_tag, created_at, ready_at, image_digest";
 
@@ -44,6 +44,7 @@ pub(crate) struct RawService {
     custom_audiences: String,
     id_block: u32,
     end_user_auth: Option<String>,
+    cache: Option<String>,
 }
 
 impl RawService {
@@ -61,6 +62,7 @@ impl RawService {
             custom_audiences: r.get(9)?,
             id_block: r.get(10)?,
             end_user_auth: r.get(11)?,
+            cache: r.get(12)?,
         })
     }
 
@@ -76,6 +78,7 @@ impl RawService {
                 .end_user_auth
                 .map(|s| json("end-user auth", &s))
                 .transpose()?,
+            cache: self.cache.map(|s| json("cache setting", &s)).transpose()?,
             latest_created: self
                 .latest_created
                 .map(|s| parse("revision name", s))

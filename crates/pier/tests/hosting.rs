@@ -622,10 +622,11 @@ class H(http.server.BaseHTTPRequestHandler):
                 n = count[path]
             time.sleep(0.5 if path == "/api/cold" else 0)
             auth = self.headers.get("Authorization", "-")
-            cc = {"/api/private": "max-age=60", "/api/cookie": "public, max-age=60"}.get(path, "public, max-age=60")
+            cc = {"/api/private": "max-age=60", "/api/cookie": "public, max-age=60", "/api/bare": None}.get(path, "public, max-age=60")
             body = f"{path} #{n} for {auth}".encode()
         self.send_response(200)
-        self.send_header("Cache-Control", cc)
+        if cc:
+            self.send_header("Cache-Control", cc)
         if path == "/api/cookie":
             self.send_header("Set-Cookie", "s=1")
         self.send_header("Content-Length", str(len(body)))
@@ -635,6 +636,18 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 "#;
+
+fn count_of(p: &Pier, url: &str, path: &str, auth: &[&str]) -> usize {
+    let mut args: Vec<&str> = auth.to_vec();
+    let u = format!("{url}/api/count");
+    args.push(&u);
+    let (_, b, _) = call(p, &args);
+    b.split(&format!("('{path}', "))
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
 
 fn instances(p: &Pier, service: &str) -> usize {
     let revs: serde_json::Value = serde_json::from_str(&p.ok(&[
@@ -758,4 +771,101 @@ fn the_edge_cache_keeps_what_rewrites_may_share_and_nothing_else() {
     assert_eq!(header(&h, "x-cache"), Some("hit"));
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(instances(&p, "api"), 0, "a hit woke nothing");
+}
+
+#[test]
+fn a_service_opts_into_the_edge_cache() {
+    let p = Pier::start(&[]);
+    let app = tempfile::tempdir().unwrap();
+    let script = app.path().join("app.py");
+    std::fs::write(&script, CACHE_APP).unwrap();
+    let cmd = format!("exec python3 {}", script.display());
+    let url = p.deploy_url(&[
+        "deploy",
+        "api",
+        "--command",
+        &cmd,
+        "--allow-unauthenticated",
+    ]);
+    let get = |path: &str| call(&p, &[&format!("{url}{path}")]);
+    let (_, _, h) = get("/api/items");
+    assert_eq!(header(&h, "x-cache"), None, "off until asked for");
+    p.ok(&["services", "update", "api", "--cache", "origin-headers"]);
+    assert_eq!(p.describe("api")["cache"]["mode"], "origin-headers");
+    assert_eq!(header(&get("/api/items").2, "x-cache"), Some("miss"));
+    assert_eq!(header(&get("/api/items").2, "x-cache"), Some("hit"));
+    get("/api/bare");
+    assert_eq!(
+        header(&get("/api/bare").2, "x-cache"),
+        Some("bypass"),
+        "no headers: not kept"
+    );
+    // `force` keeps answers that say nothing.
+    p.ok(&[
+        "services",
+        "update",
+        "api",
+        "--cache",
+        "force",
+        "--cache-default-ttl",
+        "60s",
+    ]);
+    assert_eq!(
+        header(&get("/api/items").2, "x-cache"),
+        Some("miss"),
+        "a new setting starts empty"
+    );
+    assert_eq!(header(&get("/api/bare").2, "x-cache"), Some("miss"));
+    assert_eq!(header(&get("/api/bare").2, "x-cache"), Some("hit"));
+    assert_eq!(count_of(&p, &url, "/api/bare", &[]), 3);
+    p.ok(&[
+        "cache",
+        "invalidate",
+        "--service",
+        "api",
+        "--path",
+        "/api/bare",
+    ]);
+    assert_eq!(header(&get("/api/bare").2, "x-cache"), Some("miss"));
+    assert_eq!(
+        header(&get("/api/items").2, "x-cache"),
+        Some("hit"),
+        "an exact path drops only itself"
+    );
+    p.ok(&["services", "update", "api", "--cache", "off"]);
+    assert_eq!(header(&get("/api/items").2, "x-cache"), None);
+
+    // A private service: every caller still passes the guard, and one caller's answer is never
+    // another's unless the app said public.
+    let priv_url = p.deploy_url(&[
+        "deploy",
+        "priv",
+        "--command",
+        &cmd,
+        "--cache",
+        "origin-headers",
+    ]);
+    let bob = p.user("bob@example.com");
+    p.ok(&[
+        "services",
+        "add-iam-policy-binding",
+        "priv",
+        "--member",
+        "user:bob@example.com",
+        "--role",
+        "roles/run.invoker",
+    ]);
+    let owner = format!("Authorization: Bearer {}", p.token());
+    let bobs = format!("Authorization: Bearer {}", bob.token());
+    let (s, _, _) = call(&p, &[&format!("{priv_url}/api/items")]);
+    assert_eq!(s, 403, "no token, no answer, cached or not");
+    let (_, a, h) = call(&p, &["-H", &owner, &format!("{priv_url}/api/items")]);
+    assert_eq!(header(&h, "x-cache"), Some("miss"));
+    let (_, b, h) = call(&p, &["-H", &bobs, &format!("{priv_url}/api/items")]);
+    assert_eq!(header(&h, "x-cache"), Some("hit"), "the app said public");
+    assert_eq!(a, b);
+    let (_, a, _) = call(&p, &["-H", &owner, &format!("{priv_url}/api/private")]);
+    let (_, b, h) = call(&p, &["-H", &bobs, &format!("{priv_url}/api/private")]);
+    assert_ne!(header(&h, "x-cache"), Some("hit"));
+    assert_ne!(a, b, "each caller's own answer");
 }

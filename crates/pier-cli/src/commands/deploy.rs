@@ -198,6 +198,21 @@ pub struct SettingsFlags {
     /// With --end-user-auth: let requests without a token through (a bad token is still refused).
     #[arg(long, requires = "end_user_auth")]
     pub end_user_auth_optional: bool,
+
+    /// The edge cache in front of the service: `origin-headers` keeps what the answers'
+    /// Cache-Control lets a shared cache keep, `force` also answers without cache headers (for
+    /// --cache-default-ttl), `off` stops. A hit never wakes an instance; the guard still checks every
+    /// caller.
+    #[arg(long, value_parser = ["off", "origin-headers", "force"])]
+    pub cache: Option<String>,
+
+    /// With --cache: the largest answer kept (such as 10Mi).
+    #[arg(long, requires = "cache")]
+    pub cache_max_size: Option<String>,
+
+    /// With --cache force: how long answers without cache headers are kept (such as 60s or 5m).
+    #[arg(long, requires = "cache", value_parser = crate::parse_duration)]
+    pub cache_default_ttl: Option<std::time::Duration>,
 }
 
 impl SettingsFlags {
@@ -240,6 +255,29 @@ impl SettingsFlags {
                 ),
             },
             clear_end_user_auth: self.end_user_auth.as_deref() == Some("none"),
+            cache: match self.cache.as_deref() {
+                None | Some("off") => None,
+                Some(mode) => Some(pier_model::hosting::CacheSetting {
+                    mode: if mode == "force" {
+                        pier_model::hosting::CacheMode::Force
+                    } else {
+                        pier_model::hosting::CacheMode::OriginHeaders
+                    },
+                    max_object_bytes: match self.cache_max_size.as_deref() {
+                        None => 10 << 20,
+                        Some(s) => pier_model::spec::parse_quantity(s.trim())
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| {
+                                anyhow!("--cache-max-size {s:?}: use a size such as 10Mi")
+                            })?,
+                    },
+                    default_ttl_seconds: self
+                        .cache_default_ttl
+                        .map(|d| d.as_secs().max(1))
+                        .unwrap_or(60),
+                }),
+            },
+            clear_cache: self.cache.as_deref() == Some("off"),
         })
     }
 }

@@ -56,11 +56,14 @@ pub enum HostingCommand {
 /// `pier cache …`, after `gcloud compute url-maps invalidate-cdn-cache`.
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
-    /// Drop what the edge cache holds for a site under a path.
+    /// Drop what the edge cache holds for a site or a service under a path.
     Invalidate {
         /// The site.
+        #[arg(long, required_unless_present = "service", conflicts_with = "service")]
+        site: Option<String>,
+        /// The service.
         #[arg(long)]
-        site: String,
+        service: Option<String>,
         /// `/x/*` (everything under `/x/`) or an exact path; the query is ignored.
         #[arg(long)]
         path: String,
@@ -69,15 +72,27 @@ pub enum CacheCommand {
 
 /// Runs a cache command.
 pub async fn run_cache(ctx: &Ctx, cmd: CacheCommand) -> Result<()> {
-    let CacheCommand::Invalidate { site, path } = cmd;
+    let CacheCommand::Invalidate {
+        site,
+        service,
+        path,
+    } = cmd;
     let project = &ctx.project;
+    let (what, url) = match (site, service) {
+        (Some(site), _) => (
+            format!("site {site}"),
+            format!("/v1/projects/{project}/sites/{site}/cache/invalidate"),
+        ),
+        (_, Some(service)) => (
+            format!("service {service}"),
+            format!("/v1/projects/{project}/services/{service}/cache/invalidate"),
+        ),
+        _ => bail!("name a --site or a --service"),
+    };
     ctx.client
-        .post_empty_json(
-            &format!("/v1/projects/{project}/sites/{site}/cache/invalidate"),
-            &serde_json::json!({ "path": path }),
-        )
+        .post_empty_json(&url, &serde_json::json!({ "path": path }))
         .await?;
-    eprintln!("Invalidated {path} of site {site}.");
+    eprintln!("Invalidated {path} of {what}.");
     Ok(())
 }
 

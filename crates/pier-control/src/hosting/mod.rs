@@ -90,6 +90,16 @@ fn check_path(path: &str) -> Result<()> {
     }
 }
 
+/// Cloud CDN's invalidation paths: `/x/*` or an exact path.
+fn check_cache_path(path: &str) -> Result<()> {
+    if !path.starts_with('/') || path.strip_suffix('*').unwrap_or(path).contains('*') {
+        return Err(ControlError::Invalid(format!(
+            "--path {path:?}: give a path starting with /, exact or ending with /* (Cloud CDN's rules)"
+        )));
+    }
+    Ok(())
+}
+
 fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
@@ -581,11 +591,7 @@ impl Platform {
         site: &str,
         path: &str,
     ) -> Result<()> {
-        if !path.starts_with('/') || path[..path.len().saturating_sub(1)].contains('*') {
-            return Err(ControlError::Invalid(format!(
-                "--path {path:?}: give a path starting with /, exact or ending with /* (Cloud CDN's rules)"
-            )));
-        }
+        check_cache_path(path)?;
         if !self.site_exists(project, site).await? {
             return Err(ControlError::NotFound(format!(
                 "site {site} does not exist in project {project}"
@@ -594,6 +600,34 @@ impl Platform {
         self.hosting
             .cache
             .invalidate(&routes::site_scope_prefix(project, site), path);
+        Ok(())
+    }
+
+    /// Drops what the edge cache holds for a service's URLs under `path`.
+    pub async fn invalidate_service_cache(
+        &self,
+        project: &ProjectName,
+        service: &ServiceName,
+        path: &str,
+    ) -> Result<()> {
+        check_cache_path(path)?;
+        let (p, n) = (project.clone(), service.clone());
+        let svc = self
+            .db(move |st| st.service(&p, &n))
+            .await?
+            .ok_or_else(|| {
+                ControlError::NotFound(format!(
+                    "service {service} does not exist in project {project}"
+                ))
+            })?;
+        if svc.cache.is_none() {
+            return Err(ControlError::Invalid(format!(
+                "service {service} has no edge cache: turn it on with `pier services update {service} --cache origin-headers`"
+            )));
+        }
+        self.hosting
+            .cache
+            .invalidate(&routes::service_scope_prefix(project, service), path);
         Ok(())
     }
 

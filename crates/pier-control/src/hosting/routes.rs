@@ -261,10 +261,11 @@ impl Platform {
             let route = route.with_cache(pier_cache::ScopedCache::new(
                 self.hosting.cache.clone(),
                 &format!(
-                    "{}{}/v{}",
+                    "{}{}/v{}@{}",
                     site_scope_prefix(&c.project, &c.site),
                     c.name,
-                    c.version.unwrap_or(0)
+                    c.version.unwrap_or(0),
+                    c.released_at.as_deref().unwrap_or("")
                 ),
                 pier_cache::Settings {
                     session_key: true,
@@ -279,6 +280,11 @@ impl Platform {
         }
         (out, next_expiry)
     }
+}
+
+/// The beginning of every cache scope of a service's URLs.
+pub(crate) fn service_scope_prefix(project: &ProjectName, service: &ServiceName) -> String {
+    format!("service:{project}/{service}/")
 }
 
 /// The beginning of every cache scope of a site's channels.

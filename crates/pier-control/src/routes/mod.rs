@@ -105,6 +105,28 @@ impl Platform {
             if let Some(f) = end_user {
                 route = route.with_filter(f);
             }
+            if let Some(c) = &svc.cache {
+                // One scope per URL (a tag's serves its own revision; a mapped domain shares it) and
+                // per setting (a change starts empty).
+                let scope = format!(
+                    "{}{}/{}-{}-{}",
+                    crate::hosting::routes::service_scope_prefix(&svc.project, &svc.name),
+                    route.tag.as_ref().map_or("-", |t| t.as_str()),
+                    c.mode.as_str(),
+                    c.max_object_bytes,
+                    c.default_ttl_seconds
+                );
+                route = route.with_cache(pier_cache::ScopedCache::new(
+                    self.hosting.cache.clone(),
+                    &scope,
+                    pier_cache::Settings {
+                        max_object: c.max_object_bytes,
+                        session_key: false,
+                        force_ttl: (c.mode == pier_model::hosting::CacheMode::Force)
+                            .then(|| Duration::from_secs(c.default_ttl_seconds)),
+                    },
+                ));
+            }
             let route = Arc::new(route);
             if route.tag.is_none() {
                 main_routes.insert((svc.project.clone(), svc.name.to_string()), route.clone());

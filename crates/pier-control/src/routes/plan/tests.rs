@@ -18,6 +18,7 @@ fn service(name: &str, traffic: Traffic, latest_ready: Option<&str>) -> ServiceR
         invoker_iam_check: true,
         custom_audiences: vec!["https://api.example.com".into()],
         end_user_auth: None,
+        cache: None,
         latest_created: None,
         latest_ready: latest_ready.map(|r| r.parse().unwrap()),
         created_at: String::new(),
