@@ -35,6 +35,9 @@ pub struct Settings {
     /// `force`: answers without freshness of their own are kept this long (never beyond what
     /// `private`, `no-store`, `no-cache` or a caller's credentials allow).
     pub force_ttl: Option<Duration>,
+    /// Keep only answers that say `public` or `s-maxage` (hosting rewrites, as Firebase's CDN keeps
+    /// dynamic content), 404s aside.
+    pub require_public: bool,
 }
 
 impl Default for Settings {
@@ -43,6 +46,7 @@ impl Default for Settings {
             max_object: 10 << 20,
             session_key: false,
             force_ttl: None,
+            require_public: false,
         }
     }
 }
@@ -177,14 +181,32 @@ fn pier_allows(resp: &http::response::Parts) -> bool {
     })
 }
 
-/// `stale-if-error=N` of a stored answer's `Cache-Control` (RFC 5861 §4), in seconds.
-fn stale_if_error(headers: &http::HeaderMap) -> Option<u64> {
+/// A `Cache-Control` directive's seconds (`stale-if-error=N`, RFC 5861).
+fn directive(headers: &http::HeaderMap, name: &str) -> Option<u64> {
     headers
         .get_all(header::CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .find_map(|d| d.trim().strip_prefix("stale-if-error=")?.parse().ok())
+        .find_map(|d| d.trim().strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+}
+
+/// `stale-if-error=N` of a stored answer (RFC 5861 §4), in seconds.
+fn stale_if_error(headers: &http::HeaderMap) -> Option<u64> {
+    directive(headers, "stale-if-error")
+}
+
+/// Whether an answer says a shared cache may keep it: `public` or `s-maxage`.
+fn says_shared(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| {
+            let d = d.trim().to_ascii_lowercase();
+            d == "public" || d.starts_with("s-maxage")
+        })
 }
 
 impl RouteCache for ScopedCache {
@@ -229,6 +251,13 @@ impl RouteCache for ScopedCache {
         if *method == Method::HEAD || conditional || self.cache.passing(&key) {
             return Lookup::Bypass;
         }
+        // stale-while-revalidate (RFC 5861 §3): while one request fetches a fresh copy, the others
+        // within the window get the stale one instead of waiting.
+        let swr_stale = stale.as_ref().filter(|s| {
+            directive(&s.headers, "stale-while-revalidate")
+                .is_some_and(|w| s.policy.age(now) <= max_age(&s.headers) + Duration::from_secs(w))
+        });
+        let swr_stale = swr_stale.cloned();
         match Flight::start(&self.cache, &key) {
             Ok(flight) => {
                 self.cache.stats.misses.fetch_add(1, Ordering::Relaxed);
@@ -242,6 +271,10 @@ impl RouteCache for ScopedCache {
                     stale,
                     flight: Some(flight),
                 })))
+            }
+            Err(_) if swr_stale.is_some() => {
+                let s = swr_stale.unwrap_or_else(|| unreachable!("checked"));
+                Lookup::Hit(Box::new(self.answer(&s, method, "stale")))
             }
             Err(mut rx) => Lookup::Wait(Box::pin(async move {
                 let _ = tokio::time::timeout(WAIT_FOR_FLIGHT, rx.wait_for(|done| *done)).await;
@@ -319,11 +352,15 @@ impl RouteCache for ScopedCache {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let fits = declared.is_none_or(|n| n <= self.settings.max_object);
+        let fits = declared.is_none_or(|n| n <= self.settings.max_object)
+            && (!self.settings.require_public
+                || head.status == StatusCode::NOT_FOUND
+                || says_shared(&head.headers));
         // Kept only with a lifetime of its own (or a stale-if-error window): an answer that is stale
         // at once would only make the next requests wait.
-        let lives =
-            policy.time_to_live(now) > Duration::ZERO || stale_if_error(&head.headers).is_some();
+        let lives = policy.time_to_live(now) > Duration::ZERO
+            || stale_if_error(&head.headers).is_some()
+            || directive(&head.headers, "stale-while-revalidate").is_some();
         if !(policy.is_storable() && lives && pier_allows(&head) && fits) {
             // Passed through for a while when the answer itself cannot be kept; a request that may
             // not keep it (credentials) leaves the key to the next request.

@@ -241,6 +241,32 @@ fn a_verified_domain_gets_a_certificate_over_http01_and_keeps_the_services_guard
     let (code, body) = https(&pier, &root, "api.shop.example.com", "/v1/items", &[]);
     assert_eq!(code, 401, "{body}");
     assert!(body.starts_with("{\"code\":401"), "{body}");
+    // So is a hosting site: its files and rules at the domain.
+    let site = data.path().join("site");
+    std::fs::create_dir_all(site.join("public")).unwrap();
+    std::fs::write(site.join("public/index.html"), "<h1>the shop's site</h1>").unwrap();
+    std::fs::write(
+        site.join("firebase.json"),
+        r#"{"hosting": {"site": "www", "public": "public", "rewrites": [{"source": "**", "destination": "/index.html"}]}}"#,
+    )
+    .unwrap();
+    pier.ok(&[
+        "hosting",
+        "deploy",
+        "--config",
+        site.join("firebase.json").to_str().unwrap(),
+    ]);
+    acme.add_a("www.shop.example.com", "127.0.0.1");
+    pier.ok(&[
+        "domain-mappings",
+        "create",
+        "--site",
+        "www",
+        "--domain",
+        "www.shop.example.com",
+    ]);
+    let (code, body) = https(&pier, &root, "www.shop.example.com", "/products/7", &[]);
+    assert_eq!((code, body.as_str()), (200, "<h1>the shop's site</h1>"));
     // HTTP now redirects to it; ACME's path is not the app's.
     let (code, head) = http(&pier, "shop.example.com", "/x?y=1");
     assert_eq!(code, 302, "{head}");

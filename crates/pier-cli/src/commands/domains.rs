@@ -53,7 +53,7 @@ pub struct CreateArgs {
     /// The API gateway it serves.
     #[arg(long, conflicts_with_all = ["service", "site"])]
     pub gateway: Option<String>,
-    /// The hosting site it serves (not available yet: sites come with hosting).
+    /// The hosting site it serves (its live channel).
     #[arg(long, conflicts_with_all = ["service", "gateway"])]
     pub site: Option<String>,
     /// Where its certificate comes from.

@@ -135,6 +135,11 @@ fn ttl(seconds: Option<u64>, channel: &str) -> Result<Option<i64>> {
 }
 
 impl Platform {
+    /// The edge cache (sites' rewrites, services with `--cache`).
+    pub fn edge_cache(&self) -> &std::sync::Arc<pier_cache::EdgeCache> {
+        &self.hosting.cache
+    }
+
     fn site_files(&self) -> Result<&FileStore> {
         self.hosting
             .files

@@ -269,6 +269,7 @@ impl Platform {
                 ),
                 pier_cache::Settings {
                     session_key: true,
+                    require_public: true,
                     ..pier_cache::Settings::default()
                 },
             ));

@@ -124,6 +124,7 @@ impl Platform {
                         session_key: false,
                         force_ttl: (c.mode == pier_model::hosting::CacheMode::Force)
                             .then(|| Duration::from_secs(c.default_ttl_seconds)),
+                        require_public: false,
                     },
                 ));
             }

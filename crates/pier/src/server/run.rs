@@ -139,6 +139,8 @@ fn housekeeping(
     ring: &Arc<KeyRing>,
     data_dir: &Path,
 ) -> Vec<Job> {
+    let cache = platform.edge_cache().clone();
+    let mut last_report = (0, 0);
     let (platform, domains) = (platform.clone(), platform.clone());
     let (domain_cert, ca) = (domain_cert.clone(), ca.clone());
     let ring = ring.clone();
@@ -169,6 +171,25 @@ fn housekeeping(
             if let Err(e) = ring.rotate(SystemTime::now()) {
                 tracing::error!("signing key rotation failed: {e}");
             }
+        }),
+        // The edge cache's hit ratio and bytes, when they moved.
+        Job::new("report-cache", Duration::from_secs(60), move || {
+            let stats = cache.stats();
+            let hits = stats.hits.load(std::sync::atomic::Ordering::Relaxed);
+            let misses = stats.misses.load(std::sync::atomic::Ordering::Relaxed);
+            if (hits, misses) != last_report {
+                last_report = (hits, misses);
+                let ratio = hits as f64 / (hits + misses).max(1) as f64;
+                tracing::info!(
+                    hits,
+                    misses,
+                    hit_ratio = format!("{ratio:.3}"),
+                    bytes_served = stats.hit_bytes.load(std::sync::atomic::Ordering::Relaxed),
+                    bytes_held = cache.bytes(),
+                    "edge cache"
+                );
+            }
+            async {}
         }),
         // Free space, inodes and descriptors: crossing a low mark is logged (at start too).
         Job::blocking("watch-machine", machine_watch::EVERY, move || watch.check()),
