@@ -25,6 +25,7 @@
 //! `stale`, `bypass`), the header Firebase Hosting uses.
 
 mod body;
+mod disk;
 mod scope;
 
 pub use scope::{ScopedCache, Settings};
@@ -44,6 +45,7 @@ const PASS_FOR: Duration = Duration::from_secs(5);
 /// The server-wide cache.
 pub struct EdgeCache {
     entries: moka::sync::Cache<Key, Arc<Stored>>,
+    disk: Option<Arc<disk::Disk>>,
     passes: moka::sync::Cache<Key, ()>,
     flights: Mutex<HashMap<Key, tokio::sync::watch::Receiver<bool>>>,
     stats: Stats,
@@ -94,9 +96,24 @@ pub(crate) struct Stored {
 }
 
 impl EdgeCache {
-    /// A cache holding at most `bytes` of answers (bodies and headers).
+    /// A cache holding at most `bytes` of answers (bodies and headers) in memory.
     pub fn new(bytes: u64) -> Arc<Self> {
+        Self::build(bytes, None)
+    }
+
+    /// The same, with a disk tier of `disk_bytes` in `dir` (emptied first) for what memory evicts.
+    pub fn with_disk(
+        bytes: u64,
+        dir: std::path::PathBuf,
+        disk_bytes: u64,
+    ) -> std::io::Result<Arc<Self>> {
+        Ok(Self::build(bytes, Some(disk::Disk::open(dir, disk_bytes)?)))
+    }
+
+    fn build(bytes: u64, disk: Option<Arc<disk::Disk>>) -> Arc<Self> {
+        let spill = disk.clone();
         Arc::new(Self {
+            disk,
             entries: moka::sync::Cache::builder()
                 .max_capacity(bytes)
                 .weigher(|k: &Key, v: &Arc<Stored>| {
@@ -108,6 +125,14 @@ impl EdgeCache {
                     u32::try_from(v.body.len() + headers + k.target.len() + 128).unwrap_or(u32::MAX)
                 })
                 .support_invalidation_closures()
+                .eviction_listener(move |k: Arc<Key>, v: Arc<Stored>, cause| {
+                    // Evicted for room: to the disk tier, if there is one.
+                    if cause == moka::notification::RemovalCause::Size
+                        && let Some(d) = &spill
+                    {
+                        d.spill((*k).clone(), v);
+                    }
+                })
                 .build(),
             passes: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -135,11 +160,30 @@ impl EdgeCache {
     pub fn invalidate(&self, scope_prefix: &str, path: &str) {
         let prefix = scope_prefix.to_owned();
         let rule = path.to_owned();
-        let result = self.entries.invalidate_entries_if(move |k, _| {
-            k.scope.starts_with(&prefix) && path_matches(&rule, k.path())
-        });
+        let matches = move |k: &Key| k.scope.starts_with(&prefix) && path_matches(&rule, k.path());
+        if let Some(d) = &self.disk {
+            d.invalidate_if(matches.clone());
+        }
+        let result = self.entries.invalidate_entries_if(move |k, _| matches(k));
         if let Err(e) = result {
             tracing::error!("invalidating the cache failed: {e}");
+        }
+    }
+
+    /// Bytes the disk tier holds (approximately), if there is one.
+    pub fn disk_bytes(&self) -> Option<u64> {
+        self.disk.as_ref().map(|d| d.bytes())
+    }
+
+    /// Whether the disk tier holds `key` (and memory does not).
+    pub(crate) fn on_disk(&self, key: &Key) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.has(key))
+    }
+
+    /// Brings `key` back from the disk tier into memory (blocking).
+    pub(crate) fn load(&self, key: &Key) {
+        if let Some(stored) = self.disk.as_ref().and_then(|d| d.load(key)) {
+            self.entries.insert(key.clone(), Arc::new(stored));
         }
     }
 
@@ -153,6 +197,9 @@ impl EdgeCache {
 
     pub(crate) fn remove(&self, key: &Key) {
         self.entries.invalidate(key);
+        if let Some(d) = &self.disk {
+            d.remove(key);
+        }
     }
 
     pub(crate) fn pass(&self, key: Key) {

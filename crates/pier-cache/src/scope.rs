@@ -79,7 +79,7 @@ impl ScopedCache {
         })
     }
 
-    fn key(&self, req: &Parts) -> Key {
+    pub(crate) fn key(&self, req: &Parts) -> Key {
         let mut target = req
             .uri
             .path_and_query()
@@ -244,6 +244,13 @@ impl RouteCache for ScopedCache {
                 BeforeRequest::Stale { matches: true, .. } => stale = Some(stored),
                 BeforeRequest::Stale { .. } => {}
             }
+        }
+        // Kept on disk: brought back into memory, then looked up again.
+        if stale.is_none() && self.cache.get(&key).is_none() && self.cache.on_disk(&key) {
+            let cache = self.cache.clone();
+            return Lookup::Wait(Box::pin(async move {
+                let _ = tokio::task::spawn_blocking(move || cache.load(&key)).await;
+            }));
         }
         // A conditional request's answer (a 304) is the client's, not the cache's.
         let conditional = req.headers.contains_key(header::IF_NONE_MATCH)

@@ -280,3 +280,63 @@ async fn a_site_keeps_only_what_is_public() {
         "another session, another key"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_memory_evicts_comes_back_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = EdgeCache::with_disk(16 << 10, dir.path().join("cache"), 1 << 20).unwrap();
+    let c = ScopedCache::new(cache.clone(), "test/", Settings::default());
+    let body = "x".repeat(3000);
+    let paths: Vec<String> = (0..20).map(|i| format!("/p{i}")).collect();
+    for p in &paths {
+        let b = body.clone();
+        let r = req(Method::GET, p, &[]);
+        let Lookup::Miss(t) = c.lookup(&r) else {
+            panic!("{p}: a miss")
+        };
+        let resp = Response::builder()
+            .header("cache-control", "public, max-age=60")
+            .header("content-length", b.len())
+            .body(GatewayBody::full(b))
+            .unwrap();
+        read(c.offer(t, resp)).await;
+        cache.entries.run_pending_tasks();
+    }
+    assert!(cache.bytes() <= 16 << 10, "memory stays within its bound");
+    // The writer thread works in the background.
+    let mut on_disk = 0;
+    for _ in 0..100 {
+        on_disk = paths
+            .iter()
+            .filter(|p| cache.on_disk(&c.key(&req(Method::GET, p, &[]))))
+            .count();
+        if on_disk > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(on_disk > 0, "evicted answers went to disk");
+    let p = paths
+        .iter()
+        .find(|p| {
+            cache.on_disk(&c.key(&req(Method::GET, p, &[])))
+                && cache.get(&c.key(&req(Method::GET, p, &[]))).is_none()
+        })
+        .expect("one answer only on disk");
+    let r = req(Method::GET, p, &[]);
+    let Lookup::Wait(load) = c.lookup(&r) else {
+        panic!("read back first")
+    };
+    load.await;
+    let Lookup::Hit(h) = c.lookup(&r) else {
+        panic!("then a hit")
+    };
+    assert_eq!(read(*h).await, ("hit".into(), body.clone()));
+    // Invalidation reaches the disk too.
+    cache.invalidate("test/", "/*");
+    assert!(
+        paths
+            .iter()
+            .all(|p| !cache.on_disk(&c.key(&req(Method::GET, p, &[]))))
+    );
+}

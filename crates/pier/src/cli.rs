@@ -193,6 +193,11 @@ pub struct ServerArgs {
     #[arg(long, default_value = "256Mi", value_parser = parse_size)]
     pub cache_size: u64,
 
+    /// A disk tier for the edge cache in the data dir (`cache/`), such as 10Gi: answers memory evicts
+    /// go there and come back when asked for. Off unless given; emptied at start.
+    #[arg(long, value_parser = parse_size)]
+    pub cache_disk_size: Option<u64>,
+
     /// Most an image may unpack to (file content, such as 16Gi or 500Mi): larger images and
     /// decompression bombs fail their deploy.
     #[arg(long, default_value = "16Gi", value_parser = parse_size)]

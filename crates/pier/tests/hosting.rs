@@ -775,7 +775,7 @@ fn the_edge_cache_keeps_what_rewrites_may_share_and_nothing_else() {
 
 #[test]
 fn a_service_opts_into_the_edge_cache() {
-    let p = Pier::start(&[]);
+    let p = Pier::start(&["--cache-size", "64Mi", "--cache-disk-size", "64Mi"]);
     let app = tempfile::tempdir().unwrap();
     let script = app.path().join("app.py");
     std::fs::write(&script, CACHE_APP).unwrap();

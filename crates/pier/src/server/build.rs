@@ -308,7 +308,13 @@ impl Server {
                 pier_hosting::FileStore::open(data_dir.join("hosting").join("files"))
                     .context("opening the site file store")?,
             ))
-            .with_cache(pier_cache::EdgeCache::new(args.cache_size)),
+            .with_cache(match args.cache_disk_size {
+                None => pier_cache::EdgeCache::new(args.cache_size),
+                Some(disk) => {
+                    pier_cache::EdgeCache::with_disk(args.cache_size, data_dir.join("cache"), disk)
+                        .context("opening the edge cache's disk tier")?
+                }
+            }),
         });
 
         // The admin API, also served at the base domain through the gateway (the server publishes

@@ -186,6 +186,7 @@ fn housekeeping(
                     hit_ratio = format!("{ratio:.3}"),
                     bytes_served = stats.hit_bytes.load(std::sync::atomic::Ordering::Relaxed),
                     bytes_held = cache.bytes(),
+                    bytes_on_disk = cache.disk_bytes().unwrap_or(0),
                     "edge cache"
                 );
             }
