@@ -10,7 +10,6 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use pier_control::Resource;
 use pier_identity::{Permission, Principal};
 use pier_model::ProjectName;
 use pier_model::api_gateways::{
@@ -21,7 +20,7 @@ use pier_model::api_gateways::{
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Caller, ProjectPath};
+use crate::extract::{ApiJson, Caller, ProjectPath, project_of, require_on_project as require};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -64,22 +63,6 @@ pub(crate) fn routes() -> Router<AppState> {
             post(undelete_key),
         )
         .route("/v1/projects/{project}/keys/{key}/rotate", post(rotate_key))
-}
-
-fn require(
-    s: &AppState,
-    who: &Principal,
-    p: Permission,
-    project: &ProjectName,
-) -> Result<(), ApiError> {
-    Ok(s.platform
-        .identity()
-        .require(who, p, &Resource::Project(project.clone()))?)
-}
-
-fn project_of(path: &str) -> Result<ProjectName, ApiError> {
-    path.parse()
-        .map_err(|e: pier_model::NameError| ApiError::invalid(e.to_string()))
 }
 
 /// The caller may act as the account whose tokens a config's backends get.

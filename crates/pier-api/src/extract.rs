@@ -110,3 +110,21 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
         Ok(Self(v[0].clone(), v[1].clone()))
     }
 }
+
+/// Requires `p` of `who` on `project` (handlers of project-wide resources: APIs, gateways, sites).
+pub(crate) fn require_on_project(
+    s: &crate::AppState,
+    who: &pier_identity::Principal,
+    p: pier_identity::Permission,
+    project: &ProjectName,
+) -> Result<(), ApiError> {
+    Ok(s.platform
+        .identity()
+        .require(who, p, &pier_control::Resource::Project(project.clone()))?)
+}
+
+/// A project named in a path.
+pub(crate) fn project_of(path: &str) -> Result<ProjectName, ApiError> {
+    path.parse()
+        .map_err(|e: pier_model::NameError| ApiError::invalid(e.to_string()))
+}

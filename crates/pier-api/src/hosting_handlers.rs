@@ -13,7 +13,6 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use pier_control::Resource;
 use pier_identity::{Permission, Principal};
-use pier_model::ProjectName;
 use pier_model::hosting::{
     CloneRequest, CreateSiteVersionRequest, CreatedSiteVersion, InvalidateRequest, ReleaseRequest,
     ReleaseView, SiteView, UploadedFile,
@@ -22,7 +21,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Caller, ProjectPath};
+use crate::extract::{ApiJson, Caller, ProjectPath, project_of, require_on_project as require};
 
 /// The largest file a site may hold, in bytes (uploads are read whole before they are checked).
 pub const MAX_FILE_BYTES: usize = 256 << 20;
@@ -69,22 +68,6 @@ pub(crate) fn routes() -> Router<AppState> {
             "/v1/projects/{project}/services/{service}/cache/invalidate",
             post(invalidate_service),
         )
-}
-
-fn require(
-    s: &AppState,
-    who: &Principal,
-    p: Permission,
-    project: &ProjectName,
-) -> Result<(), ApiError> {
-    Ok(s.platform
-        .identity()
-        .require(who, p, &Resource::Project(project.clone()))?)
-}
-
-fn project_of(path: &str) -> Result<ProjectName, ApiError> {
-    path.parse()
-        .map_err(|e: pier_model::NameError| ApiError::invalid(e.to_string()))
 }
 
 /// The caller may act as the account a site calls services as.

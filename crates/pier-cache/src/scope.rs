@@ -149,15 +149,7 @@ impl ScopedCache {
 }
 
 fn cookie<'a>(req: &'a Parts, name: &str) -> Option<&'a str> {
-    req.headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            let (k, v) = c.trim().split_once('=')?;
-            (k == name).then_some(v)
-        })
+    pier_gateway::headers::cookie(&req.headers, name)
 }
 
 /// Request headers an answer may vary on and still be stored.

@@ -302,6 +302,20 @@ fn hex_into(out: &mut [u8], mut v: u128) {
     }
 }
 
+/// The value of cookie `name` in a request's `Cookie` headers (RFC 6265 §5.4: `name=value` pairs
+/// separated by `;`), the first if it is there more than once.
+pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

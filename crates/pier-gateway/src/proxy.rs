@@ -339,35 +339,22 @@ pub(crate) async fn proxy(
     }
 
     // The shared cache, after the guard and before the backend: a hit never wakes an instance.
-    let Some(cache) = route.cache().cloned() else {
-        return backend(
-            gw,
-            peer,
-            fwd,
-            route,
-            parts,
-            body,
-            &mut routed.headers,
-            hop,
-            host_value,
-            upgrade,
-            grpc,
-            client_version,
-        )
-        .await;
-    };
-    let ticket = match cache.lookup(&parts) {
-        crate::cache::Lookup::Hit(resp) => return Ok(*resp),
-        crate::cache::Lookup::Bypass => None,
-        crate::cache::Lookup::Miss(t) => Some(t),
-        crate::cache::Lookup::Wait(wait) => {
-            wait.await;
-            match cache.lookup(&parts) {
-                crate::cache::Lookup::Hit(resp) => return Ok(*resp),
-                crate::cache::Lookup::Miss(t) => Some(t),
-                _ => None,
+    let cache = route.cache().cloned();
+    let ticket = match &cache {
+        None => None,
+        Some(cache) => match cache.lookup(&parts) {
+            crate::cache::Lookup::Hit(resp) => return Ok(*resp),
+            crate::cache::Lookup::Bypass => None,
+            crate::cache::Lookup::Miss(t) => Some(t),
+            crate::cache::Lookup::Wait(wait) => {
+                wait.await;
+                match cache.lookup(&parts) {
+                    crate::cache::Lookup::Hit(resp) => return Ok(*resp),
+                    crate::cache::Lookup::Miss(t) => Some(t),
+                    _ => None,
+                }
             }
-        }
+        },
     };
     let result = backend(
         gw,
@@ -384,6 +371,9 @@ pub(crate) async fn proxy(
         client_version,
     )
     .await;
+    let Some(cache) = cache else {
+        return result;
+    };
     match (ticket, result) {
         (Some(t), Ok(resp)) => Ok(cache.offer(t, resp)),
         (Some(t), Err(e)) => cache.on_error(t).ok_or(e),

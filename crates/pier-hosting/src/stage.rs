@@ -180,15 +180,7 @@ fn country(req: &Parts) -> Option<String> {
 }
 
 fn cookie<'a>(req: &'a Parts, name: &str) -> Option<&'a str> {
-    req.headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            let (k, v) = c.trim().split_once('=')?;
-            (k == name).then_some(v)
-        })
+    pier_gateway::headers::cookie(&req.headers, name)
 }
 
 impl Filter for HostingFilter {

@@ -41,6 +41,19 @@ fn write(dir: &Path, rel: &str, content: &str) {
     std::fs::write(p, content).unwrap();
 }
 
+/// Lets sites (the project's compute account, their default) invoke `service`.
+fn let_the_site_invoke(p: &Pier, service: &str) {
+    p.ok(&[
+        "services",
+        "add-iam-policy-binding",
+        service,
+        "--member",
+        "serviceAccount:compute@default.iam.pier.localhost",
+        "--role",
+        "roles/run.invoker",
+    ]);
+}
+
 const FIREBASE_JSON: &str = r#"{
   "hosting": {
     "site": "shop",
@@ -227,15 +240,7 @@ fn a_firebase_project_deploys_and_serves_as_firebase_hosting_does() {
         s, 403,
         "the site's account may not invoke the service yet: {b}"
     );
-    p.ok(&[
-        "services",
-        "add-iam-policy-binding",
-        "api",
-        "--member",
-        "serviceAccount:compute@default.iam.pier.localhost",
-        "--role",
-        "roles/run.invoker",
-    ]);
+    let_the_site_invoke(&p, "api");
     let b = eventually(10, "the site allowed to invoke api", || {
         let (s, b, _) = call(
             &p,
@@ -356,15 +361,7 @@ fn a_rewrite_carries_websockets_to_a_private_service() {
         "--command",
         &format!("exec python3 {}", server.display()),
     ]);
-    p.ok(&[
-        "services",
-        "add-iam-policy-binding",
-        "ws",
-        "--member",
-        "serviceAccount:compute@default.iam.pier.localhost",
-        "--role",
-        "roles/run.invoker",
-    ]);
+    let_the_site_invoke(&p, "ws");
     let project = tempfile::tempdir().unwrap();
     let root = project.path();
     write(
@@ -548,15 +545,7 @@ finally:
 fn a_single_page_application_routes_and_calls_its_api_in_a_real_browser() {
     let p = Pier::start(&[]);
     p.deploy_hello("api", &[]);
-    p.ok(&[
-        "services",
-        "add-iam-policy-binding",
-        "api",
-        "--member",
-        "serviceAccount:compute@default.iam.pier.localhost",
-        "--role",
-        "roles/run.invoker",
-    ]);
+    let_the_site_invoke(&p, "api");
     let project = tempfile::tempdir().unwrap();
     let root = project.path();
     write(root, "firebase.json", FIREBASE_JSON);
@@ -649,23 +638,6 @@ fn count_of(p: &Pier, url: &str, path: &str, auth: &[&str]) -> usize {
         .unwrap_or(0)
 }
 
-fn instances(p: &Pier, service: &str) -> usize {
-    let revs: serde_json::Value = serde_json::from_str(&p.ok(&[
-        "revisions",
-        "list",
-        "--service",
-        service,
-        "--format",
-        "json",
-    ]))
-    .unwrap();
-    revs.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["instances"].as_array().unwrap().len())
-        .sum()
-}
-
 #[test]
 fn the_edge_cache_keeps_what_rewrites_may_share_and_nothing_else() {
     let p = Pier::start(&["--scale-to-zero-grace", "1s"]);
@@ -678,15 +650,7 @@ fn the_edge_cache_keeps_what_rewrites_may_share_and_nothing_else() {
         "--command",
         &format!("exec python3 {}", script.display()),
     ]);
-    p.ok(&[
-        "services",
-        "add-iam-policy-binding",
-        "api",
-        "--member",
-        "serviceAccount:compute@default.iam.pier.localhost",
-        "--role",
-        "roles/run.invoker",
-    ]);
+    let_the_site_invoke(&p, "api");
     let project = tempfile::tempdir().unwrap();
     let root = project.path();
     write(

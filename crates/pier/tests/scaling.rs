@@ -5,23 +5,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-fn instances(pier: &Pier, service: &str) -> usize {
-    let revs: serde_json::Value = serde_json::from_str(&pier.ok(&[
-        "revisions",
-        "list",
-        "--service",
-        service,
-        "--format",
-        "json",
-    ]))
-    .unwrap();
-    revs.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["instances"].as_array().unwrap().len())
-        .sum()
-}
-
 #[test]
 fn idle_services_scale_to_zero_and_cold_start_again() {
     let pier = Pier::start(&["--scale-to-zero-grace", "1s"]);

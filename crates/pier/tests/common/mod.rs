@@ -736,3 +736,21 @@ async def main():
             print(await ws.recv())
 asyncio.run(main())
 "#;
+
+/// How many instances a service's revisions have now.
+pub fn instances(pier: &Pier, service: &str) -> usize {
+    let revs: serde_json::Value = serde_json::from_str(&pier.ok(&[
+        "revisions",
+        "list",
+        "--service",
+        service,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    revs.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["instances"].as_array().unwrap().len())
+        .sum()
+}
