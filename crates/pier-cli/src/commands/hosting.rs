@@ -57,9 +57,10 @@ pub enum HostingCommand {
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
     /// Drop what the edge cache holds for a site or a service under a path.
+    #[command(group = clap::ArgGroup::new("target").required(true).args(["site", "service"]))]
     Invalidate {
         /// The site.
-        #[arg(long, required_unless_present = "service", conflicts_with = "service")]
+        #[arg(long)]
         site: Option<String>,
         /// The service.
         #[arg(long)]
@@ -174,8 +175,16 @@ pub enum SitesCommand {
     },
 }
 
-/// A channel's life: `30m`, `12h`, `7d`, `2w` (Firebase's units, and seconds).
+/// A channel's life: `30m`, `12h`, `7d`, `2w` (Firebase's units, and seconds), at most 30 days.
 pub fn parse_expires(s: &str) -> Result<u64> {
+    let secs = parse_life(s)?;
+    if secs > pier_model::hosting::MAX_CHANNEL_TTL_SECS {
+        bail!("--expires {s}: a preview channel lives at most 30 days; use --expires 30d or less");
+    }
+    Ok(secs)
+}
+
+fn parse_life(s: &str) -> Result<u64> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
@@ -220,7 +229,18 @@ fn hosting_entry(doc: &Value, site: Option<&str>, file: &Path) -> Result<(Value,
             .iter()
             .find(|e| name_of(e).as_deref() == Some(s))
             .or_else(|| (entries.len() == 1).then(|| &entries[0]))
-            .ok_or_else(|| anyhow!("{} has no hosting entry for site {s}", file.display()))?,
+            .ok_or_else(|| {
+                let names: Vec<String> = entries.iter().filter_map(|e| name_of(e)).collect();
+                anyhow!(
+                    "{} has no hosting entry for site {s}; its entries name: {}",
+                    file.display(),
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                )
+            })?,
         None if entries.len() == 1 => &entries[0],
         None => bail!(
             "{} has {} hosting entries: choose one with --site",
@@ -287,8 +307,12 @@ async fn deploy(
     channel: &str,
     ttl_seconds: Option<u64>,
 ) -> Result<ReleaseView> {
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
+    let text = std::fs::read_to_string(&args.config).with_context(|| {
+        format!(
+            "reading {} (name your firebase.json with --config FILE)",
+            args.config.display()
+        )
+    })?;
     let doc: Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", args.config.display()))?;
     let (mut entry, site) = hosting_entry(&doc, args.site.as_deref(), &args.config)?;
@@ -298,7 +322,11 @@ async fn deploy(
     let public = obj
         .remove("public")
         .and_then(|v| v.as_str().map(str::to_owned))
-        .ok_or_else(|| anyhow!("the hosting entry of site {site} has no `public` folder"))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "the hosting entry of site {site} has no `public` folder: add the folder of your built files, as \"public\": \"dist\""
+            )
+        })?;
     let mut ignore = Vec::new();
     if let Some(list) = obj.remove("ignore") {
         for g in list
@@ -358,8 +386,9 @@ async fn deploy(
         .filter_map(|d| by_digest.get(d).map(|f| f.2))
         .sum();
     eprintln!(
-        "Uploading {} files ({} new, {})...",
+        "Uploading {} file{} ({} new, {})...",
         on_disk.len(),
+        if on_disk.len() == 1 { "" } else { "s" },
         created.missing.len(),
         human_bytes(new_bytes)
     );
@@ -468,6 +497,11 @@ pub async fn run(ctx: &Ctx, cmd: HostingCommand) -> Result<()> {
                 bail!("`live` is not a preview channel: use `pier hosting deploy`");
             }
             let ttl = expires.as_deref().map(parse_expires).transpose()?;
+            if channel.parse::<pier_model::ServiceName>().is_err() {
+                bail!(
+                    "channel name {channel:?} is not valid: use lowercase letters, digits and single hyphens, starting with a letter (as pr-42)"
+                );
+            }
             let r = deploy(ctx, &args, &channel, ttl).await?;
             print_release(ctx, &r)
         }
@@ -628,6 +662,12 @@ mod tests {
         assert_eq!(parse_expires("7d").unwrap(), 7 * 86400);
         assert_eq!(parse_expires("12h").unwrap(), 12 * 3600);
         assert!(parse_expires("7").is_err());
+        assert!(
+            parse_expires("31d")
+                .unwrap_err()
+                .to_string()
+                .contains("30d")
+        );
         assert!(parse_expires("1y").is_err());
     }
 

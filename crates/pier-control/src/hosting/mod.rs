@@ -67,8 +67,10 @@ const MAX_FILES: usize = 100_000;
 /// Site and channel names follow service names (lowercase letters, digits, single hyphens), so
 /// `SITE--CHANNEL` in a preview's host is never ambiguous.
 fn check_name(what: &str, name: &str) -> Result<ServiceName> {
-    name.parse().map_err(|e: pier_model::NameError| {
-        ControlError::Invalid(format!("{what} name {name:?}: {e}"))
+    name.parse().map_err(|_: pier_model::NameError| {
+        ControlError::Invalid(format!(
+            "{what} name {name:?} is not valid: use lowercase letters, digits and single hyphens, starting with a letter (as pr-42)"
+        ))
     })
 }
 
@@ -90,9 +92,9 @@ fn check_path(path: &str) -> Result<()> {
     }
 }
 
-/// Cloud CDN's invalidation paths: `/x/*` or an exact path.
+/// Cloud CDN's invalidation paths: `/x/*` (`*` only as the last segment) or an exact path.
 fn check_cache_path(path: &str) -> Result<()> {
-    if !path.starts_with('/') || path.strip_suffix('*').unwrap_or(path).contains('*') {
+    if !path.starts_with('/') || path.strip_suffix("/*").unwrap_or(path).contains('*') {
         return Err(ControlError::Invalid(format!(
             "--path {path:?}: give a path starting with /, exact or ending with /* (Cloud CDN's rules)"
         )));
@@ -501,6 +503,15 @@ impl Platform {
         let releases = self
             .db(move |st| {
                 st.site(&p, &s)?;
+                if !st
+                    .site_channels(Some(&p), Some(&s))?
+                    .iter()
+                    .any(|ch| ch.name == c)
+                {
+                    return Err(pier_store::StoreError::NotFound(format!(
+                        "site {s} has no channel {c}: `pier hosting channel list --site {s}` shows them"
+                    )));
+                }
                 st.site_releases(&p, &s, &c)
             })
             .await?;
