@@ -40,7 +40,10 @@ struct Head {
 /// The disk tier.
 pub(crate) struct Disk {
     index: moka::sync::Cache<Key, Arc<DiskFile>>,
-    tx: std::sync::mpsc::SyncSender<(Key, Arc<Stored>)>,
+    tx: std::sync::mpsc::SyncSender<(Key, Arc<Stored>, u64)>,
+    /// Invalidations so far: a spill from before the latest one is not written (it might hold what
+    /// was just invalidated). Held while an invalidation runs and while a file enters the index.
+    generation: Arc<std::sync::Mutex<u64>>,
 }
 
 impl Disk {
@@ -53,16 +56,24 @@ impl Disk {
             .weigher(|_, f: &Arc<DiskFile>| u32::try_from(f.size).unwrap_or(u32::MAX))
             .support_invalidation_closures()
             .build();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Key, Arc<Stored>)>(256);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Key, Arc<Stored>, u64)>(256);
         let writer_index = index.clone();
+        let generation = Arc::new(std::sync::Mutex::new(0u64));
+        let writer_generation = generation.clone();
         let seq = AtomicU64::new(0);
         std::thread::Builder::new()
             .name("pier-cache-disk".into())
             .spawn(move || {
-                for (key, stored) in rx {
+                for (key, stored, spilled_at) in rx {
                     let path = dir.join(format!("{:016x}", seq.fetch_add(1, Ordering::Relaxed)));
                     match write(&path, &stored) {
-                        Ok(size) => writer_index.insert(key, Arc::new(DiskFile { path, size })),
+                        Ok(size) => {
+                            let file = Arc::new(DiskFile { path, size });
+                            let now = writer_generation.lock().unwrap_or_else(|p| p.into_inner());
+                            if *now == spilled_at {
+                                writer_index.insert(key, file);
+                            }
+                        }
                         Err(e) => {
                             let _ = std::fs::remove_file(&path);
                             tracing::warn!("the cache's disk tier could not write an answer: {e}");
@@ -70,12 +81,17 @@ impl Disk {
                     }
                 }
             })?;
-        Ok(Arc::new(Self { index, tx }))
+        Ok(Arc::new(Self {
+            index,
+            tx,
+            generation,
+        }))
     }
 
     /// Hands an answer evicted from memory to the writer (dropped if it is busy).
     pub(crate) fn spill(&self, key: Key, stored: Arc<Stored>) {
-        let _ = self.tx.try_send((key, stored));
+        let at = *self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self.tx.try_send((key, stored, at));
     }
 
     /// Whether the tier holds `key`.
@@ -97,10 +113,14 @@ impl Disk {
     }
 
     pub(crate) fn remove(&self, key: &Key) {
+        let mut g = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        *g += 1;
         self.index.invalidate(key);
     }
 
     pub(crate) fn invalidate_if(&self, f: impl Fn(&Key) -> bool + Send + Sync + 'static) {
+        let mut g = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        *g += 1;
         if let Err(e) = self.index.invalidate_entries_if(move |k, _| f(k)) {
             tracing::error!("invalidating the cache's disk tier failed: {e}");
         }
