@@ -287,11 +287,6 @@ fn list_files(public: &Path, ignore: &[Pattern]) -> Result<BTreeMap<String, Path
     Ok(out)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn human_bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / (1u64 << 20) as f64),
@@ -362,7 +357,7 @@ async fn deploy(
     let mut by_digest: BTreeMap<String, (String, PathBuf, u64)> = BTreeMap::new();
     for (path, file) in &on_disk {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let digest = sha256_hex(&bytes);
+        let digest = pier_hosting::files::digest_of(&bytes);
         by_digest
             .entry(digest.clone())
             .or_insert_with(|| (path.clone(), file.clone(), bytes.len() as u64));

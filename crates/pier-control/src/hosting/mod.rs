@@ -103,13 +103,7 @@ fn check_cache_path(path: &str) -> Result<()> {
 }
 
 fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
+    crate::domains::rfc3339(UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64))
 }
 
 fn now_unix() -> i64 {
