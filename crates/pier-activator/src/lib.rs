@@ -146,6 +146,8 @@ pub struct Activator {
     pools: Mutex<HashMap<PoolKey, Arc<RevisionPool>>>,
     /// Set by [`Activator::shutdown`] under the pools' lock: no pool is made after it.
     closed: std::sync::atomic::AtomicBool,
+    /// Where pools get their metric handles, once the server keeps metrics.
+    metrics: OnceLock<Arc<pier_metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Activator {
@@ -165,6 +167,7 @@ impl Activator {
             hooks: None,
             pools: Mutex::new(HashMap::new()),
             closed: Default::default(),
+            metrics: OnceLock::new(),
         })
     }
 
@@ -180,7 +183,16 @@ impl Activator {
             hooks: Some(hooks),
             pools: Mutex::new(HashMap::new()),
             closed: Default::default(),
+            metrics: OnceLock::new(),
         })
+    }
+
+    /// Records pools' metrics into `metrics` (pools made from now on), and reports their live state
+    /// at each scrape. Once per activator; a second call is ignored.
+    pub fn keep_metrics(self: &Arc<Self>, metrics: Arc<pier_metrics::Metrics>) {
+        if self.metrics.set(metrics.clone()).is_ok() {
+            metrics.add_source(Arc::new(Live(Arc::downgrade(self))));
+        }
     }
 
     fn pools(&self) -> MutexGuard<'_, HashMap<PoolKey, Arc<RevisionPool>>> {
@@ -223,6 +235,10 @@ impl Activator {
             return Ok(p.clone());
         }
         let runtime = self.runtimes.runtime_for(&template)?;
+        let metrics = self
+            .metrics
+            .get()
+            .map(|m| m.revision(project.as_str(), service.as_str(), revision.as_str()));
         let pool = RevisionPool::new(
             project.clone(),
             service.clone(),
@@ -233,6 +249,7 @@ impl Activator {
             runtime,
             self.hooks.clone(),
             self.config.clone(),
+            metrics,
         );
         pools.insert(key, pool.clone());
         Ok(pool)
@@ -243,6 +260,9 @@ impl Activator {
         let pool = self.pools().remove(key);
         if let Some(pool) = pool {
             pool.close().await;
+            if let (Some(metrics), Some(m)) = (self.metrics.get(), pool.metrics()) {
+                metrics.forget(m.labels());
+            }
         }
     }
 
@@ -261,6 +281,20 @@ impl Activator {
         };
         let closes = pools.into_iter().map(|p| async move { p.close().await });
         futures_join_all(closes).await;
+    }
+}
+
+/// The pools' state at scrape time (held weakly: the activator owns the metrics' source, not the
+/// other way round).
+struct Live(std::sync::Weak<Activator>);
+
+impl pier_metrics::LiveSource for Live {
+    fn revisions(&self) -> Vec<pier_metrics::LiveRevision> {
+        let Some(a) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        let pools: Vec<Arc<RevisionPool>> = a.pools().values().cloned().collect();
+        pools.iter().map(|p| p.live()).collect()
     }
 }
 

@@ -83,6 +83,8 @@ struct PoolState {
     next_start: Option<Instant>,
     last_failure: Option<String>,
     last_exit: Option<InstanceExitView>,
+    /// The most requests one instance had in flight since the metrics last read it.
+    peak: u32,
 }
 
 /// The pool of one revision.
@@ -100,6 +102,8 @@ pub struct RevisionPool {
     drained: Notify,
     /// Counters for `describe` and benchmarks.
     pub stats: PoolStats,
+    /// The revision's metric handles, when the server keeps metrics.
+    metrics: Option<Arc<pier_metrics::RevisionMetrics>>,
 }
 
 impl std::fmt::Debug for RevisionPool {
@@ -161,6 +165,7 @@ impl RevisionPool {
         runtime: Arc<dyn Runtime>,
         hooks: Option<Arc<dyn InstanceHooks>>,
         config: ActivatorConfig,
+        metrics: Option<Arc<pier_metrics::RevisionMetrics>>,
     ) -> Arc<Self> {
         let pool = Arc::new(Self {
             project,
@@ -185,10 +190,12 @@ impl RevisionPool {
                 next_start: None,
                 last_failure: None,
                 last_exit: None,
+                peak: 0,
             }),
             wake: Notify::new(),
             drained: Notify::new(),
             stats: PoolStats::default(),
+            metrics,
         });
         tokio::spawn(scaler(Arc::downgrade(&pool)));
         pool
@@ -224,8 +231,14 @@ impl RevisionPool {
         }
     }
 
+    /// The revision's metric handles, if the server keeps metrics.
+    pub fn metrics(&self) -> Option<&Arc<pier_metrics::RevisionMetrics>> {
+        self.metrics.as_ref()
+    }
+
     /// Gets a slot, waiting (until `deadline`) for one to free up or for a new instance to start.
     pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Lease, AcquireError> {
+        let since = Instant::now();
         let rx = {
             let mut st = self.lock();
             if st.closed {
@@ -246,11 +259,15 @@ impl RevisionPool {
             rx
         };
         self.wake.notify_one();
-        match tokio::time::timeout_at(deadline.into(), rx).await {
+        let result = match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(AcquireError::Closed),
             Err(_) => Err(AcquireError::Timeout),
+        };
+        if let Some(m) = &self.metrics {
+            m.waited(since.elapsed());
         }
+        result
     }
 
     /// Picks the ready instance with the fewest requests in flight that has a free slot.
@@ -262,8 +279,10 @@ impl RevisionPool {
             .filter(|e| e.state == InstanceState::Ready && e.in_flight < limit)
             .min_by_key(|e| e.in_flight)?;
         best.in_flight += 1;
+        let in_flight = best.in_flight;
         let slot = best.slot.clone();
         st.in_flight += 1;
+        st.peak = st.peak.max(in_flight);
         Some(Lease {
             pool: self.clone(),
             slot,
@@ -348,6 +367,37 @@ impl RevisionPool {
                 .count() as u32
     }
 
+    /// The pool's state for a metrics scrape (resets the peak concurrency).
+    pub fn live(&self) -> pier_metrics::LiveRevision {
+        let (mut live, instances) = {
+            let mut st = self.lock();
+            let mut live = pier_metrics::LiveRevision {
+                labels: self.metrics.as_ref().map(|m| m.labels().clone()),
+                starting: st.starting,
+                pending: st.waiters.len() as u32,
+                peak_concurrency: std::mem::take(&mut st.peak),
+                ..Default::default()
+            };
+            let mut instances = Vec::new();
+            for e in &st.entries {
+                match (e.state, e.in_flight) {
+                    (InstanceState::Ready, 0) => live.idle += 1,
+                    (InstanceState::Ready, _) => live.active += 1,
+                    _ => {}
+                }
+                instances.push(e.slot.instance.clone());
+            }
+            (live, instances)
+        };
+        for i in instances {
+            if let Some(u) = i.usage() {
+                live.cpu_seconds += u.cpu_seconds;
+                live.memory_bytes += u.memory_bytes;
+            }
+        }
+        live
+    }
+
     /// Requests waiting for a slot.
     pub fn queued(&self) -> usize {
         self.lock().waiters.len()
@@ -428,7 +478,26 @@ impl RevisionPool {
             self.start_failed(&msg);
             return Err((msg, tail));
         }
-        let micros = begin.elapsed().as_micros() as u64;
+        let took = begin.elapsed();
+        let micros = took.as_micros() as u64;
+        if let Some(m) = &self.metrics {
+            m.startup(pier_metrics::StartupPhase::Total, took);
+            let mut before_runtime = Duration::ZERO;
+            let times = instance.startup_times();
+            for (phase, t) in [
+                (pier_metrics::StartupPhase::ImageRoot, times.image_root),
+                (pier_metrics::StartupPhase::Bundle, times.bundle),
+            ] {
+                if let Some(t) = t {
+                    m.startup(phase, t);
+                    before_runtime += t;
+                }
+            }
+            m.startup(
+                pier_metrics::StartupPhase::Runtime,
+                took.saturating_sub(before_runtime),
+            );
+        }
         self.stats.started.fetch_add(1, Ordering::Relaxed);
         self.stats
             .startup_micros
@@ -665,6 +734,13 @@ impl RevisionPool {
             }
             let n = d.desired - current;
             st.starting += n;
+            if let Some(m) = &self.metrics
+                && !st.waiters.is_empty()
+            {
+                for _ in 0..n.min(st.waiters.len() as u32) {
+                    m.cold_start();
+                }
+            }
             drop(st);
             tracing::debug!(revision = %self.revision, from = current, to = d.desired, reason = ?d.reason, "scaling up");
             for _ in 0..n {

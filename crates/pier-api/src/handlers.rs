@@ -94,6 +94,7 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/info", get(info))
+        .route("/v1/metrics", get(metrics))
         .route("/v1/projects/{project}/services", get(list_services))
         .route(
             "/v1/projects/{project}/services/{service}",
@@ -118,6 +119,35 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 /// Server version, domain, ports and CA path.
+/// The server's metrics in Prometheus' text format (the same as `--metrics-addr` serves), for
+/// callers who may read every service (`run.services.get` on the installation: a viewer there).
+#[utoipa::path(get, path = "/v1/metrics", tag = "server",
+    responses((status = 200, body = String, content_type = "application/openmetrics-text"),
+        (status = 403, body = pier_model::api::ErrorBody), (status = 404, body = pier_model::api::ErrorBody)))]
+pub(crate) async fn metrics(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Response, ApiError> {
+    require(&s, &who, Permission::ServicesGet, Resource::Installation).map_err(|_| {
+        ApiError::forbidden(format!(
+            "{who} may not read the server's metrics: they cover every project. An owner can grant roles/run.viewer on the installation (`pier installation add-iam-policy-binding --member={who} --role=roles/run.viewer`)"
+        ))
+    })?;
+    let Some(m) = s.metrics.clone() else {
+        return Err(ApiError::not_found(
+            "this server keeps no metrics (it runs with --metrics-addr off)",
+        ));
+    };
+    let text = tokio::task::spawn_blocking(move || m.render())
+        .await
+        .unwrap_or_default();
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, pier_metrics::CONTENT_TYPE)],
+        text,
+    )
+        .into_response())
+}
+
 #[utoipa::path(get, path = "/v1/info", tag = "server",
     responses((status = 200, body = ServerInfo)))]
 pub(crate) async fn info(State(s): State<AppState>) -> axum::Json<ServerInfo> {
@@ -401,12 +431,49 @@ pub(crate) struct LogParams {
     revision: Option<String>,
     /// Only this instance.
     instance: Option<String>,
+    /// Which logs: `app` (the default: the instances' lines), `requests` (the request log) or `all`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    kind: Option<String>,
+    /// Only entries since this time: RFC 3339 (`2026-12-01T10:00:00Z`) or a duration back from now
+    /// (`10m`, `2h`, `30s`, `1d`).
+    since: Option<String>,
+    /// Only entries of this severity or above (`DEFAULT` .. `EMERGENCY`, Cloud Logging's).
+    severity: Option<String>,
     /// Keep the response open and stream new lines (NDJSON).
     #[serde(default)]
     follow: bool,
 }
 
-/// A service's instance logs, oldest first; with `follow=true`, an NDJSON stream that stays open.
+/// `since` as the timestamps of log entries are written (so that they compare as text).
+fn parse_since(s: &str) -> Result<String, ApiError> {
+    let bad = || {
+        ApiError::invalid(format!(
+            "since={s:?}: use an RFC 3339 time (2026-12-01T10:00:00Z) or a duration back from now (30s, 10m, 2h, 1d)"
+        ))
+    };
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok(pier_runtime::logs::format_time(t.into()));
+    }
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad()),
+    };
+    let at = std::time::SystemTime::now()
+        .checked_sub(std::time::Duration::from_secs(secs))
+        .ok_or_else(bad)?;
+    Ok(pier_runtime::logs::format_time(at))
+}
+
+/// A service's logs (instances' lines, its request log, or both), oldest first; with `follow=true`, an
+/// NDJSON stream that stays open.
 #[utoipa::path(get, path = "/v1/projects/{project}/services/{service}/logs", tag = "services",
     params(("project" = String, Path), ("service" = String, Path), LogParams),
     responses((status = 200, body = Vec<LogEntry>), (status = 404, body = pier_model::api::ErrorBody)))]
@@ -428,13 +495,35 @@ pub(crate) async fn logs(
         .map(str::parse::<RevisionName>)
         .transpose()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let kind: pier_model::logs::LogKind = q
+        .kind
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(ApiError::invalid)?
+        .unwrap_or_default();
+    let severity = q
+        .severity
+        .as_deref()
+        .map(str::parse::<pier_model::logs::Severity>)
+        .transpose()
+        .map_err(ApiError::invalid)?;
     let query = LogQuery {
-        revision: revision.clone(),
+        revision,
         instance: q.instance.clone(),
         limit: q.limit.unwrap_or(100).min(10_000),
+        since: q.since.as_deref().map(parse_since).transpose()?,
+        severity,
     };
-    let live = s.platform.log_store().subscribe();
-    let lines = s.platform.logs(&project, &service, query.clone()).await?;
+    let app_live =
+        (kind != pier_model::logs::LogKind::Requests).then(|| s.platform.log_store().subscribe());
+    let request_live = (kind != pier_model::logs::LogKind::App)
+        .then(|| s.platform.request_log_store().map(|r| r.subscribe()))
+        .flatten();
+    let lines = s
+        .platform
+        .logs(&project, &service, query.clone(), kind)
+        .await?;
     if !q.follow {
         return Ok(axum::Json(lines).into_response());
     }
@@ -448,39 +537,49 @@ pub(crate) async fn logs(
         .map(|l| l.timestamp.clone())
         .unwrap_or_default();
     let filter = move |p: &pier_model::ProjectName, svc: &ServiceName, e: &LogEntry| {
-        *p == project
-            && *svc == service
-            && e.timestamp > last_ts
-            && revision.as_ref().is_none_or(|r| r.as_str() == e.revision)
-            && q.instance.as_ref().is_none_or(|i| *i == e.instance)
+        *p == project && *svc == service && e.timestamp > last_ts && query.matches(e)
     };
+    // New lines from either log, as they come.
+    let live = futures_util::stream::select(log_stream(app_live), log_stream(request_live));
     let stream = futures_util::stream::unfold(
-        (Some(first), live, filter),
+        (Some(first), Box::pin(live), filter),
         |(first, mut live, filter)| async move {
+            use futures_util::StreamExt;
             if let Some(first) = first
                 && !first.is_empty()
             {
                 return Some((Ok::<_, std::io::Error>(first), (None, live, filter)));
             }
-            loop {
-                match live.recv().await {
-                    Ok(item) => {
-                        let (p, svc, e) = &*item;
-                        if filter(p, svc, e) {
-                            let line = serde_json::to_string(e).unwrap_or_default() + "\n";
-                            return Some((Ok(line), (None, live, filter)));
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => return None,
+            while let Some(item) = live.next().await {
+                let (p, svc, e) = &*item;
+                if filter(p, svc, e) {
+                    let line = serde_json::to_string(e).unwrap_or_default() + "\n";
+                    return Some((Ok(line), (None, live, filter)));
                 }
             }
+            None
         },
     );
     Ok(Response::builder()
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+/// A log store's live lines as a stream (lines missed by a slow reader are skipped); none without one.
+fn log_stream(
+    rx: Option<tokio::sync::broadcast::Receiver<pier_runtime::logs::LiveLine>>,
+) -> impl futures_util::Stream<Item = pier_runtime::logs::LiveLine> {
+    futures_util::stream::unfold(rx, |rx| async move {
+        let mut rx = rx?;
+        loop {
+            match rx.recv().await {
+                Ok(item) => return Some((item, Some(rx))),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    })
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

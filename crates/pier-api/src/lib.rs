@@ -95,6 +95,8 @@ pub struct AppState {
     pub auth: Arc<dyn Authenticator>,
     /// What `/v1/info` says.
     pub info: Arc<ServerInfo>,
+    /// The server's metrics, when it keeps them (`GET /v1/metrics`).
+    pub metrics: Option<Arc<pier_metrics::Metrics>>,
 }
 
 async fn require_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {

@@ -80,7 +80,9 @@ async fn api() -> Api {
             http_port: 8080,
             ca_path: String::new(),
             run_dir: String::new(),
+            metrics_url: None,
         }),
+        metrics: Some(pier_metrics::Metrics::new()),
     };
     Api {
         _dir: dir,

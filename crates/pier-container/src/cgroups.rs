@@ -66,6 +66,52 @@ impl MemoryController {
     }
 }
 
+/// The v1 hierarchy that carries `cpuacct`, if any (read once from `/proc/self/mountinfo`).
+fn cpuacct_mount() -> Option<&'static Path> {
+    static MOUNT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    MOUNT
+        .get_or_init(|| {
+            let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+            info.lines().find_map(|line| {
+                let (left, right) = line.split_once(" - ")?;
+                let mut fields = right.split_whitespace();
+                (fields.next() == Some("cgroup")
+                    && fields.nth(1)?.split(',').any(|o| o == "cpuacct"))
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+            })
+        })
+        .as_deref()
+}
+
+/// CPU and memory use of the container whose cgroup is `path` (`/parent/instance`): v1's `cpuacct.usage`
+/// and `memory.usage_in_bytes`, or v2's `cpu.stat` and `memory.current` on a unified machine.
+pub fn usage(memory: Option<&MemoryController>, path: &str) -> Option<pier_runtime::Usage> {
+    let rel = path.trim_start_matches('/');
+    let num = |p: PathBuf| fs::read_to_string(p).ok()?.trim().parse::<u64>().ok();
+    let (cpu, mem) = match memory? {
+        MemoryController::V1(m) => (
+            cpuacct_mount()
+                .and_then(|c| num(c.join(rel).join("cpuacct.usage")))
+                .map(|ns| ns as f64 / 1e9),
+            num(m.join(rel).join("memory.usage_in_bytes")),
+        ),
+        MemoryController::V2(m) => (
+            fs::read_to_string(m.join(rel).join("cpu.stat"))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
+                })
+                .map(|us| us as f64 / 1e6),
+            num(m.join(rel).join("memory.current")),
+        ),
+    };
+    (cpu.is_some() || mem.is_some()).then(|| pier_runtime::Usage {
+        cpu_seconds: cpu.unwrap_or(0.0),
+        memory_bytes: mem.unwrap_or(0),
+    })
+}
+
 /// Removes the (empty) cgroup directories under `parent` in every hierarchy, deepest first, and
 /// `parent` itself when `and_parent` (at shutdown; at start, gen1's groups were just made there).
 pub fn remove_under(parent: &str, and_parent: bool) {

@@ -423,6 +423,8 @@ impl Runtime for ContainerRuntime {
         }
 
         let (exit_tx, exit_rx) = watch::channel(None);
+        let (usage_cg, usage_memory, usage_path) =
+            (gvisor_cg.clone(), self.memory.clone(), cgroup.clone());
         let stopping = Arc::new(AtomicBool::new(false));
         let oom_killed = Arc::new(AtomicBool::new(false));
         let oom_kills = {
@@ -492,6 +494,14 @@ impl Runtime for ContainerRuntime {
             exit: exit_rx,
             log,
             stopping,
+            times: pier_runtime::StartupTimes {
+                image_root: Some(image_ready),
+                bundle: Some(prepared - image_ready),
+            },
+            usage: Box::new(move || match &usage_cg {
+                Some(cg) => cg.usage(),
+                None => cgroups::usage(usage_memory.as_ref(), &usage_path),
+            }),
         }))
     }
 
@@ -540,10 +550,21 @@ struct ContainerInstance {
     exit: watch::Receiver<Option<ExitReason>>,
     log: InstanceLog,
     stopping: Arc<AtomicBool>,
+    times: pier_runtime::StartupTimes,
+    /// Reads the container's cgroups (Pier's own for gen1, the runtime's for gen2).
+    usage: Box<dyn Fn() -> Option<pier_runtime::Usage> + Send + Sync>,
 }
 
 #[async_trait]
 impl Instance for ContainerInstance {
+    fn startup_times(&self) -> pier_runtime::StartupTimes {
+        self.times
+    }
+
+    fn usage(&self) -> Option<pier_runtime::Usage> {
+        (self.usage)()
+    }
+
     fn id(&self) -> &pier_model::InstanceId {
         &self.id
     }

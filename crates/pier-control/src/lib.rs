@@ -111,6 +111,8 @@ pub struct Platform {
     routes: RoutePublisher,
     admission: Arc<dyn Filter>,
     logs: Arc<LogStore>,
+    /// The gateway's request log, when the server keeps one (see [`Platform::keep_request_logs`]).
+    request_logs: std::sync::OnceLock<Arc<LogStore>>,
     scheme: UrlScheme,
     identity: Arc<IdentityService>,
     changes: watch::Sender<u64>,
@@ -185,6 +187,7 @@ impl Platform {
             routes,
             admission,
             logs,
+            request_logs: std::sync::OnceLock::new(),
             scheme,
             identity,
             changes: watch::channel(0).0,

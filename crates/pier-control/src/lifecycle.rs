@@ -44,6 +44,9 @@ impl Platform {
                 .await;
         }
         self.logs.remove(project, name);
+        if let Some(requests) = self.request_logs.get() {
+            requests.remove(project, name);
+        }
         self.identity.blocking(|id| id.reload()).await?;
         // Its mapped domains stop asking for certificates (they say RouteMissing).
         self.check_domains().await?;

@@ -1,6 +1,7 @@
 //! What the API shows of services and revisions: their URLs, traffic status and conditions.
 
 use super::*;
+use pier_model::logs::LogKind;
 
 impl Platform {
     pub(crate) fn url_for(&self, svc: &ServiceRecord, hash: &str) -> String {
@@ -228,21 +229,57 @@ impl Platform {
         project: &ProjectName,
         service: &ServiceName,
         query: LogQuery,
+        kind: LogKind,
     ) -> Result<Vec<LogEntry>> {
         let (p, n) = (project.clone(), service.clone());
         if self.db(move |s| s.service(&p, &n)).await?.is_none() {
             return Err(not_found_service(project, service));
         }
-        let logs = self.logs.clone();
+        let mut stores = Vec::new();
+        if kind != LogKind::Requests {
+            stores.push(self.logs.clone());
+        }
+        if kind != LogKind::App {
+            match self.request_logs.get() {
+                Some(r) => stores.push(r.clone()),
+                None if kind == LogKind::Requests => {
+                    return Err(ControlError::Invalid(
+                        "this server keeps no request log (it runs with --request-log off)".into(),
+                    ));
+                }
+                None => {}
+            }
+        }
         let (p, n) = (project.clone(), service.clone());
-        tokio::task::spawn_blocking(move || logs.read(&p, &n, &query))
-            .await
-            .map_err(|e| ControlError::Internal(e.to_string()))?
-            .map_err(|e| ControlError::Internal(format!("reading logs: {e}")))
+        tokio::task::spawn_blocking(move || {
+            let mut all = Vec::new();
+            for store in stores {
+                all.extend(store.read(&p, &n, &query)?);
+            }
+            // Both files are in time order; merged, the newest `limit` are kept.
+            all.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
+            if query.limit > 0 && all.len() > query.limit {
+                all.drain(..all.len() - query.limit);
+            }
+            Ok::<_, std::io::Error>(all)
+        })
+        .await
+        .map_err(|e| ControlError::Internal(e.to_string()))?
+        .map_err(|e| ControlError::Internal(format!("reading logs: {e}")))
     }
 
     /// The log store (for following logs live).
     pub fn log_store(&self) -> &Arc<LogStore> {
         &self.logs
+    }
+
+    /// The request log's store, if the server keeps one.
+    pub fn request_log_store(&self) -> Option<&Arc<LogStore>> {
+        self.request_logs.get()
+    }
+
+    /// Reads (and follows) the gateway's request log from `store` too. Once; later calls are ignored.
+    pub fn keep_request_logs(&self, store: Arc<LogStore>) {
+        let _ = self.request_logs.set(store);
     }
 }

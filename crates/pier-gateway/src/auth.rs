@@ -46,6 +46,7 @@ pub trait TokenVerifier: Send + Sync + 'static {
 pub struct IdentityGuard {
     tokens: Arc<dyn TokenVerifier>,
     issuer: String,
+    metrics: Option<Arc<pier_metrics::GatewayMetrics>>,
 }
 
 impl IdentityGuard {
@@ -55,7 +56,14 @@ impl IdentityGuard {
         Self {
             tokens,
             issuer: issuer.trim_end_matches('/').to_owned(),
+            metrics: None,
         }
+    }
+
+    /// Counts the tokens it checks into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<pier_metrics::GatewayMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Removes the signature of every Pier token in `req` (but `except`) that is not addressed to the
@@ -189,7 +197,14 @@ impl Filter for IdentityGuard {
                 "the Authorization header is not `Bearer <token>`",
             ));
         };
-        let verified = match self.tokens.verify(token, &access.audiences) {
+        let checked = self.tokens.verify(token, &access.audiences);
+        if let Some(m) = &self.metrics {
+            m.token(match checked {
+                Ok(_) => pier_metrics::TokenCheck::Accepted,
+                Err(_) => pier_metrics::TokenCheck::Refused,
+            });
+        }
+        let verified = match checked {
             Ok(v) => v,
             Err(e) => return Err(invalid_token(&e.to_string())),
         };

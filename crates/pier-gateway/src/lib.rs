@@ -25,6 +25,7 @@ pub mod entrance;
 pub mod error;
 pub mod headers;
 pub mod linger;
+pub mod observe;
 pub mod proxy;
 pub mod publish;
 pub mod routes;
@@ -59,6 +60,8 @@ pub struct GatewayConfig {
     pub header_read_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// What is recorded of each request (metrics, the request log); nothing by default.
+    pub telemetry: observe::Telemetry,
 }
 
 impl Default for GatewayConfig {
@@ -69,6 +72,7 @@ impl Default for GatewayConfig {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
+            telemetry: observe::Telemetry::default(),
         }
     }
 }
@@ -222,7 +226,16 @@ impl Gateway {
             let tls = tls.clone();
             let internal = internal.clone();
             let handshake_timeout = self.config.handshake_timeout;
+            let metrics = self.config.telemetry.metrics.clone();
             tokio::spawn(async move {
+                let _open = metrics
+                    .as_ref()
+                    .map(|m| m.gateway().connection(tls.is_some(), internal.is_some()));
+                let handshake = |how| {
+                    if let Some(m) = &metrics {
+                        m.gateway().handshake(how);
+                    }
+                };
                 let fwd = headers::Forwarding::for_peer(peer, scheme.proto());
                 if let Some(p) = internal {
                     let _ = fwd.internal.set(p);
@@ -242,14 +255,20 @@ impl Gateway {
                                     if s.get_ref().1.alpn_protocol()
                                         == Some(pier_tls::ACME_TLS_ALPN) =>
                                 {
+                                    handshake(pier_metrics::Handshake::Ok);
                                     return;
                                 }
-                                Ok(Ok(s)) => s,
+                                Ok(Ok(s)) => {
+                                    handshake(pier_metrics::Handshake::Ok);
+                                    s
+                                }
                                 Ok(Err(e)) => {
+                                    handshake(pier_metrics::Handshake::Failed);
                                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                                     return;
                                 }
                                 Err(_) => {
+                                    handshake(pier_metrics::Handshake::TimedOut);
                                     tracing::debug!(%peer, "TLS handshake timed out");
                                     return;
                                 }

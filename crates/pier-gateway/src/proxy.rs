@@ -32,6 +32,7 @@ use crate::error::{ProxyError, plain};
 use crate::headers::{
     Forwarding, connection_names_protected, ensure_traceparent, is_upgrade, strip_hop_by_hop,
 };
+use crate::observe::{CacheSeen, ObservedBody, Seen};
 use crate::routes::Route;
 use crate::upstream::{BodyTooLarge, Conns, RequestBody, Sender};
 
@@ -62,9 +63,13 @@ pub async fn handle(
     scheme: Scheme,
     fwd: Arc<Forwarding>,
     req: Request<Incoming>,
-) -> Result<Response<GatewayBody>, Infallible> {
+) -> Result<Response<ObservedBody>, Infallible> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
+    let mut exit = gw
+        .config
+        .telemetry
+        .start(&parts, peer.ip(), scheme.proto(), started);
     let mut body = Some(body);
     let grpc = crate::error::is_grpc(&parts.headers);
     let logged = tracing::enabled!(tracing::Level::DEBUG)
@@ -87,6 +92,7 @@ pub async fn handle(
         )
         .await
     };
+    let mut error_seen = None;
     let resp = match result {
         Ok(mut r) => {
             // Answered without reading the body (a responder's answer): the client may still be sending.
@@ -105,6 +111,10 @@ pub async fn handle(
             // unread body to its end first, so the client sees a clean answer rather than a reset
             // stream, and leave a large one unread, dropped after the response.
             let refused = matches!(e, ProxyError::Refused(_));
+            if let Some(exit) = &mut exit {
+                exit.head(0, std::mem::take(&mut routed.seen), Some(&e));
+                error_seen = Some(());
+            }
             let json = routed
                 .route
                 .as_ref()
@@ -135,7 +145,15 @@ pub async fn handle(
     if let Some((method, path)) = &logged {
         tracing::debug!(%method, %path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
     }
-    Ok(resp)
+    let (head, body) = resp.into_parts();
+    if let Some(exit) = &mut exit {
+        if error_seen.is_none() {
+            exit.head(head.status.as_u16(), std::mem::take(&mut routed.seen), None);
+        } else {
+            exit.status(head.status.as_u16());
+        }
+    }
+    Ok(Response::from_parts(head, ObservedBody::new(body, exit)))
 }
 
 /// Most bytes of an unread request body read and thrown away before an error answer.
@@ -245,6 +263,8 @@ fn is_body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
 pub(crate) struct Routed {
     pub(crate) route: Option<Arc<Route>>,
     pub(crate) headers: Option<ResponseHeaders>,
+    /// What the request's record needs (see [`crate::observe`]).
+    pub(crate) seen: Seen,
 }
 
 /// Routes and forwards one request. `hop` is 0 for a client's request and 1 for one an API route
@@ -305,6 +325,7 @@ pub(crate) async fn proxy(
         }
     };
     drop(table);
+    routed.seen.route = Some(found.clone());
     let route: &Route = routed.route.insert(found);
 
     // Connection-level headers go before anyone reads the request: what the guard checks is what the
@@ -343,19 +364,28 @@ pub(crate) async fn proxy(
     let ticket = match &cache {
         None => None,
         Some(cache) => match cache.lookup(&parts) {
-            crate::cache::Lookup::Hit(resp) => return Ok(*resp),
+            crate::cache::Lookup::Hit(resp) => {
+                routed.seen.cache = Some(CacheSeen::Hit);
+                return Ok(*resp);
+            }
             crate::cache::Lookup::Bypass => None,
             crate::cache::Lookup::Miss(t) => Some(t),
             crate::cache::Lookup::Wait(wait) => {
                 wait.await;
                 match cache.lookup(&parts) {
-                    crate::cache::Lookup::Hit(resp) => return Ok(*resp),
+                    crate::cache::Lookup::Hit(resp) => {
+                        routed.seen.cache = Some(CacheSeen::Hit);
+                        return Ok(*resp);
+                    }
                     crate::cache::Lookup::Miss(t) => Some(t),
                     _ => None,
                 }
             }
         },
     };
+    if ticket.is_some() {
+        routed.seen.cache = Some(CacheSeen::Miss);
+    }
     let result = backend(
         gw,
         peer,
@@ -364,6 +394,7 @@ pub(crate) async fn proxy(
         parts,
         body,
         &mut routed.headers,
+        &mut routed.seen,
         hop,
         host_value,
         upgrade,
@@ -395,6 +426,7 @@ async fn backend(
     mut parts: Parts,
     body: &mut Option<Incoming>,
     kept_headers: &mut Option<ResponseHeaders>,
+    seen: &mut Seen,
     hop: u8,
     host_value: HeaderValue,
     upgrade: bool,
@@ -420,6 +452,7 @@ async fn backend(
         .pick()
         .map_err(|why| ProxyError::Unavailable(why.to_owned()))?
         .clone();
+    seen.pool = Some(pool.clone());
 
     let limit = gw.config.max_request_body;
     let declared = parts
@@ -435,6 +468,7 @@ async fn backend(
     let timeout_secs = pool.template().timeout_seconds;
     let deadline = Instant::now() + Duration::from_secs(u64::from(timeout_secs));
     let lease = pool.acquire(deadline).await.map_err(ProxyError::Acquire)?;
+    seen.slot = Some(lease.slot().clone());
 
     // Rewrite the request for the instance. The app's Host is the authority the request was routed by
     // (an absolute-form target replaces the Host line, RFC 9112 §3.2.2; HTTP/2 clients send only
@@ -450,6 +484,7 @@ async fn backend(
         .to_owned();
     fwd.apply(&mut parts.headers, &authority);
     ensure_traceparent(&mut parts.headers);
+    seen.trace = parts.headers.get(crate::headers::TRACEPARENT).cloned();
     parts.headers.insert(header::HOST, host_value.clone());
     let h2 = lease.template().http2;
     if h2 {

@@ -104,6 +104,9 @@ pub struct Route {
     pub errors: ErrorStyle,
     /// The shared cache between the responders and the backend, if any.
     cache: Option<Arc<dyn crate::cache::RouteCache>>,
+    /// The service's own metric handles (requests answered before a revision is picked), resolved
+    /// when the route is published (see [`crate::observe::MetricsSubscriber`]).
+    metrics: std::sync::OnceLock<Arc<pier_metrics::RevisionMetrics>>,
 }
 
 impl std::fmt::Debug for Route {
@@ -147,6 +150,7 @@ impl Route {
             mapped_domain: false,
             errors: ErrorStyle::Plain,
             cache: None,
+            metrics: std::sync::OnceLock::new(),
         }
     }
 
@@ -164,6 +168,7 @@ impl Route {
             mapped_domain: true,
             errors: self.errors,
             cache: self.cache.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -171,6 +176,16 @@ impl Route {
     pub fn with_cache(mut self, cache: Arc<dyn crate::cache::RouteCache>) -> Self {
         self.cache = Some(cache);
         self
+    }
+
+    /// The route's own metric handles, once published with metrics kept.
+    pub fn metrics(&self) -> Option<&Arc<pier_metrics::RevisionMetrics>> {
+        self.metrics.get()
+    }
+
+    /// Sets the route's own metric handles (at publication; a second call is ignored).
+    pub fn set_metrics(&self, m: impl FnOnce() -> Arc<pier_metrics::RevisionMetrics>) {
+        self.metrics.get_or_init(m);
     }
 
     /// The route's cache, if any.
@@ -312,6 +327,11 @@ impl RouteTable {
             .keys()
             .chain(self.local.keys())
             .map(String::as_str)
+    }
+
+    /// Every routed host's route (a service's route appears once per host it serves).
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.hosts.values()
     }
 
     /// Number of hosts.

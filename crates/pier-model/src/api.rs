@@ -440,33 +440,7 @@ impl UpdateServiceRequest {
     }
 }
 
-/// Which stream a log line came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum LogStream {
-    /// The instance's standard output.
-    Stdout,
-    /// The instance's standard error.
-    Stderr,
-    /// Pier's own note about the instance (started, ready, exited, killed).
-    System,
-}
-
-/// One line an instance wrote.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LogEntry {
-    /// When Pier read it (RFC 3339, microseconds).
-    pub timestamp: String,
-    /// Instance that wrote it.
-    pub instance: String,
-    /// Its revision.
-    pub revision: String,
-    /// Stream.
-    pub stream: LogStream,
-    /// The line, without its newline.
-    pub message: String,
-}
+pub use crate::logs::{LogEntry, LogStream};
 
 /// The body of every API error, in the shape of Google APIs' errors.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -503,6 +477,9 @@ pub struct ServerInfo {
     /// Where this server mounts container roots and writes bundles (`/run/pier/INSTALLATION`).
     #[serde(default)]
     pub run_dir: String,
+    /// Where Prometheus scrapes this server's metrics (`http://ADDR:PORT/metrics`), if they are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_url: Option<String>,
 }
 
 /// A service account.

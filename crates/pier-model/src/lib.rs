@@ -10,6 +10,7 @@ pub mod end_user_auth;
 pub mod error;
 pub mod hosting;
 pub mod hosts;
+pub mod logs;
 pub mod manifest;
 pub mod names;
 pub mod probe;

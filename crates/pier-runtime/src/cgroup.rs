@@ -432,6 +432,42 @@ impl InstanceCgroup {
         }
     }
 
+    /// CPU and memory use now: v1's `cpuacct.usage` (nanoseconds) and `memory.usage_in_bytes`, or
+    /// on a unified host v2's `cpu.stat` `usage_usec` and `memory.current`.
+    pub fn usage(&self) -> Option<crate::Usage> {
+        let read = |p: PathBuf| fs::read_to_string(p).ok();
+        let v1_cpu = self
+            .v1_dir("cpuacct")
+            .and_then(|d| read(d.join("cpuacct.usage")))
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .map(|ns| ns as f64 / 1e9);
+        let v1_mem = self
+            .v1_dir("memory")
+            .and_then(|d| read(d.join("memory.usage_in_bytes")))
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        let (v2_cpu, v2_mem) = match (&self.tracking, self.unified) {
+            (Some(d), true) => (
+                read(d.join("cpu.stat")).and_then(|t| {
+                    t.lines().find_map(|l| {
+                        l.strip_prefix("usage_usec ")?
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                            .map(|us| us as f64 / 1e6)
+                    })
+                }),
+                read(d.join("memory.current")).and_then(|t| t.trim().parse::<u64>().ok()),
+            ),
+            _ => (None, None),
+        };
+        let cpu = v1_cpu.or(v2_cpu);
+        let mem = v1_mem.or(v2_mem);
+        (cpu.is_some() || mem.is_some()).then(|| crate::Usage {
+            cpu_seconds: cpu.unwrap_or(0.0),
+            memory_bytes: mem.unwrap_or(0),
+        })
+    }
+
     /// How many processes the kernel killed for going over the memory limit.
     pub fn oom_kills(&self) -> u64 {
         let file = match (self.v1_dir("memory"), &self.tracking) {

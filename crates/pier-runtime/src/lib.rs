@@ -242,6 +242,35 @@ pub trait Instance: Send + Sync + 'static {
 
     /// Stops it: SIGTERM, `grace`, then SIGKILL; returns when everything it started is gone.
     async fn stop(&self, grace: Duration);
+
+    /// How long the phases of its start before the runtime proper took (containers: the image's
+    /// root, the bundle); empty where a runtime has none.
+    fn startup_times(&self) -> StartupTimes {
+        StartupTimes::default()
+    }
+
+    /// Its CPU and memory use now, from its cgroups; `None` where they cannot be read.
+    fn usage(&self) -> Option<Usage> {
+        None
+    }
+}
+
+/// Phases of an instance's start, as a runtime measured them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartupTimes {
+    /// Preparing the image's root file system.
+    pub image_root: Option<Duration>,
+    /// Writing the bundle, making the network and cgroups.
+    pub bundle: Option<Duration>,
+}
+
+/// An instance's resource use, from its cgroups.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// CPU time used since it started, in seconds (`cpuacct.usage`, or `usage_usec` of `cpu.stat`).
+    pub cpu_seconds: f64,
+    /// Memory charged to it now, in bytes (`memory.usage_in_bytes`, or `memory.current`).
+    pub memory_bytes: u64,
 }
 
 /// The stop sequence every runtime follows: mark the instance as stopping, `term` (SIGTERM), wait up to

@@ -21,7 +21,13 @@ pub const DEFAULT_KEEP: usize = 2;
 
 /// The current time as RFC 3339 with microseconds, UTC.
 pub fn timestamp() -> String {
-    let now = time::OffsetDateTime::now_utc();
+    format_time(std::time::SystemTime::now())
+}
+
+/// A time as RFC 3339 with microseconds, UTC (the form every log entry's `timestamp` has, so that
+/// they sort as text).
+pub fn format_time(at: std::time::SystemTime) -> String {
+    let now = time::OffsetDateTime::from(at);
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
@@ -66,14 +72,21 @@ pub struct LogQuery {
     pub instance: Option<String>,
     /// At most this many lines (the newest).
     pub limit: usize,
+    /// Only entries at or after this time (RFC 3339 as [`format_time`] writes it).
+    pub since: Option<String>,
+    /// Only entries of this severity or above.
+    pub severity: Option<pier_model::logs::Severity>,
 }
 
 impl LogQuery {
-    fn matches(&self, e: &LogEntry) -> bool {
+    /// Whether `e` is wanted.
+    pub fn matches(&self, e: &LogEntry) -> bool {
         self.revision
             .as_ref()
             .is_none_or(|r| r.as_str() == e.revision)
             && self.instance.as_ref().is_none_or(|i| *i == e.instance)
+            && self.since.as_ref().is_none_or(|s| e.timestamp >= *s)
+            && self.severity.is_none_or(|min| e.severity() >= min)
     }
 }
 
@@ -179,6 +192,16 @@ impl LogStore {
             }
         }
         Ok(out.into())
+    }
+
+    /// Appends an entry another writer made (the gateway's request log) to a service's file and
+    /// tells followers. Blocking file I/O: call it off the request path.
+    pub fn append_entry(&self, project: &ProjectName, service: &ServiceName, entry: LogEntry) {
+        let file = self.service_file(project, service);
+        self.append(&file, &entry);
+        let _ = self
+            .live
+            .send(Arc::new((project.clone(), service.clone(), entry)));
     }
 
     /// Deletes a service's logs (when the service is deleted).
@@ -319,6 +342,8 @@ impl InstanceLog {
             revision: self.revision.clone(),
             stream,
             message: message.to_owned(),
+            http_request: None,
+            trace: None,
         };
         {
             let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());

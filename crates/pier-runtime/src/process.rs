@@ -511,6 +511,10 @@ impl Instance for ProcessInstance {
         self.log.system(line);
     }
 
+    fn usage(&self) -> Option<crate::Usage> {
+        self.cgroup.as_ref()?.usage()
+    }
+
     async fn stop(&self, grace: Duration) {
         let group = Pid::from_raw(self.pgid);
         let cgroup = self.cgroup.clone();

@@ -238,6 +238,35 @@ pub struct ServerArgs {
     /// (default: --domain).
     #[arg(long, value_name = "HOST")]
     pub canonical_host: Option<String>,
+
+    /// Where Prometheus scrapes `GET /metrics`, as ADDR:PORT, or `off`. On loopback no credentials are
+    /// asked; elsewhere --metrics-token-file is required.
+    #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr, value_name = "ADDR:PORT|off")]
+    pub metrics_addr: MetricsAddr,
+
+    /// A file holding the bearer token `GET /metrics` then requires (what Prometheus sends with its
+    /// `authorization.credentials_file`).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+
+    /// Keep a request log per service (one JSON line per request, read with `pier logs --type
+    /// requests`): on or off.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub request_log: String,
+}
+
+/// Where metrics are served, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<std::net::SocketAddr>);
+
+/// Parses `--metrics-addr`: an address and port, or `off`.
+pub fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(MetricsAddr(None));
+    }
+    s.parse().map(|a| MetricsAddr(Some(a))).map_err(|_| {
+        format!("{s:?} is not an address: use ADDR:PORT such as 127.0.0.1:9464, or off")
+    })
 }
 
 /// Parses a size such as `16Gi`, `500Mi` or `1000000` (bytes).

@@ -37,6 +37,7 @@ mod instance_env;
 mod instances;
 mod jobs;
 mod machine_watch;
+mod metrics;
 mod namespace;
 mod oidc;
 mod run;

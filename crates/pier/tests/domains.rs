@@ -19,6 +19,8 @@ fn server(dir: &Path, acme: &Acme, extra: &[&str]) -> Pier {
         &acme.http_port.to_string(),
         "--api-addr",
         "127.0.0.1:0",
+        "--metrics-addr",
+        "127.0.0.1:0",
         "--egress",
         "none",
         "--acme-directory",

@@ -12,6 +12,8 @@ fn fixed_ports() -> Vec<String> {
         free_port().to_string(),
         "--api-addr".into(),
         format!("127.0.0.1:{}", free_port()),
+        "--metrics-addr".into(),
+        "127.0.0.1:0".into(),
     ]
 }
 

@@ -190,6 +190,8 @@ fn a_taken_port_and_a_missing_runtime_are_named() {
             "0",
             "--api-addr",
             "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
             "--egress",
             "none",
         ])

@@ -1,4 +1,5 @@
-//! `pier logs SERVICE`: instance output with timestamps and instance ids; `--follow` streams new lines.
+//! `pier logs SERVICE`: instance output with timestamps and instance ids, the request log (`--type
+//! requests`), or both; filtered by revision, instance, time and severity; `--follow` streams new lines.
 
 use anyhow::{Result, anyhow};
 use clap::Args;
@@ -21,6 +22,16 @@ pub struct LogsArgs {
     /// How many of the newest lines.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
+    /// Which logs: app (the instances' output), requests (one line per request), or all.
+    #[arg(long = "type", default_value = "app", value_parser = ["app", "requests", "all"])]
+    pub kind: String,
+    /// Only lines since this long ago (30s, 10m, 2h, 1d) or this RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only lines of this severity or above (DEBUG, INFO, WARNING, ERROR, ...): an app's JSON lines
+    /// carry theirs (Cloud Run's structured logging), stderr counts as ERROR, requests by status.
+    #[arg(long)]
+    pub severity: Option<String>,
     /// Keep printing new lines as they come.
     #[arg(long, short)]
     pub follow: bool,
@@ -35,18 +46,65 @@ fn print(format: Format, e: &LogEntry) {
         LogStream::Stdout => "stdout",
         LogStream::Stderr => "stderr",
         LogStream::System => "pier",
+        LogStream::Request => "request",
+    };
+    if let Some(r) = &e.http_request {
+        let latency_ms = r
+            .latency
+            .trim_end_matches('s')
+            .parse::<f64>()
+            .map(|s| s * 1e3)
+            .unwrap_or(0.0);
+        println!(
+            "{} {} [{stream}] {} {} {} {:.1}ms {}B{}",
+            e.timestamp,
+            if e.instance.is_empty() {
+                "-"
+            } else {
+                &e.instance
+            },
+            r.request_method,
+            visible(&r.request_url),
+            r.status,
+            latency_ms,
+            r.response_size,
+            if r.cache_hit { " (cache hit)" } else { "" }
+        );
+        return;
+    }
+    // A structured line shows its severity and message (Cloud Run's structured logging).
+    let structured = e.structured();
+    let (severity, message) = match &structured {
+        Some(s) => (
+            s.severity.map(|v| format!("{v} ")).unwrap_or_default(),
+            s.message.as_deref().unwrap_or(&e.message),
+        ),
+        None => (String::new(), e.message.as_str()),
     };
     println!(
-        "{} {} [{stream}] {}",
+        "{} {} [{stream}] {severity}{}",
         e.timestamp,
         e.instance,
-        visible(&e.message)
+        visible(message)
     );
 }
 
 pub(crate) async fn run(ctx: &Ctx, args: LogsArgs) -> Result<()> {
     let service: ServiceName = args.service.parse().map_err(|e| anyhow!("{e}"))?;
-    let mut query = vec![("limit", args.limit.to_string())];
+    if let Some(s) = &args.severity {
+        s.parse::<pier_model::logs::Severity>()
+            .map_err(|e| anyhow!("--severity {e}"))?;
+    }
+    let mut query = vec![
+        ("limit", args.limit.to_string()),
+        ("type", args.kind.clone()),
+    ];
+    if let Some(s) = &args.since {
+        query.push(("since", s.clone()));
+    }
+    if let Some(s) = &args.severity {
+        query.push(("severity", s.clone()));
+    }
     if let Some(r) = &args.revision {
         query.push(("revision", r.clone()));
     }

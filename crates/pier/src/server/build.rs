@@ -20,6 +20,8 @@ pub(super) struct Server {
     pub https: TcpListener,
     pub http: TcpListener,
     pub api: TcpListener,
+    /// `GET /metrics`, and the token it requires, if served.
+    pub metrics: Option<metrics::Endpoint>,
     pub owner_creds: PathBuf,
     pub identity: Arc<IdentityService>,
     pub gateway: Arc<Gateway>,
@@ -40,6 +42,7 @@ fn check_flags(args: &ServerArgs) -> Result<()> {
             args.api_addr
         );
     }
+    metrics::check_flags(args)?;
     if let Some(bad) = args
         .trusted_issuers
         .iter()
@@ -115,6 +118,12 @@ impl Server {
         )
         .await?;
         let api = bind(args.api_addr, "the admin API", "--api-addr").await?;
+        // Metrics are kept only when served (`--metrics-addr off`: nothing recorded at all).
+        let registry = args.metrics_addr.0.map(|_| pier_metrics::Metrics::new());
+        let metrics = match &registry {
+            Some(r) => Some(metrics::Endpoint::bind(&args, r.clone()).await?),
+            None => None,
+        };
         let https_port = https.local_addr()?.port();
         let http_port = http.local_addr()?.port();
         let scheme = UrlScheme::new(&args.domain, https_port);
@@ -176,13 +185,28 @@ impl Server {
             logs.clone(),
         ));
         // Routes: the control plane publishes, the gateway reads, the instances' hosts file follows.
-        let (routes, reader) = pier_gateway::publish::channel(vec![Arc::new(
+        let mut subscribers: Vec<Arc<dyn pier_gateway::RouteSubscriber>> = vec![Arc::new(
             pier_control::InstanceHostsFile::new(hosts_file.clone()),
-        )]);
+        )];
+        if let Some(r) = &registry {
+            subscribers.push(Arc::new(pier_gateway::observe::MetricsSubscriber(
+                r.clone(),
+            )));
+        }
+        let (routes, reader) = pier_gateway::publish::channel(subscribers);
+        let request_logs = (args.request_log == "on")
+            .then(|| Arc::new(LogStore::new(&data_dir.join("request-logs"))));
+        let request_log = request_logs
+            .clone()
+            .map(pier_gateway::observe::RequestLog::spawn);
         let gateway = Gateway::with_domains(
             GatewayConfig {
                 public_https_port: https_port,
                 max_request_body: args.max_request_body,
+                telemetry: pier_gateway::observe::Telemetry {
+                    metrics: registry.clone(),
+                    requests: request_log,
+                },
                 ..GatewayConfig::default()
             },
             reader,
@@ -283,11 +307,18 @@ impl Server {
             }),
             hooks,
         );
+        if let Some(r) = &registry {
+            activator.keep_metrics(r.clone());
+        }
+        let mut guard = IdentityGuard::new(identity.clone(), &issuer_url);
+        if let Some(r) = &registry {
+            guard = guard.with_metrics(r.gateway().clone());
+        }
         let platform = Platform::new(PlatformParts {
             store,
             activator,
             routes: routes.clone(),
-            admission: Arc::new(IdentityGuard::new(identity.clone(), &issuer_url)),
+            admission: Arc::new(guard),
             logs,
             scheme: scheme.clone(),
             identity: identity.clone(),
@@ -317,6 +348,10 @@ impl Server {
             }),
         });
 
+        if let Some(r) = request_logs {
+            platform.keep_request_logs(r);
+        }
+
         // The admin API, also served at the base domain through the gateway (the server publishes
         // that host; the control plane publishes services').
         let info = ServerInfo {
@@ -326,11 +361,16 @@ impl Server {
             http_port,
             ca_path: ca.cert_path().display().to_string(),
             run_dir: run_dir.display().to_string(),
+            metrics_url: metrics
+                .as_ref()
+                .and_then(|m| m.local_addr())
+                .map(|a| format!("http://{a}/metrics")),
         };
         let state = AppState {
             platform: platform.clone(),
             auth: Arc::new(TokenAuth::new(platform.clone())),
             info: Arc::new(info),
+            metrics: registry.clone(),
         };
         let router = pier_api::router(state);
         routes.serve_local(
@@ -351,6 +391,7 @@ impl Server {
             https,
             http,
             api,
+            metrics,
             owner_creds,
             identity,
             gateway,

@@ -13,6 +13,10 @@ impl Server {
         let https_port = self.https.local_addr()?.port();
         let http_port = self.http.local_addr()?.port();
         let api_addr = self.api.local_addr()?;
+        if let Some(m) = &self.metrics {
+            m.add_edge_cache(self.platform.edge_cache().clone());
+        }
+        let metrics_task = self.metrics.map(|m| tokio::spawn(m.serve(stop_rx.clone())));
         let listeners = [
             tokio::spawn(self.gateway.clone().serve_https(
                 self.https,
@@ -98,7 +102,7 @@ impl Server {
 
         // Ordered shutdown.
         let _ = stop_tx.send(true);
-        for task in listeners {
+        for task in listeners.into_iter().chain(metrics_task) {
             let _ = task.await;
         }
         for job in jobs {

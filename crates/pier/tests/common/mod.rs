@@ -442,6 +442,9 @@ pub fn with_free_ports(args: &[&str]) -> Vec<String> {
         "--api-addr".into(),
         "127.0.0.1:0".into(),
     ];
+    if !args.contains(&"--metrics-addr") {
+        v.extend(["--metrics-addr".into(), "127.0.0.1:0".into()]);
+    }
     if !args.contains(&"--egress") {
         v.extend(["--egress".into(), "none".into()]);
     }

@@ -1,0 +1,424 @@
+//! What the gateway records of each request, at its one exit: the metrics of the revision that served
+//! it (or of the service's route, when none did) and one line in the service's request log.
+//!
+//! Both are taken when the response's body ends (or is dropped), so latency runs from the request's
+//! arrival to the last byte handed to the connection (Cloud Run's `request_latencies`), and the
+//! response size is what was sent. Nothing here looks anything up per request: the handles were
+//! resolved when routes were published ([`MetricsSubscriber`]) and pools made; a log line is a record
+//! put on a bounded channel (`try_send`: a full channel drops the line and counts it, it never waits),
+//! formatted and written by [`RequestLog`]'s own task.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use pier_activator::{AcquireError, RevisionPool, Slot};
+use pier_metrics::{Metrics, Rejection, RevisionMetrics};
+use pier_model::api::{LogEntry, LogStream};
+use pier_model::logs::HttpRequest;
+use pier_model::{ProjectName, ServiceName};
+use pier_runtime::logs::LogStore;
+use tokio::sync::mpsc;
+
+use crate::body::GatewayBody;
+use crate::error::ProxyError;
+use crate::routes::{Route, RouteTable};
+use crate::upstream::BoxError;
+
+/// What the gateway records, set at its construction (see [`crate::GatewayConfig`]).
+#[derive(Clone, Default)]
+pub struct Telemetry {
+    /// Where metrics go.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Where request log lines go.
+    pub requests: Option<RequestLog>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("metrics", &self.metrics.is_some())
+            .field("requests", &self.requests.is_some())
+            .finish()
+    }
+}
+
+impl Telemetry {
+    /// Starts recording a request, when anything is recorded.
+    pub(crate) fn start(
+        &self,
+        parts: &Parts,
+        peer: IpAddr,
+        proto: &'static str,
+        started: Instant,
+    ) -> Option<Box<Exit>> {
+        if self.metrics.is_none() && self.requests.is_none() {
+            return None;
+        }
+        if parts.version == Version::HTTP_2
+            && let Some(m) = &self.metrics
+        {
+            m.gateway().h2_stream();
+        }
+        let request_size = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let line = self.requests.as_ref().map(|log| {
+            let host = parts
+                .uri
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .or_else(|| {
+                    parts
+                        .headers
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            let pq = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            Line {
+                log: log.clone(),
+                method: parts.method.clone(),
+                url: format!("{proto}://{host}{pq}"),
+                user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+                referer: parts.headers.get(header::REFERER).cloned(),
+                remote_ip: peer,
+                version: parts.version,
+                trace: parts.headers.get(crate::headers::TRACEPARENT).cloned(),
+            }
+        });
+        Some(Box::new(Exit {
+            started,
+            request_size,
+            status: 0,
+            rejection: None,
+            seen: Seen::default(),
+            line,
+        }))
+    }
+}
+
+/// What the request path learns of a request on its way (the route, the revision, the instance, the
+/// trace context it forwarded, the cache's answer).
+#[derive(Default)]
+pub(crate) struct Seen {
+    pub(crate) route: Option<Arc<Route>>,
+    pub(crate) pool: Option<Arc<RevisionPool>>,
+    pub(crate) slot: Option<Arc<Slot>>,
+    pub(crate) trace: Option<HeaderValue>,
+    pub(crate) cache: Option<CacheSeen>,
+}
+
+/// What the edge cache did with a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CacheSeen {
+    /// Asked, and it answered.
+    Hit,
+    /// Asked, and the backend answered.
+    Miss,
+}
+
+struct Line {
+    log: RequestLog,
+    method: Method,
+    url: String,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+    remote_ip: IpAddr,
+    version: Version,
+    trace: Option<HeaderValue>,
+}
+
+/// One request's record, finished when its response body ends.
+pub(crate) struct Exit {
+    started: Instant,
+    request_size: u64,
+    status: u16,
+    rejection: Option<Rejection>,
+    seen: Seen,
+    line: Option<Line>,
+}
+
+impl Exit {
+    /// The response's head is known: its status, what the path saw, and the error it answers, if any.
+    pub(crate) fn head(&mut self, status: u16, seen: Seen, error: Option<&ProxyError>) {
+        self.status = status;
+        self.seen = seen;
+        self.rejection = error.and_then(rejection);
+    }
+
+    /// The status actually sent, when the error's answer was rendered after [`Exit::head`].
+    pub(crate) fn status(&mut self, status: u16) {
+        self.status = status;
+    }
+
+    fn finish(self, sent: u64) {
+        let elapsed = self.started.elapsed();
+        let metrics: Option<&Arc<RevisionMetrics>> = self
+            .seen
+            .pool
+            .as_ref()
+            .and_then(|p| p.metrics())
+            .or_else(|| self.seen.route.as_ref().and_then(|r| r.metrics()));
+        if let Some(m) = metrics {
+            m.request(self.status, elapsed, self.request_size, sent);
+            if let Some(r) = self.rejection {
+                m.rejected(r);
+            }
+        }
+        let (Some(line), Some(route)) = (self.line, &self.seen.route) else {
+            return;
+        };
+        let record = RequestRecord {
+            project: route.project.clone(),
+            service: route.service.clone(),
+            revision: self.seen.pool.as_ref().map(|p| p.revision().to_string()),
+            instance: self.seen.slot.as_ref().map(|s| s.id().to_string()),
+            method: line.method,
+            url: line.url,
+            status: self.status,
+            request_size: self.request_size,
+            response_size: sent,
+            user_agent: line.user_agent,
+            referer: line.referer,
+            remote_ip: line.remote_ip,
+            latency: elapsed,
+            version: line.version,
+            trace: self.seen.trace.or(line.trace),
+            cache: self.seen.cache,
+            ended: SystemTime::now(),
+        };
+        line.log.send(record);
+    }
+}
+
+/// The metrics reason of a gateway error answered 429, 503 or 504.
+fn rejection(e: &ProxyError) -> Option<Rejection> {
+    Some(match e {
+        ProxyError::Acquire(AcquireError::QueueFull) => Rejection::QueueFull,
+        ProxyError::Acquire(AcquireError::NoCapacity { .. }) => Rejection::MaxInstances,
+        ProxyError::Acquire(AcquireError::StartFailed(_)) => Rejection::StartFailed,
+        ProxyError::Acquire(AcquireError::Timeout) => Rejection::PendingTimeout,
+        ProxyError::Acquire(AcquireError::Closed) => Rejection::Closing,
+        ProxyError::Unavailable(_) => Rejection::NoRevision,
+        ProxyError::Timeout(_) => Rejection::RequestTimeout,
+        _ => return None,
+    })
+}
+
+/// A response body that finishes its request's record when it ends or is dropped, counting the bytes
+/// it passes on.
+pub struct ObservedBody {
+    inner: GatewayBody,
+    exit: Option<Box<Exit>>,
+    sent: u64,
+}
+
+impl ObservedBody {
+    pub(crate) fn new(inner: GatewayBody, exit: Option<Box<Exit>>) -> Self {
+        Self {
+            inner,
+            exit,
+            sent: 0,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(exit) = self.exit.take() {
+            exit.finish(self.sent);
+        }
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Body for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.exit.is_some()
+                    && let Some(d) = frame.data_ref()
+                {
+                    this.sent += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Resolves each published route's own metric handles (a [`crate::RouteSubscriber`]), and drops the
+/// series of services no route serves any more.
+pub struct MetricsSubscriber(pub Arc<Metrics>);
+
+impl crate::RouteSubscriber for MetricsSubscriber {
+    fn published(&self, table: &RouteTable) {
+        let mut live = std::collections::HashSet::new();
+        for route in table.routes() {
+            route.set_metrics(|| {
+                self.0
+                    .revision(route.project.as_str(), route.service.as_str(), "")
+            });
+            live.insert((route.project.as_str(), route.service.as_str()));
+        }
+        self.0.retain(|l| {
+            !l.revision.is_empty() || live.contains(&(l.project.as_str(), l.service.as_str()))
+        });
+    }
+}
+
+/// One request, as the request log gets it.
+#[derive(Debug)]
+pub struct RequestRecord {
+    project: ProjectName,
+    service: ServiceName,
+    revision: Option<String>,
+    instance: Option<String>,
+    method: Method,
+    url: String,
+    status: u16,
+    request_size: u64,
+    response_size: u64,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+    remote_ip: IpAddr,
+    latency: Duration,
+    version: Version,
+    trace: Option<HeaderValue>,
+    cache: Option<CacheSeen>,
+    ended: SystemTime,
+}
+
+impl RequestRecord {
+    /// The log entry: Cloud Logging's `httpRequest`, the trace id of the W3C `traceparent`.
+    pub fn into_entry(self) -> LogEntry {
+        let text = |v: Option<HeaderValue>| v.and_then(|v| v.to_str().ok().map(str::to_owned));
+        let trace = self
+            .trace
+            .as_ref()
+            .and_then(|t| t.to_str().ok())
+            .and_then(|t| t.split('-').nth(1))
+            .filter(|t| t.len() == 32)
+            .map(str::to_owned);
+        let protocol = match self.version {
+            Version::HTTP_09 => "HTTP/0.9",
+            Version::HTTP_10 => "HTTP/1.0",
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_3 => "HTTP/3",
+            _ => "HTTP/1.1",
+        };
+        let message = format!("{} {} {}", self.method, self.url, self.status);
+        LogEntry {
+            timestamp: pier_runtime::logs::format_time(self.ended),
+            instance: self.instance.unwrap_or_default(),
+            revision: self.revision.unwrap_or_default(),
+            stream: LogStream::Request,
+            message,
+            http_request: Some(HttpRequest {
+                request_method: self.method.to_string(),
+                request_url: self.url,
+                request_size: self.request_size.to_string(),
+                status: self.status,
+                response_size: self.response_size.to_string(),
+                user_agent: text(self.user_agent),
+                remote_ip: self.remote_ip.to_string(),
+                referer: text(self.referer),
+                latency: format!("{:.6}s", self.latency.as_secs_f64()),
+                protocol: protocol.to_owned(),
+                cache_lookup: self.cache.is_some(),
+                cache_hit: self.cache == Some(CacheSeen::Hit),
+            }),
+            trace,
+        }
+    }
+}
+
+/// Lines waiting for the writer before new ones are dropped (and counted).
+const QUEUE: usize = 16 * 1024;
+
+/// The request log: a bounded queue and the task that writes it, one file per service beside the
+/// app logs' (see [`LogStore`]), rotated the same way.
+#[derive(Clone)]
+pub struct RequestLog {
+    tx: mpsc::Sender<RequestRecord>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl RequestLog {
+    /// Starts the writer task on `store` (a tokio runtime must be running). The task ends when every
+    /// handle is dropped, after writing what is queued.
+    pub fn spawn(store: Arc<LogStore>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<RequestRecord>(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let seen_dropped = dropped.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(256);
+            let mut said = 0;
+            while rx.recv_many(&mut batch, 256).await > 0 {
+                let records = std::mem::take(&mut batch);
+                let store = store.clone();
+                // File writes block: on the blocking pool, a batch at a time, in order.
+                let _ = tokio::task::spawn_blocking(move || {
+                    for r in records {
+                        let (p, s) = (r.project.clone(), r.service.clone());
+                        store.append_entry(&p, &s, r.into_entry());
+                    }
+                })
+                .await;
+                let now = seen_dropped.load(Ordering::Relaxed);
+                if now > said {
+                    tracing::warn!(
+                        dropped = now - said,
+                        "request log lines dropped: the writer could not keep up"
+                    );
+                    said = now;
+                }
+            }
+        });
+        Self { tx, dropped }
+    }
+
+    fn send(&self, r: RequestRecord) {
+        if self.tx.try_send(r).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

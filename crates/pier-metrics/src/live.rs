@@ -1,0 +1,168 @@
+//! State read at scrape time: what the activator's pools hold now (instances by state, waiting
+//! requests, the peak concurrency since the last scrape, instances' CPU and memory from their cgroups),
+//! and other counters kept elsewhere (the edge cache's). Nothing on the request path.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::RevisionLabels;
+
+/// One revision's state now.
+#[derive(Clone, Debug, Default)]
+pub struct LiveRevision {
+    /// Its labels.
+    pub labels: Option<RevisionLabels>,
+    /// Ready instances with requests in flight (Cloud Run's `active`).
+    pub active: u32,
+    /// Ready instances without (Cloud Run's `idle`).
+    pub idle: u32,
+    /// Instances starting.
+    pub starting: u32,
+    /// Requests waiting for a slot.
+    pub pending: u32,
+    /// The most requests one instance had in flight at once since the last scrape (Cloud Run's
+    /// `container/max_request_concurrencies`, per scrape interval instead of per minute).
+    pub peak_concurrency: u32,
+    /// CPU time its running instances used, in seconds (from their cgroups; an instance that ended
+    /// takes its share with it, so this can go down).
+    pub cpu_seconds: f64,
+    /// Memory its running instances use now, in bytes (from their cgroups).
+    pub memory_bytes: u64,
+}
+
+/// Counters another part of Pier keeps (the edge cache's hits, misses, bypasses), by `result`.
+#[derive(Clone, Debug, Default)]
+pub struct LiveCounters {
+    /// The metric's name, without the `pier_` prefix and `_total` suffix.
+    pub name: &'static str,
+    /// Its help text.
+    pub help: &'static str,
+    /// Values by result.
+    pub values: Vec<(&'static str, u64)>,
+}
+
+/// Something that reports state at scrape time.
+pub trait LiveSource: Send + Sync + 'static {
+    /// The revisions it knows of.
+    fn revisions(&self) -> Vec<LiveRevision> {
+        Vec::new()
+    }
+
+    /// Counters it keeps.
+    fn counters(&self) -> Vec<LiveCounters> {
+        Vec::new()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Sources(Mutex<Vec<Arc<dyn LiveSource>>>);
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sources")
+    }
+}
+
+impl Sources {
+    pub(crate) fn add(&self, s: Arc<dyn LiveSource>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    project: String,
+    service: String,
+    revision: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+type Gauge = (&'static str, &'static str, fn(&LiveRevision) -> f64);
+
+const GAUGES: [Gauge; 4] = [
+    (
+        "pending_requests",
+        "Requests waiting for an instance slot now",
+        |r| f64::from(r.pending),
+    ),
+    (
+        "max_request_concurrencies",
+        "Most requests one instance had in flight at once since the last scrape",
+        |r| f64::from(r.peak_concurrency),
+    ),
+    (
+        "instance_cpu_seconds",
+        "CPU time the revision's running instances used, in seconds (their cgroups)",
+        |r| r.cpu_seconds,
+    ),
+    (
+        "instance_memory_bytes",
+        "Memory the revision's running instances use now (their cgroups)",
+        |r| r.memory_bytes as f64,
+    ),
+];
+
+impl Collector for Sources {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let sources: Vec<Arc<dyn LiveSource>> =
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let revisions: Vec<LiveRevision> = sources
+            .iter()
+            .flat_map(|s| s.revisions())
+            .filter(|r| r.labels.is_some())
+            .collect();
+        {
+            let mut m = encoder.encode_descriptor(
+                "instance_count",
+                "Instances by state: active (serving requests), idle, starting (Cloud Run's container/instance_count)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for r in &revisions {
+                let Some(l) = &r.labels else { continue };
+                for (state, n) in [
+                    ("active", r.active),
+                    ("idle", r.idle),
+                    ("starting", r.starting),
+                ] {
+                    let labels = StateLabels {
+                        project: l.project.clone(),
+                        service: l.service.clone(),
+                        revision: l.revision.clone(),
+                        state,
+                    };
+                    ConstGauge::new(i64::from(n)).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        for (name, help, value) in GAUGES {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for r in &revisions {
+                let Some(l) = &r.labels else { continue };
+                ConstGauge::new(value(r)).encode(m.encode_family(l)?)?;
+            }
+        }
+        for counters in sources.iter().flat_map(|s| s.counters()) {
+            let mut m = encoder.encode_descriptor(
+                counters.name,
+                counters.help,
+                None,
+                MetricType::Counter,
+            )?;
+            for (result, v) in &counters.values {
+                ConstCounter::new(*v).encode(m.encode_family(&ResultLabel { result })?)?;
+            }
+        }
+        Ok(())
+    }
+}

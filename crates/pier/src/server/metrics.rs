@@ -1,0 +1,153 @@
+//! `GET /metrics` on its own listener (`--metrics-addr`): Prometheus' text format, open on loopback,
+//! behind a static bearer token (`--metrics-token-file`, compared in constant time) when an operator
+//! exposes it. Anything else on that listener is a 404.
+
+use super::*;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// Refuses a non-loopback `--metrics-addr` without a token, before anything is made.
+pub(super) fn check_flags(args: &ServerArgs) -> Result<()> {
+    if let Some(addr) = args.metrics_addr.0
+        && !addr.ip().is_loopback()
+        && args.metrics_token_file.is_none()
+    {
+        bail!(
+            "--metrics-addr {addr} is not a loopback address: pass --metrics-token-file FILE (a bearer token Prometheus sends with credentials_file), or keep it on loopback"
+        );
+    }
+    if args.metrics_addr.0.is_none() && args.metrics_token_file.is_some() {
+        bail!("--metrics-token-file needs --metrics-addr (metrics are off)");
+    }
+    Ok(())
+}
+
+/// The bound listener and what it serves.
+pub(super) struct Endpoint {
+    listener: TcpListener,
+    metrics: Arc<pier_metrics::Metrics>,
+    token: Option<Arc<str>>,
+}
+
+impl Endpoint {
+    /// Binds `--metrics-addr` and reads the token file (a busy port or an unreadable or empty token
+    /// file stops the server from starting).
+    pub(super) async fn bind(
+        args: &ServerArgs,
+        metrics: Arc<pier_metrics::Metrics>,
+    ) -> Result<Self> {
+        let addr = args
+            .metrics_addr
+            .0
+            .ok_or_else(|| anyhow!("metrics are off"))?;
+        let token = match &args.metrics_token_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("--metrics-token-file {}: cannot read it", path.display())
+                })?;
+                let t = text.trim();
+                if t.is_empty() {
+                    bail!(
+                        "--metrics-token-file {}: the file is empty; put a long random token in it (for example `openssl rand -hex 32`)",
+                        path.display()
+                    );
+                }
+                Some(Arc::from(t))
+            }
+        };
+        let listener = bind(addr, "metrics", "--metrics-addr").await?;
+        tracing::info!(
+            "metrics at http://{}/metrics{}",
+            listener.local_addr()?,
+            if token.is_some() {
+                " (bearer token required)"
+            } else {
+                ""
+            }
+        );
+        Ok(Self {
+            listener,
+            metrics,
+            token,
+        })
+    }
+
+    /// The bound address.
+    pub(super) fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Reports the edge cache's counters at each scrape.
+    pub(super) fn add_edge_cache(&self, cache: Arc<pier_cache::EdgeCache>) {
+        self.metrics.add_source(Arc::new(EdgeCacheCounters(cache)));
+    }
+
+    /// Serves until `stop` turns true.
+    pub(super) async fn serve(self, mut stop: watch::Receiver<bool>) {
+        let state = Arc::new((self.metrics, self.token));
+        let app = axum::Router::new()
+            .route("/metrics", axum::routing::get(scrape))
+            .with_state(state);
+        let _ = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+    }
+}
+
+type Shared = Arc<(Arc<pier_metrics::Metrics>, Option<Arc<str>>)>;
+
+async fn scrape(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let (metrics, token) = &*state;
+    if let Some(want) = token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !pier_metrics::token_matches(given, want) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "Unauthorized: send the token of --metrics-token-file as `Authorization: Bearer TOKEN`\n",
+            )
+                .into_response();
+        }
+    }
+    let body = tokio::task::spawn_blocking({
+        let metrics = metrics.clone();
+        move || metrics.render()
+    })
+    .await
+    .unwrap_or_default();
+    ([(header::CONTENT_TYPE, pier_metrics::CONTENT_TYPE)], body).into_response()
+}
+
+/// The edge cache's hit and miss counters, read at scrape time.
+struct EdgeCacheCounters(Arc<pier_cache::EdgeCache>);
+
+impl pier_metrics::LiveSource for EdgeCacheCounters {
+    fn counters(&self) -> Vec<pier_metrics::LiveCounters> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = self.0.stats();
+        vec![
+            pier_metrics::LiveCounters {
+                name: "edge_cache_lookups",
+                help: "Edge cache lookups by result: hit (answered from the cache), miss (fetched for it)",
+                values: vec![
+                    ("hit", s.hits.load(Relaxed)),
+                    ("miss", s.misses.load(Relaxed)),
+                ],
+            },
+            pier_metrics::LiveCounters {
+                name: "edge_cache_hit_bytes",
+                help: "Body bytes sent from the edge cache",
+                values: vec![("hit", s.hit_bytes.load(Relaxed))],
+            },
+        ]
+    }
+}
