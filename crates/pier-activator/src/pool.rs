@@ -25,6 +25,9 @@ use crate::{AcquireError, ActivatorConfig, InstanceHooks, PoolStats, random_suff
 pub struct Slot {
     instance: Arc<dyn Instance>,
     started_at: String,
+    /// When its start began and when it became ready (a request that waited for it traces this).
+    began: Instant,
+    ready: Instant,
     ext: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
@@ -46,6 +49,11 @@ impl Slot {
     /// Where to connect.
     pub fn endpoint(&self) -> &Endpoint {
         self.instance.endpoint()
+    }
+
+    /// When the instance's start began and when it became ready.
+    pub fn started(&self) -> (Instant, Instant) {
+        (self.began, self.ready)
     }
 
     /// Per-instance state the gateway attaches (its idle connections), created on first use.
@@ -506,6 +514,8 @@ impl RevisionPool {
         let slot = Arc::new(Slot {
             instance: instance.clone(),
             started_at: pier_runtime::logs::timestamp(),
+            began: begin,
+            ready: Instant::now(),
             ext: OnceLock::new(),
         });
         let closed = {

@@ -26,6 +26,8 @@ use pier_model::api::{LogEntry, LogStream};
 use pier_model::logs::HttpRequest;
 use pier_model::{ProjectName, ServiceName};
 use pier_runtime::logs::LogStore;
+use pier_trace::KeyValue;
+use pier_trace::{Phase, RequestTrace};
 use tokio::sync::mpsc;
 
 use crate::body::GatewayBody;
@@ -40,6 +42,8 @@ pub struct Telemetry {
     pub metrics: Option<Arc<Metrics>>,
     /// Where request log lines go.
     pub requests: Option<RequestLog>,
+    /// Where request spans go.
+    pub traces: Option<Arc<pier_trace::Tracing>>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -47,11 +51,51 @@ impl std::fmt::Debug for Telemetry {
         f.debug_struct("Telemetry")
             .field("metrics", &self.metrics.is_some())
             .field("requests", &self.requests.is_some())
+            .field("traces", &self.traces.is_some())
             .finish()
     }
 }
 
 impl Telemetry {
+    /// The request's trace, when traces are kept: its span starts now, under the caller's
+    /// `traceparent` if it sends one.
+    pub(crate) fn trace(
+        &self,
+        parts: &Parts,
+        peer: IpAddr,
+        proto: &'static str,
+    ) -> Option<RequestTrace> {
+        let tracing = self.traces.as_ref()?;
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.host().to_owned())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h).to_owned())
+            })
+            .unwrap_or_default();
+        let version = match parts.version {
+            Version::HTTP_2 => "2",
+            Version::HTTP_10 => "1.0",
+            _ => "1.1",
+        };
+        Some(tracing.request(
+            parts.headers.get(crate::headers::TRACEPARENT),
+            vec![
+                KeyValue::new("http.request.method", parts.method.to_string()),
+                KeyValue::new("url.path", parts.uri.path().to_owned()),
+                KeyValue::new("url.scheme", proto),
+                KeyValue::new("server.address", host),
+                KeyValue::new("network.protocol.version", version),
+                KeyValue::new("client.address", peer.to_string()),
+            ],
+        ))
+    }
+
     /// Starts recording a request, when anything is recorded.
     pub(crate) fn start(
         &self,
@@ -60,7 +104,7 @@ impl Telemetry {
         proto: &'static str,
         started: Instant,
     ) -> Option<Box<Exit>> {
-        if self.metrics.is_none() && self.requests.is_none() {
+        if self.metrics.is_none() && self.requests.is_none() && self.traces.is_none() {
             return None;
         }
         if parts.version == Version::HTTP_2
@@ -123,6 +167,10 @@ pub(crate) struct Seen {
     pub(crate) slot: Option<Arc<Slot>>,
     pub(crate) trace: Option<HeaderValue>,
     pub(crate) cache: Option<CacheSeen>,
+    /// The request's span, when traces are kept.
+    pub(crate) span: Option<RequestTrace>,
+    /// The upstream exchange's span, ended with the response body.
+    pub(crate) upstream: Option<Phase>,
 }
 
 /// What the edge cache did with a request.
@@ -168,8 +216,29 @@ impl Exit {
         self.status = status;
     }
 
-    fn finish(self, sent: u64) {
+    fn finish(mut self, sent: u64) {
         let elapsed = self.started.elapsed();
+        if let Some(up) = self.seen.upstream.take() {
+            up.set(vec![KeyValue::new(
+                "http.response.status_code",
+                i64::from(self.status),
+            )]);
+            up.end();
+        }
+        if let Some(span) = self.seen.span.take() {
+            let mut attrs = vec![KeyValue::new("http.response.body.size", sent as i64)];
+            if let Some(route) = &self.seen.route {
+                attrs.push(KeyValue::new("pier.project", route.project.to_string()));
+                attrs.push(KeyValue::new("pier.service", route.service.to_string()));
+            }
+            if let Some(pool) = &self.seen.pool {
+                attrs.push(KeyValue::new("pier.revision", pool.revision().to_string()));
+            }
+            if let Some(slot) = &self.seen.slot {
+                attrs.push(KeyValue::new("pier.instance", slot.id().to_string()));
+            }
+            span.end(self.status, attrs);
+        }
         let metrics: Option<&Arc<RevisionMetrics>> = self
             .seen
             .pool

@@ -70,6 +70,7 @@ pub async fn handle(
         .config
         .telemetry
         .start(&parts, peer.ip(), scheme.proto(), started);
+    let request_span = gw.config.telemetry.trace(&parts, peer.ip(), scheme.proto());
     let mut body = Some(body);
     let grpc = crate::error::is_grpc(&parts.headers);
     let logged = tracing::enabled!(tracing::Level::DEBUG)
@@ -79,6 +80,7 @@ pub async fn handle(
     // The route, once known: error answers pass back through its filters too, with the headers its
     // filters asked for (an allowed origin's CORS headers).
     let mut routed = Routed::default();
+    routed.seen.span = request_span;
     let plain_answer = match scheme {
         Scheme::Https => None,
         Scheme::HttpServe | Scheme::HttpRedirect => plain_http(&gw, &parts, scheme),
@@ -344,10 +346,22 @@ pub(crate) async fn proxy(
     strip_hop_by_hop(&mut parts.headers, upgrade);
 
     // Filters, admission first (ingress, authentication and authorization), then the route's own.
+    let guard = routed
+        .seen
+        .span
+        .as_ref()
+        .map(|t| t.phase("guard", pier_trace::Kind::Internal));
     for filter in route.filters() {
-        filter
-            .on_request(route, fwd, &mut parts)
-            .map_err(ProxyError::Refused)?;
+        if let Err(refusal) = filter.on_request(route, fwd, &mut parts) {
+            if let Some(g) = guard {
+                g.fail(format!("refused by {}", filter.name()));
+                g.end();
+            }
+            return Err(ProxyError::Refused(refusal));
+        }
+    }
+    if let Some(g) = guard {
+        g.end();
     }
 
     // Responders may answer without a backend; their answer passes back through the filters.
@@ -467,7 +481,38 @@ async fn backend(
     // Get a slot, waiting for a cold start if needed.
     let timeout_secs = pool.template().timeout_seconds;
     let deadline = Instant::now() + Duration::from_secs(u64::from(timeout_secs));
-    let lease = pool.acquire(deadline).await.map_err(ProxyError::Acquire)?;
+    let waiting = Instant::now();
+    let wait = seen
+        .span
+        .as_ref()
+        .map(|t| t.phase("wait for instance", pier_trace::Kind::Internal));
+    let acquired = pool.acquire(deadline).await;
+    if let Some(w) = wait {
+        match &acquired {
+            Err(e) => w.fail(e.to_string()),
+            Ok(lease) => {
+                // The instance became ready while this request waited: it waited for that cold
+                // start, which is shown under the wait.
+                let (began, ready) = lease.slot().started();
+                let cold = ready > waiting;
+                if cold && let Some(t) = &seen.span {
+                    t.past(
+                        &w,
+                        "cold start",
+                        began,
+                        ready,
+                        vec![pier_trace::KeyValue::new(
+                            "pier.instance",
+                            lease.slot().id().to_string(),
+                        )],
+                    );
+                }
+                w.set(vec![pier_trace::KeyValue::new("pier.cold_start", cold)]);
+            }
+        }
+        w.end();
+    }
+    let lease = acquired.map_err(ProxyError::Acquire)?;
     seen.slot = Some(lease.slot().clone());
 
     // Rewrite the request for the instance. The app's Host is the authority the request was routed by
@@ -483,7 +528,19 @@ async fn backend(
         .map_err(|_| ProxyError::BadHost)?
         .to_owned();
     fwd.apply(&mut parts.headers, &authority);
-    ensure_traceparent(&mut parts.headers);
+    // The upstream exchange's span is the parent of whatever the app does: its context is the one
+    // forwarded. Without traces, the caller's context goes on as it came (or a fresh one).
+    let upstream = seen
+        .span
+        .as_ref()
+        .map(|t| t.phase("upstream", pier_trace::Kind::Client));
+    match upstream.as_ref().and_then(|u| u.traceparent()) {
+        Some(tp) => {
+            parts.headers.insert(crate::headers::TRACEPARENT, tp);
+        }
+        None => ensure_traceparent(&mut parts.headers),
+    }
+    seen.upstream = upstream;
     seen.trace = parts.headers.get(crate::headers::TRACEPARENT).cloned();
     parts.headers.insert(header::HOST, host_value.clone());
     let h2 = lease.template().http2;

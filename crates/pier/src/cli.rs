@@ -253,6 +253,16 @@ pub struct ServerArgs {
     /// requests`): on or off.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     pub request_log: String,
+
+    /// Send request traces (OpenTelemetry spans) to this OTLP/HTTP collector, such as
+    /// http://127.0.0.1:4318 (`/v1/traces` is added unless given). Off unless set.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// The share of requests traced when the caller sends no sampling decision (0 to 1); a caller's
+    /// `traceparent` flag is always honoured.
+    #[arg(long, default_value_t = 0.01, value_name = "RATIO")]
+    pub trace_sample_ratio: f64,
 }
 
 /// Where metrics are served, if anywhere.

@@ -352,3 +352,182 @@ fn request_logs_and_structured_app_logs_filter_and_follow() {
     let err = quiet.fails(&["logs", "h", "--type", "requests"]);
     assert!(err.contains("--request-log off"), "{err}");
 }
+
+/// An OTLP/HTTP receiver built from the `opentelemetry-proto` package: every span of every export,
+/// decoded, as one JSON line in the file given (argv 2), listening on the port given (argv 1).
+const OTLP_RECEIVER: &str = r#"
+import http.server, json, sys
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+out = open(sys.argv[2], "a")
+def value(v):
+    kind = v.WhichOneof("value")
+    return getattr(v, kind) if kind else None
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        req = trace_service_pb2.ExportTraceServiceRequest()
+        req.ParseFromString(body)
+        for rs in req.resource_spans:
+            resource = {a.key: value(a.value) for a in rs.resource.attributes}
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    out.write(json.dumps({
+                        "path": self.path, "service": resource.get("service.name"),
+                        "trace": s.trace_id.hex(), "span": s.span_id.hex(), "parent": s.parent_span_id.hex(),
+                        "name": s.name, "kind": s.kind, "status": s.status.code,
+                        "start": s.start_time_unix_nano, "end": s.end_time_unix_nano,
+                        "attrs": {a.key: value(a.value) for a in s.attributes},
+                    }) + "\n")
+        out.flush()
+        reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+/// Kills a child process when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn traces_reach_an_otlp_receiver_with_their_parents() {
+    let dir = tempfile::tempdir().unwrap();
+    let spans_file = dir.path().join("spans.jsonl");
+    std::fs::write(&spans_file, "").unwrap();
+    let port = free_port();
+    let _receiver = Killed(
+        Command::new("python3")
+            .args(["-c", OTLP_RECEIVER, &port.to_string()])
+            .arg(&spans_file)
+            .spawn()
+            .unwrap(),
+    );
+    // A bad endpoint is refused at start.
+    let out = Command::new(PIER)
+        .args(["server", "--data-dir"])
+        .arg(dir.path().join("bad"))
+        .args(with_free_ports(&["--otlp-endpoint", "127.0.0.1:4318"]))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("http://"), "{err}");
+
+    // Ratio 0: only callers that ask for a sampled trace get one.
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let pier = Pier::start(&[
+        "--otlp-endpoint",
+        &endpoint,
+        "--trace-sample-ratio",
+        "0",
+        "--scale-to-zero-grace",
+        "300ms",
+    ]);
+    let url = pier.deploy_hello("hello", &["--allow-unauthenticated"]);
+    eventually(30, "the service to scale to zero", || {
+        (instances(&pier, "hello") == 0).then_some(())
+    });
+
+    let unsampled = "0af7651916cd43dd8448eb211c80319c";
+    pier.curl(&[
+        "-o",
+        "/dev/null",
+        "-H",
+        &format!("traceparent: 00-{unsampled}-b7ad6b7169203331-00"),
+        &url,
+    ]);
+    pier.curl(&["-o", "/dev/null", &url]);
+    // At zero again, so that the sampled request waits for a cold start.
+    eventually(30, "the service to scale to zero again", || {
+        (instances(&pier, "hello") == 0).then_some(())
+    });
+    let sampled = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let out = pier.curl(&[
+        "-H",
+        &format!("traceparent: 00-{sampled}-{caller_span}-01"),
+        &format!("{url}/sleep?ms=20"),
+    ]);
+    let echo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen_by_app = echo["headers"]["traceparent"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no traceparent reached the app: {echo}"))
+        .to_owned();
+
+    let spans: Vec<serde_json::Value> = eventually(30, "the sampled trace's spans", || {
+        let text = std::fs::read_to_string(&spans_file).unwrap();
+        let spans: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (spans.iter().filter(|s| s["trace"] == sampled).count() >= 5).then_some(spans)
+    });
+    assert!(
+        spans.iter().all(|s| s["trace"] == sampled),
+        "only the sampled trace is exported: {spans:#?}"
+    );
+    assert!(
+        spans
+            .iter()
+            .all(|s| s["path"] == "/v1/traces" && s["service"] == "pier")
+    );
+    let by_name = |n: &str| {
+        spans
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap_or_else(|| panic!("no {n} span in {spans:#?}"))
+    };
+    let request = by_name("request");
+    // SERVER = 2, CLIENT = 3, INTERNAL = 1 (OTLP's SpanKind).
+    assert_eq!(request["kind"], 2);
+    assert_eq!(
+        request["parent"], caller_span,
+        "the caller's span is the parent"
+    );
+    let attrs = &request["attrs"];
+    assert_eq!(attrs["http.request.method"], "GET");
+    assert_eq!(attrs["url.path"], "/sleep");
+    assert_eq!(attrs["http.response.status_code"], 200);
+    assert_eq!(attrs["pier.service"], "hello");
+    assert!(
+        attrs["pier.revision"]
+            .as_str()
+            .unwrap()
+            .starts_with("hello-")
+    );
+    for child in ["guard", "wait for instance", "upstream"] {
+        assert_eq!(by_name(child)["parent"], request["span"], "{child}");
+    }
+    let wait = by_name("wait for instance");
+    assert_eq!(wait["attrs"]["pier.cold_start"], true);
+    let cold = by_name("cold start");
+    assert_eq!(cold["parent"], wait["span"]);
+    let upstream = by_name("upstream");
+    assert_eq!(upstream["kind"], 3);
+    // The app's context names Pier's upstream span: its own spans join under it.
+    assert_eq!(
+        seen_by_app,
+        format!("00-{sampled}-{}-01", upstream["span"].as_str().unwrap())
+    );
+    // The upstream exchange took at least the app's 20 ms, within the request's span.
+    let (us, ue) = (
+        upstream["start"].as_u64().unwrap(),
+        upstream["end"].as_u64().unwrap(),
+    );
+    let (rs, re) = (
+        request["start"].as_u64().unwrap(),
+        request["end"].as_u64().unwrap(),
+    );
+    assert!(ue - us >= 20_000_000, "{upstream}");
+    assert!(rs <= us && ue <= re, "{request} {upstream}");
+}

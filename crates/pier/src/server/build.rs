@@ -22,6 +22,8 @@ pub(super) struct Server {
     pub api: TcpListener,
     /// `GET /metrics`, and the token it requires, if served.
     pub metrics: Option<metrics::Endpoint>,
+    /// The trace exporter, flushed at shutdown.
+    pub traces: Option<Arc<pier_trace::Tracing>>,
     pub owner_creds: PathBuf,
     pub identity: Arc<IdentityService>,
     pub gateway: Arc<Gateway>,
@@ -194,6 +196,12 @@ impl Server {
             )));
         }
         let (routes, reader) = pier_gateway::publish::channel(subscribers);
+        let traces = match &args.otlp_endpoint {
+            Some(url) => Some(Arc::new(
+                pier_trace::Tracing::start(url, args.trace_sample_ratio).map_err(|e| anyhow!(e))?,
+            )),
+            None => None,
+        };
         let request_logs = (args.request_log == "on")
             .then(|| Arc::new(LogStore::new(&data_dir.join("request-logs"))));
         let request_log = request_logs
@@ -206,6 +214,7 @@ impl Server {
                 telemetry: pier_gateway::observe::Telemetry {
                     metrics: registry.clone(),
                     requests: request_log,
+                    traces: traces.clone(),
                 },
                 ..GatewayConfig::default()
             },
@@ -392,6 +401,7 @@ impl Server {
             http,
             api,
             metrics,
+            traces,
             owner_creds,
             identity,
             gateway,

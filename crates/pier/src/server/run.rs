@@ -105,6 +105,10 @@ impl Server {
         for task in listeners.into_iter().chain(metrics_task) {
             let _ = task.await;
         }
+        if let Some(t) = self.traces.clone() {
+            // The exporter's last batch, off the async threads (it blocks on its HTTP client).
+            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+        }
         for job in jobs {
             let _ = job.await;
         }
