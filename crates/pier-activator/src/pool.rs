@@ -414,6 +414,15 @@ impl RevisionPool {
     /// Starts one instance now and waits until it is ready (used by deploys to prove a revision works).
     /// On failure, returns the reason and the instance's last log lines.
     pub async fn start_one(self: &Arc<Self>) -> Result<(), (String, Vec<String>)> {
+        self.start_one_reporting(|| {}).await
+    }
+
+    /// [`RevisionPool::start_one`], calling `started` once the runtime has started the instance (its
+    /// image unpacked, its sandbox made), before its startup probe (a deploy reports these phases).
+    pub async fn start_one_reporting(
+        self: &Arc<Self>,
+        started: impl FnOnce() + Send + 'static,
+    ) -> Result<(), (String, Vec<String>)> {
         {
             let mut st = self.lock();
             if st.closed {
@@ -423,19 +432,24 @@ impl RevisionPool {
             // Counts as activity so the fresh instance stays through the idle grace.
             st.last_active = Some(Instant::now());
         }
-        self.start_instance().await
+        let id = InstanceId::for_revision(&self.revision, &random_suffix(5));
+        let span = tracing::info_span!("instance_start", revision = %self.revision, instance = %id);
+        self.start_instance_as(id, Some(Box::new(started)))
+            .instrument(span)
+            .await
     }
 
     /// Starts an instance (the caller has counted it in `starting`), in an `instance_start` span.
     async fn start_instance(self: &Arc<Self>) -> Result<(), (String, Vec<String>)> {
         let id = InstanceId::for_revision(&self.revision, &random_suffix(5));
         let span = tracing::info_span!("instance_start", revision = %self.revision, instance = %id);
-        self.start_instance_as(id).instrument(span).await
+        self.start_instance_as(id, None).instrument(span).await
     }
 
     async fn start_instance_as(
         self: &Arc<Self>,
         id: InstanceId,
+        started: Option<Box<dyn FnOnce() + Send>>,
     ) -> Result<(), (String, Vec<String>)> {
         let begin = Instant::now();
         let mut spec = InstanceSpec {
@@ -468,6 +482,9 @@ impl RevisionPool {
                 return Err((msg, Vec::new()));
             }
         };
+        if let Some(f) = started {
+            f();
+        }
         let ready = wait_ready(
             instance.endpoint(),
             instance.exit_watch(),

@@ -33,6 +33,7 @@ mod iam_handlers;
 mod idp;
 mod image_handlers;
 mod openapi;
+mod operation_handlers;
 
 pub use error::ApiError;
 
@@ -117,6 +118,7 @@ pub fn router(state: AppState) -> Router {
         .merge(domain_handlers::routes())
         .merge(api_gateway_handlers::routes())
         .merge(hosting_handlers::routes())
+        .merge(operation_handlers::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

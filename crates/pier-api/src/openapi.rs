@@ -4,7 +4,8 @@ use axum::response::IntoResponse;
 use utoipa::OpenApi;
 
 use crate::{
-    api_gateway_handlers, domain_handlers, handlers, hosting_handlers, iam_handlers, image_handlers,
+    api_gateway_handlers, domain_handlers, handlers, hosting_handlers, iam_handlers,
+    image_handlers, operation_handlers,
 };
 
 #[derive(OpenApi)]
@@ -15,6 +16,8 @@ use crate::{
     ),
     paths(
         handlers::info,
+        handlers::metrics,
+        operation_handlers::get_operation,
         handlers::list_services,
         handlers::get_service,
         handlers::delete_service,

@@ -272,6 +272,20 @@ impl Client {
         .await
     }
 
+    /// A long-running operation by name (`projects/P/locations/local/operations/ID`); with `after`, it
+    /// waits (up to 30 s) for a version past that one.
+    pub async fn get_operation(
+        &self,
+        name: &str,
+        after: Option<u64>,
+    ) -> Result<pier_model::operations::OperationView> {
+        let mut req = self.http.get(self.url(&format!("/v1/{name}")));
+        if let Some(v) = after {
+            req = req.query(&[("after", v), ("wait", 30)]);
+        }
+        self.send(req).await
+    }
+
     /// Deletes a revision.
     pub async fn delete_revision(
         &self,

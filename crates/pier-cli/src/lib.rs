@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use pier_model::ProjectName;
 
 pub mod auth;
@@ -17,6 +17,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod output;
+pub mod progress;
 
 pub use client::Client;
 
@@ -27,20 +28,55 @@ pub struct Globals {
     #[arg(long, global = true, env = "PIER_PROJECT")]
     pub project: Option<String>,
 
-    /// Output format of results.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    /// Output format of results: text (or table), json, yaml, or value(FIELD) for one field of each
+    /// result (a dotted path such as `url` or `status.url`), as gcloud's --format has.
+    #[arg(long, global = true, value_parser = parse_format, default_value = "text")]
     pub format: Format,
+
+    /// Print results only: no progress (spinners, phases) on stderr.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
 }
 
 /// Output formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    /// For people.
+    /// For people (`text`, or `table` as gcloud names it).
     Text,
     /// JSON, as the API returns it.
     Json,
     /// Knative YAML (services) or YAML.
     Yaml,
+    /// One field of each result, one per line (`value(url)`): a dotted path into the JSON form.
+    Value(&'static str),
+}
+
+/// Parses `--format`: `text`, `table`, `json`, `yaml` or `value(FIELD)`.
+pub fn parse_format(s: &str) -> Result<Format, String> {
+    match s.trim() {
+        "text" | "table" => Ok(Format::Text),
+        "json" => Ok(Format::Json),
+        "yaml" => Ok(Format::Yaml),
+        other => {
+            let field = other
+                .strip_prefix("value(")
+                .and_then(|r| r.strip_suffix(')'))
+                .map(str::trim)
+                .filter(|f| {
+                    !f.is_empty()
+                        && f.split('.').all(|p| {
+                            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        })
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "--format {other:?}: use text, table, json, yaml or value(FIELD) with FIELD a dotted path such as url or status.url"
+                    )
+                })?;
+            // One format per process: the field lives as long as the command.
+            Ok(Format::Value(Box::leak(field.to_owned().into_boxed_str())))
+        }
+    }
 }
 
 /// The client commands (the binary adds `server`, `up` and `doctor`).
@@ -131,6 +167,8 @@ pub struct Ctx {
     pub project: ProjectName,
     /// Output format.
     pub format: Format,
+    /// No progress output (`--quiet`).
+    pub quiet: bool,
 }
 
 /// The CLI config, or the data dir's files when there is no config.
@@ -188,6 +226,7 @@ impl Ctx {
             client: Client::new(&cfg.api_url, token)?,
             project,
             format,
+            quiet: false,
         })
     }
 }
@@ -203,7 +242,8 @@ pub async fn run_client(globals: Globals, command: Command) -> Result<()> {
     if let Command::Config(c) = &command {
         return commands::config::run(c, globals.format);
     }
-    let ctx = Ctx::from_env(globals.project.as_deref(), globals.format).await?;
+    let mut ctx = Ctx::from_env(globals.project.as_deref(), globals.format).await?;
+    ctx.quiet = globals.quiet;
     match command {
         Command::Deploy(args) => commands::deploy::run(&ctx, args).await,
         Command::Services(c) => commands::services::run(&ctx, c).await,

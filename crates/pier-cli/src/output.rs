@@ -19,7 +19,40 @@ pub fn structured<T: Serialize>(format: Format, value: &T) -> Result<bool> {
             print!("{}", yaml_serde::to_string(&json)?);
             Ok(true)
         }
+        Format::Value(field) => {
+            let json = serde_json::to_value(value)?;
+            let items: Vec<&serde_json::Value> = match &json {
+                serde_json::Value::Array(a) => a.iter().collect(),
+                v => vec![v],
+            };
+            for item in items {
+                println!("{}", field_text(item, field));
+            }
+            Ok(true)
+        }
         Format::Text => Ok(false),
+    }
+}
+
+/// The text of one dotted field of a JSON value (gcloud's `value(...)`): a string as is, nothing when
+/// missing, anything else as compact JSON (a list of strings joined with `;`, as gcloud joins them).
+pub fn field_text(v: &serde_json::Value, field: &str) -> String {
+    let mut cur = v;
+    for part in field.split('.') {
+        match cur.get(part) {
+            Some(next) => cur = next,
+            None => return String::new(),
+        }
+    }
+    match cur {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::Array(a) if a.iter().all(|x| x.is_string()) => a
+            .iter()
+            .filter_map(|x| x.as_str())
+            .collect::<Vec<_>>()
+            .join(";"),
+        other => other.to_string(),
     }
 }
 
@@ -37,6 +70,11 @@ pub fn spinner(message: &str) -> Option<indicatif::ProgressBar> {
         s.enable_steady_tick(std::time::Duration::from_millis(120));
         s
     })
+}
+
+/// Prints a note for the person at the terminal (on stderr: results stay alone on stdout).
+pub fn note(message: &str) {
+    eprintln!("{message}");
 }
 
 /// Prints a failed command's error: the reason on the first line, any detail indented below.

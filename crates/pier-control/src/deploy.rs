@@ -1,7 +1,14 @@
 //! Deploys: a request checked whole, a revision recorded, then proven by one instance (after its image
-//! is pulled and pinned); settings changed with a deploy or alone.
+//! is pulled and pinned); settings changed with a deploy or alone. Each deploy reports its phases as a
+//! long-running operation ([`operations`]).
 
 use super::*;
+
+/// A deploy's phases, as its operation names them.
+const PULLING: &str = "Pulling image";
+const STARTING: &str = "Starting the instance";
+const PROBING: &str = "Probing";
+const ROUTING: &str = "Routing traffic";
 
 impl Platform {
     /// Creates a revision and starts proving it in the background. Returns at once with the revision in
@@ -75,9 +82,25 @@ impl Platform {
             })
             .await?;
         tracing::info!(project = %project, service = %service, revision = %rev.name, "deploying");
+        let phases: &[&str] = if image.is_some() {
+            &[PULLING, STARTING, PROBING, ROUTING]
+        } else {
+            &[STARTING, PROBING, ROUTING]
+        };
+        let op = self.operations.start(
+            project.as_str(),
+            service.as_str(),
+            "deploy",
+            format!(
+                "projects/{project}/services/{service}/revisions/{}",
+                rev.name
+            ),
+            phases,
+        );
         if !settings.is_empty()
             && let Err(e) = self.apply_settings(&project, &service, &settings).await
         {
+            op.fail(&e.to_string());
             self.fail_revision(&rev, &e.to_string(), Vec::new()).await;
             return Err(e);
         }
@@ -89,29 +112,48 @@ impl Platform {
             None => match self.pool_for(&rev, svc.id_block, false) {
                 Ok(p) => Some(p),
                 Err(why) => {
+                    op.fail(&why);
                     self.fail_revision(&rev, &why, Vec::new()).await;
                     return Err(ControlError::Invalid(why));
                 }
             },
         };
         let this = self.clone();
+        let operation = op.name();
         let rec = rev.clone();
         let block = svc.id_block;
         let span = tracing::info_span!("deploy", project = %rev.project, service = %rev.service, revision = %rev.name);
         let proving = async move {
             let (rec, pool) = match (pool, image) {
                 (Some(pool), _) => (rec, pool),
-                (None, Some(source)) => match this.pull_for(&rec, block, &source).await {
-                    Ok(found) => found,
-                    Err(why) => {
-                        this.fail_revision(&rec, &why, Vec::new()).await;
-                        return;
+                (None, Some(source)) => {
+                    op.begin(PULLING);
+                    match this.pull_for(&rec, block, &source, &op).await {
+                        Ok(found) => {
+                            op.end(PULLING);
+                            found
+                        }
+                        Err(why) => {
+                            op.fail(&why);
+                            this.fail_revision(&rec, &why, Vec::new()).await;
+                            return;
+                        }
                     }
-                },
+                }
                 (None, None) => return,
             };
-            match pool.start_one().await {
+            op.begin(STARTING);
+            let started = {
+                let op = op.clone();
+                move || {
+                    op.end(STARTING);
+                    op.begin(PROBING);
+                }
+            };
+            match pool.start_one_reporting(started).await {
                 Ok(()) => {
+                    op.end(PROBING);
+                    op.begin(ROUTING);
                     // Ready and routed are one step for whoever waits: the publication lock is held
                     // from recording to publishing, and waiters take it before they answer.
                     let publishing = this.publish.lock().await;
@@ -127,12 +169,28 @@ impl Platform {
                     }
                     drop(publishing);
                     this.changed();
+                    op.end(ROUTING);
+                    op.succeed();
                 }
-                Err((why, tail)) => this.fail_revision(&rec, &why, tail).await,
+                Err((why, tail)) => {
+                    op.fail(&why);
+                    this.fail_revision(&rec, &why, tail).await;
+                }
             }
         };
         tokio::spawn(tracing::Instrument::instrument(proving, span));
-        self.revision_view(&rev).await
+        let mut view = self.revision_view(&rev).await?;
+        view.operation = Some(operation);
+        Ok(view)
+    }
+
+    /// An operation of `project` (a deploy's progress) by id.
+    pub fn operation(&self, project: &ProjectName, id: &str) -> Result<Arc<operations::Operation>> {
+        self.operations.get(project.as_str(), id).ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "operation {id} does not exist in project {project} (operations are kept an hour, and not across restarts)"
+            ))
+        })
     }
 
     /// Pulls a new revision's image, records the digest it resolved to, and makes its pool.
@@ -141,6 +199,7 @@ impl Platform {
         rec: &RevisionRecord,
         block: u32,
         source: &ImageSource,
+        op: &operations::Operation,
     ) -> std::result::Result<(RevisionRecord, Arc<pier_activator::RevisionPool>), String> {
         let images = self
             .images
@@ -148,7 +207,22 @@ impl Platform {
             .ok_or_else(|| "this server cannot run container images".to_owned())?;
         let _recording = self.image_ops.read().await;
         let started = Instant::now();
-        let info = images.pull(source).await.map_err(|e| e.to_string())?;
+        let report = |p: &pier_image::PullProgress| {
+            op.detail(
+                PULLING,
+                format!(
+                    "{}/{} layers, {:.1} of {:.1} MB",
+                    p.layers_done,
+                    p.layers,
+                    p.bytes_done as f64 / 1e6,
+                    p.bytes as f64 / 1e6
+                ),
+            );
+        };
+        let info = images
+            .pull_reporting(source, &report)
+            .await
+            .map_err(|e| e.to_string())?;
         tracing::info!(
             revision = %rec.name,
             image = %source,

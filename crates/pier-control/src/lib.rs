@@ -42,6 +42,7 @@ pub mod hosting;
 mod hosts_file;
 mod images;
 mod lifecycle;
+pub mod operations;
 mod policies;
 mod pools;
 mod routes;
@@ -113,6 +114,8 @@ pub struct Platform {
     logs: Arc<LogStore>,
     /// The gateway's request log, when the server keeps one (see [`Platform::keep_request_logs`]).
     request_logs: std::sync::OnceLock<Arc<LogStore>>,
+    /// Deploys' progress, as long-running operations.
+    operations: operations::Operations,
     scheme: UrlScheme,
     identity: Arc<IdentityService>,
     changes: watch::Sender<u64>,
@@ -188,6 +191,7 @@ impl Platform {
             admission,
             logs,
             request_logs: std::sync::OnceLock::new(),
+            operations: operations::Operations::default(),
             scheme,
             identity,
             changes: watch::channel(0).0,

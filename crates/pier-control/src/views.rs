@@ -136,6 +136,7 @@ impl Platform {
         let last_instance_exit = pool.as_ref().and_then(|p| p.last_exit());
         Ok(RevisionView {
             warnings: Vec::new(),
+            operation: None,
             name: rec.name.clone(),
             service: rec.service.clone(),
             project: rec.project.clone(),

@@ -89,6 +89,23 @@ pub struct Pulled {
     pub downloaded: u64,
 }
 
+/// How far a pull is: the image's config and layers, counted and in bytes (as the manifest gives
+/// their sizes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PullProgress {
+    /// Blobs in the cache now.
+    pub layers_done: usize,
+    /// Blobs the image has (its config and layers).
+    pub layers: usize,
+    /// Bytes of the blobs in the cache now.
+    pub bytes_done: u64,
+    /// Bytes of them all.
+    pub bytes: u64,
+}
+
+/// Told of a pull's progress (see [`ImageStore::pull_reporting`]).
+pub type Progress<'a> = dyn Fn(&PullProgress) + Send + Sync + 'a;
+
 /// An image ready to record in a revision.
 #[derive(Debug, Clone)]
 pub struct ImageInfo {
@@ -207,10 +224,20 @@ impl ImageStore {
     /// Pulls `source` (a registry, or a local archive or layout) into the cache and checks that it can
     /// run here.
     pub async fn pull(self: &Arc<Self>, source: &ImageSource) -> Result<ImageInfo, ImageError> {
+        self.pull_reporting(source, &|_| {}).await
+    }
+
+    /// [`ImageStore::pull`], telling `progress` how far a registry pull is (the blobs it needs, then
+    /// after each one arrives or is found cached).
+    pub async fn pull_reporting(
+        self: &Arc<Self>,
+        source: &ImageSource,
+        progress: &Progress<'_>,
+    ) -> Result<ImageInfo, ImageError> {
         let _shared = self.gc_lock.read().await;
         let pulled = match source {
             ImageSource::Registry(r) => {
-                registry::pull(r, &self.options.registry, &self.blobs).await?
+                registry::pull(r, &self.options.registry, &self.blobs, progress).await?
             }
             ImageSource::Local { kind, path, tag } => {
                 let (kind, path, tag) = (*kind, path.clone(), tag.clone());

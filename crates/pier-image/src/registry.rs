@@ -119,23 +119,24 @@ pub(crate) async fn pull(
     reference: &Reference,
     options: &RegistryOptions,
     blobs: &BlobStore,
+    progress: &crate::Progress<'_>,
 ) -> Result<Pulled, ImageError> {
     let registry = reference.resolve_registry();
     if options.insecure.iter().any(|r| r == registry) {
-        return pull_over(reference, options, blobs, true).await;
+        return pull_over(reference, options, blobs, true, progress).await;
     }
     if is_insecure(registry, &[]) {
         // A loopback registry: HTTPS if it speaks it, else plain HTTP, as Docker does.
-        return match pull_over(reference, options, blobs, false).await {
+        return match pull_over(reference, options, blobs, false, progress).await {
             // Not a certificate problem: the registry does not speak TLS at all.
             Err(ImageError::Unreachable(why)) if !why.to_lowercase().contains("certificate") => {
                 tracing::debug!(registry, "no HTTPS ({why}): trying plain HTTP");
-                pull_over(reference, options, blobs, true).await
+                pull_over(reference, options, blobs, true, progress).await
             }
             other => other,
         };
     }
-    pull_over(reference, options, blobs, false).await
+    pull_over(reference, options, blobs, false, progress).await
 }
 
 async fn pull_over(
@@ -143,6 +144,7 @@ async fn pull_over(
     options: &RegistryOptions,
     blobs: &BlobStore,
     plain_http: bool,
+    progress: &crate::Progress<'_>,
 ) -> Result<Pulled, ImageError> {
     let registry = reference.resolve_registry().to_owned();
     let client = client_for(&registry, options, plain_http);
@@ -199,10 +201,31 @@ async fn pull_over(
         .chain(manifest.layers.iter().cloned())
         .collect();
     let mut downloaded = 0u64;
+    let total = crate::PullProgress {
+        layers_done: 0,
+        layers: wanted.len(),
+        bytes_done: 0,
+        bytes: wanted.iter().map(|d| d.size.max(0) as u64).sum(),
+    };
+    progress(&total);
+    let done = std::sync::Mutex::new(total);
     // Owned clones per download keep the futures free of borrowed closures (they run in spawned tasks).
     let downloads = wanted.into_iter().map(|d| {
         let (client, by_digest, blobs) = (client.clone(), by_digest.clone(), blobs.clone());
-        async move { fetch_blob(&client, &by_digest, &d, &blobs).await }
+        let done = &done;
+        async move {
+            let got = fetch_blob(&client, &by_digest, &d, &blobs).await;
+            if got.is_ok() {
+                let now = {
+                    let mut p = done.lock().unwrap_or_else(|p| p.into_inner());
+                    p.layers_done += 1;
+                    p.bytes_done += d.size.max(0) as u64;
+                    *p
+                };
+                progress(&now);
+            }
+            got
+        }
     });
     let results: Vec<u64> = futures_util::stream::iter(downloads)
         .buffer_unordered(PARALLEL_LAYERS)

@@ -75,6 +75,9 @@ pub struct RevisionView {
     /// What the deploy did not do, and why (for example public access the caller may not grant).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The deploy's operation, to follow its progress (`GET /v1/{operation}`), in a deploy's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
     /// Revision name.
     pub name: RevisionName,
     /// Its service.

@@ -13,6 +13,7 @@ pub mod hosts;
 pub mod logs;
 pub mod manifest;
 pub mod names;
+pub mod operations;
 pub mod probe;
 pub mod settings;
 pub mod spec;

@@ -31,6 +31,18 @@ pub enum Command {
     /// Check what this host gives instances (root, host ids, cgroups, seccomp, kernel, helper
     /// programs, ports), with the fix for anything missing.
     Doctor(DoctorArgs),
+    /// Print a shell completion script: `pier completion bash > /etc/bash_completion.d/pier`
+    /// (zsh: into a folder of $fpath as `_pier`; fish: `~/.config/fish/completions/pier.fish`).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for pier and each of its commands (`pier.1`, `pier-deploy.1`, ...) into DIR.
+    Man {
+        /// Where to write them (created if needed).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Client commands.
     #[command(flatten)]
     Client(pier_cli::Command),

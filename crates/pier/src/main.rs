@@ -8,6 +8,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 mod cli;
+mod docs;
 mod doctor;
 mod server;
 
@@ -20,6 +21,8 @@ fn main() -> ExitCode {
             args.data_dir
                 .unwrap_or_else(pier_cli::config::default_data_dir),
         )),
+        Command::Completion { shell } => docs::completion(shell),
+        Command::Man { dir } => docs::man_pages(&dir),
         Command::Client(command) => run_client(cli.globals, command),
     };
     match result {

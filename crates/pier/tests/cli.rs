@@ -1,9 +1,11 @@
 //! More of the CLI, end to end: projects as namespaces, manifests (`services replace`), `services update`,
-//! `--env-file`, `logs --follow`, and a custom domain with a user-supplied certificate.
+//! `--env-file`, `logs --follow`, a custom domain with a user-supplied certificate, a deploy's progress
+//! and its operation, `--format value(...)`, completions and man pages.
 
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
+use std::process::Command;
 
 #[test]
 fn projects_are_namespaces_with_their_own_urls() {
@@ -322,4 +324,133 @@ fn doctor_checks_the_host_and_names_fixes() {
         "{text}"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("fix the FAIL lines"));
+}
+
+#[test]
+fn deploy_progress_operations_formats_and_completions() {
+    let p = Pier::start(&[]);
+    let dir = visible_dir();
+    let hello = visible_hello(dir.path());
+    let hello = hello.to_str().unwrap();
+    // Not a terminal: the phases as plain lines, in order; results alone on stdout.
+    let out = p.cli(&[
+        "deploy",
+        "hello",
+        "--command",
+        hello,
+        "--allow-unauthenticated",
+    ]);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{progress}");
+    let at = |s: &str| {
+        progress
+            .find(s)
+            .unwrap_or_else(|| panic!("no {s:?} in:\n{progress}"))
+    };
+    assert!(at("Creating revision") < at("Starting the instance..."));
+    assert!(at("Starting the instance: done") < at("Probing: done"));
+    assert!(at("Probing: done") < at("Routing traffic: done"));
+    assert!(
+        !progress.contains("Pulling image"),
+        "a command pulls nothing"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("Service URL: https://hello-"),
+        "{stdout}"
+    );
+    // --quiet: results only.
+    let out = p.cli(&["deploy", "hello", "--command", hello, "-q"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Service URL: "));
+    // A failing deploy names the phase it failed in.
+    let err = p.fails(&["deploy", "hello", "--command", "exit 3"]);
+    assert!(err.contains("Probing: failed"), "{err}");
+    assert!(err.contains("exited with status 3"), "{err}");
+
+    // The operation itself, in Google's shape, for whoever may read the service.
+    let out = p.ok(&[
+        "deploy",
+        "hello",
+        "--command",
+        hello,
+        "--async",
+        "--format",
+        "json",
+    ]);
+    let rev: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let name = rev["operation"]
+        .as_str()
+        .expect("a deploy names its operation")
+        .to_owned();
+    assert!(
+        name.starts_with("projects/default/locations/local/operations/"),
+        "{name}"
+    );
+    let op = eventually(30, "the operation to end", || {
+        let v = p.api_get(&format!("/v1/{name}?after=0&wait=5"));
+        (v["done"] == true).then_some(v)
+    });
+    assert!(op["error"].is_null(), "{op}");
+    let phases: Vec<(&str, &str)> = op["metadata"]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("Starting the instance", "SUCCEEDED"),
+            ("Probing", "SUCCEEDED"),
+            ("Routing traffic", "SUCCEEDED")
+        ]
+    );
+    let stranger = p.user("stranger@example.com");
+    let out = p
+        .command("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {}", stranger.api_token()))
+        .arg(format!("{}/v1/{name}", p.api_url))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    let err = p.fails(&["services", "list", "--format", "value(bad path)"]);
+    assert!(err.contains("value(FIELD)"), "{err}");
+
+    // gcloud's --format value(...) and table.
+    assert_eq!(
+        p.ok(&["services", "list", "--format", "value(name)"]),
+        "hello\n"
+    );
+    let url = p.ok(&["services", "describe", "hello", "--format", "value(url)"]);
+    assert!(
+        url.starts_with("https://hello-") && url.lines().count() == 1,
+        "{url}"
+    );
+    assert!(
+        p.ok(&["services", "list", "--format", "table"])
+            .contains("SERVICE")
+    );
+
+    // Completions and man pages from the same definitions.
+    let script = p.dir.join("pier.bash");
+    std::fs::write(&script, p.ok(&["completion", "bash"])).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p pier", script.display()))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("-F _pier pier"),
+        "{out:?}"
+    );
+    assert!(p.ok(&["completion", "zsh"]).starts_with("#compdef pier"));
+    assert!(p.ok(&["completion", "fish"]).contains("complete -c pier"));
+    let man = tempfile::tempdir().unwrap();
+    p.ok(&["man", "--dir", man.path().to_str().unwrap()]);
+    let page = std::fs::read_to_string(man.path().join("pier-services-describe.1")).unwrap();
+    assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
+    assert!(page.contains("pier\\-services\\-describe"), "{page}");
 }

@@ -60,7 +60,26 @@ fn registry_images_run_the_digest_their_tag_had_at_deploy() {
     let image = reg.push(&v1, "hello:1.0", &[]);
     let p = Pier::start(&["--scale-to-zero-grace", "500ms", "--stable-window", "2s"]);
 
-    let url = deploy(&p, "hello", &["--image", &image, "--allow-unauthenticated"]);
+    // The deploy's progress names its phases, the pull with its layers (plain lines: not a terminal).
+    let out = p.cli(&[
+        "deploy",
+        "hello",
+        "--image",
+        &image,
+        "--allow-unauthenticated",
+    ]);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{progress}");
+    let at = |s: &str| {
+        progress
+            .find(s)
+            .unwrap_or_else(|| panic!("no {s:?} in the deploy's progress:\n{progress}"))
+    };
+    assert!(progress.contains(" layers, "), "{progress}");
+    assert!(at("Pulling image: done") < at("Starting the instance: done"));
+    assert!(at("Starting the instance: done") < at("Probing: done"));
+    assert!(at("Probing: done") < at("Routing traffic: done"));
+    let url = service_url(&String::from_utf8_lossy(&out.stdout));
     let body = json(&get(&p, &url));
     assert_eq!(body["greeting"], "one");
     assert_eq!(body["pid"], 1, "the app is the container's first process");

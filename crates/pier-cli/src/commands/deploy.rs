@@ -6,7 +6,6 @@ use clap::Args;
 use pier_model::api::{DeployRequest, RevisionState, RevisionView};
 use pier_model::spec::validate_env_name;
 use pier_model::{EnvVar, ProjectName, RevisionTemplate, ServiceName, Tag};
-use std::io::IsTerminal;
 
 use crate::{Client, Ctx, output, parse_duration};
 
@@ -579,8 +578,11 @@ pub async fn deploy_and_wait(
     wait: bool,
 ) -> Result<()> {
     let rev = ctx.client.deploy(&ctx.project, service, req).await?;
-    eprintln!("Deploying {service} in project {}...", ctx.project);
-    eprintln!("  Creating revision {}...", rev.name);
+    let show = crate::progress::Show::detect(ctx.quiet);
+    if show != crate::progress::Show::Quiet {
+        eprintln!("Deploying {service} in project {}...", ctx.project);
+        eprintln!("  Creating revision {}...", rev.name);
+    }
     for w in &rev.warnings {
         eprintln!("WARNING: {w}");
     }
@@ -590,14 +592,20 @@ pub async fn deploy_and_wait(
         }
         return Ok(());
     }
-    let rev = wait_ready(&ctx.client, &ctx.project, &rev).await?;
-    eprintln!("  Routing traffic...");
+    // The deploy's phases as the server reports them; the revision's final state says how it ended
+    // (its reason and last log lines when it failed).
+    if let Some(op) = &rev.operation {
+        crate::progress::follow(&ctx.client, op, show).await?;
+    }
+    let rev = wait_ready(&ctx.client, &ctx.project, &rev, show).await?;
     let svc = ctx
         .client
         .get_service(&ctx.project, service)
         .await?
         .ok_or_else(|| anyhow!("service {service} vanished during the deploy"))?;
-    eprintln!("Done.");
+    if show != crate::progress::Show::Quiet {
+        eprintln!("Done.");
+    }
     if output::structured(ctx.format, &svc)? {
         return Ok(());
     }
@@ -607,10 +615,12 @@ pub async fn deploy_and_wait(
         .filter(|t| t.revision_name.as_ref() == Some(&rev.name))
         .map(|t| u32::from(t.percent))
         .sum();
-    eprintln!(
-        "Service [{service}] revision [{}] has been deployed and is serving {percent} percent of traffic.",
-        rev.name
-    );
+    if show != crate::progress::Show::Quiet {
+        eprintln!(
+            "Service [{service}] revision [{}] has been deployed and is serving {percent} percent of traffic.",
+            rev.name
+        );
+    }
     for t in &svc.traffic {
         if t.revision_name.as_ref() == Some(&rev.name)
             && let (Some(tag), Some(url)) = (&t.tag, &t.url)
@@ -627,21 +637,27 @@ pub async fn wait_ready(
     client: &Client,
     project: &ProjectName,
     rev: &RevisionView,
+    show: crate::progress::Show,
 ) -> Result<RevisionView> {
     let mut r = rev.clone();
     // A spinner with the time spent on a terminal; elsewhere a line every 30 s, so a slow start shows
     // progress in CI logs too.
-    let tty = std::io::stderr().is_terminal();
-    let spinner = crate::output::spinner(&format!(
-        "waiting for {} to pass its startup probe",
-        rev.name
-    ));
+    let tty = show == crate::progress::Show::Terminal;
+    let quiet = show == crate::progress::Show::Quiet;
+    let spinner = if tty && rev.operation.is_none() {
+        crate::output::spinner(&format!(
+            "waiting for {} to pass its startup probe",
+            rev.name
+        ))
+    } else {
+        None
+    };
     let started = std::time::Instant::now();
     while r.state == RevisionState::Deploying {
         r = client
             .get_revision(project, &rev.name, if tty { 60 } else { 30 })
             .await?;
-        if !tty && r.state == RevisionState::Deploying {
+        if !tty && !quiet && r.state == RevisionState::Deploying {
             eprintln!(
                 "  still waiting for {} to pass its startup probe ({}s)",
                 rev.name,

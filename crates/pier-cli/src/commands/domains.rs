@@ -429,6 +429,9 @@ pub async fn run_mappings(ctx: &Ctx, cmd: DomainMappingsCommand) -> Result<()> {
                 Format::Json => {
                     output::structured(Format::Json, &m)?;
                 }
+                Format::Value(_) => {
+                    output::structured(ctx.format, &m)?;
+                }
                 Format::Text => describe_text(&m),
             }
         }

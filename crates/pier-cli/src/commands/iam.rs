@@ -43,10 +43,10 @@ pub enum PolicyOp {
 /// Prints a policy the way gcloud does (YAML unless `--format json`).
 pub fn print_policy(format: Format, p: &Policy) -> Result<()> {
     match format {
-        Format::Json => {
+        Format::Json | Format::Value(_) => {
             output::structured(format, p)?;
         }
-        _ => print!("{}", yaml_serde::to_string(p)?),
+        Format::Text | Format::Yaml => print!("{}", yaml_serde::to_string(p)?),
     }
     Ok(())
 }

@@ -38,9 +38,17 @@ pub struct LogsArgs {
 }
 
 fn print(format: Format, e: &LogEntry) {
-    if format == Format::Json {
-        println!("{}", serde_json::to_string(e).unwrap_or_default());
-        return;
+    match format {
+        Format::Json => {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+            return;
+        }
+        Format::Value(field) => {
+            let v = serde_json::to_value(e).unwrap_or_default();
+            println!("{}", visible(&crate::output::field_text(&v, field)));
+            return;
+        }
+        Format::Text | Format::Yaml => {}
     }
     let stream = match e.stream {
         LogStream::Stdout => "stdout",

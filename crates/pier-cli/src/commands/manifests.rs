@@ -132,7 +132,11 @@ pub async fn deploy_file(
         };
         let rev = ctx.client.deploy(&project, &m.name, &req).await?;
         eprintln!("  Creating revision {}...", rev.name);
-        wait_ready(&ctx.client, &project, &rev).await?;
+        let show = crate::progress::Show::detect(ctx.quiet);
+        if let Some(op) = &rev.operation {
+            crate::progress::follow(&ctx.client, op, show).await?;
+        }
+        wait_ready(&ctx.client, &project, &rev, show).await?;
     }
     if let Some(traffic) = &m.traffic
         && *traffic != pier_model::Traffic::default()

@@ -226,6 +226,7 @@ async fn deploy_up(
         client,
         project: pier_model::ProjectName::default(),
         format: pier_cli::Format::Text,
+        quiet: false,
     };
     let urls = pier_cli::commands::manifests::deploy_path(&ctx, path).await?;
     pier_cli::output::service_urls(&urls);
