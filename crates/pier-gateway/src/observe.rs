@@ -66,25 +66,25 @@ impl Telemetry {
         proto: &'static str,
     ) -> Option<RequestTrace> {
         let tracing = self.traces.as_ref()?;
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.host().to_owned())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h).to_owned())
-            })
-            .unwrap_or_default();
-        let version = match parts.version {
-            Version::HTTP_2 => "2",
-            Version::HTTP_10 => "1.0",
-            _ => "1.1",
-        };
-        Some(tracing.request(
-            parts.headers.get(crate::headers::TRACEPARENT),
+        // Attributes are made for sampled requests only.
+        tracing.request(parts.headers.get(crate::headers::TRACEPARENT), || {
+            let host = parts
+                .uri
+                .authority()
+                .map(|a| a.host().to_owned())
+                .or_else(|| {
+                    parts
+                        .headers
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h).to_owned())
+                })
+                .unwrap_or_default();
+            let version = match parts.version {
+                Version::HTTP_2 => "2",
+                Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            };
             vec![
                 KeyValue::new("http.request.method", parts.method.to_string()),
                 KeyValue::new("url.path", parts.uri.path().to_owned()),
@@ -92,8 +92,8 @@ impl Telemetry {
                 KeyValue::new("server.address", host),
                 KeyValue::new("network.protocol.version", version),
                 KeyValue::new("client.address", peer.to_string()),
-            ],
-        ))
+            ]
+        })
     }
 
     /// Starts recording a request, when anything is recorded.
@@ -464,11 +464,21 @@ impl RequestLog {
             while rx.recv_many(&mut batch, 256).await > 0 {
                 let records = std::mem::take(&mut batch);
                 let store = store.clone();
-                // File writes block: on the blocking pool, a batch at a time, in order.
+                // File writes block: on the blocking pool, a batch at a time, in order, one write per
+                // service's file.
                 let _ = tokio::task::spawn_blocking(move || {
+                    let mut by_service: Vec<((ProjectName, ServiceName), Vec<LogEntry>)> =
+                        Vec::new();
                     for r in records {
-                        let (p, s) = (r.project.clone(), r.service.clone());
-                        store.append_entry(&p, &s, r.into_entry());
+                        let key = (r.project.clone(), r.service.clone());
+                        let entry = r.into_entry();
+                        match by_service.iter_mut().find(|(k, _)| *k == key) {
+                            Some((_, v)) => v.push(entry),
+                            None => by_service.push((key, vec![entry])),
+                        }
+                    }
+                    for ((p, s), entries) in by_service {
+                        store.append_entries(&p, &s, entries);
                     }
                 })
                 .await;

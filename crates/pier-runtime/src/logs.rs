@@ -194,14 +194,29 @@ impl LogStore {
         Ok(out.into())
     }
 
-    /// Appends an entry another writer made (the gateway's request log) to a service's file and
-    /// tells followers. Blocking file I/O: call it off the request path.
-    pub fn append_entry(&self, project: &ProjectName, service: &ServiceName, entry: LogEntry) {
+    /// Appends entries another writer made (the gateway's request log) to a service's file in one
+    /// write, and tells followers (if any). Blocking file I/O: call it off the request path.
+    pub fn append_entries(
+        &self,
+        project: &ProjectName,
+        service: &ServiceName,
+        entries: Vec<LogEntry>,
+    ) {
+        let mut lines = Vec::with_capacity(entries.len() * 512);
+        for e in &entries {
+            if serde_json::to_writer(&mut lines, e).is_ok() {
+                lines.push(b'\n');
+            }
+        }
         let file = self.service_file(project, service);
-        self.append(&file, &entry);
-        let _ = self
-            .live
-            .send(Arc::new((project.clone(), service.clone(), entry)));
+        self.write_lines(&file, &lines);
+        if self.live.receiver_count() > 0 {
+            for e in entries {
+                let _ = self
+                    .live
+                    .send(Arc::new((project.clone(), service.clone(), e)));
+            }
+        }
     }
 
     /// Deletes a service's logs (when the service is deleted).
@@ -223,9 +238,17 @@ impl LogStore {
             Err(_) => return,
         };
         line.push(b'\n');
+        self.write_lines(file, &line);
+    }
+
+    /// Writes whole lines (each ending in a newline) to a service's file.
+    fn write_lines(&self, file: &Mutex<ServiceFile>, line: &[u8]) {
+        if line.is_empty() {
+            return;
+        }
         let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
         use std::sync::atomic::Ordering;
-        match self.write_line(&mut f, &line) {
+        match self.write_line(&mut f, line) {
             Err(e) => {
                 f.file = None;
                 if !self.dropping.swap(true, Ordering::Relaxed) {

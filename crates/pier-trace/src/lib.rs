@@ -5,9 +5,11 @@
 //! **Context.** A valid W3C `traceparent` the caller sends (W3C Trace Context §3.2) is the request
 //! span's remote parent; the `traceparent` forwarded to the instance names the upstream span, so the
 //! app's own spans join the same trace under Pier's. **Sampling** is parent-based: a caller's sampled
-//! flag is honoured either way, and a trace Pier starts is sampled with `--trace-sample-ratio` (by its
-//! trace id, as OpenTelemetry's `TraceIdRatioBased` sampler decides). An unsampled request still gets
-//! span ids (so the app sees a consistent context), but nothing is recorded or exported for it.
+//! flag is honoured either way, and a trace Pier starts is sampled with probability
+//! `--trace-sample-ratio`. The decision is taken before any span exists, so an unsampled request costs
+//! no span, no attribute and no allocation: it is forwarded as without tracing (the caller's context
+//! as it came, or a fresh unsampled one), and only sampled requests reach the SDK (whose sampler then
+//! keeps them all).
 //!
 //! Attribute names follow OpenTelemetry's HTTP semantic conventions (`http.request.method`,
 //! `url.path`, `url.scheme`, `server.address`, `http.response.status_code`, `network.protocol.version`,
@@ -32,6 +34,8 @@ pub use opentelemetry::trace::SpanKind as Kind;
 pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
+    /// The share of traces Pier starts that are sampled.
+    ratio: f64,
 }
 
 impl std::fmt::Debug for Tracing {
@@ -78,9 +82,8 @@ impl Tracing {
             .map_err(|e| format!("--otlp-endpoint: {e}"))?;
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                ratio,
-            ))))
+            // Only sampled requests get spans (see the crate's docs).
+            .with_sampler(Sampler::AlwaysOn)
             .with_resource(
                 opentelemetry_sdk::Resource::builder_empty()
                     .with_service_name("pier")
@@ -89,25 +92,42 @@ impl Tracing {
             )
             .build();
         let tracer = provider.tracer("pier");
-        Ok(Self { provider, tracer })
+        Ok(Self {
+            provider,
+            tracer,
+            ratio,
+        })
     }
 
-    /// Starts a request's span, under the caller's `traceparent` when it sends a valid one.
-    pub fn request(&self, traceparent: Option<&HeaderValue>, attrs: Vec<KeyValue>) -> RequestTrace {
-        let parent = traceparent
-            .and_then(|v| parse_traceparent(v.as_bytes()))
+    /// Starts a request's span, under the caller's `traceparent` when it sends a valid one, if the
+    /// request is sampled (its caller's flag, else the ratio); `None` otherwise. `attrs` are made only
+    /// for a sampled request.
+    pub fn request(
+        &self,
+        traceparent: Option<&HeaderValue>,
+        attrs: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Option<RequestTrace> {
+        let remote = traceparent.and_then(|v| parse_traceparent(v.as_bytes()));
+        let sampled = match &remote {
+            Some(sc) => sc.is_sampled(),
+            None => self.ratio > 0.0 && fastrand::f64() < self.ratio,
+        };
+        if !sampled {
+            return None;
+        }
+        let parent = remote
             .map(|sc| Context::new().with_remote_span_context(sc))
             .unwrap_or_default();
         let span = self
             .tracer
             .span_builder("request")
             .with_kind(SpanKind::Server)
-            .with_attributes(attrs)
+            .with_attributes(attrs())
             .start_with_context(&self.tracer, &parent);
-        RequestTrace {
+        Some(RequestTrace {
             cx: parent.with_span(span),
             tracer: self.tracer.clone(),
-        }
+        })
     }
 
     /// Sends what is buffered and stops the exporter (server shutdown).
@@ -332,20 +352,22 @@ mod tests {
 
     #[test]
     fn children_are_parented_and_forwarded_contexts_name_the_child() {
-        // No exporter needed: a provider without one still builds sampled spans.
+        // No exporter needed: a provider without one still builds sampled spans. Ratio 0: only
+        // callers' sampled flags start traces.
         let provider = SdkTracerProvider::builder()
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
+            .with_sampler(Sampler::AlwaysOn)
             .build();
         let t = Tracing {
             tracer: provider.tracer("test"),
             provider,
+            ratio: 0.0,
         };
         let caller =
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
-        let req = t.request(Some(&caller), vec![]);
+        let req = t.request(Some(&caller), Vec::new).unwrap();
         assert!(
             req.sampled(),
-            "the caller's sampled flag wins over the root sampler"
+            "the caller's sampled flag wins over the ratio"
         );
         let up = req.phase("upstream", SpanKind::Client);
         let tp = up.traceparent().unwrap();
@@ -358,13 +380,20 @@ mod tests {
             tp.ends_with("-01") && !tp.contains("00f067aa0ba902b7"),
             "{tp}"
         );
-        // Without a caller's context the root sampler decides: off here.
-        let root = t.request(None, vec![]);
-        assert!(!root.sampled());
-        let up = root.phase("upstream", SpanKind::Client);
+        // Without a caller's context the ratio decides: none here; a caller's unsampled flag is
+        // honoured too. Neither makes a span, nor its attributes.
         assert!(
-            up.traceparent()
-                .is_none_or(|v| v.to_str().unwrap().ends_with("-00"))
+            t.request(None, || unreachable!("no attributes unsampled"))
+                .is_none()
         );
+        let unsampled =
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+        assert!(t.request(Some(&unsampled), Vec::new).is_none());
+        let all = Tracing {
+            tracer: t.tracer.clone(),
+            provider: t.provider.clone(),
+            ratio: 1.0,
+        };
+        assert!(all.request(None, Vec::new).unwrap().sampled());
     }
 }
