@@ -28,7 +28,6 @@ use pier_model::{ProjectName, ServiceName};
 use pier_runtime::logs::LogStore;
 use pier_trace::KeyValue;
 use pier_trace::{Phase, RequestTrace};
-use tokio::sync::mpsc;
 
 use crate::body::GatewayBody;
 use crate::error::ProxyError;
@@ -119,27 +118,16 @@ impl Telemetry {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let line = self.requests.as_ref().map(|log| {
-            let host = parts
-                .uri
-                .authority()
-                .map(|a| a.as_str().to_owned())
-                .or_else(|| {
-                    parts
-                        .headers
-                        .get(header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .map(str::to_owned)
-                })
-                .unwrap_or_default();
-            let pq = parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
+            let authority = match parts.uri.authority() {
+                Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+                None => parts.headers.get(header::HOST).cloned(),
+            };
             Line {
                 log: log.clone(),
                 method: parts.method.clone(),
-                url: format!("{proto}://{host}{pq}"),
+                scheme: proto,
+                authority,
+                path: parts.uri.path_and_query().cloned(),
                 user_agent: parts.headers.get(header::USER_AGENT).cloned(),
                 referer: parts.headers.get(header::REFERER).cloned(),
                 remote_ip: peer,
@@ -185,7 +173,10 @@ pub(crate) enum CacheSeen {
 struct Line {
     log: RequestLog,
     method: Method,
-    url: String,
+    /// The URL's parts, joined by the writer (no formatting on the request path).
+    scheme: &'static str,
+    authority: Option<HeaderValue>,
+    path: Option<http::uri::PathAndQuery>,
     user_agent: Option<HeaderValue>,
     referer: Option<HeaderValue>,
     remote_ip: IpAddr,
@@ -255,12 +246,13 @@ impl Exit {
             return;
         };
         let record = RequestRecord {
-            project: route.project.clone(),
-            service: route.service.clone(),
-            revision: self.seen.pool.as_ref().map(|p| p.revision().to_string()),
-            instance: self.seen.slot.as_ref().map(|s| s.id().to_string()),
+            route: route.clone(),
+            pool: self.seen.pool.take(),
+            slot: self.seen.slot.take(),
             method: line.method,
-            url: line.url,
+            scheme: line.scheme,
+            authority: line.authority,
+            path: line.path,
             status: self.status,
             request_size: self.request_size,
             response_size: sent,
@@ -377,12 +369,13 @@ impl crate::RouteSubscriber for MetricsSubscriber {
 /// One request, as the request log gets it.
 #[derive(Debug)]
 pub struct RequestRecord {
-    project: ProjectName,
-    service: ServiceName,
-    revision: Option<String>,
-    instance: Option<String>,
+    route: Arc<Route>,
+    pool: Option<Arc<RevisionPool>>,
+    slot: Option<Arc<Slot>>,
     method: Method,
-    url: String,
+    scheme: &'static str,
+    authority: Option<HeaderValue>,
+    path: Option<http::uri::PathAndQuery>,
     status: u16,
     request_size: u64,
     response_size: u64,
@@ -414,16 +407,33 @@ impl RequestRecord {
             Version::HTTP_3 => "HTTP/3",
             _ => "HTTP/1.1",
         };
-        let message = format!("{} {} {}", self.method, self.url, self.status);
+        let url = format!(
+            "{}://{}{}",
+            self.scheme,
+            self.authority
+                .as_ref()
+                .and_then(|a| a.to_str().ok())
+                .unwrap_or(""),
+            self.path.as_ref().map_or("/", |p| p.as_str())
+        );
+        let message = format!("{} {url} {}", self.method, self.status);
         LogEntry {
             timestamp: pier_runtime::logs::format_time(self.ended),
-            instance: self.instance.unwrap_or_default(),
-            revision: self.revision.unwrap_or_default(),
+            instance: self
+                .slot
+                .as_ref()
+                .map(|s| s.id().to_string())
+                .unwrap_or_default(),
+            revision: self
+                .pool
+                .as_ref()
+                .map(|p| p.revision().to_string())
+                .unwrap_or_default(),
             stream: LogStream::Request,
             message,
             http_request: Some(HttpRequest {
                 request_method: self.method.to_string(),
-                request_url: self.url,
+                request_url: url,
                 request_size: self.request_size.to_string(),
                 status: self.status,
                 response_size: self.response_size.to_string(),
@@ -441,57 +451,59 @@ impl RequestRecord {
 }
 
 /// Lines waiting for the writer before new ones are dropped (and counted).
-const QUEUE: usize = 16 * 1024;
+const QUEUE: usize = 32 * 1024;
 
-/// The request log: a bounded queue and the task that writes it, one file per service beside the
-/// app logs' (see [`LogStore`]), rotated the same way.
+/// How often the writer wakes to write what was queued: senders never wake it (a send is a push on a
+/// queue nobody waits on), so the request path makes no system call for its log line.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// The request log: a bounded queue and the thread that writes it every [`FLUSH_EVERY`], one file per
+/// service beside the app logs' (see [`LogStore`]), rotated the same way, one write per file per
+/// flush.
 #[derive(Clone)]
 pub struct RequestLog {
-    tx: mpsc::Sender<RequestRecord>,
+    tx: std::sync::mpsc::SyncSender<RequestRecord>,
     dropped: Arc<AtomicU64>,
 }
 
 impl RequestLog {
-    /// Starts the writer task on `store` (a tokio runtime must be running). The task ends when every
-    /// handle is dropped, after writing what is queued.
+    /// Starts the writer thread on `store`. It ends when every handle is dropped, after writing what
+    /// is queued.
     pub fn spawn(store: Arc<LogStore>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<RequestRecord>(QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RequestRecord>(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let seen_dropped = dropped.clone();
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(256);
-            let mut said = 0;
-            while rx.recv_many(&mut batch, 256).await > 0 {
-                let records = std::mem::take(&mut batch);
-                let store = store.clone();
-                // File writes block: on the blocking pool, a batch at a time, in order, one write per
-                // service's file.
-                let _ = tokio::task::spawn_blocking(move || {
-                    let mut by_service: Vec<((ProjectName, ServiceName), Vec<LogEntry>)> =
-                        Vec::new();
-                    for r in records {
-                        let key = (r.project.clone(), r.service.clone());
-                        let entry = r.into_entry();
-                        match by_service.iter_mut().find(|(k, _)| *k == key) {
-                            Some((_, v)) => v.push(entry),
-                            None => by_service.push((key, vec![entry])),
+        let spawned = std::thread::Builder::new()
+            .name("request-log".into())
+            .spawn(move || {
+                let mut said = 0;
+                loop {
+                    std::thread::sleep(FLUSH_EVERY);
+                    let mut records = Vec::new();
+                    let open = loop {
+                        match rx.try_recv() {
+                            Ok(r) => records.push(r),
+                            Err(std::sync::mpsc::TryRecvError::Empty) => break true,
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => break false,
                         }
+                    };
+                    write_batch(&store, records);
+                    let now = seen_dropped.load(Ordering::Relaxed);
+                    if now > said {
+                        tracing::warn!(
+                            dropped = now - said,
+                            "request log lines dropped: the writer could not keep up"
+                        );
+                        said = now;
                     }
-                    for ((p, s), entries) in by_service {
-                        store.append_entries(&p, &s, entries);
+                    if !open {
+                        return;
                     }
-                })
-                .await;
-                let now = seen_dropped.load(Ordering::Relaxed);
-                if now > said {
-                    tracing::warn!(
-                        dropped = now - said,
-                        "request log lines dropped: the writer could not keep up"
-                    );
-                    said = now;
                 }
-            }
-        });
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("the request log's writer did not start ({e}): no request log");
+        }
         Self { tx, dropped }
     }
 
@@ -499,5 +511,21 @@ impl RequestLog {
         if self.tx.try_send(r).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Writes a batch, one write per service's file.
+fn write_batch(store: &LogStore, records: Vec<RequestRecord>) {
+    let mut by_service: Vec<((ProjectName, ServiceName), Vec<LogEntry>)> = Vec::new();
+    for r in records {
+        let key = (r.route.project.clone(), r.route.service.clone());
+        let entry = r.into_entry();
+        match by_service.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(entry),
+            None => by_service.push((key, vec![entry])),
+        }
+    }
+    for ((p, s), entries) in by_service {
+        store.append_entries(&p, &s, entries);
     }
 }
