@@ -93,6 +93,10 @@ struct PoolState {
     last_exit: Option<InstanceExitView>,
     /// The most requests one instance had in flight since the metrics last read it.
     peak: u32,
+    /// CPU seconds of each instance at the last scrape, and of those that ended since the pool was
+    /// made (so the revision's CPU counter never goes down).
+    cpu_seen: std::collections::HashMap<InstanceId, f64>,
+    cpu_retired: f64,
 }
 
 /// The pool of one revision.
@@ -199,6 +203,8 @@ impl RevisionPool {
                 last_failure: None,
                 last_exit: None,
                 peak: 0,
+                cpu_seen: Default::default(),
+                cpu_retired: 0.0,
             }),
             wake: Notify::new(),
             drained: Notify::new(),
@@ -397,12 +403,23 @@ impl RevisionPool {
             }
             (live, instances)
         };
+        let mut now = std::collections::HashMap::new();
         for i in instances {
             if let Some(u) = i.usage() {
-                live.cpu_seconds += u.cpu_seconds;
+                now.insert(i.id().clone(), u.cpu_seconds);
                 live.memory_bytes += u.memory_bytes;
             }
         }
+        let mut st = self.lock();
+        let gone: f64 = st
+            .cpu_seen
+            .iter()
+            .filter(|(id, _)| !now.contains_key(*id))
+            .map(|(_, cpu)| *cpu)
+            .sum();
+        st.cpu_retired += gone;
+        live.cpu_seconds = st.cpu_retired + now.values().sum::<f64>();
+        st.cpu_seen = now;
         live
     }
 

@@ -520,10 +520,13 @@ pub(crate) async fn logs(
     let request_live = (kind != pier_model::logs::LogKind::App)
         .then(|| s.platform.request_log_store().map(|r| r.subscribe()))
         .flatten();
-    let lines = s
+    let mut lines = s
         .platform
         .logs(&project, &service, query.clone(), kind)
         .await?;
+    for e in &mut lines {
+        e.severity = Some(e.severity());
+    }
     if !q.follow {
         return Ok(axum::Json(lines).into_response());
     }
@@ -553,7 +556,9 @@ pub(crate) async fn logs(
             while let Some(item) = live.next().await {
                 let (p, svc, e) = &*item;
                 if filter(p, svc, e) {
-                    let line = serde_json::to_string(e).unwrap_or_default() + "\n";
+                    let mut e = e.clone();
+                    e.severity = Some(e.severity());
+                    let line = serde_json::to_string(&e).unwrap_or_default() + "\n";
                     return Some((Ok(line), (None, live, filter)));
                 }
             }

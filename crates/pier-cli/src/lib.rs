@@ -29,7 +29,7 @@ pub struct Globals {
     pub project: Option<String>,
 
     /// Output format of results: text (or table), json, yaml, or value(FIELD) for one field of each
-    /// result (a dotted path such as `url` or `status.url`), as gcloud's --format has.
+    /// result's JSON form (a dotted path such as `url` or `template.image`), as gcloud's --format has.
     #[arg(long, global = true, value_parser = parse_format, default_value = "text")]
     pub format: Format,
 
@@ -69,9 +69,7 @@ pub fn parse_format(s: &str) -> Result<Format, String> {
                         })
                 })
                 .ok_or_else(|| {
-                    format!(
-                        "--format {other:?}: use text, table, json, yaml or value(FIELD) with FIELD a dotted path such as url or status.url"
-                    )
+                    "use text, table, json, yaml or value(FIELD), FIELD a dotted path into the JSON form such as url or template.image".to_owned()
                 })?;
             // One format per process: the field lives as long as the command.
             Ok(Format::Value(Box::leak(field.to_owned().into_boxed_str())))

@@ -446,6 +446,7 @@ impl RequestRecord {
                 cache_hit: self.cache == Some(CacheSeen::Hit),
             }),
             trace,
+            severity: None,
         }
     }
 }

@@ -28,8 +28,9 @@ pub struct LiveRevision {
     /// The most requests one instance had in flight at once since the last scrape (Cloud Run's
     /// `container/max_request_concurrencies`, per scrape interval instead of per minute).
     pub peak_concurrency: u32,
-    /// CPU time its running instances used, in seconds (from their cgroups; an instance that ended
-    /// takes its share with it, so this can go down).
+    /// CPU time its instances used since the pool was made, in seconds (from their cgroups, read at
+    /// each scrape; an instance that ended keeps the share last read): a counter, so `rate()` gives
+    /// the CPU cores it uses.
     pub cpu_seconds: f64,
     /// Memory its running instances use now, in bytes (from their cgroups).
     pub memory_bytes: u64,
@@ -89,7 +90,7 @@ struct ResultLabel {
 
 type Gauge = (&'static str, &'static str, fn(&LiveRevision) -> f64);
 
-const GAUGES: [Gauge; 4] = [
+const GAUGES: [Gauge; 3] = [
     (
         "pending_requests",
         "Requests waiting for an instance slot now",
@@ -99,11 +100,6 @@ const GAUGES: [Gauge; 4] = [
         "max_request_concurrencies",
         "Most requests one instance had in flight at once since the last scrape",
         |r| f64::from(r.peak_concurrency),
-    ),
-    (
-        "instance_cpu_seconds",
-        "CPU time the revision's running instances used, in seconds (their cgroups)",
-        |r| r.cpu_seconds,
     ),
     (
         "instance_memory_bytes",
@@ -123,7 +119,7 @@ impl Collector for Sources {
             .collect();
         {
             let mut m = encoder.encode_descriptor(
-                "instance_count",
+                "instances",
                 "Instances by state: active (serving requests), idle, starting (Cloud Run's container/instance_count)",
                 None,
                 MetricType::Gauge,
@@ -150,6 +146,18 @@ impl Collector for Sources {
             for r in &revisions {
                 let Some(l) = &r.labels else { continue };
                 ConstGauge::new(value(r)).encode(m.encode_family(l)?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "instance_cpu_seconds",
+                "CPU time the revision's instances used, in seconds (their cgroups; rate() is the cores in use)",
+                None,
+                MetricType::Counter,
+            )?;
+            for r in &revisions {
+                let Some(l) = &r.labels else { continue };
+                ConstCounter::new(r.cpu_seconds).encode(m.encode_family(l)?)?;
             }
         }
         for counters in sources.iter().flat_map(|s| s.counters()) {

@@ -100,11 +100,11 @@ fn scrape_time_sources_and_process_metrics_are_rendered() {
     let out = m.render();
     let l = r#"project="p",service="s",revision="s-1""#;
     for want in [
-        format!("pier_instance_count{{{l},state=\"active\"}} 2"),
-        format!("pier_instance_count{{{l},state=\"idle\"}} 1"),
+        format!("pier_instances{{{l},state=\"active\"}} 2"),
+        format!("pier_instances{{{l},state=\"idle\"}} 1"),
         format!("pier_pending_requests{{{l}}} 3"),
         format!("pier_max_request_concurrencies{{{l}}} 7"),
-        format!("pier_instance_cpu_seconds{{{l}}} 1.5"),
+        format!("pier_instance_cpu_seconds_total{{{l}}} 1.5"),
         format!("pier_instance_memory_bytes{{{l}}} 4096"),
         "pier_edge_cache_lookups_total{result=\"hit\"} 5".to_owned(),
         "pier_connections_total{listener=\"https\"} 1".to_owned(),

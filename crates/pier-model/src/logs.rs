@@ -43,6 +43,9 @@ pub struct LogEntry {
     /// The W3C trace id (32 hex digits), for request entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// Its severity, as the admin API reports it (see [`LogEntry::severity`]; not stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
 }
 
 /// A request, in the shape of Cloud Logging's `HttpRequest` (int64 fields as decimal strings, the
@@ -107,7 +110,9 @@ impl std::str::FromStr for LogKind {
 }
 
 /// Cloud Logging's severities, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Severity {
     /// No severity.
@@ -189,6 +194,26 @@ impl std::fmt::Display for Severity {
     }
 }
 
+/// Pier's own notes about an instance: its unexpected end or a failed start is an `ERROR` (so
+/// `--severity ERROR` shows what explains an outage), a liveness failure that stops it a `WARNING`,
+/// the rest (started, stopped) `INFO`. The texts are the runtimes' (`instance exited with status N`,
+/// `instance was killed ...`, `out of memory: ...`, `the instance could not start: ...`).
+fn system_severity(message: &str) -> Severity {
+    let m = message.trim_start();
+    if m.starts_with("instance exited")
+        || m.starts_with("instance was killed")
+        || m.starts_with("out of memory")
+        || m.starts_with("the instance could not start")
+        || m.starts_with("cannot read the instance's output")
+    {
+        Severity::Error
+    } else if m.contains("stopping the instance") {
+        Severity::Warning
+    } else {
+        Severity::Info
+    }
+}
+
 /// What an app's structured line says (Cloud Run's structured logging: a JSON object on one line).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Structured {
@@ -229,7 +254,7 @@ impl LogEntry {
                 Some(400..=499) => Severity::Warning,
                 _ => Severity::Info,
             },
-            LogStream::System => Severity::Info,
+            LogStream::System => system_severity(&self.message),
             LogStream::Stdout | LogStream::Stderr => {
                 if let Some(s) = self.structured().and_then(|s| s.severity) {
                     return s;
@@ -257,6 +282,7 @@ mod tests {
             message: message.into(),
             http_request: None,
             trace: None,
+            severity: None,
         }
     }
 

@@ -367,6 +367,7 @@ impl InstanceLog {
             message: message.to_owned(),
             http_request: None,
             trace: None,
+            severity: None,
         };
         {
             let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());

@@ -161,7 +161,7 @@ fn prometheus_scrapes_rates_and_latency_quantiles() {
     assert!(p50 > 0.0 && p50 < 1.0, "p50 latency {p50} s");
     // The instance that served them, its start, and the gateway's own counters.
     assert!(
-        prom.value("sum(pier_instance_count{service=\"hello\",state=~\"active|idle\"})")
+        prom.value("sum(pier_instances{service=\"hello\",state=~\"active|idle\"})")
             .unwrap_or(0.0)
             >= 1.0
     );
@@ -280,6 +280,8 @@ fn request_logs_and_structured_app_logs_filter_and_follow() {
         "{first}"
     );
     assert_eq!(entries[1]["httpRequest"]["status"], 500);
+    assert_eq!(first["severity"], "INFO");
+    assert_eq!(entries[1]["severity"], "ERROR", "a 5xx request is an error");
 
     // --severity: the 500 request and the app's ERROR line, not the INFO ones.
     let errors = eventually(10, "the app's structured lines", || {

@@ -243,7 +243,7 @@ async fn run_offline(cmd: &AuthCommand, format: Format) -> Result<()> {
                     ]);
                 }
             }
-            if format == Format::Json {
+            if format != Format::Text {
                 let v: Vec<_> = rows
                     .iter()
                     .map(|r| serde_json::json!({"active": r[0] == "*", "account": r[1], "type": r[2]}))

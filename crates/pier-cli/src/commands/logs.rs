@@ -48,7 +48,13 @@ fn print(format: Format, e: &LogEntry) {
             println!("{}", visible(&crate::output::field_text(&v, field)));
             return;
         }
-        Format::Text | Format::Yaml => {}
+        Format::Yaml => {
+            // One YAML document per entry, so a follower's stream stays valid YAML.
+            let v = serde_json::to_value(e).unwrap_or_default();
+            print!("---\n{}", yaml_serde::to_string(&v).unwrap_or_default());
+            return;
+        }
+        Format::Text => {}
     }
     let stream = match e.stream {
         LogStream::Stdout => "stdout",
