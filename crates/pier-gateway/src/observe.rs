@@ -452,13 +452,14 @@ impl RequestRecord {
 }
 
 /// Lines waiting for the writer before new ones are dropped (and counted).
-const QUEUE: usize = 32 * 1024;
+const QUEUE: usize = 16 * 1024;
 
 /// How often the writer wakes to write what was queued: senders never wake it (a send is a push on a
 /// queue nobody waits on), so the request path makes no system call for its log line.
-const FLUSH_EVERY: Duration = Duration::from_millis(100);
+const FLUSH_EVERY: Duration = Duration::from_millis(25);
 
-/// The request log: a bounded queue and the thread that writes it every [`FLUSH_EVERY`], one file per
+/// The request log: a bounded queue and the thread that writes it every [`FLUSH_EVERY`] (short, so
+/// its work comes in small slices rather than bursts that would show in other requests' tails), one file per
 /// service beside the app logs' (see [`LogStore`]), rotated the same way, one write per file per
 /// flush.
 #[derive(Clone)]
