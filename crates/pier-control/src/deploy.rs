@@ -260,6 +260,11 @@ impl Platform {
         if let Err(e) = self.db(move |s| s.mark_failed(&p, &r, &w, &tail)).await {
             tracing::error!(error = %e, "recording a failed revision failed");
         }
+        // A service whose first revision failed still has its URL: it answers as the service's access
+        // says (403 for a private one, 503 "no ready revision" for those let in), never 404.
+        if let Err(e) = self.publish_routes().await {
+            tracing::error!(error = %e, "publishing routes failed");
+        }
         self.activator
             .remove_pool(&PoolKey {
                 project: rec.project.clone(),

@@ -118,6 +118,20 @@ fn failed_deploys_leave_the_previous_revision_serving() {
     );
     let revs = pier.ok(&["revisions", "list", "--service", "api"]);
     assert_eq!(revs.matches("Failed").count(), 5, "{revs}");
+
+    // A private service whose first deploy fails still has its URL: refused to strangers, 503 (no
+    // ready revision) to its owner; never a 404 that says nothing is deployed.
+    let out = pier.cli(&["deploy", "fresh", "--command", "exit 3"]);
+    assert!(!out.status.success());
+    let url = pier.describe("fresh")["url"].as_str().unwrap().to_owned();
+    let code = |extra: &[&str]| {
+        let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        args.extend_from_slice(extra);
+        String::from_utf8_lossy(&pier.curl(&args).stdout).into_owned()
+    };
+    assert_eq!(code(&[&url]), "403");
+    let auth = format!("Authorization: Bearer {}", pier.token());
+    assert_eq!(code(&["-H", &auth, &url]), "503");
 }
 
 #[test]
