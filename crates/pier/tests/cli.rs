@@ -342,14 +342,16 @@ fn deploy_progress_operations_formats_and_completions() {
     ]);
     let progress = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{progress}");
-    let at = |s: &str| {
-        progress
-            .find(s)
-            .unwrap_or_else(|| panic!("no {s:?} in:\n{progress}"))
-    };
-    assert!(at("Creating revision") < at("Starting the instance..."));
-    assert!(at("Starting the instance: done") < at("Probing: done"));
-    assert!(at("Probing: done") < at("Routing traffic: done"));
+    in_order(
+        &progress,
+        &[
+            "Creating revision",
+            "Starting the instance...",
+            "Starting the instance: done",
+            "Probing: done",
+            "Routing traffic: done",
+        ],
+    );
     assert!(
         !progress.contains("Pulling image"),
         "a command pulls nothing"

@@ -70,15 +70,16 @@ fn registry_images_run_the_digest_their_tag_had_at_deploy() {
     ]);
     let progress = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{progress}");
-    let at = |s: &str| {
-        progress
-            .find(s)
-            .unwrap_or_else(|| panic!("no {s:?} in the deploy's progress:\n{progress}"))
-    };
     assert!(progress.contains(" layers, "), "{progress}");
-    assert!(at("Pulling image: done") < at("Starting the instance: done"));
-    assert!(at("Starting the instance: done") < at("Probing: done"));
-    assert!(at("Probing: done") < at("Routing traffic: done"));
+    in_order(
+        &progress,
+        &[
+            "Pulling image: done",
+            "Starting the instance: done",
+            "Probing: done",
+            "Routing traffic: done",
+        ],
+    );
     let url = service_url(&String::from_utf8_lossy(&out.stdout));
     let body = json(&get(&p, &url));
     assert_eq!(body["greeting"], "one");

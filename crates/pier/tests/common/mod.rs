@@ -520,6 +520,17 @@ pub fn visible_hello(dir: &Path) -> PathBuf {
     to
 }
 
+/// Asserts that `text` holds each of `parts`, in that order.
+pub fn in_order(text: &str, parts: &[&str]) {
+    let mut from = 0;
+    for p in parts {
+        match text[from..].find(p) {
+            Some(i) => from += i + p.len(),
+            None => panic!("no {p:?} after the earlier parts {parts:?} in:\n{text}"),
+        }
+    }
+}
+
 /// Retries `f` until it returns Some or `secs` pass.
 pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
