@@ -28,6 +28,7 @@ pub mod linger;
 pub mod observe;
 pub mod proxy;
 pub mod publish;
+pub mod request_log;
 pub mod routes;
 pub mod stages;
 pub mod upstream;

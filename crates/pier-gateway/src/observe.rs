@@ -6,14 +6,13 @@
 //! response size is what was sent. Nothing here looks anything up per request: the handles were
 //! resolved when routes were published ([`MetricsSubscriber`]) and pools made; a log line is a record
 //! put on a bounded channel (`try_send`: a full channel drops the line and counts it, it never waits),
-//! formatted and written by [`RequestLog`]'s own task.
+//! formatted and written by [`RequestLog`]'s own thread ([`crate::request_log`]).
 
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -22,15 +21,12 @@ use http::{Method, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use pier_activator::{AcquireError, RevisionPool, Slot};
 use pier_metrics::{Metrics, Rejection, RevisionMetrics};
-use pier_model::api::{LogEntry, LogStream};
-use pier_model::logs::HttpRequest;
-use pier_model::{ProjectName, ServiceName};
-use pier_runtime::logs::LogStore;
 use pier_trace::KeyValue;
 use pier_trace::{Phase, RequestTrace};
 
 use crate::body::GatewayBody;
 use crate::error::ProxyError;
+use crate::request_log::{RequestLog, RequestRecord};
 use crate::routes::{Route, RouteTable};
 use crate::upstream::BoxError;
 
@@ -363,171 +359,5 @@ impl crate::RouteSubscriber for MetricsSubscriber {
         self.0.retain(|l| {
             !l.revision.is_empty() || live.contains(&(l.project.as_str(), l.service.as_str()))
         });
-    }
-}
-
-/// One request, as the request log gets it.
-#[derive(Debug)]
-pub struct RequestRecord {
-    route: Arc<Route>,
-    pool: Option<Arc<RevisionPool>>,
-    slot: Option<Arc<Slot>>,
-    method: Method,
-    scheme: &'static str,
-    authority: Option<HeaderValue>,
-    path: Option<http::uri::PathAndQuery>,
-    status: u16,
-    request_size: u64,
-    response_size: u64,
-    user_agent: Option<HeaderValue>,
-    referer: Option<HeaderValue>,
-    remote_ip: IpAddr,
-    latency: Duration,
-    version: Version,
-    trace: Option<HeaderValue>,
-    cache: Option<CacheSeen>,
-    ended: SystemTime,
-}
-
-impl RequestRecord {
-    /// The log entry: Cloud Logging's `httpRequest`, the trace id of the W3C `traceparent`.
-    pub fn into_entry(self) -> LogEntry {
-        let text = |v: Option<HeaderValue>| v.and_then(|v| v.to_str().ok().map(str::to_owned));
-        let trace = self
-            .trace
-            .as_ref()
-            .and_then(|t| t.to_str().ok())
-            .and_then(|t| t.split('-').nth(1))
-            .filter(|t| t.len() == 32)
-            .map(str::to_owned);
-        let protocol = match self.version {
-            Version::HTTP_09 => "HTTP/0.9",
-            Version::HTTP_10 => "HTTP/1.0",
-            Version::HTTP_2 => "HTTP/2",
-            Version::HTTP_3 => "HTTP/3",
-            _ => "HTTP/1.1",
-        };
-        let url = format!(
-            "{}://{}{}",
-            self.scheme,
-            self.authority
-                .as_ref()
-                .and_then(|a| a.to_str().ok())
-                .unwrap_or(""),
-            self.path.as_ref().map_or("/", |p| p.as_str())
-        );
-        let message = format!("{} {url} {}", self.method, self.status);
-        LogEntry {
-            timestamp: pier_runtime::logs::format_time(self.ended),
-            instance: self
-                .slot
-                .as_ref()
-                .map(|s| s.id().to_string())
-                .unwrap_or_default(),
-            revision: self
-                .pool
-                .as_ref()
-                .map(|p| p.revision().to_string())
-                .unwrap_or_default(),
-            stream: LogStream::Request,
-            message,
-            http_request: Some(HttpRequest {
-                request_method: self.method.to_string(),
-                request_url: url,
-                request_size: self.request_size.to_string(),
-                status: self.status,
-                response_size: self.response_size.to_string(),
-                user_agent: text(self.user_agent),
-                remote_ip: self.remote_ip.to_string(),
-                referer: text(self.referer),
-                latency: format!("{:.6}s", self.latency.as_secs_f64()),
-                protocol: protocol.to_owned(),
-                cache_lookup: self.cache.is_some(),
-                cache_hit: self.cache == Some(CacheSeen::Hit),
-            }),
-            trace,
-            severity: None,
-        }
-    }
-}
-
-/// Lines waiting for the writer before new ones are dropped (and counted).
-const QUEUE: usize = 16 * 1024;
-
-/// How often the writer wakes to write what was queued: senders never wake it (a send is a push on a
-/// queue nobody waits on), so the request path makes no system call for its log line.
-const FLUSH_EVERY: Duration = Duration::from_millis(25);
-
-/// The request log: a bounded queue and the thread that writes it every [`FLUSH_EVERY`] (short, so
-/// its work comes in small slices rather than bursts that would show in other requests' tails), one file per
-/// service beside the app logs' (see [`LogStore`]), rotated the same way, one write per file per
-/// flush.
-#[derive(Clone)]
-pub struct RequestLog {
-    tx: std::sync::mpsc::SyncSender<RequestRecord>,
-    dropped: Arc<AtomicU64>,
-}
-
-impl RequestLog {
-    /// Starts the writer thread on `store`. It ends when every handle is dropped, after writing what
-    /// is queued.
-    pub fn spawn(store: Arc<LogStore>) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<RequestRecord>(QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let seen_dropped = dropped.clone();
-        let spawned = std::thread::Builder::new()
-            .name("request-log".into())
-            .spawn(move || {
-                let mut said = 0;
-                loop {
-                    std::thread::sleep(FLUSH_EVERY);
-                    let mut records = Vec::new();
-                    let open = loop {
-                        match rx.try_recv() {
-                            Ok(r) => records.push(r),
-                            Err(std::sync::mpsc::TryRecvError::Empty) => break true,
-                            Err(std::sync::mpsc::TryRecvError::Disconnected) => break false,
-                        }
-                    };
-                    write_batch(&store, records);
-                    let now = seen_dropped.load(Ordering::Relaxed);
-                    if now > said {
-                        tracing::warn!(
-                            dropped = now - said,
-                            "request log lines dropped: the writer could not keep up"
-                        );
-                        said = now;
-                    }
-                    if !open {
-                        return;
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("the request log's writer did not start ({e}): no request log");
-        }
-        Self { tx, dropped }
-    }
-
-    fn send(&self, r: RequestRecord) {
-        if self.tx.try_send(r).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Writes a batch, one write per service's file.
-fn write_batch(store: &LogStore, records: Vec<RequestRecord>) {
-    let mut by_service: Vec<((ProjectName, ServiceName), Vec<LogEntry>)> = Vec::new();
-    for r in records {
-        let key = (r.route.project.clone(), r.route.service.clone());
-        let entry = r.into_entry();
-        match by_service.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push(entry),
-            None => by_service.push((key, vec![entry])),
-        }
-    }
-    for ((p, s), entries) in by_service {
-        store.append_entries(&p, &s, entries);
     }
 }

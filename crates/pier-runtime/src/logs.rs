@@ -27,11 +27,17 @@ pub fn timestamp() -> String {
 /// A time as RFC 3339 with microseconds, UTC (the form every log entry's `timestamp` has, so that
 /// they sort as text).
 pub fn format_time(at: std::time::SystemTime) -> String {
-    let now = time::OffsetDateTime::from(at);
+    let mut out = Vec::with_capacity(27);
+    write_time(&mut out, at);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`format_time`], written into `out` (no allocation of its own).
+pub fn write_time(out: &mut Vec<u8>, at: std::time::SystemTime) {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
-    now.format(&fmt).unwrap_or_default()
+    let _ = time::OffsetDateTime::from(at).format_into(out, &fmt);
 }
 
 type ServiceKey = (ProjectName, ServiceName);
@@ -208,10 +214,27 @@ impl LogStore {
                 lines.push(b'\n');
             }
         }
+        self.append_lines(project, service, &lines, || entries);
+    }
+
+    /// Whether anyone follows the logs now (a writer can skip making entries for them).
+    pub fn followed(&self) -> bool {
+        self.live.receiver_count() > 0
+    }
+
+    /// Appends lines already serialized (JSON, one entry per line) to a service's file in one write,
+    /// and tells followers the entries `entries` makes, called only when someone follows.
+    pub fn append_lines(
+        &self,
+        project: &ProjectName,
+        service: &ServiceName,
+        lines: &[u8],
+        entries: impl FnOnce() -> Vec<LogEntry>,
+    ) {
         let file = self.service_file(project, service);
-        self.write_lines(&file, &lines);
-        if self.live.receiver_count() > 0 {
-            for e in entries {
+        self.write_lines(&file, lines);
+        if self.followed() {
+            for e in entries() {
                 let _ = self
                     .live
                     .send(Arc::new((project.clone(), service.clone(), e)));

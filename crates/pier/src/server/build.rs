@@ -206,7 +206,7 @@ impl Server {
             .then(|| Arc::new(LogStore::new(&data_dir.join("request-logs"))));
         let request_log = request_logs
             .clone()
-            .map(pier_gateway::observe::RequestLog::spawn);
+            .map(pier_gateway::request_log::RequestLog::spawn);
         let gateway = Gateway::with_domains(
             GatewayConfig {
                 public_https_port: https_port,

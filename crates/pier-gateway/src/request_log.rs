@@ -1,0 +1,347 @@
+//! The request log: one record per request, queued by the exit ([`crate::observe`]) on a bounded
+//! queue nobody waits on, and written every [`FLUSH_EVERY`] by a thread of its own as one JSON line per
+//! request (Cloud Logging's `httpRequest`), one write per service's file, beside the app logs.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use http::header::HeaderValue;
+use http::{Method, Version};
+use pier_activator::{RevisionPool, Slot};
+use pier_model::api::{LogEntry, LogStream};
+use pier_model::logs::HttpRequest;
+use pier_runtime::logs::LogStore;
+
+use crate::observe::CacheSeen;
+use crate::routes::Route;
+
+/// One request, as the request log gets it.
+#[derive(Debug)]
+pub struct RequestRecord {
+    pub(crate) route: Arc<Route>,
+    pub(crate) pool: Option<Arc<RevisionPool>>,
+    pub(crate) slot: Option<Arc<Slot>>,
+    pub(crate) method: Method,
+    pub(crate) scheme: &'static str,
+    pub(crate) authority: Option<HeaderValue>,
+    pub(crate) path: Option<http::uri::PathAndQuery>,
+    pub(crate) status: u16,
+    pub(crate) request_size: u64,
+    pub(crate) response_size: u64,
+    pub(crate) user_agent: Option<HeaderValue>,
+    pub(crate) referer: Option<HeaderValue>,
+    pub(crate) remote_ip: IpAddr,
+    pub(crate) latency: Duration,
+    pub(crate) version: Version,
+    pub(crate) trace: Option<HeaderValue>,
+    pub(crate) cache: Option<CacheSeen>,
+    pub(crate) ended: SystemTime,
+}
+
+impl RequestRecord {
+    fn url(&self) -> String {
+        format!(
+            "{}://{}{}",
+            self.scheme,
+            self.authority
+                .as_ref()
+                .and_then(|a| a.to_str().ok())
+                .unwrap_or(""),
+            self.path.as_ref().map_or("/", |p| p.as_str())
+        )
+    }
+
+    fn trace_id(&self) -> Option<&str> {
+        self.trace
+            .as_ref()
+            .and_then(|t| t.to_str().ok())
+            .and_then(|t| t.split('-').nth(1))
+            .filter(|t| t.len() == 32)
+    }
+
+    fn protocol(&self) -> &'static str {
+        match self.version {
+            Version::HTTP_09 => "HTTP/0.9",
+            Version::HTTP_10 => "HTTP/1.0",
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_3 => "HTTP/3",
+            _ => "HTTP/1.1",
+        }
+    }
+
+    /// The log entry: Cloud Logging's `httpRequest`, the trace id of the W3C `traceparent`.
+    pub fn to_entry(&self) -> LogEntry {
+        let text =
+            |v: &Option<HeaderValue>| v.as_ref().and_then(|v| v.to_str().ok().map(str::to_owned));
+        let url = self.url();
+        LogEntry {
+            timestamp: pier_runtime::logs::format_time(self.ended),
+            instance: self
+                .slot
+                .as_ref()
+                .map(|s| s.id().to_string())
+                .unwrap_or_default(),
+            revision: self
+                .pool
+                .as_ref()
+                .map(|p| p.revision().to_string())
+                .unwrap_or_default(),
+            stream: LogStream::Request,
+            message: format!("{} {url} {}", self.method, self.status),
+            http_request: Some(HttpRequest {
+                request_method: self.method.to_string(),
+                request_url: url,
+                request_size: self.request_size.to_string(),
+                status: self.status,
+                response_size: self.response_size.to_string(),
+                user_agent: text(&self.user_agent),
+                remote_ip: self.remote_ip.to_string(),
+                referer: text(&self.referer),
+                latency: format!("{:.6}s", self.latency.as_secs_f64()),
+                protocol: self.protocol().to_owned(),
+                cache_lookup: self.cache.is_some(),
+                cache_hit: self.cache == Some(CacheSeen::Hit),
+            }),
+            trace: self.trace_id().map(str::to_owned),
+            severity: None,
+        }
+    }
+
+    /// [`RequestRecord::to_entry`]'s JSON, one line, written into `out` without building the entry
+    /// (the same fields and names: `LogEntry` reads it back).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let url = self.url();
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        pier_runtime::logs::write_time(out, self.ended);
+        out.extend_from_slice(b"\",\"instance\":\"");
+        if let Some(s) = &self.slot {
+            escape_into(out, s.id().as_str());
+        }
+        out.extend_from_slice(b"\",\"revision\":\"");
+        if let Some(p) = &self.pool {
+            escape_into(out, p.revision().as_str());
+        }
+        out.extend_from_slice(b"\",\"stream\":\"request\",\"message\":\"");
+        escape_into(out, self.method.as_str());
+        out.push(b' ');
+        escape_into(out, &url);
+        let _ = write!(
+            out,
+            " {}\",\"httpRequest\":{{\"requestMethod\":",
+            self.status
+        );
+        string_into(out, self.method.as_str());
+        out.extend_from_slice(b",\"requestUrl\":");
+        string_into(out, &url);
+        let _ = write!(
+            out,
+            ",\"requestSize\":\"{}\",\"status\":{},\"responseSize\":\"{}\"",
+            self.request_size, self.status, self.response_size
+        );
+        if let Some(ua) = self.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+            out.extend_from_slice(b",\"userAgent\":");
+            string_into(out, ua);
+        }
+        let _ = write!(out, ",\"remoteIp\":\"{}\"", self.remote_ip);
+        if let Some(r) = self.referer.as_ref().and_then(|v| v.to_str().ok()) {
+            out.extend_from_slice(b",\"referer\":");
+            string_into(out, r);
+        }
+        let _ = write!(
+            out,
+            ",\"latency\":\"{:.6}s\",\"protocol\":\"{}\"",
+            self.latency.as_secs_f64(),
+            self.protocol()
+        );
+        if self.cache.is_some() {
+            out.extend_from_slice(b",\"cacheLookup\":true");
+        }
+        if self.cache == Some(CacheSeen::Hit) {
+            out.extend_from_slice(b",\"cacheHit\":true");
+        }
+        out.push(b'}');
+        if let Some(t) = self.trace_id() {
+            out.extend_from_slice(b",\"trace\":");
+            string_into(out, t);
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// Lines waiting for the writer before new ones are dropped (and counted).
+const QUEUE: usize = 16 * 1024;
+
+/// How often the writer wakes to write what was queued: senders never wake it (a send is a push on a
+/// queue nobody waits on), so the request path makes no system call for its log line.
+const FLUSH_EVERY: Duration = Duration::from_millis(25);
+
+/// The request log: a bounded queue and the thread that writes it every [`FLUSH_EVERY`] (short, so
+/// its work comes in small slices rather than bursts that would show in other requests' tails), one file per
+/// service beside the app logs' (see [`LogStore`]), rotated the same way, one write per file per
+/// flush.
+#[derive(Clone)]
+pub struct RequestLog {
+    tx: std::sync::mpsc::SyncSender<RequestRecord>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl RequestLog {
+    /// Starts the writer thread on `store`. It ends when every handle is dropped, after writing what
+    /// is queued.
+    pub fn spawn(store: Arc<LogStore>) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RequestRecord>(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let seen_dropped = dropped.clone();
+        let spawned = std::thread::Builder::new()
+            .name("request-log".into())
+            .spawn(move || {
+                let mut said = 0;
+                loop {
+                    std::thread::sleep(FLUSH_EVERY);
+                    let mut records = Vec::new();
+                    let open = loop {
+                        match rx.try_recv() {
+                            Ok(r) => records.push(r),
+                            Err(std::sync::mpsc::TryRecvError::Empty) => break true,
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => break false,
+                        }
+                    };
+                    write_batch(&store, records);
+                    let now = seen_dropped.load(Ordering::Relaxed);
+                    if now > said {
+                        tracing::warn!(
+                            dropped = now - said,
+                            "request log lines dropped: the writer could not keep up"
+                        );
+                        said = now;
+                    }
+                    if !open {
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("the request log's writer did not start ({e}): no request log");
+        }
+        Self { tx, dropped }
+    }
+
+    pub(crate) fn send(&self, r: RequestRecord) {
+        if self.tx.try_send(r).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Writes a batch, one write per service's file, in time order within each (records are grouped by
+/// service without copying their names, and serialized without building entries; followers, if any,
+/// get entries).
+fn write_batch(store: &LogStore, records: Vec<RequestRecord>) {
+    fn key(r: &RequestRecord) -> (&str, &str) {
+        (r.route.project.as_str(), r.route.service.as_str())
+    }
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    // Stable: a service's lines keep their order.
+    order.sort_by(|a, b| key(&records[*a]).cmp(&key(&records[*b])));
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut i = 0;
+    while i < order.len() {
+        let first = &records[order[i]];
+        let mut j = i;
+        buf.clear();
+        while j < order.len() && key(&records[order[j]]) == key(first) {
+            records[order[j]].write_json(&mut buf);
+            j += 1;
+        }
+        store.append_lines(&first.route.project, &first.route.service, &buf, || {
+            order[i..j].iter().map(|k| records[*k].to_entry()).collect()
+        });
+        i = j;
+    }
+}
+
+/// Writes `s` as a JSON string's contents (RFC 8259 §7: `"`, `\\` and control characters escaped).
+fn escape_into(out: &mut Vec<u8>, s: &str) {
+    for b in s.bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x00..=0x1f => {
+                let _ = std::io::Write::write_fmt(out, format_args!("\\u{b:04x}"));
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Writes `s` as a JSON string.
+fn string_into(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    escape_into(out, s);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_line_reads_back_as_the_entry() {
+        let route = Arc::new(Route::new(
+            "default".parse().unwrap(),
+            "shop".parse().unwrap(),
+            None,
+            Arc::new(crate::Access::public()),
+            Arc::new(crate::AllowAll),
+            crate::Backend::Unavailable("none".into()),
+        ));
+        let record = RequestRecord {
+            route,
+            pool: None,
+            slot: None,
+            method: Method::POST,
+            scheme: "https",
+            authority: Some(HeaderValue::from_static("shop-1a2b3c.pier.localhost:8443")),
+            path: Some(http::uri::PathAndQuery::from_static("/cart/%C3%A9?x=1&y=2")),
+            status: 503,
+            request_size: 12,
+            response_size: 345,
+            user_agent: Some(HeaderValue::from_static("quote\" backslash\\ tab\t end")),
+            referer: None,
+            remote_ip: "127.0.0.1".parse().unwrap(),
+            latency: Duration::from_micros(1234),
+            version: Version::HTTP_2,
+            trace: Some(HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )),
+            cache: Some(CacheSeen::Miss),
+            ended: SystemTime::UNIX_EPOCH + Duration::from_micros(1_796_000_000_123_456),
+        };
+        let mut out = Vec::new();
+        record.write_json(&mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let text = std::str::from_utf8(&out).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let read: LogEntry = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(read, record.to_entry());
+        let r = read.http_request.unwrap();
+        assert_eq!(
+            r.user_agent.as_deref(),
+            Some("quote\" backslash\\ tab\t end")
+        );
+        assert_eq!(
+            r.request_url,
+            "https://shop-1a2b3c.pier.localhost:8443/cart/%C3%A9?x=1&y=2"
+        );
+        assert_eq!(r.latency, "0.001234s");
+        assert!(r.cache_lookup && !r.cache_hit);
+        assert_eq!(
+            read.trace.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(read.timestamp, "2026-11-30T00:53:20.123456Z");
+    }
+}
