@@ -273,7 +273,12 @@ pub struct ServerArgs {
 
     /// The share of requests traced when the caller sends no sampling decision (0 to 1); a caller's
     /// `traceparent` flag is always honoured.
-    #[arg(long, default_value_t = 0.01, value_name = "RATIO")]
+    #[arg(
+        long,
+        default_value_t = 0.01,
+        value_name = "RATIO",
+        allow_negative_numbers = true
+    )]
     pub trace_sample_ratio: f64,
 }
 

@@ -197,9 +197,16 @@ impl Server {
         }
         let (routes, reader) = pier_gateway::publish::channel(subscribers);
         let traces = match &args.otlp_endpoint {
-            Some(url) => Some(Arc::new(
-                pier_trace::Tracing::start(url, args.trace_sample_ratio).map_err(|e| anyhow!(e))?,
-            )),
+            Some(url) => {
+                let t = pier_trace::Tracing::start(url, args.trace_sample_ratio)
+                    .map_err(|e| anyhow!(e))?;
+                tracing::info!(
+                    "traces to {} ({}% of requests that bring no sampling decision)",
+                    pier_trace::traces_url(url).unwrap_or_default(),
+                    args.trace_sample_ratio * 100.0
+                );
+                Some(Arc::new(t))
+            }
             None => None,
         };
         let request_logs = (args.request_log == "on")

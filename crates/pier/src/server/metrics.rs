@@ -21,6 +21,12 @@ pub(super) fn check_flags(args: &ServerArgs) -> Result<()> {
     if args.metrics_addr.0.is_none() && args.metrics_token_file.is_some() {
         bail!("--metrics-token-file needs --metrics-addr (metrics are off)");
     }
+    if !(0.0..=1.0).contains(&args.trace_sample_ratio) {
+        bail!(
+            "--trace-sample-ratio {}: use a number from 0 (none) to 1 (every request)",
+            args.trace_sample_ratio
+        );
+    }
     Ok(())
 }
 
@@ -48,6 +54,14 @@ impl Endpoint {
                 let text = std::fs::read_to_string(path).with_context(|| {
                     format!("--metrics-token-file {}: cannot read it", path.display())
                 })?;
+                if let Ok(meta) = std::fs::metadata(path)
+                    && meta.permissions().mode() & 0o077 != 0
+                {
+                    tracing::warn!(
+                        "--metrics-token-file {} can be read by other users: `chmod 600` it",
+                        path.display()
+                    );
+                }
                 let t = text.trim();
                 if t.is_empty() {
                     bail!(
@@ -104,10 +118,13 @@ type Shared = Arc<(Arc<pier_metrics::Metrics>, Option<Arc<str>>)>;
 async fn scrape(State(state): State<Shared>, headers: HeaderMap) -> Response {
     let (metrics, token) = &*state;
     if let Some(want) = token {
+        // The scheme is case-insensitive (RFC 9110 §11.1).
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
             .unwrap_or("");
         if !pier_metrics::token_matches(given, want) {
             return (
