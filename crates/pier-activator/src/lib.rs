@@ -260,7 +260,10 @@ impl Activator {
         let pool = self.pools().remove(key);
         if let Some(pool) = pool {
             pool.close().await;
-            if let (Some(metrics), Some(m)) = (self.metrics.get(), pool.metrics()) {
+            // Unless the revision got a pool again meanwhile (it shares the same series).
+            if let (Some(metrics), Some(m)) = (self.metrics.get(), pool.metrics())
+                && !self.pools().contains_key(key)
+            {
                 metrics.forget(m.labels());
             }
         }

@@ -116,6 +116,8 @@ pub struct RevisionPool {
     pub stats: PoolStats,
     /// The revision's metric handles, when the server keeps metrics.
     metrics: Option<Arc<pier_metrics::RevisionMetrics>>,
+    /// Taken by a metrics scrape, so two scrapes do not interleave their CPU bookkeeping.
+    scrape: Mutex<()>,
 }
 
 impl std::fmt::Debug for RevisionPool {
@@ -210,6 +212,7 @@ impl RevisionPool {
             drained: Notify::new(),
             stats: PoolStats::default(),
             metrics,
+            scrape: Mutex::new(()),
         });
         tokio::spawn(scaler(Arc::downgrade(&pool)));
         pool
@@ -381,15 +384,19 @@ impl RevisionPool {
                 .count() as u32
     }
 
-    /// The pool's state for a metrics scrape (resets the peak concurrency).
+    /// The pool's state for a metrics scrape. The peak concurrency starts again from what is in flight
+    /// now (so a long request keeps counting); CPU is a counter: an instance's share is retired only once
+    /// it has left the pool, and never goes below what a scrape saw (scrapes of one pool take turns).
     pub fn live(&self) -> pier_metrics::LiveRevision {
+        let _turn = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         let (mut live, instances) = {
             let mut st = self.lock();
+            let busiest = st.entries.iter().map(|e| e.in_flight).max().unwrap_or(0);
             let mut live = pier_metrics::LiveRevision {
                 labels: self.metrics.as_ref().map(|m| m.labels().clone()),
                 starting: st.starting,
                 pending: st.waiters.len() as u32,
-                peak_concurrency: std::mem::take(&mut st.peak),
+                peak_concurrency: std::mem::replace(&mut st.peak, busiest),
                 ..Default::default()
             };
             let mut instances = Vec::new();
@@ -404,9 +411,18 @@ impl RevisionPool {
             (live, instances)
         };
         let mut now = std::collections::HashMap::new();
+        {
+            let st = self.lock();
+            for i in &instances {
+                let seen = st.cpu_seen.get(i.id()).copied().unwrap_or(0.0);
+                now.insert(i.id().clone(), seen);
+            }
+        }
         for i in instances {
             if let Some(u) = i.usage() {
-                now.insert(i.id().clone(), u.cpu_seconds);
+                if let Some(cpu) = now.get_mut(i.id()) {
+                    *cpu = cpu.max(u.cpu_seconds);
+                }
                 live.memory_bytes += u.memory_bytes;
             }
         }

@@ -140,7 +140,11 @@ pub(crate) async fn metrics(
     };
     let text = tokio::task::spawn_blocking(move || m.render())
         .await
-        .unwrap_or_default();
+        .map_err(|e| {
+            ApiError::from(pier_control::ControlError::Internal(format!(
+                "rendering metrics: {e}"
+            )))
+        })?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, pier_metrics::CONTENT_TYPE)],
         text,

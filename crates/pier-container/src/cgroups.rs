@@ -106,8 +106,9 @@ pub fn usage(memory: Option<&MemoryController>, path: &str) -> Option<pier_runti
             num(m.join(rel).join("memory.current")),
         ),
     };
-    (cpu.is_some() || mem.is_some()).then(|| pier_runtime::Usage {
-        cpu_seconds: cpu.unwrap_or(0.0),
+    // Nothing rather than a CPU time of zero, which would read as the counter going down.
+    Some(pier_runtime::Usage {
+        cpu_seconds: cpu?,
         memory_bytes: mem.unwrap_or(0),
     })
 }

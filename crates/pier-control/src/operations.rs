@@ -78,15 +78,24 @@ impl Operations {
         let mut kept = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         kept.by_name.insert(name.clone(), op.clone());
         kept.order.push_back(name);
-        while kept.order.len() > KEPT
-            || kept.order.front().is_some_and(|n| {
-                kept.by_name
-                    .get(n)
-                    .is_some_and(|o| o.created.elapsed() > KEEP_FOR && o.view().done)
-            })
-        {
-            if let Some(old) = kept.order.pop_front() {
-                kept.by_name.remove(&old);
+        // Ended operations go, oldest first, past the count or the age; one still running stays.
+        let ended = |kept: &Kept, n: &String| kept.by_name.get(n).is_none_or(|o| o.view().done);
+        let old = |kept: &Kept, n: &String| {
+            kept.by_name
+                .get(n)
+                .is_none_or(|o| o.created.elapsed() > KEEP_FOR)
+        };
+        let mut i = 0;
+        while i < kept.order.len() {
+            let name = kept.order[i].clone();
+            let over = kept.order.len() > KEPT;
+            if ended(&kept, &name) && (over || old(&kept, &name)) {
+                kept.order.remove(i);
+                kept.by_name.remove(&name);
+            } else if !over {
+                break;
+            } else {
+                i += 1;
             }
         }
         op

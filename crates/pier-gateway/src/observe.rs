@@ -203,7 +203,7 @@ impl Exit {
         self.status = status;
     }
 
-    fn finish(mut self, sent: u64) {
+    pub(crate) fn finish(mut self, sent: u64) {
         let elapsed = self.started.elapsed();
         if let Some(up) = self.seen.upstream.take() {
             up.set(vec![KeyValue::new(

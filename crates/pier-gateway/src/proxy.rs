@@ -66,7 +66,7 @@ pub async fn handle(
 ) -> Result<Response<ObservedBody>, Infallible> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let mut exit = gw
+    let exit = gw
         .config
         .telemetry
         .start(&parts, peer.ip(), scheme.proto(), started);
@@ -81,6 +81,9 @@ pub async fn handle(
     // filters asked for (an allowed origin's CORS headers).
     let mut routed = Routed::default();
     routed.seen.span = request_span;
+    // Held by the route's record until the answer is known: a client that goes away before (this
+    // future dropped) is still counted (see `Routed`'s `Drop`).
+    routed.exit = exit;
     let plain_answer = match scheme {
         Scheme::Https => None,
         Scheme::HttpServe | Scheme::HttpRedirect => plain_http(&gw, &parts, scheme),
@@ -94,6 +97,7 @@ pub async fn handle(
         )
         .await
     };
+    let mut exit = routed.exit.take();
     let mut error_seen = None;
     let resp = match result {
         Ok(mut r) => {
@@ -267,7 +271,24 @@ pub(crate) struct Routed {
     pub(crate) headers: Option<ResponseHeaders>,
     /// What the request's record needs (see [`crate::observe`]).
     pub(crate) seen: Seen,
+    /// The request's record while no answer exists yet.
+    pub(crate) exit: Option<Box<crate::observe::Exit>>,
 }
+
+impl Drop for Routed {
+    /// The client went away before its answer (the request's future was dropped while it waited for
+    /// an instance or the app): recorded as 499, nginx's "client closed request", with what was
+    /// learnt of it so far.
+    fn drop(&mut self) {
+        if let Some(mut exit) = self.exit.take() {
+            exit.head(CLIENT_CLOSED, std::mem::take(&mut self.seen), None);
+            exit.finish(0);
+        }
+    }
+}
+
+/// The status a request's record gets when its client left before the answer.
+pub(crate) const CLIENT_CLOSED: u16 = 499;
 
 /// Routes and forwards one request. `hop` is 0 for a client's request and 1 for one an API route
 /// dispatched to another of Pier's hosts (see [`crate::dispatch`]).

@@ -41,16 +41,25 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// The URL, with the values of credential parameters redacted (see [`redact_query`]).
     fn url(&self) -> String {
-        format!(
-            "{}://{}{}",
+        let (path, query) = match &self.path {
+            Some(p) => (p.path(), p.query()),
+            None => ("/", None),
+        };
+        let mut url = format!(
+            "{}://{}{path}",
             self.scheme,
             self.authority
                 .as_ref()
                 .and_then(|a| a.to_str().ok())
-                .unwrap_or(""),
-            self.path.as_ref().map_or("/", |p| p.as_str())
-        )
+                .unwrap_or("")
+        );
+        if let Some(q) = query {
+            url.push('?');
+            redact_query(&mut url, q);
+        }
+        url
     }
 
     fn trace_id(&self) -> Option<&str> {
@@ -263,6 +272,46 @@ fn write_batch(store: &LogStore, records: Vec<RequestRecord>) {
     }
 }
 
+/// Query parameters whose values are credentials, never written to a log: API keys as Google's API
+/// Gateway (and Pier's) take them (`key`, `api_key`), OAuth bearer tokens in a query (RFC 6750 §2.3
+/// `access_token`), authorization codes and PKCE verifiers (RFC 6749 §4.1.2, RFC 7636), and the usual
+/// names of signatures and passwords.
+const SECRET_PARAMS: &[&str] = &[
+    "key",
+    "api_key",
+    "apikey",
+    "access_token",
+    "id_token",
+    "refresh_token",
+    "token",
+    "code",
+    "code_verifier",
+    "client_secret",
+    "password",
+    "signature",
+    "sig",
+    "x-goog-signature",
+    "x-amz-signature",
+    "x-amz-security-token",
+];
+
+/// Appends `query` to `out` with the value of every credential parameter (by name, any case) replaced
+/// by `REDACTED`.
+fn redact_query(out: &mut String, query: &str) {
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((name, _)) if SECRET_PARAMS.iter().any(|s| name.eq_ignore_ascii_case(s)) => {
+                out.push_str(name);
+                out.push_str("=REDACTED");
+            }
+            _ => out.push_str(pair),
+        }
+    }
+}
+
 /// Writes `s` as a JSON string's contents (RFC 8259 §7: `"`, `\\` and control characters escaped).
 fn escape_into(out: &mut Vec<u8>, s: &str) {
     for b in s.bytes() {
@@ -305,7 +354,9 @@ mod tests {
             method: Method::POST,
             scheme: "https",
             authority: Some(HeaderValue::from_static("shop-1a2b3c.pier.localhost:8443")),
-            path: Some(http::uri::PathAndQuery::from_static("/cart/%C3%A9?x=1&y=2")),
+            path: Some(http::uri::PathAndQuery::from_static(
+                "/cart/%C3%A9?x=1&key=AIzaSECRET&y=2&Access_Token=eyJ.x.y",
+            )),
             status: 503,
             request_size: 12,
             response_size: 345,
@@ -334,8 +385,10 @@ mod tests {
         );
         assert_eq!(
             r.request_url,
-            "https://shop-1a2b3c.pier.localhost:8443/cart/%C3%A9?x=1&y=2"
+            "https://shop-1a2b3c.pier.localhost:8443/cart/%C3%A9?x=1&key=REDACTED&y=2&Access_Token=REDACTED",
+            "credentials in the query are never logged"
         );
+        assert!(!text.contains("SECRET") && !text.contains("eyJ"), "{text}");
         assert_eq!(r.latency, "0.001234s");
         assert!(r.cache_lookup && !r.cache_hit);
         assert_eq!(

@@ -462,8 +462,9 @@ impl InstanceCgroup {
         };
         let cpu = v1_cpu.or(v2_cpu);
         let mem = v1_mem.or(v2_mem);
-        (cpu.is_some() || mem.is_some()).then(|| crate::Usage {
-            cpu_seconds: cpu.unwrap_or(0.0),
+        // Nothing rather than a CPU time of zero, which would read as the counter going down.
+        Some(crate::Usage {
+            cpu_seconds: cpu?,
             memory_bytes: mem.unwrap_or(0),
         })
     }

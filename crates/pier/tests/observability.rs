@@ -179,6 +179,29 @@ fn prometheus_scrapes_rates_and_latency_quantiles() {
             > 0.0
     );
 
+    // A client that gives up while the app still works is counted too: 499, as nginx names it.
+    let out = pier.curl(&[
+        "--http2",
+        "--max-time",
+        "1",
+        &format!("{url}/sleep?ms=3000"),
+    ]);
+    assert!(!out.status.success(), "curl gave up");
+    let class_4xx = || {
+        let (_, text) = get(&metrics_url, Some("s3cret-metrics-token-0123456789"));
+        text.lines()
+            .filter(|l| {
+                l.starts_with("pier_request_count_total{")
+                    && l.contains("service=\"hello\"")
+                    && l.contains("response_code_class=\"4xx\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    eventually(10, "the abandoned request to be counted", || {
+        (class_4xx() == 11.0).then_some(())
+    });
+
     // The same text on the admin API: the owner reads it, a user without a role on the installation
     // is refused, and a viewer there reads it.
     let admin = format!("{}/v1/metrics", pier.api_url);

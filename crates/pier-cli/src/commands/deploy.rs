@@ -594,8 +594,13 @@ pub async fn deploy_and_wait(
     }
     // The deploy's phases as the server reports them; the revision's final state says how it ended
     // (its reason and last log lines when it failed).
-    if let Some(op) = &rev.operation {
-        crate::progress::follow(&ctx.client, op, show).await?;
+    if let Some(op) = &rev.operation
+        && let Err(e) = crate::progress::follow(&ctx.client, op, show).await
+    {
+        // The operation is gone (a restarted server): the revision's own state still tells.
+        if show != crate::progress::Show::Quiet {
+            eprintln!("  (progress unavailable: {e:#}; waiting for the revision)");
+        }
     }
     let rev = wait_ready(&ctx.client, &ctx.project, &rev, show).await?;
     let svc = ctx

@@ -133,8 +133,10 @@ pub async fn deploy_file(
         let rev = ctx.client.deploy(&project, &m.name, &req).await?;
         eprintln!("  Creating revision {}...", rev.name);
         let show = crate::progress::Show::detect(ctx.quiet);
-        if let Some(op) = &rev.operation {
-            crate::progress::follow(&ctx.client, op, show).await?;
+        if let Some(op) = &rev.operation
+            && let Err(e) = crate::progress::follow(&ctx.client, op, show).await
+        {
+            eprintln!("  (progress unavailable: {e:#}; waiting for the revision)");
         }
         wait_ready(&ctx.client, &project, &rev, show).await?;
     }

@@ -200,9 +200,22 @@ impl Server {
             Some(url) => {
                 let t = pier_trace::Tracing::start(url, args.trace_sample_ratio)
                     .map_err(|e| anyhow!(e))?;
+                // The address only: no user or password a URL may carry.
+                let shown = pier_trace::traces_url(url)
+                    .ok()
+                    .and_then(|u| u.parse::<axum::http::Uri>().ok())
+                    .map(|u| {
+                        format!(
+                            "{}://{}{}{}",
+                            u.scheme_str().unwrap_or("http"),
+                            u.host().unwrap_or(""),
+                            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                            u.path()
+                        )
+                    })
+                    .unwrap_or_default();
                 tracing::info!(
-                    "traces to {} ({}% of requests that bring no sampling decision)",
-                    pier_trace::traces_url(url).unwrap_or_default(),
+                    "traces to {shown} ({}% of requests that bring no sampling decision)",
                     args.trace_sample_ratio * 100.0
                 );
                 Some(Arc::new(t))

@@ -135,13 +135,20 @@ async fn scrape(State(state): State<Shared>, headers: HeaderMap) -> Response {
                 .into_response();
         }
     }
-    let body = tokio::task::spawn_blocking({
+    let rendered = tokio::task::spawn_blocking({
         let metrics = metrics.clone();
         move || metrics.render()
     })
-    .await
-    .unwrap_or_default();
-    ([(header::CONTENT_TYPE, pier_metrics::CONTENT_TYPE)], body).into_response()
+    .await;
+    match rendered {
+        Ok(body) => ([(header::CONTENT_TYPE, pier_metrics::CONTENT_TYPE)], body).into_response(),
+        // Never an empty 200, which a scraper would take for a target without series.
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the metrics could not be rendered: see the server's log\n",
+        )
+            .into_response(),
+    }
 }
 
 /// The edge cache's hit and miss counters, read at scrape time.
