@@ -7,6 +7,8 @@
 //!   (what `google-auth` sends); with `target_audience` in the assertion it answers an `id_token`.
 //! - `password` (`username`, `password`): a user signs in; answers a `refresh_token` and tokens.
 //! - `refresh_token` (`refresh_token`, optional `audience`): fresh tokens for a signed-in user.
+//! - `authorization_code` (`code`, `redirect_uri`, `client_id`, `code_verifier`): a registered client
+//!   redeems the code `/authorize` gave its user (RFC 6749 §4.1.3, RFC 7636 §4.5; see [`crate::authorize`]).
 //!
 //! Errors are OAuth's: 400 with `{"error": "invalid_grant", "error_description": "..."}`.
 //!
@@ -39,6 +41,10 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
+        .route(
+            "/authorize",
+            get(crate::authorize::authorize_get).post(crate::authorize::authorize_post),
+        )
         .route("/token", post(token))
         .route("/revoke", post(revoke))
 }
@@ -48,12 +54,17 @@ async fn discovery(State(s): State<AppState>) -> impl IntoResponse {
     axum::Json(serde_json::json!({
         "issuer": iss,
         "jwks_uri": format!("{iss}/jwks"),
+        "authorization_endpoint": format!("{iss}/authorize"),
         "token_endpoint": format!("{iss}/token"),
         "revocation_endpoint": format!("{iss}/revoke"),
-        "response_types_supported": ["id_token"],
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": ["openid", "email", "profile"],
+        "token_endpoint_auth_methods_supported": ["none"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "grant_types_supported": [
+            "authorization_code",
             "urn:ietf:params:oauth:grant-type:jwt-bearer",
             "password",
             "refresh_token"
@@ -132,6 +143,14 @@ async fn token(State(s): State<AppState>, headers: axum::http::HeaderMap, body: 
                 _ => None,
             },
             "refresh_token" => get("refresh_token").map(|r| id.grant_refresh(r, get("audience"))),
+            "authorization_code" => get("code").map(|c| {
+                id.grant_authorization_code(
+                    c,
+                    get("redirect_uri"),
+                    get("client_id"),
+                    get("code_verifier"),
+                )
+            }),
             _ => None,
         }
     })
@@ -157,14 +176,17 @@ async fn token(State(s): State<AppState>, headers: axum::http::HeaderMap, body: 
         Some(Err(e)) => oauth_error(StatusCode::BAD_REQUEST, e.error, e.error_description),
         None if !matches!(
             grant,
-            "urn:ietf:params:oauth:grant-type:jwt-bearer" | "password" | "refresh_token"
+            "urn:ietf:params:oauth:grant-type:jwt-bearer"
+                | "password"
+                | "refresh_token"
+                | "authorization_code"
         ) =>
         {
             oauth_error(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
                 format!(
-                    "grant_type {grant:?} is not supported: use urn:ietf:params:oauth:grant-type:jwt-bearer, password or refresh_token"
+                    "grant_type {grant:?} is not supported: use authorization_code, urn:ietf:params:oauth:grant-type:jwt-bearer, password or refresh_token"
                 ),
             )
         }
@@ -172,7 +194,7 @@ async fn token(State(s): State<AppState>, headers: axum::http::HeaderMap, body: 
             StatusCode::BAD_REQUEST,
             "invalid_request",
             format!(
-                "grant_type {grant} is missing a parameter (assertion, username/password or refresh_token)"
+                "grant_type {grant} is missing a parameter (code, assertion, username/password or refresh_token)"
             ),
         ),
     }

@@ -17,6 +17,9 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     /// Seconds until the tokens expire.
     pub expires_in: u64,
+    /// The scope granted, when the client asked for one (RFC 6749 §5.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     /// Always `Bearer`.
     pub token_type: &'static str,
 }
@@ -64,6 +67,18 @@ impl IdentityService {
 
     /// `grant_type=password`: a user signs in; answers a refresh token and an ID token for the CLI.
     pub fn grant_password(&self, email: &str, password: &str) -> Result<TokenResponse, GrantError> {
+        let email = self.check_password(email, password)?;
+        let refresh = new_secret().map_err(|e| unavailable("make a refresh token", e))?;
+        self.store
+            .create_session(&secret_digest(&refresh), &email)
+            .map_err(|e| unavailable("record the session", e))?;
+        let mut resp = self.grant_refresh(&refresh, None)?;
+        resp.refresh_token = Some(refresh);
+        Ok(resp)
+    }
+
+    /// Checks a user's password, slowed after failures; answers the normalized email.
+    pub(crate) fn check_password(&self, email: &str, password: &str) -> Result<String, GrantError> {
         let email = normalize_email(email).map_err(|e| invalid_grant(e.to_string()))?;
         if let Some(wait) = signin::must_wait(&email) {
             return Err(invalid_grant(format!(
@@ -90,13 +105,7 @@ impl IdentityService {
             return Err(invalid_grant("wrong email or password"));
         }
         signin::succeeded(&email);
-        let refresh = new_secret().map_err(|e| unavailable("make a refresh token", e))?;
-        self.store
-            .create_session(&secret_digest(&refresh), &email)
-            .map_err(|e| unavailable("record the session", e))?;
-        let mut resp = self.grant_refresh(&refresh, None)?;
-        resp.refresh_token = Some(refresh);
-        Ok(resp)
+        Ok(email)
     }
 
     /// `grant_type=refresh_token`: fresh tokens for a signed-in user; `audience` (a Pier extension)
@@ -128,6 +137,7 @@ impl IdentityService {
             refresh_token: None,
             expires_in: tokens::TOKEN_LIFETIME.as_secs() - 1,
             token_type: "Bearer",
+            scope: None,
         })
     }
 

@@ -32,9 +32,11 @@ use pier_store::{KeyRecord, ServiceAccountRecord, Store, StoreError, UserRecord}
 use pier_fault::ControlError;
 
 mod accounts;
+mod authorize;
 mod grants;
 mod signin;
 
+pub use authorize::{AuthorizationRequest, AuthorizeError, CODE_LIFETIME, CONSOLE_CLIENT_ID};
 pub use grants::{GrantError, TokenResponse};
 
 type Result<T, E = ControlError> = std::result::Result<T, E>;
@@ -197,6 +199,8 @@ pub struct IdentityService {
     /// order they were read: a slower reload cannot bring back a key or user deleted meanwhile.
     reloading: std::sync::Mutex<()>,
     external: Vec<Arc<ExternalIssuer>>,
+    /// Authorization codes issued and not yet expired.
+    codes: authorize::Codes,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -238,6 +242,7 @@ impl IdentityService {
             directory: ArcSwap::from_pointee(Directory::default()),
             reloading: std::sync::Mutex::new(()),
             external,
+            codes: authorize::Codes::default(),
         });
         this.reload()?;
         Ok(this)

@@ -16,6 +16,7 @@ pub mod iam;
 pub mod keyfile;
 pub mod keys;
 pub mod passwords;
+pub mod pkce;
 pub mod principal;
 pub mod tokens;
 
