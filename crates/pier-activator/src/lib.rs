@@ -299,6 +299,17 @@ impl pier_metrics::LiveSource for Live {
         let pools: Vec<Arc<RevisionPool>> = a.pools().values().cloned().collect();
         pools.iter().map(|p| p.live()).collect()
     }
+
+    fn instances(&self) -> Vec<(pier_metrics::RevisionLabels, u32)> {
+        let Some(a) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        let pools: Vec<Arc<RevisionPool>> = a.pools().values().cloned().collect();
+        pools
+            .iter()
+            .filter_map(|p| Some((p.metrics()?.labels().clone(), p.instance_count())))
+            .collect()
+    }
 }
 
 /// Runs futures concurrently and waits for all (a tiny `join_all` without another dependency).

@@ -94,7 +94,6 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/info", get(info))
-        .route("/v1/metrics", get(metrics))
         .route("/v1/projects/{project}/services", get(list_services))
         .route(
             "/v1/projects/{project}/services/{service}",
@@ -119,39 +118,6 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 /// Server version, domain, ports and CA path.
-/// The server's metrics in Prometheus' text format (the same as `--metrics-addr` serves), for
-/// callers who may read every service (`run.services.get` on the installation: a viewer there).
-#[utoipa::path(get, path = "/v1/metrics", tag = "server",
-    responses((status = 200, body = String, content_type = "application/openmetrics-text"),
-        (status = 403, body = pier_model::api::ErrorBody), (status = 404, body = pier_model::api::ErrorBody)))]
-pub(crate) async fn metrics(
-    State(s): State<AppState>,
-    Caller(who): Caller,
-) -> Result<Response, ApiError> {
-    require(&s, &who, Permission::ServicesGet, Resource::Installation).map_err(|_| {
-        ApiError::forbidden(format!(
-            "{who} may not read the server's metrics: they cover every project. An owner can grant roles/run.viewer on the installation (`pier installation add-iam-policy-binding --member={who} --role=roles/run.viewer`)"
-        ))
-    })?;
-    let Some(m) = s.metrics.clone() else {
-        return Err(ApiError::not_found(
-            "this server keeps no metrics (it runs with --metrics-addr off)",
-        ));
-    };
-    let text = tokio::task::spawn_blocking(move || m.render())
-        .await
-        .map_err(|e| {
-            ApiError::from(pier_control::ControlError::Internal(format!(
-                "rendering metrics: {e}"
-            )))
-        })?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, pier_metrics::CONTENT_TYPE)],
-        text,
-    )
-        .into_response())
-}
-
 #[utoipa::path(get, path = "/v1/info", tag = "server",
     responses((status = 200, body = ServerInfo)))]
 pub(crate) async fn info(State(s): State<AppState>) -> axum::Json<ServerInfo> {
@@ -269,6 +235,7 @@ pub(crate) async fn deploy(
     }
     // Widening who may reach the service needs the right to set its IAM policy; without it the deploy
     // goes on without the widening and says so, as Cloud Run's does.
+    req.creator = Some(who.to_string());
     let mut warnings = Vec::new();
     if req.settings.allow_unauthenticated.is_none() {
         req.settings.allow_unauthenticated = req.allow_unauthenticated.take();

@@ -24,6 +24,7 @@ use pier_identity::Principal;
 use pier_model::api::ServerInfo;
 
 mod api_gateway_handlers;
+mod authorize;
 mod domain_handlers;
 mod error;
 mod extract;
@@ -32,6 +33,7 @@ mod hosting_handlers;
 mod iam_handlers;
 mod idp;
 mod image_handlers;
+mod metrics_handlers;
 mod openapi;
 mod operation_handlers;
 
@@ -119,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api_gateway_handlers::routes())
         .merge(hosting_handlers::routes())
         .merge(operation_handlers::routes())
+        .merge(metrics_handlers::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -5,7 +5,7 @@ use utoipa::OpenApi;
 
 use crate::{
     api_gateway_handlers, domain_handlers, handlers, hosting_handlers, iam_handlers,
-    image_handlers, operation_handlers,
+    image_handlers, metrics_handlers, operation_handlers,
 };
 
 #[derive(OpenApi)]
@@ -16,7 +16,8 @@ use crate::{
     ),
     paths(
         handlers::info,
-        handlers::metrics,
+        metrics_handlers::metrics,
+        metrics_handlers::history,
         operation_handlers::get_operation,
         handlers::list_services,
         handlers::get_service,

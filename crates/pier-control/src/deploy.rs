@@ -65,6 +65,7 @@ impl Platform {
         let wishes = NewRevision {
             no_traffic: req.no_traffic,
             tag: req.tag.clone(),
+            creator: req.creator.clone(),
         };
         let mut settings = req.settings.clone();
         if settings.allow_unauthenticated.is_none() {

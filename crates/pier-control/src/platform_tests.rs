@@ -89,6 +89,7 @@ fn request(command: &str) -> DeployRequest {
         no_traffic: false,
         tag: None,
         settings: Default::default(),
+        creator: None,
     }
 }
 

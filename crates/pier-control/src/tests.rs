@@ -18,6 +18,7 @@ fn rev(n: &str, state: RevisionState, seq: u32) -> RevisionRecord {
         created_at: String::new(),
         ready_at: None,
         image_digest: None,
+        creator: None,
     }
 }
 

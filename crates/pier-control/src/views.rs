@@ -150,6 +150,7 @@ impl Platform {
             tags,
             instances,
             image_digest: rec.image_digest.clone(),
+            creator: rec.creator.clone(),
             last_instance_exit,
         })
     }

@@ -93,12 +93,14 @@ impl StartupPhase {
 /// One revision's series, resolved (see the crate's docs). Recording takes no lookup and no lock
 /// beyond a histogram's own.
 pub struct RevisionMetrics {
-    labels: RevisionLabels,
+    pub(crate) labels: RevisionLabels,
     count: [Counter; 5],
     latency: [Histogram; 5],
     request_bytes: Counter,
     response_bytes: Counter,
     rejected: [Counter; 7],
+    /// What the in-process history reads.
+    pub(crate) recent: crate::history::Recent,
     /// A revision's instance series; `None` for a service route's own handles (no instances).
     instances: Option<InstanceSeries>,
 }
@@ -155,6 +157,7 @@ impl RevisionMetrics {
             request_bytes: f.request_bytes.get_or_create_owned(l),
             response_bytes: f.response_bytes.get_or_create_owned(l),
             rejected: Rejection::ALL.map(|r| f.rejected.get_or_create_owned(&reject_labels(l, r))),
+            recent: Default::default(),
             instances: (!l.revision.is_empty()).then(|| InstanceSeries {
                 startup: StartupPhase::ALL
                     .map(|p| f.startup.get_or_create_owned(&phase_labels(l, p))),
@@ -176,6 +179,7 @@ impl RevisionMetrics {
         let i = usize::from((status / 100).clamp(1, 5)) - 1;
         self.count[i].inc();
         self.latency[i].observe(elapsed.as_secs_f64());
+        self.recent.request(elapsed);
         if request_bytes > 0 {
             self.request_bytes.inc_by(request_bytes);
         }
@@ -212,6 +216,7 @@ impl RevisionMetrics {
     pub fn cold_start(&self) {
         if let Some(s) = &self.instances {
             s.cold_starts.inc();
+            self.recent.cold_start();
         }
     }
 }

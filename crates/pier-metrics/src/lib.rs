@@ -28,12 +28,14 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 mod handles;
+pub mod history;
 pub mod live;
 pub mod process;
 
 pub use handles::{
     GatewayMetrics, Handshake, OpenConnection, Rejection, RevisionMetrics, StartupPhase, TokenCheck,
 };
+pub use history::History;
 pub use live::{LiveCounters, LiveRevision, LiveSource};
 
 /// The content type of [`Metrics::render`]'s output (OpenMetrics text, which Prometheus asks for and
@@ -126,6 +128,8 @@ pub struct Metrics {
     families: Arc<Families>,
     gateway: Arc<GatewayMetrics>,
     live: Arc<live::Sources>,
+    /// Each service's recent figures, for the console's charts (sampled once [`History::start`]ed).
+    history: history::History,
     /// Handles handed out, by labels: asking again returns the same handle (publishing routes again
     /// costs a map lookup per route), and a revision's series can be dropped with it.
     handed: Mutex<std::collections::HashMap<RevisionLabels, Arc<RevisionMetrics>>>,
@@ -206,6 +210,7 @@ impl Metrics {
             families,
             gateway,
             live,
+            history: history::History::default(),
             handed: Mutex::new(Default::default()),
         })
     }
@@ -247,6 +252,11 @@ impl Metrics {
             handed.remove(&labels);
             handles::forget(&self.families, &labels);
         }
+    }
+
+    /// Each service's recent figures (empty until [`History::start`] runs).
+    pub fn history(&self) -> &history::History {
+        &self.history
     }
 
     /// The gateway-wide counters.

@@ -54,6 +54,12 @@ pub trait LiveSource: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// How many instances (starting or running) each revision has now: a cheap read, unlike
+    /// [`LiveSource::revisions`] (no cgroup, and the peak is left alone), for the history.
+    fn instances(&self) -> Vec<(RevisionLabels, u32)> {
+        Vec::new()
+    }
+
     /// Counters it keeps.
     fn counters(&self) -> Vec<LiveCounters> {
         Vec::new()
@@ -72,6 +78,11 @@ impl std::fmt::Debug for Sources {
 impl Sources {
     pub(crate) fn add(&self, s: Arc<dyn LiveSource>) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+    }
+
+    pub(crate) fn instance_counts(&self) -> Vec<(RevisionLabels, u32)> {
+        let sources = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        sources.iter().flat_map(|s| s.instances()).collect()
     }
 }
 

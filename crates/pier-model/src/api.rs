@@ -28,6 +28,10 @@ pub struct DeployRequest {
     /// Service settings to apply with the deploy (ingress, invoker check, audiences).
     #[serde(default, skip_serializing_if = "UpdateServiceRequest::is_empty")]
     pub settings: UpdateServiceRequest,
+    /// Who deploys (`user:EMAIL`), set by the server from the caller's token, never read from a request.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub creator: Option<String>,
 }
 
 /// Where a revision stands.
@@ -110,6 +114,10 @@ pub struct RevisionView {
     /// The image it runs, pinned to the digest its tag resolved to at deploy (`NAME@sha256:...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
+    /// Who deployed it (`user:EMAIL` or `serviceAccount:EMAIL`), as Cloud Run's
+    /// `serving.knative.dev/creator` annotation says; absent for revisions made before Pier recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<String>,
     /// The last instance that ended by itself (crashed, exited, ran out of memory) since the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_instance_exit: Option<InstanceExitView>,
@@ -450,6 +458,29 @@ pub use crate::logs::{LogEntry, LogStream};
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
+}
+
+/// One service's recent figures, column by column (what a chart library takes): each list has one
+/// value per step, oldest first.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsHistoryView {
+    /// Seconds between two points.
+    pub step_seconds: u64,
+    /// Each step's end, in seconds since the Unix epoch.
+    pub time: Vec<u64>,
+    /// Requests answered per second.
+    pub requests_per_second: Vec<f32>,
+    /// Median latency in milliseconds (the upper bound of its bucket); null without requests.
+    pub latency_p50_ms: Vec<Option<f32>>,
+    /// 95th percentile latency in milliseconds; null without requests.
+    pub latency_p95_ms: Vec<Option<f32>>,
+    /// 99th percentile latency in milliseconds; null without requests.
+    pub latency_p99_ms: Vec<Option<f32>>,
+    /// Instances (starting, idle or active) at the step's end.
+    pub instances: Vec<f32>,
+    /// Cold starts during the step.
+    pub cold_starts: Vec<f32>,
 }
 
 /// Detail of an API error.

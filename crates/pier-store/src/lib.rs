@@ -124,6 +124,8 @@ pub struct RevisionRecord {
     pub ready_at: Option<String>,
     /// The image it runs, pinned to the digest its tag resolved to at deploy (`NAME@sha256:...`).
     pub image_digest: Option<String>,
+    /// Who deployed it (`user:EMAIL` or `serviceAccount:EMAIL`), when recorded.
+    pub creator: Option<String>,
 }
 
 /// How a deploy wants the new revision routed.
@@ -133,6 +135,8 @@ pub struct NewRevision {
     pub no_traffic: bool,
     /// Tag to give the revision when it becomes ready.
     pub tag: Option<Tag>,
+    /// Who deploys it (`user:EMAIL` or `serviceAccount:EMAIL`).
+    pub creator: Option<String>,
 }
 
 /// The settings of a service that change without a new revision.
@@ -400,8 +404,8 @@ impl Store {
                 )?;
             }
             tx.execute(
-                "INSERT INTO revisions (project, service, name, seq, template, state, pending_tag, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'DEPLOYING', ?6, ?7)",
+                "INSERT INTO revisions (project, service, name, seq, template, state, pending_tag, created_at, creator) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'DEPLOYING', ?6, ?7, ?8)",
                 params![
                     project.as_str(),
                     service.as_str(),
@@ -409,7 +413,8 @@ impl Store {
                     seq,
                     to_json(template),
                     wishes.tag.as_ref().map(|t| t.as_str()),
-                    ts
+                    ts,
+                    wishes.creator.as_deref()
                 ],
             )?;
             tx.execute(

@@ -270,6 +270,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 
     ALTER TABLE services ADD COLUMN cache TEXT;
     "#,
+    // Who deployed each revision (Cloud Run's `serving.knative.dev/creator`); older ones say nothing.
+    r#"
+    ALTER TABLE revisions ADD COLUMN creator TEXT;
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per migration.

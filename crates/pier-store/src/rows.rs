@@ -29,7 +29,7 @@ pub(crate) fn json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Resul
 pub(crate) const SERVICE_COLS: &str = "project, name, traffic, latest_created, latest_ready, created_at, \
      updated_at, ingress, invoker_iam_check, custom_audiences, id_block, end_user_auth, cache";
 pub(crate) const REVISION_COLS: &str = "project, service, name, seq, template, state, message, log_tail, \
-     pending_tag, created_at, ready_at, image_digest";
+     pending_tag, created_at, ready_at, image_digest, creator";
 
 pub(crate) struct RawService {
     project: String,
@@ -107,6 +107,7 @@ pub(crate) struct RawRevision {
     created_at: String,
     ready_at: Option<String>,
     image_digest: Option<String>,
+    creator: Option<String>,
 }
 
 impl RawRevision {
@@ -124,6 +125,7 @@ impl RawRevision {
             created_at: r.get(9)?,
             ready_at: r.get(10)?,
             image_digest: r.get(11)?,
+            creator: r.get(12)?,
         })
     }
 
@@ -144,6 +146,7 @@ impl RawRevision {
             created_at: self.created_at,
             ready_at: self.ready_at,
             image_digest: self.image_digest,
+            creator: self.creator,
         })
     }
 }

@@ -127,6 +127,7 @@ fn no_traffic_pins_latest_and_tag_lands_when_ready() {
     let wishes = NewRevision {
         no_traffic: true,
         tag: Some("green".parse().unwrap()),
+        creator: Some("user:a@example.com".into()),
     };
     let (service, r2) = s
         .create_revision(&p(), &svc("a"), &template("2"), &wishes, "bbb")

@@ -566,6 +566,7 @@ pub(crate) async fn run(ctx: &Ctx, args: DeployArgs) -> Result<()> {
         no_traffic: args.no_traffic,
         tag,
         settings: args.settings.request(None)?,
+        creator: None,
     };
     deploy_and_wait(ctx, &service, &req, !args.no_wait).await
 }

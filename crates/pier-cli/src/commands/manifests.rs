@@ -129,6 +129,7 @@ pub async fn deploy_file(
             no_traffic: false,
             tag: None,
             settings: Default::default(),
+            creator: None,
         };
         let rev = ctx.client.deploy(&project, &m.name, &req).await?;
         eprintln!("  Creating revision {}...", rev.name);

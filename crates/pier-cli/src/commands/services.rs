@@ -390,6 +390,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ServicesCommand) -> Result<()> {
                 no_traffic: false,
                 tag: None,
                 settings,
+                creator: None,
             };
             deploy_and_wait(ctx, &name, &req, true).await?;
         }

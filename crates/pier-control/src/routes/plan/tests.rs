@@ -42,6 +42,7 @@ fn revision(name: &str, state: RevisionState) -> RevisionRecord {
         created_at: String::new(),
         ready_at: None,
         image_digest: None,
+        creator: None,
     }
 }
 
