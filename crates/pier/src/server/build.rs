@@ -122,6 +122,10 @@ impl Server {
         let api = bind(args.api_addr, "the admin API", "--api-addr").await?;
         // Metrics are kept only when served (`--metrics-addr off`: nothing recorded at all).
         let registry = args.metrics_addr.0.map(|_| pier_metrics::Metrics::new());
+        // The console's charts read a short history of them, sampled in process.
+        if let Some(r) = &registry {
+            pier_metrics::History::start(r);
+        }
         let metrics = match &registry {
             Some(r) => Some(metrics::Endpoint::bind(&args, r.clone()).await?),
             None => None,
@@ -402,10 +406,11 @@ impl Server {
             metrics: registry.clone(),
         };
         let router = pier_api::router(state);
-        routes.serve_local(
-            scheme.domain().to_owned(),
-            Arc::new(ApexHandler::new(router.clone())),
-        );
+        // At the base domain (HTTPS only) the console is served beside the API it calls.
+        let apex = router
+            .clone()
+            .merge(pier_console::router(router.clone(), &issuer_url));
+        routes.serve_local(scheme.domain().to_owned(), Arc::new(ApexHandler::new(apex)));
         platform.recover().await?;
         Ok(Self {
             args,
