@@ -152,12 +152,15 @@ pub(crate) async fn service(
         format!("/v1/projects/{p}/revisions?service={s}"),
         format!("/v1/projects/{p}/services/{s}/iamPolicy"),
         format!("/v1/projects/{p}/domainmappings"),
+        // Whether the user may read the logs (a viewer may not): one line is enough to know.
+        format!("/v1/projects/{p}/services/{s}/logs?limit=1"),
     ];
-    let (svc, revisions, policy, mappings) = tokio::join!(
+    let (svc, revisions, policy, mappings, logs) = tokio::join!(
         c.api.get::<ServiceView>(t, &paths[0]),
         c.api.get::<Vec<RevisionView>>(t, &paths[1]),
         c.api.get::<Policy>(t, &paths[2]),
         c.api.get::<Vec<DomainMappingView>>(t, &paths[3]),
+        c.api.get::<serde_json::Value>(t, &paths[4]),
     );
     let svc = match svc {
         Ok(v) => v,
@@ -195,11 +198,22 @@ pub(crate) async fn service(
          </div></section>"
     );
     revisions_section(&mut b, &who, &base, &revisions);
-    let _ = write!(
-        b,
-        "<section><h2>Logs</h2><p class=\"hint\">Requests and app output, live.</p>\
-         <div id=\"logs\" data-stream=\"{base}/logs\" aria-live=\"polite\"></div></section>"
-    );
+    match logs {
+        Ok(_) => {
+            let _ = write!(
+                b,
+                "<section><h2>Logs</h2><p class=\"hint\">Requests and app output, live.</p>\
+                 <div id=\"logs\" data-stream=\"{base}/logs\" aria-live=\"polite\"></div></section>"
+            );
+        }
+        Err(e) => {
+            let _ = write!(
+                b,
+                "<section><h2>Logs</h2><p class=\"hint\" id=\"logs-refused\">{}</p></section>",
+                esc(&e.message)
+            );
+        }
+    }
     iam_section(&mut b, &who, &base, policy);
     domains_section(&mut b, &service, mappings);
     let _ = write!(

@@ -340,6 +340,12 @@ fn a_user_runs_a_service_from_the_console_and_a_viewer_only_looks() {
         page["service"] == "web" && page["revisions"].as_object().is_some_and(|r| r.len() == 3),
         "the viewer sees the service and its three revisions: {page}"
     );
+    check!(
+        page["logs_refused"]
+            .as_str()
+            .is_some_and(|t| t.contains("lacks permission")),
+        "the viewer is told why the logs are not shown (a viewer may not read them): {page}"
+    );
     let page = b.run(
         "set_traffic",
         json!({

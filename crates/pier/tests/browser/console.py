@@ -113,6 +113,7 @@ def service_page():
         "iam": [[tr.get_attribute("data-member"), tr.get_attribute("data-role")]
                 for tr in css("#iam tr[data-member]")],
         "message": message(),
+        "logs_refused": text_of("#logs-refused", driver),
     }
 
 
