@@ -43,7 +43,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/jwks", get(jwks))
         .route(
             "/authorize",
-            get(crate::authorize::authorize_get).post(crate::authorize::authorize_post),
+            get(crate::authorize::authorize_get)
+                .post(crate::authorize::authorize_post)
+                // A sign-in form is a few hundred bytes.
+                .layer(axum::extract::DefaultBodyLimit::max(16 * 1024)),
         )
         .route("/token", post(token))
         .route("/revoke", post(revoke))

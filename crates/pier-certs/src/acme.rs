@@ -54,7 +54,12 @@ pub struct AcmeIssuer {
     account: OnceCell<Account>,
     /// An HTTP client to use instead of the default one (tests of a fake directory).
     http: std::sync::Mutex<Option<Box<dyn instant_acme::HttpClient>>>,
+    /// Told how each order ended: `valid` (a certificate), `invalid` (the CA refused) or `error`.
+    outcomes: Option<OrderOutcomes>,
 }
+
+/// Hears how each ACME order ended (`valid`, `invalid`, `error`): the server counts them.
+pub type OrderOutcomes = Arc<dyn Fn(&'static str) + Send + Sync>;
 
 impl std::fmt::Debug for AcmeIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,7 +99,14 @@ impl AcmeIssuer {
             challenges,
             account: OnceCell::new(),
             http: std::sync::Mutex::new(None),
+            outcomes: None,
         }
+    }
+
+    /// Reports each order's outcome to `outcomes`.
+    pub fn reporting_orders(mut self, outcomes: OrderOutcomes) -> Self {
+        self.outcomes = Some(outcomes);
+        self
     }
 
     /// An issuer that speaks to its directory through `http` (an in-process fake in tests).
@@ -284,6 +296,13 @@ impl Issuer for AcmeIssuer {
         Box::pin(async move {
             let out = self.order(domain).await;
             self.challenges.remove(domain);
+            if let Some(report) = &self.outcomes {
+                report(match &out {
+                    Ok(_) => "valid",
+                    Err(IssueError::Refused(_)) => "invalid",
+                    Err(_) => "error",
+                });
+            }
             out
         })
     }

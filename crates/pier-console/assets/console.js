@@ -83,7 +83,19 @@
     src.addEventListener("error", () => box.classList.remove("connected"));
   }
 
+  // Typing a percent means a split: stop following the latest revision.
+  function traffic(form) {
+    const latest = form.querySelector("#latest");
+    if (!latest) return;
+    form.querySelectorAll('input[name^="percent."]').forEach((input) =>
+      input.addEventListener("input", () => {
+        latest.checked = false;
+      }),
+    );
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    document.querySelectorAll("form#traffic").forEach(traffic);
     document.querySelectorAll(".charts[data-history]").forEach(charts);
     document.querySelectorAll("#logs[data-stream]").forEach(logs);
   });

@@ -83,13 +83,25 @@ fn back(c: &Shared, id: &str, to: &str, outcome: Result<String, String>) -> Resp
     no_store(Redirect::to(to).into_response())
 }
 
-/// `POST /console/signout`: ends the session and revokes its refresh token (RFC 7009).
+/// `POST /console/signout`: ends the session and revokes its refresh token (RFC 7009). Needs only the
+/// cookie and its CSRF token: no refresh, so signing out works whatever the token endpoint says.
 pub(crate) async fn sign_out(State(c): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let p = match posted(&c, &headers, &body, "/console").await {
-        Ok(p) => p,
-        Err(r) => return r,
+    if !session::same_origin(&headers, &c.origin) {
+        return refused("this form was sent from another site");
+    }
+    let Some(id) = session::cookie(&headers, SESSION_COOKIE) else {
+        return no_store(Redirect::to("/console/signin").into_response());
     };
-    if let Some(refresh) = c.sessions.close(&p.id) {
+    let given = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    match c.sessions.csrf(&id) {
+        Some(want) if session::same(&given, &want) => {}
+        Some(_) => return refused("this form is stale: reload the page and sign out again"),
+        None => {}
+    }
+    if let Some(refresh) = c.sessions.close(&id) {
         let _ = c.api.token_revoke(&refresh).await;
     }
     let mut r = no_store(Redirect::to("/console/signin").into_response());
@@ -112,16 +124,17 @@ fn tag_list(v: &str) -> Vec<String> {
         .collect()
 }
 
-/// What the traffic form asks, as `update-traffic` would: exact percents that sum to 100 (or all to
-/// the latest), and each revision's tags exactly as typed.
+/// What the traffic form changes, as `update-traffic` would, or `None` when it changes nothing.
+///
+/// Traffic moves only when the form says so: "latest" checked on a service that does not follow the
+/// latest revision yet, or a percent changed (then every revision's percent, the posted or the current
+/// one, must add up to 100), or "latest" unchecked on one that does (its percents pin it). Tags change
+/// only on the revisions whose field was posted.
 fn traffic_request(
     fields: &[(String, String)],
     revisions: &[RevisionView],
-) -> Result<UpdateTrafficRequest, String> {
-    let mut req = UpdateTrafficRequest {
-        to_latest: fields.iter().any(|(k, v)| k == "latest" && !v.is_empty()),
-        ..Default::default()
-    };
+    following_latest: bool,
+) -> Result<Option<UpdateTrafficRequest>, String> {
     let field = |name: String| {
         fields
             .iter()
@@ -129,33 +142,47 @@ fn traffic_request(
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.trim().to_owned())
     };
-    if !req.to_latest {
+    let mut req = UpdateTrafficRequest::default();
+    let latest = fields.iter().any(|(k, v)| k == "latest" && !v.is_empty());
+    if latest {
+        req.to_latest = !following_latest;
+    } else {
         let mut sum = 0u32;
+        let mut changed = following_latest;
+        let mut split = Vec::new();
         for r in revisions {
-            let Some(v) = field(format!("percent.{}", r.name.as_str())) else {
-                continue;
+            let pct = match field(format!("percent.{}", r.name.as_str())) {
+                None => r.percent,
+                Some(v) => {
+                    let v = if v.is_empty() { "0".to_owned() } else { v };
+                    v.parse::<u8>().ok().filter(|p| *p <= 100).ok_or_else(|| {
+                        format!("{}: {v:?} is not a percent from 0 to 100", r.name.as_str())
+                    })?
+                }
             };
-            let v = if v.is_empty() { "0" } else { v.as_str() };
-            let pct: u8 = v.parse().ok().filter(|p| *p <= 100).ok_or_else(|| {
-                format!("{}: {v:?} is not a percent from 0 to 100", r.name.as_str())
-            })?;
+            changed |= pct != r.percent;
             sum += u32::from(pct);
             if pct > 0 {
-                req.to_revisions.push(TrafficAssignment {
+                split.push(TrafficAssignment {
                     target: r.name.as_str().to_owned(),
                     percent: pct,
                 });
             }
         }
-        if sum != 100 {
-            return Err(format!(
-                "the percents add up to {sum}: make them 100, or send all traffic to the latest revision"
-            ));
+        if changed {
+            if sum != 100 {
+                return Err(format!(
+                    "the percents add up to {sum}: make them 100, or send all traffic to the latest revision"
+                ));
+            }
+            req.to_revisions = split;
         }
     }
     let mut wanted: HashMap<String, String> = HashMap::new();
+    let mut posted: Vec<&str> = Vec::new();
     for r in revisions {
         if let Some(v) = field(format!("tag.{}", r.name.as_str())) {
+            posted.push(r.name.as_str());
             for t in tag_list(&v) {
                 if let Some(other) = wanted.insert(t.clone(), r.name.as_str().to_owned()) {
                     return Err(format!(
@@ -180,13 +207,24 @@ fn traffic_request(
             });
         }
     }
-    for tag in current.keys() {
-        if !wanted.contains_key(tag) {
+    for (tag, rev) in &current {
+        if posted.contains(&rev.as_str()) && !wanted.contains_key(tag) {
             req.remove_tags
                 .push(tag.parse().map_err(|e| format!("tag {tag}: {e}"))?);
         }
     }
-    Ok(req)
+    let nothing = !req.to_latest
+        && req.to_revisions.is_empty()
+        && req.update_tags.is_empty()
+        && req.remove_tags.is_empty();
+    Ok((!nothing).then_some(req))
+}
+
+/// Whether some of the service's traffic follows its latest ready revision (`LATEST`).
+pub(crate) fn follows_latest(svc: &ServiceView) -> bool {
+    svc.traffic
+        .iter()
+        .any(|t| t.latest_revision && t.percent > 0)
 }
 
 /// `POST .../traffic`: the revisions table's percents and tags.
@@ -209,7 +247,14 @@ pub(crate) async fn traffic(
             .get(t, &format!("/v1/projects/{p}/revisions?service={s}"))
             .await
             .map_err(|e| e.message)?;
-        let req = traffic_request(&f.fields, &revisions)?;
+        let svc: ServiceView = c
+            .api
+            .get(t, &format!("/v1/projects/{p}/services/{s}"))
+            .await
+            .map_err(|e| e.message)?;
+        let Some(req) = traffic_request(&f.fields, &revisions, follows_latest(&svc))? else {
+            return Ok("Nothing to change: the traffic and tags are as the form says".to_owned());
+        };
         let svc: ServiceView = c
             .api
             .send(
@@ -259,7 +304,10 @@ pub(crate) async fn iam(
             return Err("give a member: user:EMAIL, serviceAccount:EMAIL, allUsers or allAuthenticatedUsers".to_owned());
         };
         // A bare email means a user, as in Google's console.
-        let member = if member.contains(':') || member.starts_with("all") {
+        let member = if member.contains(':')
+            || member == "allUsers"
+            || member == "allAuthenticatedUsers"
+        {
             member.to_owned()
         } else {
             format!("user:{member}")
@@ -421,7 +469,9 @@ mod tests {
                 ("tag.web-00001-aaa", ""),
             ]),
             &revs,
+            false,
         )
+        .unwrap()
         .unwrap();
         let split: Vec<(String, u8)> = req
             .to_revisions
@@ -449,6 +499,44 @@ mod tests {
     }
 
     #[test]
+    fn the_form_changes_only_what_it_changes() {
+        let revs = [
+            rev("web-00002-bbb", 100, &[]),
+            rev("web-00001-aaa", 0, &["old"]),
+        ];
+        // A tag added on a service that follows LATEST: traffic keeps following it.
+        let req = traffic_request(
+            &form(&[
+                ("latest", "1"),
+                ("percent.web-00002-bbb", "100"),
+                ("percent.web-00001-aaa", "0"),
+                ("tag.web-00002-bbb", "blue"),
+            ]),
+            &revs,
+            true,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!req.to_latest && req.to_revisions.is_empty(), "{req:?}");
+        assert_eq!(req.update_tags.len(), 1);
+        // The other revision's tag was not in the form: it stays.
+        assert!(req.remove_tags.is_empty(), "{req:?}");
+        // The same form again changes nothing.
+        let same = form(&[("latest", "1"), ("tag.web-00001-aaa", "old")]);
+        assert!(traffic_request(&same, &revs, true).unwrap().is_none());
+        // Unchecking "latest" pins the current split.
+        let req = traffic_request(&form(&[("percent.web-00002-bbb", "100")]), &revs, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(req.to_revisions.len(), 1);
+        // Checking it on a pinned service follows LATEST again.
+        let req = traffic_request(&form(&[("latest", "1")]), &revs, false)
+            .unwrap()
+            .unwrap();
+        assert!(req.to_latest);
+    }
+
+    #[test]
     fn bad_traffic_forms_say_what_to_fix() {
         let revs = [rev("web-00002-bbb", 0, &[]), rev("web-00001-aaa", 100, &[])];
         let e = traffic_request(
@@ -457,10 +545,12 @@ mod tests {
                 ("percent.web-00001-aaa", "40"),
             ]),
             &revs,
+            false,
         )
         .unwrap_err();
         assert!(e.contains("add up to 90"), "{e}");
-        let e = traffic_request(&form(&[("percent.web-00002-bbb", "x")]), &revs).unwrap_err();
+        let e =
+            traffic_request(&form(&[("percent.web-00002-bbb", "x")]), &revs, false).unwrap_err();
         assert!(e.contains("not a percent"), "{e}");
         let e = traffic_request(
             &form(&[
@@ -469,10 +559,9 @@ mod tests {
                 ("tag.web-00001-aaa", "t"),
             ]),
             &revs,
+            false,
         )
         .unwrap_err();
         assert!(e.contains("a tag names one revision"), "{e}");
-        let req = traffic_request(&form(&[("latest", "1")]), &revs).unwrap();
-        assert!(req.to_latest && req.to_revisions.is_empty());
     }
 }

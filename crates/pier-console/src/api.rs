@@ -139,8 +139,8 @@ impl Api {
     }
 }
 
-/// What the token endpoint answers (RFC 6749 §5.1).
-#[derive(Debug, serde::Deserialize)]
+/// What the token endpoint answers (RFC 6749 §5.1). No `Debug`: it holds tokens.
+#[derive(serde::Deserialize)]
 pub(crate) struct TokenAnswer {
     pub access_token: String,
     #[serde(default)]

@@ -189,10 +189,9 @@ struct SignInParams {
 /// `GET /console/signin`: starts the authorization code grant (RFC 6749 §4.1.1) with a PKCE challenge
 /// (RFC 7636 §4.3) and a `state` bound to this browser by a cookie.
 async fn sign_in(State(c): State<Shared>, Query(q): Query<SignInParams>) -> Response {
-    // Only a path of the console itself: never an open redirect.
     let next = q
         .next
-        .filter(|n| n.starts_with("/console") && !n.starts_with("//") && !n.contains('\\'))
+        .filter(|n| safe_next(n))
         .unwrap_or_else(|| "/console".to_owned());
     let verifier = session::random();
     let challenge = {
@@ -219,6 +218,15 @@ async fn sign_in(State(c): State<Shared>, Query(q): Query<SignInParams>) -> Resp
         r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
+}
+
+/// Whether `next` may be where a sign-in returns: a path of the console itself (never an open
+/// redirect), short, of plain URL characters (so it is a valid `Location` as it is).
+fn safe_next(n: &str) -> bool {
+    n.len() <= 2048
+        && (n == "/console" || n.starts_with("/console/") || n.starts_with("/console?"))
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-._~%?=&+:@!$'()*,;".contains(&b))
 }
 
 #[derive(serde::Deserialize)]
@@ -332,4 +340,31 @@ async fn callback(
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sign_in_returns_only_into_the_console() {
+        for ok in [
+            "/console",
+            "/console/projects/default/services",
+            "/console/projects/p/operations/x?service=web",
+        ] {
+            assert!(safe_next(ok), "{ok}");
+        }
+        for bad in [
+            "https://evil.example/console",
+            "//evil.example/console",
+            "/consolevil",
+            "/console/\\evil",
+            "/console/\u{e9}",
+            "/console/\nSet-Cookie:x",
+            &format!("/console/{}", "a".repeat(3000)),
+        ] {
+            assert!(!safe_next(bad), "{bad}");
+        }
+    }
 }

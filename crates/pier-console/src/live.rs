@@ -62,7 +62,7 @@ pub(crate) async fn logs(
     Path((project, service)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Some((_, who)) = c.signed(&headers).await else {
+    let Some((id, who)) = c.signed(&headers).await else {
         return unauthorized();
     };
     let path = format!(
@@ -75,24 +75,29 @@ pub(crate) async fn logs(
         Err(e) => return (e.status, e.message).into_response(),
     };
     let mut pending: Vec<u8> = Vec::new();
-    let events = body.into_data_stream().flat_map(move |chunk| {
-        let mut out: Vec<Result<Event, Infallible>> = Vec::new();
-        if let Ok(bytes) = chunk {
-            pending.extend_from_slice(&bytes);
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let raw: Vec<u8> = pending.drain(..=end).collect();
-                if let Ok(e) = serde_json::from_slice::<LogEntry>(&raw) {
-                    let kind = if e.http_request.is_some() {
-                        "request"
-                    } else {
-                        "app"
-                    };
-                    out.push(Ok(Event::default().event(kind).data(line(&e))));
+    let c2 = c.clone();
+    // The stream ends with the session (signed out, expired): nothing more reaches that page.
+    let events = body
+        .into_data_stream()
+        .take_while(move |_| std::future::ready(c2.sessions.alive(&id)))
+        .flat_map(move |chunk| {
+            let mut out: Vec<Result<Event, Infallible>> = Vec::new();
+            if let Ok(bytes) = chunk {
+                pending.extend_from_slice(&bytes);
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let raw: Vec<u8> = pending.drain(..=end).collect();
+                    if let Ok(e) = serde_json::from_slice::<LogEntry>(&raw) {
+                        let kind = if e.http_request.is_some() {
+                            "request"
+                        } else {
+                            "app"
+                        };
+                        out.push(Ok(Event::default().event(kind).data(line(&e))));
+                    }
                 }
             }
-        }
-        futures_util::stream::iter(out)
-    });
+            futures_util::stream::iter(out)
+        });
     let mut r = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
@@ -153,11 +158,15 @@ pub(crate) async fn operation(
         seg(&project),
         seg(&operation)
     );
+    let back_here = match &q.service {
+        Some(s) => format!("{here}?service={}", seg(s)),
+        None => here.clone(),
+    };
     let Some((_, who)) = c.signed(&headers).await else {
         return if q.fragment.is_some() {
             unauthorized()
         } else {
-            to_sign_in(&here)
+            to_sign_in(&back_here)
         };
     };
     let mut path = format!(

@@ -197,7 +197,13 @@ pub(crate) async fn service(
          <figure><figcaption>Instances and cold starts</figcaption><div id=\"chart-instances\"></div></figure>\
          </div></section>"
     );
-    revisions_section(&mut b, &who, &base, &revisions);
+    revisions_section(
+        &mut b,
+        &who,
+        &base,
+        &revisions,
+        crate::actions::follows_latest(&svc),
+    );
     match logs {
         Ok(_) => {
             let _ = write!(
@@ -229,7 +235,13 @@ pub(crate) async fn service(
     page(StatusCode::OK, &service, &who, &project, &b)
 }
 
-fn revisions_section(b: &mut String, who: &Signed, base: &str, revisions: &[RevisionView]) {
+fn revisions_section(
+    b: &mut String,
+    who: &Signed,
+    base: &str,
+    revisions: &[RevisionView],
+    following_latest: bool,
+) {
     let _ = write!(
         b,
         "<section><h2>Revisions and traffic</h2><form id=\"traffic\" method=\"post\" action=\"{base}/traffic\">{}\
@@ -262,14 +274,16 @@ fn revisions_section(b: &mut String, who: &Signed, base: &str, revisions: &[Revi
             dis = if r.state == RevisionState::Ready {
                 ""
             } else {
-                " disabled"
+                " readonly"
             },
             tags = esc(&tags.join(", ")),
         );
     }
-    b.push_str(
-        "</tbody></table><label><input type=\"checkbox\" name=\"latest\" value=\"1\"> send all traffic to the latest ready revision (and follow new ones)</label> \
+    let _ = write!(
+        b,
+        "</tbody></table><label><input type=\"checkbox\" id=\"latest\" name=\"latest\" value=\"1\"{}> send all traffic to the latest ready revision (and follow new ones)</label> \
          <button id=\"save-traffic\">Save traffic</button></form></section>",
+        if following_latest { " checked" } else { "" }
     );
 }
 

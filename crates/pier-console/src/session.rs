@@ -26,18 +26,35 @@ pub(crate) const SESSION_COOKIE: &str = "__Host-pier-console";
 /// The cookie that binds a sign-in's `state` to the browser that started it.
 pub(crate) const SIGNIN_COOKIE: &str = "__Host-pier-signin";
 
-const IDLE: Duration = Duration::from_secs(12 * 3600);
+/// A session ends after this long without a request...
+const IDLE: Duration = Duration::from_secs(4 * 3600);
+/// ...and this long after sign-in whatever happens (the cookie's own lifetime).
+pub(crate) const LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// The most sessions one user may hold (the oldest ends first), and all users together.
+const PER_USER: usize = 16;
+const SESSIONS: usize = 20_000;
 const SIGNIN_WINDOW: Duration = Duration::from_secs(600);
+/// The most sign-ins under way at once (the oldest is dropped first): anyone may start one.
+const PENDING: usize = 10_000;
 /// Refresh an access token this long before it expires.
 const MARGIN: Duration = Duration::from_secs(60);
 
 /// A signed-in browser's view of itself.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Signed {
     pub email: String,
     pub access: String,
     pub csrf: String,
     pub flash: Option<Flash>,
+}
+
+impl std::fmt::Debug for Signed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token or the CSRF secret.
+        f.debug_struct("Signed")
+            .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A one-time message for the next page: an outcome of a form.
@@ -54,7 +71,14 @@ struct Session {
     refresh: String,
     csrf: String,
     flash: Option<Flash>,
+    opened: Instant,
     last_used: Instant,
+}
+
+impl Session {
+    fn expired(&self) -> bool {
+        self.last_used.elapsed() >= IDLE || self.opened.elapsed() >= LIFETIME
+    }
 }
 
 /// A sign-in under way.
@@ -126,6 +150,14 @@ impl Sessions {
         let state = random();
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.retain(|_, v| v.started.elapsed() < SIGNIN_WINDOW);
+        if p.len() >= PENDING
+            && let Some(oldest) = p
+                .iter()
+                .min_by_key(|(_, v)| v.started)
+                .map(|(k, _)| k.clone())
+        {
+            p.remove(&oldest);
+        }
         p.insert(
             state.clone(),
             Pending {
@@ -148,7 +180,28 @@ impl Sessions {
     pub fn open(&self, email: String, access: String, expires_in: u64, refresh: String) -> String {
         let id = random();
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.retain(|_, s| s.last_used.elapsed() < IDLE);
+        live.retain(|_, s| !s.expired());
+        // Bounded: per user, then overall; the least recently used goes first.
+        let mut theirs: Vec<(String, Instant)> = live
+            .iter()
+            .filter(|(_, s)| s.email == email)
+            .map(|(k, s)| (k.clone(), s.last_used))
+            .collect();
+        theirs.sort_by_key(|(_, t)| *t);
+        for (k, _) in theirs
+            .iter()
+            .take((theirs.len() + 1).saturating_sub(PER_USER))
+        {
+            live.remove(k);
+        }
+        if live.len() >= SESSIONS
+            && let Some(k) = live
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone())
+        {
+            live.remove(&k);
+        }
         live.insert(
             digest(&id),
             Session {
@@ -158,6 +211,7 @@ impl Sessions {
                 refresh,
                 csrf: random(),
                 flash: None,
+                opened: Instant::now(),
                 last_used: Instant::now(),
             },
         );
@@ -171,7 +225,7 @@ impl Sessions {
         let Some(s) = live.get_mut(&key) else {
             return Current::None;
         };
-        if s.last_used.elapsed() >= IDLE {
+        if s.expired() {
             live.remove(&key);
             return Current::None;
         }
@@ -204,6 +258,18 @@ impl Sessions {
         if let Some(s) = live.get_mut(&digest(id)) {
             s.flash = Some(Flash { ok, text });
         }
+    }
+
+    /// The session's CSRF token, without refreshing anything (signing out needs only that).
+    pub fn csrf(&self, id: &str) -> Option<String> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.get(&digest(id)).map(|s| s.csrf.clone())
+    }
+
+    /// Whether the session is still open (a stream it started ends when it is not).
+    pub fn alive(&self, id: &str) -> bool {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.get(&digest(id)).is_some_and(|s| !s.expired())
     }
 
     /// Ends a session; answers its refresh token, to revoke.
@@ -259,6 +325,19 @@ mod tests {
         assert!(matches!(s.current(&soon), Current::Fresh(x) if x.access == "new"));
         assert_eq!(s.close(&id).as_deref(), Some("r"));
         assert!(matches!(s.current(&id), Current::None));
+    }
+
+    #[test]
+    fn a_user_holds_a_bounded_number_of_sessions() {
+        let s = Sessions::default();
+        let ids: Vec<String> = (0..PER_USER + 3)
+            .map(|_| s.open("a@example.com".into(), "t".into(), 3600, "r".into()))
+            .collect();
+        let live = ids.iter().filter(|i| s.alive(i)).count();
+        assert_eq!(live, PER_USER);
+        assert!(!s.alive(&ids[0]), "the oldest ended first");
+        assert!(s.alive(ids.last().unwrap()));
+        assert!(s.csrf(ids.last().unwrap()).is_some());
     }
 
     #[test]

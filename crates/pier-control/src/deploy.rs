@@ -159,19 +159,34 @@ impl Platform {
                     // from recording to publishing, and waiters take it before they answer.
                     let publishing = this.publish.lock().await;
                     let (p, r) = (rec.project.clone(), rec.name.clone());
-                    match this.db(move |s| s.mark_ready(&p, &r)).await {
+                    // The operation says how it ended: a revision that is ready but not recorded (the
+                    // store failed) or not routed is not a success the caller may build on.
+                    let routed = match this.db(move |s| s.mark_ready(&p, &r)).await {
                         Ok(_) => {
                             tracing::info!(revision = %rec.name, "revision ready");
-                            if let Err(e) = this.publish_locked().await {
+                            this.publish_locked().await.map_err(|e| {
                                 tracing::error!(error = %e, "publishing routes failed");
-                            }
+                                format!(
+                                    "the revision started, but routing traffic to it failed: {e}"
+                                )
+                            })
                         }
-                        Err(e) => tracing::error!(error = %e, "recording a ready revision failed"),
-                    }
+                        Err(e) => {
+                            tracing::error!(error = %e, "recording a ready revision failed");
+                            Err(format!(
+                                "the revision started, but recording it as ready failed: {e}"
+                            ))
+                        }
+                    };
                     drop(publishing);
                     this.changed();
-                    op.end(ROUTING);
-                    op.succeed();
+                    match routed {
+                        Ok(()) => {
+                            op.end(ROUTING);
+                            op.succeed();
+                        }
+                        Err(why) => op.fail(&why),
+                    }
                 }
                 Err((why, tail)) => {
                     op.fail(&why);

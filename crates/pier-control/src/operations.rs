@@ -258,18 +258,10 @@ impl Operation {
     }
 }
 
+/// Uniqueness, not secrecy: an operation's name grants nothing (reading it needs the project's read
+/// permission).
 fn random_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Uniqueness, not secrecy: an operation's name grants nothing (reading it needs the project's
-        // read permission).
-        bytes = std::array::from_fn(|_| fastrand::u8(..));
-    }
-    bytes
-        .iter()
-        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
-        .collect()
+    crate::random_chars(16, b"abcdefghijklmnopqrstuvwxyz0123456789")
 }
 
 #[cfg(test)]

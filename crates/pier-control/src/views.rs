@@ -43,17 +43,28 @@ impl Platform {
         let hash = self.hash_of(&svc.project).await?;
         let (p, n) = (svc.project.clone(), svc.name.clone());
         let revs = self.db(move |s| s.revisions(&p, Some(&n))).await?;
+        Ok(self.service_view_from(svc, &revs, &hash))
+    }
+
+    /// A service's view from its records (`revs`: its revisions), without reading the store: lists
+    /// read every record once, not once per service.
+    fn service_view_from(
+        &self,
+        svc: ServiceRecord,
+        revs: &[RevisionRecord],
+        hash: &str,
+    ) -> ServiceView {
         let latest = svc
             .latest_created
             .as_ref()
             .and_then(|n| revs.iter().find(|r| r.name == *n));
-        let traffic: Vec<TrafficStatus> = Self::resolved(&svc, &revs)
+        let traffic: Vec<TrafficStatus> = Self::resolved(&svc, revs)
             .into_iter()
             .map(
                 |(revision_name, latest_revision, percent, tag)| TrafficStatus {
                     url: tag.as_ref().and_then(|t| {
                         self.scheme
-                            .tag_host(t, &svc.name, &hash)
+                            .tag_host(t, &svc.name, hash)
                             .ok()
                             .map(|h| self.scheme.url(&h))
                     }),
@@ -91,9 +102,9 @@ impl Platform {
             })
             .filter_map(|p| p.last_exit())
             .max_by(|a, b| a.at.cmp(&b.at));
-        Ok(ServiceView {
+        ServiceView {
             last_instance_exit,
-            url: self.url_for(&svc, &hash),
+            url: self.url_for(&svc, hash),
             template: latest.map(|r| r.template.clone()),
             traffic_spec: svc.traffic.0.clone(),
             traffic,
@@ -111,17 +122,33 @@ impl Platform {
             updated_at: svc.updated_at.clone(),
             name: svc.name,
             project: svc.project,
-        })
+        }
     }
 
     pub(crate) async fn revision_view(&self, rec: &RevisionRecord) -> Result<RevisionView> {
         let (p, n) = (rec.project.clone(), rec.service.clone());
         let svc = self.db(move |s| s.service(&p, &n)).await?;
+        let revs = match &svc {
+            Some(svc) => {
+                let (p, n) = (svc.project.clone(), svc.name.clone());
+                self.db(move |s| s.revisions(&p, Some(&n))).await?
+            }
+            None => Vec::new(),
+        };
+        Ok(self.revision_view_from(rec, svc.as_ref(), &revs))
+    }
+
+    /// A revision's view from its records (its service, and that service's revisions), without
+    /// reading the store.
+    fn revision_view_from(
+        &self,
+        rec: &RevisionRecord,
+        svc: Option<&ServiceRecord>,
+        revs: &[RevisionRecord],
+    ) -> RevisionView {
         let (mut percent, mut tags) = (0u8, Vec::new());
-        if let Some(svc) = &svc {
-            let (p, n) = (svc.project.clone(), svc.name.clone());
-            let revs = self.db(move |s| s.revisions(&p, Some(&n))).await?;
-            for (rev, _, pct, tag) in Self::resolved(svc, &revs) {
+        if let Some(svc) = svc {
+            for (rev, _, pct, tag) in Self::resolved(svc, revs) {
                 if rev.as_ref() == Some(&rec.name) {
                     percent = percent.saturating_add(pct);
                     tags.extend(tag);
@@ -134,7 +161,7 @@ impl Platform {
         });
         let instances = pool.as_ref().map(|p| p.instances()).unwrap_or_default();
         let last_instance_exit = pool.as_ref().and_then(|p| p.last_exit());
-        Ok(RevisionView {
+        RevisionView {
             warnings: Vec::new(),
             operation: None,
             name: rec.name.clone(),
@@ -152,7 +179,7 @@ impl Platform {
             image_digest: rec.image_digest.clone(),
             creator: rec.creator.clone(),
             last_instance_exit,
-        })
+        }
     }
 
     /// One service.
@@ -172,12 +199,19 @@ impl Platform {
     /// Services of a project.
     pub async fn list_services(&self, project: &ProjectName) -> Result<Vec<ServiceView>> {
         let p = project.clone();
-        let services = self.db(move |s| s.services(Some(&p))).await?;
-        let mut out = Vec::with_capacity(services.len());
-        for svc in services {
-            out.push(self.service_view(svc).await?);
-        }
-        Ok(out)
+        // Three reads for the whole list, whatever its length.
+        let (services, revisions) = self
+            .db(move |s| Ok((s.services(Some(&p))?, s.revisions(&p, None)?)))
+            .await?;
+        let hash = self.hash_of(project).await?;
+        let by_service = group_by_service(revisions);
+        Ok(services
+            .into_iter()
+            .map(|svc| {
+                let revs = by_service.get(&svc.name).map(Vec::as_slice).unwrap_or(&[]);
+                self.service_view_from(svc, revs, &hash)
+            })
+            .collect())
     }
 
     /// Revisions of a project, optionally of one service.
@@ -193,12 +227,21 @@ impl Platform {
                 return Err(not_found_service(project, svc));
             }
         }
-        let revs = self.db(move |s| s.revisions(&p, s2.as_ref())).await?;
-        let mut out = Vec::with_capacity(revs.len());
-        for r in &revs {
-            out.push(self.revision_view(r).await?);
-        }
-        Ok(out)
+        let p2 = p.clone();
+        let (revs, services) = self
+            .db(move |s| Ok((s.revisions(&p, s2.as_ref())?, s.services(Some(&p2))?)))
+            .await?;
+        let by_service = group_by_service(revs.clone());
+        let services: HashMap<&ServiceName, &ServiceRecord> =
+            services.iter().map(|s| (&s.name, s)).collect();
+        Ok(revs
+            .iter()
+            .map(|r| {
+                let svc = services.get(&r.service).copied();
+                let siblings = by_service.get(&r.service).map(Vec::as_slice).unwrap_or(&[]);
+                self.revision_view_from(r, svc, siblings)
+            })
+            .collect())
     }
 
     /// One revision.
@@ -284,4 +327,13 @@ impl Platform {
     pub fn keep_request_logs(&self, store: Arc<LogStore>) {
         let _ = self.request_logs.set(store);
     }
+}
+
+/// Revisions by their service, in the order given.
+fn group_by_service(revs: Vec<RevisionRecord>) -> HashMap<ServiceName, Vec<RevisionRecord>> {
+    let mut out: HashMap<ServiceName, Vec<RevisionRecord>> = HashMap::new();
+    for r in revs {
+        out.entry(r.service.clone()).or_default().push(r);
+    }
+    out
 }

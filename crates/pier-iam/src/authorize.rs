@@ -21,6 +21,10 @@ pub const CONSOLE_CLIENT_ID: &str = "pier-console";
 /// How long a code may wait for its redemption.
 pub const CODE_LIFETIME: Duration = Duration::from_secs(60);
 
+/// The most parameters an authorization request may carry (it has nine at most, plus the sign-in
+/// form's two): more is refused before anything else is read.
+pub const MAX_PARAMETERS: usize = 24;
+
 /// The scopes a client may ask for (OpenID Connect's standard ones); RFC 6749 §3.3 lets a server
 /// refuse others (`invalid_scope`).
 const SCOPES: &[&str] = &["openid", "email", "profile"];
@@ -97,13 +101,18 @@ impl IdentityService {
         &self,
         params: &[(String, String)],
     ) -> Result<AuthorizationRequest, AuthorizeError> {
-        let all = |name: &str| -> Vec<&str> {
-            params
-                .iter()
-                .filter(|(k, v)| k == name && !v.is_empty())
-                .map(|(_, v)| v.as_str())
-                .collect()
-        };
+        if params.len() > MAX_PARAMETERS {
+            return Err(AuthorizeError::Untrusted(format!(
+                "the request carries {} parameters, more than an authorization request has ({MAX_PARAMETERS} at most): start again from the application that sent you here",
+                params.len()
+            )));
+        }
+        // Each name's values, in one pass (empty values count as omitted, §3.1).
+        let mut by_name: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (k, v) in params.iter().filter(|(_, v)| !v.is_empty()) {
+            by_name.entry(k.as_str()).or_default().push(v.as_str());
+        }
+        let all = |name: &str| -> Vec<&str> { by_name.get(name).cloned().unwrap_or_default() };
         let client_id = match all("client_id")[..] {
             [] => {
                 return Err(AuthorizeError::Untrusted(
@@ -144,13 +153,11 @@ impl IdentityService {
             description,
             state: state.clone(),
         };
-        for (k, _) in params.iter().filter(|(_, v)| !v.is_empty()) {
-            if all(k).len() > 1 {
-                return Err(refuse(
-                    "invalid_request",
-                    format!("parameter {k} is sent more than once (RFC 6749 §3.1)"),
-                ));
-            }
+        if let Some((k, _)) = by_name.iter().find(|(_, v)| v.len() > 1) {
+            return Err(refuse(
+                "invalid_request",
+                format!("parameter {k} is sent more than once (RFC 6749 §3.1)"),
+            ));
         }
         let one = |name: &str| all(name).first().map(|v| (*v).to_owned());
         match one("response_type").as_deref() {
@@ -302,12 +309,14 @@ impl IdentityService {
         }
         let refresh = new_secret().map_err(|e| unavailable("make a refresh token", e))?;
         let session = secret_digest(&refresh);
-        self.store
-            .create_session(&session, &c.email)
-            .map_err(|e| unavailable("record the session", e))?;
-        c.redeemed = Some(session);
-        let scope = c.request.scope.clone();
+        // Redeemed from here on, whatever the store says: the lock is not held across its write, and
+        // a code whose session could not be recorded is spent (its user signs in again).
+        c.redeemed = Some(session.clone());
+        let (email, scope) = (c.email.clone(), c.request.scope.clone());
         drop(codes);
+        self.store
+            .create_session(&session, &email)
+            .map_err(|e| unavailable("record the session", e))?;
         let mut resp = self.grant_refresh(&refresh, Some(client_id))?;
         resp.refresh_token = Some(refresh);
         resp.scope = scope;

@@ -116,16 +116,19 @@ impl History {
             let mut tick = tokio::time::interval(STEP);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
+            let mut last = std::time::Instant::now();
             loop {
                 tick.tick().await;
                 let Some(m) = weak.upgrade() else { return };
-                m.history.sample(&m, unix_now());
+                m.history.sample(&m, unix_now(), last.elapsed());
+                last = std::time::Instant::now();
             }
         });
     }
 
-    /// Takes one sample of every revision's counters at `at` (seconds since the epoch).
-    pub(crate) fn sample(&self, metrics: &Metrics, at: u64) {
+    /// Takes one sample of every revision's counters at `at` (seconds since the epoch), `elapsed`
+    /// after the previous one (the rates' divisor: a late tick does not inflate them).
+    pub(crate) fn sample(&self, metrics: &Metrics, at: u64, elapsed: Duration) {
         let handles: Vec<_> = metrics
             .handed
             .lock()
@@ -157,7 +160,12 @@ impl History {
             steps.entry(k.clone()).or_default();
         }
         for (key, step) in steps {
-            let point = point(at, &step, instances.get(&key).copied().unwrap_or(0));
+            let point = point(
+                at,
+                elapsed,
+                &step,
+                instances.get(&key).copied().unwrap_or(0),
+            );
             let quiet = point.is_quiet();
             if quiet && !st.rings.contains_key(&key) {
                 continue;
@@ -200,7 +208,7 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn point(at: u64, step: &Cumulative, instances: u32) -> Point {
+fn point(at: u64, elapsed: Duration, step: &Cumulative, instances: u32) -> Point {
     let total: u64 = step.buckets.iter().sum();
     let quantile = |q: f64| -> f32 {
         if total == 0 {
@@ -219,7 +227,7 @@ fn point(at: u64, step: &Cumulative, instances: u32) -> Point {
     };
     Point {
         at,
-        requests_per_second: total as f32 / STEP.as_secs_f32(),
+        requests_per_second: total as f32 / elapsed.as_secs_f32().max(1.0),
         latency_ms: [quantile(0.50), quantile(0.95), quantile(0.99)],
         instances: instances as f32,
         cold_starts: step.cold_starts as f32,
@@ -240,10 +248,10 @@ mod tests {
         h.request(500, Duration::from_millis(30), 0, 0);
         h.request(200, Duration::from_millis(300), 0, 0);
         h.cold_start();
-        m.history.sample(&m, 1_000);
+        m.history.sample(&m, 1_000, STEP);
         // A second revision of another service that saw nothing: no ring for it.
         let _quiet = m.revision("p", "idle", "idle-00001-abc");
-        m.history.sample(&m, 1_010);
+        m.history.sample(&m, 1_010, STEP);
         let pts = m
             .history
             .service("p", "web", Duration::from_secs(u64::MAX / 2));
@@ -268,7 +276,7 @@ mod tests {
         let m = Metrics::new();
         let h = m.revision("p", "web", "web-00001-abc");
         h.request(200, Duration::from_millis(2), 0, 0);
-        m.history.sample(&m, 1_000);
+        m.history.sample(&m, 1_000, STEP);
         assert_eq!(
             m.history
                 .service("p", "web", Duration::from_secs(u64::MAX / 2))
@@ -276,7 +284,7 @@ mod tests {
             1
         );
         m.retain(|_| false);
-        m.history.sample(&m, 1_010);
+        m.history.sample(&m, 1_010, STEP);
         assert!(
             m.history
                 .service("p", "web", Duration::from_secs(u64::MAX / 2))

@@ -307,6 +307,23 @@ fn a_verified_domain_gets_a_certificate_over_http01_and_keeps_the_services_guard
         list.contains("shop.example.com") && list.contains("True"),
         "{list}"
     );
+    // The order is counted in the server's metrics.
+    let metrics_url = pier.api_get("/v1/info")["metricsUrl"]
+        .as_str()
+        .expect("the test server keeps metrics")
+        .to_owned();
+    let text = pier.curl(&["-sS", &metrics_url]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("pier_acme_orders_total{result=\"valid\"}")
+                && l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v >= 1.0)
+        ),
+        "pier_acme_orders_total counts the valid order:\n{text}"
+    );
 
     // A private service at its custom domain: the same guard. A verified parent covers the subdomain.
     pier.deploy_hello("vault", &[]);

@@ -87,7 +87,13 @@ impl Server {
                 &installation[..8.min(installation.len())]
             ),
         )?);
-        let domains = domains::build(&args, &store, &ca)?;
+        // Metrics are kept only when served (`--metrics-addr off`: nothing recorded at all).
+        let registry = args.metrics_addr.0.map(|_| pier_metrics::Metrics::new());
+        // The console's charts read a short history of them, sampled in process.
+        if let Some(r) = &registry {
+            pier_metrics::History::start(r);
+        }
+        let domains = domains::build(&args, &store, &ca, registry.as_ref())?;
         let resolver = domains.resolver.clone();
         let source = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => CertSource::Files {
@@ -120,12 +126,6 @@ impl Server {
         )
         .await?;
         let api = bind(args.api_addr, "the admin API", "--api-addr").await?;
-        // Metrics are kept only when served (`--metrics-addr off`: nothing recorded at all).
-        let registry = args.metrics_addr.0.map(|_| pier_metrics::Metrics::new());
-        // The console's charts read a short history of them, sampled in process.
-        if let Some(r) = &registry {
-            pier_metrics::History::start(r);
-        }
         let metrics = match &registry {
             Some(r) => Some(metrics::Endpoint::bind(&args, r.clone()).await?),
             None => None,

@@ -33,6 +33,7 @@ pub(super) fn build(
     args: &ServerArgs,
     store: &Arc<Store>,
     ca: &Arc<LocalCa>,
+    metrics: Option<&Arc<pier_metrics::Metrics>>,
 ) -> Result<DomainParts> {
     let challenges = Challenges::new();
     let resolver = Arc::new(SniResolver::with_challenges(challenges.clone()));
@@ -56,6 +57,13 @@ pub(super) fn build(
         store.clone(),
         challenges.clone(),
     );
+    let acme = match metrics {
+        Some(m) => {
+            let gateway = m.gateway().clone();
+            acme.reporting_orders(Arc::new(move |outcome| gateway.acme_order(outcome)))
+        }
+        None => acme,
+    };
     let manager = CertManager::new(
         store.clone(),
         resolver.clone(),

@@ -115,8 +115,30 @@ impl Endpoint {
 
 type Shared = Arc<(Arc<pier_metrics::Metrics>, Option<Arc<str>>)>;
 
+/// Whether `Host` names this machine by address or as `localhost`: what a scraper on loopback sends.
+/// Any other name reached a token-less endpoint through a name that resolved to loopback (DNS
+/// rebinding: a web page's script in a local browser), and is refused.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        // HTTP/1.0 without Host: no browser sends that.
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 async fn scrape(State(state): State<Shared>, headers: HeaderMap) -> Response {
     let (metrics, token) = &*state;
+    if token.is_none() && !loopback_host(&headers) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "without --metrics-token-file, /metrics answers only requests addressed to an IP address or localhost (Host), which keeps web pages from reading it through a name that resolves to this machine\n",
+        )
+            .into_response();
+    }
     if let Some(want) = token {
         // The scheme is case-insensitive (RFC 9110 §11.1).
         let given = headers
@@ -173,5 +195,35 @@ impl pier_metrics::LiveSource for EdgeCacheCounters {
                 values: vec![("hit", s.hit_bytes.load(Relaxed))],
             },
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_addresses_and_localhost_reach_a_tokenless_endpoint() {
+        let with = |h: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, h.parse().unwrap());
+            loopback_host(&m)
+        };
+        for ok in [
+            "127.0.0.1:9464",
+            "localhost:9464",
+            "[::1]:9464",
+            "127.0.0.1",
+            "LOCALHOST",
+        ] {
+            assert!(with(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:9464",
+            "rebind.evil.example",
+            "localhost.evil.example:9464",
+        ] {
+            assert!(!with(bad), "{bad}");
+        }
     }
 }
