@@ -10,6 +10,7 @@
 #
 #   bench/proxy.sh            # DURATION=10s CONNS=32 by default
 #   BEFORE=REV bench/proxy.sh # also Pier as of git revision REV, in the same run (a before/after)
+#   BEFORE_BIN=PATH bench/proxy.sh # the same with a pier binary already built (a release build of REV)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-10s}
@@ -20,8 +21,13 @@ command -v haproxy >/dev/null || { echo "haproxy missing: run scripts/install-te
 command -v h2load >/dev/null || { echo "h2load missing: run scripts/install-test-deps" >&2; exit 1; }
 
 build
-if [ -n "${BEFORE:-}" ]; then
+if [ -n "${BEFORE_BIN:-}" ]; then
+  cp "$BEFORE_BIN" "$WORK/pier-before"
+  BEFORE=binary
+elif [ -n "${BEFORE:-}" ]; then
   build_before "$BEFORE"
+fi
+if [ -n "${BEFORE:-}" ]; then
   CURRENT=$PIER
   PIER="$WORK/pier-before"
   start_pier before --workers 1 --https-port 19743 --http-port 19780 --http-serve --api-addr 127.0.0.1:19779
@@ -150,8 +156,9 @@ if [ -n "${BEFORE:-}" ]; then
   run "before 1c (https) again"  "https://127.0.0.1:19743/plain" 1 "$HOST_BEFORE"
 fi
 
+H2_REQUESTS=${H2_REQUESTS:-200000}
 echo
-echo "HTTP/2 over TLS (h2load: 4 connections, 32 streams each, $((H2_REQUESTS)) requests):"
+echo "HTTP/2 over TLS (h2load: 4 connections, 32 streams each, $H2_REQUESTS requests):"
 h2() { # label url [host]
   local out
   out=$(h2load -n "$H2_REQUESTS" -c 4 -m 32 -t 1 -H ":authority: ${3:-$HOST}" "$2" 2>&1)
@@ -160,7 +167,6 @@ h2() { # label url [host]
   printf '%-22s %12s  %s\n' "$1" "$rps" "$(echo "$out" | awk '/^requests:/' )"
   echo "$1 $rps 0us 0us" >>"$WORK/results"
 }
-H2_REQUESTS=${H2_REQUESTS:-200000}
 h2 "nginx (h2)"   "https://127.0.0.1:19543/plain"
 h2 "haproxy (h2)" "https://127.0.0.1:19643/plain"
 h2 "pier (h2)"    "https://127.0.0.1:19443/plain"

@@ -26,7 +26,7 @@ use pier_trace::{Phase, RequestTrace};
 
 use crate::body::GatewayBody;
 use crate::error::ProxyError;
-use crate::request_log::{RequestLog, RequestRecord};
+use crate::request_log::{RequestLog, RequestRecord, Texts};
 use crate::routes::{Route, RouteTable};
 use crate::upstream::BoxError;
 
@@ -114,21 +114,24 @@ impl Telemetry {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let line = self.requests.as_ref().map(|log| {
+            let header = |name| parts.headers.get(name).map(HeaderValue::as_bytes);
             let authority = match parts.uri.authority() {
-                Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-                None => parts.headers.get(header::HOST).cloned(),
+                Some(a) => Some(a.as_str().as_bytes()),
+                None => header(header::HOST),
             };
             Line {
                 log: log.clone(),
                 method: parts.method.clone(),
                 scheme: proto,
-                authority,
-                path: parts.uri.path_and_query().cloned(),
-                user_agent: parts.headers.get(header::USER_AGENT).cloned(),
-                referer: parts.headers.get(header::REFERER).cloned(),
+                texts: Texts::new([
+                    authority,
+                    parts.uri.path_and_query().map(|p| p.as_str().as_bytes()),
+                    header(header::USER_AGENT),
+                    header(header::REFERER),
+                    header(crate::headers::TRACEPARENT),
+                ]),
                 remote_ip: peer,
                 version: parts.version,
-                trace: parts.headers.get(crate::headers::TRACEPARENT).cloned(),
             }
         });
         Some(Box::new(Exit {
@@ -171,13 +174,9 @@ struct Line {
     method: Method,
     /// The URL's parts, joined by the writer (no formatting on the request path).
     scheme: &'static str,
-    authority: Option<HeaderValue>,
-    path: Option<http::uri::PathAndQuery>,
-    user_agent: Option<HeaderValue>,
-    referer: Option<HeaderValue>,
+    texts: Texts,
     remote_ip: IpAddr,
     version: Version,
-    trace: Option<HeaderValue>,
 }
 
 /// One request's record, finished when its response body ends.
@@ -247,17 +246,14 @@ impl Exit {
             slot: self.seen.slot.take(),
             method: line.method,
             scheme: line.scheme,
-            authority: line.authority,
-            path: line.path,
+            texts: line.texts,
             status: self.status,
             request_size: self.request_size,
             response_size: sent,
-            user_agent: line.user_agent,
-            referer: line.referer,
             remote_ip: line.remote_ip,
             latency: elapsed,
             version: line.version,
-            trace: self.seen.trace.or(line.trace),
+            trace: self.seen.trace,
             cache: self.seen.cache,
             ended: SystemTime::now(),
         };

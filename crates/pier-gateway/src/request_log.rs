@@ -17,6 +17,50 @@ use pier_runtime::logs::LogStore;
 use crate::observe::CacheSeen;
 use crate::routes::Route;
 
+/// The texts of a request's head the log keeps, copied into one buffer when the request arrives.
+/// Holding the head's own values instead (slices of the connection's read buffer) would keep that
+/// buffer from being reused until the writer ran, and cost the connection a new one per request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Texts {
+    buf: String,
+    /// Where each of [`Text`]'s fields ends in `buf`.
+    ends: [u32; 5],
+}
+
+/// The fields of [`Texts`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Text {
+    Authority = 0,
+    Path = 1,
+    UserAgent = 2,
+    Referer = 3,
+    Trace = 4,
+}
+
+impl Texts {
+    /// The fields in [`Text`]'s order; bytes that are not UTF-8 are replaced.
+    pub(crate) fn new(fields: [Option<&[u8]>; 5]) -> Self {
+        let mut buf = String::with_capacity(fields.iter().flatten().map(|f| f.len()).sum());
+        let mut ends = [0u32; 5];
+        for (i, f) in fields.iter().enumerate() {
+            if let Some(f) = f {
+                buf.push_str(&String::from_utf8_lossy(f));
+            }
+            ends[i] = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        }
+        Self { buf, ends }
+    }
+
+    /// One field, or `None` when it was absent or empty.
+    pub(crate) fn get(&self, t: Text) -> Option<&str> {
+        let i = t as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.buf
+            .get(start..self.ends[i] as usize)
+            .filter(|s| !s.is_empty())
+    }
+}
+
 /// One request, as the request log gets it.
 #[derive(Debug)]
 pub struct RequestRecord {
@@ -25,16 +69,16 @@ pub struct RequestRecord {
     pub(crate) slot: Option<Arc<Slot>>,
     pub(crate) method: Method,
     pub(crate) scheme: &'static str,
-    pub(crate) authority: Option<HeaderValue>,
-    pub(crate) path: Option<http::uri::PathAndQuery>,
+    /// Authority, path and query, user agent, referer and the caller's `traceparent`.
+    pub(crate) texts: Texts,
     pub(crate) status: u16,
     pub(crate) request_size: u64,
     pub(crate) response_size: u64,
-    pub(crate) user_agent: Option<HeaderValue>,
-    pub(crate) referer: Option<HeaderValue>,
     pub(crate) remote_ip: IpAddr,
     pub(crate) latency: Duration,
     pub(crate) version: Version,
+    /// The `traceparent` Pier forwarded (its own span), when it traced the request; else the
+    /// caller's, from `texts`.
     pub(crate) trace: Option<HeaderValue>,
     pub(crate) cache: Option<CacheSeen>,
     pub(crate) ended: SystemTime,
@@ -43,17 +87,17 @@ pub struct RequestRecord {
 impl RequestRecord {
     /// The URL, with the values of credential parameters redacted (see [`redact_query`]).
     fn url(&self) -> String {
-        let (path, query) = match &self.path {
-            Some(p) => (p.path(), p.query()),
+        let (path, query) = match self.texts.get(Text::Path) {
+            Some(p) => match p.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (p, None),
+            },
             None => ("/", None),
         };
         let mut url = format!(
             "{}://{}{path}",
             self.scheme,
-            self.authority
-                .as_ref()
-                .and_then(|a| a.to_str().ok())
-                .unwrap_or("")
+            self.texts.get(Text::Authority).unwrap_or("")
         );
         if let Some(q) = query {
             url.push('?');
@@ -66,6 +110,7 @@ impl RequestRecord {
         self.trace
             .as_ref()
             .and_then(|t| t.to_str().ok())
+            .or_else(|| self.texts.get(Text::Trace))
             .and_then(|t| t.split('-').nth(1))
             .filter(|t| t.len() == 32)
     }
@@ -82,8 +127,7 @@ impl RequestRecord {
 
     /// The log entry: Cloud Logging's `httpRequest`, the trace id of the W3C `traceparent`.
     pub fn to_entry(&self) -> LogEntry {
-        let text =
-            |v: &Option<HeaderValue>| v.as_ref().and_then(|v| v.to_str().ok().map(str::to_owned));
+        let text = |t: Text| self.texts.get(t).map(str::to_owned);
         let url = self.url();
         LogEntry {
             timestamp: pier_runtime::logs::format_time(self.ended),
@@ -105,9 +149,9 @@ impl RequestRecord {
                 request_size: self.request_size.to_string(),
                 status: self.status,
                 response_size: self.response_size.to_string(),
-                user_agent: text(&self.user_agent),
+                user_agent: text(Text::UserAgent),
                 remote_ip: self.remote_ip.to_string(),
-                referer: text(&self.referer),
+                referer: text(Text::Referer),
                 latency: format!("{:.6}s", self.latency.as_secs_f64()),
                 protocol: self.protocol().to_owned(),
                 cache_lookup: self.cache.is_some(),
@@ -150,12 +194,12 @@ impl RequestRecord {
             ",\"requestSize\":\"{}\",\"status\":{},\"responseSize\":\"{}\"",
             self.request_size, self.status, self.response_size
         );
-        if let Some(ua) = self.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+        if let Some(ua) = self.texts.get(Text::UserAgent) {
             out.extend_from_slice(b",\"userAgent\":");
             string_into(out, ua);
         }
         let _ = write!(out, ",\"remoteIp\":\"{}\"", self.remote_ip);
-        if let Some(r) = self.referer.as_ref().and_then(|v| v.to_str().ok()) {
+        if let Some(r) = self.texts.get(Text::Referer) {
             out.extend_from_slice(b",\"referer\":");
             string_into(out, r);
         }
@@ -353,15 +397,16 @@ mod tests {
             slot: None,
             method: Method::POST,
             scheme: "https",
-            authority: Some(HeaderValue::from_static("shop-1a2b3c.pier.localhost:8443")),
-            path: Some(http::uri::PathAndQuery::from_static(
-                "/cart/%C3%A9?x=1&key=AIzaSECRET&y=2&Access_Token=eyJ.x.y",
-            )),
+            texts: Texts::new([
+                Some(b"shop-1a2b3c.pier.localhost:8443"),
+                Some(b"/cart/%C3%A9?x=1&key=AIzaSECRET&y=2&Access_Token=eyJ.x.y"),
+                Some(b"quote\" backslash\\ tab\t end"),
+                None,
+                None,
+            ]),
             status: 503,
             request_size: 12,
             response_size: 345,
-            user_agent: Some(HeaderValue::from_static("quote\" backslash\\ tab\t end")),
-            referer: None,
             remote_ip: "127.0.0.1".parse().unwrap(),
             latency: Duration::from_micros(1234),
             version: Version::HTTP_2,
