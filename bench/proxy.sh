@@ -30,12 +30,14 @@ fi
 if [ -n "${BEFORE:-}" ]; then
   CURRENT=$PIER
   PIER="$WORK/pier-before"
-  start_pier before --workers 1 --https-port 19743 --http-port 19780 --http-serve --api-addr 127.0.0.1:19779
+  start_pier before --workers 1 --https-port 19743 --http-port 19780 --http-serve --api-addr 127.0.0.1:19779 \
+    --metrics-addr 127.0.0.1:0
   "$PIER" deploy bench --command "$HELLO" --min-instances 1 --concurrency 1000 --allow-unauthenticated >/dev/null 2>&1
   HOST_BEFORE=$(service_host bench)
   PIER=$CURRENT
 fi
-start_pier pier --workers 1 --https-port 19443 --http-port 19080 --http-serve --api-addr 127.0.0.1:19079
+start_pier pier --workers 1 --https-port 19443 --http-port 19080 --http-serve --api-addr 127.0.0.1:19079 \
+  --metrics-addr 127.0.0.1:0
 "$PIER" deploy bench --command "$HELLO" --min-instances 1 --concurrency 1000 --allow-unauthenticated >/dev/null 2>&1
 HOST=$(service_host bench)
 "$PIER" deploy private --command "$HELLO" --min-instances 1 --concurrency 1000 >/dev/null 2>&1
