@@ -57,6 +57,7 @@ pid $WORK/nginx/nginx.pid;
 events { worker_connections 4096; }
 http {
   access_log off;
+  keepalive_requests 100000000;
   upstream app { server 127.0.0.1:$PORT; keepalive 256; }
   server {
     listen 127.0.0.1:19180;

@@ -269,10 +269,8 @@ impl Route {
 /// Every host the gateway serves.
 #[derive(Default, Clone)]
 pub struct RouteTable {
-    /// Hashed with foldhash: a host is looked up on every request, and its key is not an attacker's
-    /// to choose at will (only names the table holds are found; others cost one lookup).
-    hosts: HashMap<String, Arc<Route>, foldhash::fast::RandomState>,
-    local: HashMap<String, Arc<dyn LocalHandler>, foldhash::fast::RandomState>,
+    hosts: HashMap<String, Arc<Route>>,
+    local: HashMap<String, Arc<dyn LocalHandler>>,
 }
 
 impl std::fmt::Debug for RouteTable {

@@ -7,12 +7,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use cli::{Cli, Command};
 
-/// mimalloc instead of glibc's malloc: the gateway allocates and frees small buffers on every request,
-/// often on different threads (the request log's writer frees what the exit queued); see
-/// bench/README.md for what it changed.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod cli;
 mod docs;
 mod doctor;
