@@ -204,11 +204,11 @@ impl Platform {
             .db(move |s| Ok((s.services(Some(&p))?, s.revisions(&p, None)?)))
             .await?;
         let hash = self.hash_of(project).await?;
-        let by_service = group_by_service(revisions);
+        let by_service = by_service(&revisions);
         Ok(services
             .into_iter()
             .map(|svc| {
-                let revs = by_service.get(&svc.name).map(Vec::as_slice).unwrap_or(&[]);
+                let revs = by_service.get(&svc.name).copied().unwrap_or(&[]);
                 self.service_view_from(svc, revs, &hash)
             })
             .collect())
@@ -231,14 +231,14 @@ impl Platform {
         let (revs, services) = self
             .db(move |s| Ok((s.revisions(&p, s2.as_ref())?, s.services(Some(&p2))?)))
             .await?;
-        let by_service = group_by_service(revs.clone());
+        let by_service = by_service(&revs);
         let services: HashMap<&ServiceName, &ServiceRecord> =
             services.iter().map(|s| (&s.name, s)).collect();
         Ok(revs
             .iter()
             .map(|r| {
                 let svc = services.get(&r.service).copied();
-                let siblings = by_service.get(&r.service).map(Vec::as_slice).unwrap_or(&[]);
+                let siblings = by_service.get(&r.service).copied().unwrap_or(&[]);
                 self.revision_view_from(r, svc, siblings)
             })
             .collect())
@@ -329,11 +329,17 @@ impl Platform {
     }
 }
 
-/// Revisions by their service, in the order given.
-fn group_by_service(revs: Vec<RevisionRecord>) -> HashMap<ServiceName, Vec<RevisionRecord>> {
-    let mut out: HashMap<ServiceName, Vec<RevisionRecord>> = HashMap::new();
-    for r in revs {
-        out.entry(r.service.clone()).or_default().push(r);
-    }
+/// A project's revisions by their service, borrowed: the store answers them grouped by service
+/// ([`pier_store::Store::revisions`]), so each service's are one run of the list.
+fn by_service(revs: &[RevisionRecord]) -> HashMap<&ServiceName, &[RevisionRecord]> {
+    let out: HashMap<&ServiceName, &[RevisionRecord]> = revs
+        .chunk_by(|a, b| a.service == b.service)
+        .map(|run| (&run[0].service, run))
+        .collect();
+    debug_assert_eq!(
+        out.values().map(|r| r.len()).sum::<usize>(),
+        revs.len(),
+        "the store's revisions come grouped by service"
+    );
     out
 }

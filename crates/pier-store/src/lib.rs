@@ -626,7 +626,8 @@ impl Store {
         revision_in(&self.conn(), project, name)
     }
 
-    /// Revisions of a project (optionally of one service), newest first.
+    /// Revisions of a project (optionally of one service), grouped by service (in name order), each
+    /// service's newest first.
     pub fn revisions(
         &self,
         project: &ProjectName,
