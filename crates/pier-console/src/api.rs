@@ -145,8 +145,6 @@ pub(crate) struct TokenAnswer {
     pub access_token: String,
     #[serde(default)]
     pub refresh_token: Option<String>,
-    #[serde(default)]
-    pub id_token: Option<String>,
     pub expires_in: u64,
 }
 

@@ -194,11 +194,7 @@ async fn sign_in(State(c): State<Shared>, Query(q): Query<SignInParams>) -> Resp
         .filter(|n| safe_next(n))
         .unwrap_or_else(|| "/console".to_owned());
     let verifier = session::random();
-    let challenge = {
-        use base64::Engine;
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
-    };
+    let challenge = pier_identity::pkce::s256(&verifier);
     let state = c.sessions.begin(verifier, next);
     let q = form_urlencoded::Serializer::new(String::new())
         .append_pair("response_type", "code")
@@ -313,7 +309,6 @@ async fn callback(
             "the token endpoint gave no refresh token",
         );
     };
-    let _ = tokens.id_token;
     #[derive(serde::Deserialize)]
     struct WhoAmI {
         principal: String,

@@ -18,7 +18,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
-use base64::Engine;
 
 /// The session cookie's name (the `__Host-` prefix makes browsers insist on `Secure`, `Path=/` and no
 /// `Domain`, RFC 6265bis §4.1.3.2).
@@ -104,18 +103,15 @@ pub(crate) struct Sessions {
     pending: Mutex<HashMap<String, Pending>>,
 }
 
-/// 32 random bytes, base64url.
+/// 32 random bytes, base64url (the identity service's secrets). A console that cannot get randomness
+/// must not make sessions, so a failure panics the request.
 pub(crate) fn random() -> String {
-    let mut b = [0u8; 32];
-    // The system's randomness failing leaves a zero key only if getrandom fails, which it reports; a
-    // console that cannot get randomness must not make sessions, so this panics the request.
-    getrandom::fill(&mut b).expect("the system's random number generator failed");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    pier_identity::passwords::new_secret().expect("the system's random number generator failed")
 }
 
+/// What a session is kept by: the hex SHA-256 of its cookie, as the store keeps refresh tokens.
 fn digest(s: &str) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    pier_identity::passwords::secret_digest(s)
 }
 
 /// A cookie's value from the request's `Cookie` headers.
