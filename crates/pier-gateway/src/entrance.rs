@@ -64,7 +64,7 @@ mod tests {
             "shop.example.com".into(),
             Arc::new(route.for_mapped_domain()),
         );
-        publisher.publish(table);
+        publisher.publish(table, std::time::Instant::now());
         publisher.serve_local("pier.localhost".into(), Arc::new(Nothing));
         let gw = Gateway::with_domains(GatewayConfig::default(), reader, stub);
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -356,4 +356,8 @@ impl crate::RouteSubscriber for MetricsSubscriber {
             !l.revision.is_empty() || live.contains(&(l.project.as_str(), l.service.as_str()))
         });
     }
+
+    fn served(&self, took: std::time::Duration, hosts: usize) {
+        self.0.gateway().routes_published(took, hosts);
+    }
 }

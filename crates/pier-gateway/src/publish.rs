@@ -9,6 +9,7 @@
 //! Readers load the current table with one atomic read (`arc-swap`), no lock.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -19,6 +20,10 @@ use crate::routes::RouteTable;
 pub trait RouteSubscriber: Send + Sync + 'static {
     /// Called with each new table, in publication order, one at a time.
     fn published(&self, table: &RouteTable);
+
+    /// Called once a table the control plane rebuilt is served: `took` from the start of its rebuild
+    /// (reading the store included) to the swap, and the number of routed hosts in it.
+    fn served(&self, _took: Duration, _hosts: usize) {}
 }
 
 struct Shared {
@@ -71,8 +76,15 @@ pub fn channel(subscribers: Vec<Arc<dyn RouteSubscriber>>) -> (RoutePublisher, R
 
 impl RoutePublisher {
     /// Replaces the services' routes (the hosts of `table`; its in-process hosts are ignored).
-    pub fn publish(&self, table: RouteTable) {
+    /// `began` is when the rebuild that made `table` started: subscribers hear how long publishing took
+    /// ([`RouteSubscriber::served`]).
+    pub fn publish(&self, table: RouteTable, began: Instant) {
+        let hosts = table.len();
         self.update(|current| current.replace_hosts(table));
+        let took = began.elapsed();
+        for s in &self.shared.subscribers {
+            s.served(took, hosts);
+        }
     }
 
     /// Serves `host` (lowercase, no port) in-process with `handler` from now on.
@@ -114,13 +126,23 @@ impl RouteReader {
 pub(crate) mod tests {
     use super::*;
 
-    struct Recorder(Mutex<Vec<Vec<String>>>);
+    /// The tables it was told of, and the routed-host counts of the rebuilt ones served.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Vec<String>>>, Mutex<Vec<usize>>);
 
     impl RouteSubscriber for Recorder {
         fn published(&self, table: &RouteTable) {
             let mut hosts: Vec<String> = table.hosts().map(str::to_owned).collect();
             hosts.sort();
             self.0.lock().unwrap().push(hosts);
+        }
+
+        fn served(&self, took: Duration, hosts: usize) {
+            assert!(
+                took >= Duration::from_millis(2),
+                "{took:?} counts from the rebuild's start"
+            );
+            self.1.lock().unwrap().push(hosts);
         }
     }
 
@@ -151,19 +173,20 @@ pub(crate) mod tests {
 
     #[test]
     fn each_owner_replaces_only_its_part_and_subscribers_hear_first() {
-        let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
+        let recorder = Arc::new(Recorder::default());
         let (publisher, reader) = channel(vec![recorder.clone()]);
         assert!(reader.current().is_empty());
         publisher.serve_local("pier.localhost".into(), Arc::new(Nothing));
         let mut t = RouteTable::new();
         t.insert("a.pier.localhost".into(), route("a"));
-        publisher.publish(t);
+        let began = Instant::now() - Duration::from_millis(2);
+        publisher.publish(t, began);
         // A table from the control plane does not drop the server's own host, and a stray local
         // host in it is not served.
         let mut t = RouteTable::new();
         t.insert("b.pier.localhost".into(), route("b"));
         t.insert_local("stray.pier.localhost".into(), Arc::new(Nothing));
-        publisher.publish(t);
+        publisher.publish(t, began);
         let now = reader.current();
         assert!(now.get("a.pier.localhost").is_none());
         assert!(now.get("b.pier.localhost").is_some());
@@ -178,5 +201,7 @@ pub(crate) mod tests {
                 vec!["b.pier.localhost".into(), "pier.localhost".into()],
             ]
         );
+        // Served counts only routed hosts, and only for the control plane's tables.
+        assert_eq!(*recorder.1.lock().unwrap(), vec![1, 1]);
     }
 }

@@ -212,7 +212,7 @@ async fn harness(template: RevisionTemplate, config: GatewayConfig) -> Harness {
         crate::Backend::split(&service, vec![(pool, 100)]),
     );
     table.insert(HOST.into(), Arc::new(stages(route)));
-    publisher.publish(table);
+    publisher.publish(table, std::time::Instant::now());
     let (tx, rx) = watch::channel(false);
     let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();

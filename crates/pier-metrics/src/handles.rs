@@ -272,6 +272,8 @@ pub struct GatewayMetrics {
     tokens: Family<ResultLabels, Counter>,
     token: [Counter; 2],
     acme: Family<ResultLabels, Counter>,
+    route_publish: Histogram,
+    routed_hosts: Gauge,
 }
 
 impl std::fmt::Debug for GatewayMetrics {
@@ -307,6 +309,8 @@ impl GatewayMetrics {
             tokens,
             token,
             acme: Family::default(),
+            route_publish: crate::startup_histogram(),
+            routed_hosts: Gauge::default(),
         }
     }
 
@@ -340,6 +344,16 @@ impl GatewayMetrics {
             "acme_orders",
             "ACME certificate orders for mapped domains, by result",
             self.acme.clone(),
+        );
+        r.register(
+            "route_publish_seconds",
+            "Time to publish the routing table after a change: from the start of its rebuild (reading the store) to the gateway serving it",
+            self.route_publish.clone(),
+        );
+        r.register(
+            "routed_hosts",
+            "Hosts in the routing table the gateway serves (service, tag, gateway, site and mapped-domain URLs)",
+            self.routed_hosts.clone(),
         );
     }
 
@@ -377,6 +391,13 @@ impl GatewayMetrics {
             TokenCheck::Refused => 1,
         };
         self.token[i].inc();
+    }
+
+    /// A routing table was published: `took` from the start of its rebuild, `hosts` routed hosts.
+    pub fn routes_published(&self, took: std::time::Duration, hosts: usize) {
+        self.route_publish.observe(took.as_secs_f64());
+        self.routed_hosts
+            .set(i64::try_from(hosts).unwrap_or(i64::MAX));
     }
 
     /// An ACME order ended (`valid`, `invalid`, `error`). Rare: looked up each time.

@@ -97,6 +97,8 @@ fn scrape_time_sources_and_process_metrics_are_rendered() {
     m.add_source(Arc::new(Fixed));
     let _open = m.gateway().connection(true, false);
     m.gateway().token(TokenCheck::Accepted);
+    m.gateway()
+        .routes_published(std::time::Duration::from_millis(3), 5);
     let out = m.render();
     let l = r#"project="p",service="s",revision="s-1""#;
     for want in [
@@ -110,6 +112,9 @@ fn scrape_time_sources_and_process_metrics_are_rendered() {
         "pier_connections_total{listener=\"https\"} 1".to_owned(),
         "pier_open_connections 1".to_owned(),
         "pier_token_verifications_total{result=\"accepted\"} 1".to_owned(),
+        "pier_routed_hosts 5".to_owned(),
+        "pier_route_publish_seconds_sum 0.003".to_owned(),
+        "pier_route_publish_seconds_count 1".to_owned(),
     ] {
         assert!(out.contains(&want), "missing {want} in\n{out}");
     }

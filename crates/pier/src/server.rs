@@ -28,6 +28,7 @@ use pier_tls::{CertSource, DomainCert, LocalCa, SniResolver};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod allocator;
 mod apigw;
 mod build;
 mod containers;
@@ -84,6 +85,7 @@ fn init_tracing() {
 
 /// Runs the server until SIGTERM or Ctrl-C; with `up`, also deploys the manifests at that path.
 pub fn run(args: ServerArgs, up: Option<PathBuf>) -> Result<()> {
+    allocator::limit_arenas();
     init_tracing();
     // One worker means a single-threaded scheduler: cheaper per task switch than a one-thread pool.
     let mut rt = match args.workers {

@@ -173,6 +173,13 @@ fn prometheus_scrapes_rates_and_latency_quantiles() {
             >= 1.0
     );
     assert!(prom.value("pier_http2_streams_total").unwrap_or(0.0) >= 15.0);
+    // Publishing the routes after the deploy: timed, with the hosts it routes.
+    assert!(
+        prom.value("pier_route_publish_seconds_count")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(prom.value("pier_routed_hosts").unwrap_or(0.0) >= 1.0);
     assert!(
         prom.value("sum(pier_instance_memory_bytes{service=\"hello\"})")
             .unwrap_or(0.0)

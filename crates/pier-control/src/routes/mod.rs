@@ -17,6 +17,7 @@ impl Platform {
     /// [`Platform::publish_routes`], for a caller that holds the publication lock (so that a change
     /// to the store and the routes that follow from it are seen together).
     pub(crate) async fn publish_locked(self: &Arc<Self>) -> Result<()> {
+        let began = Instant::now();
         let (projects, services, revisions, mappings, verifications, gateways, sites) = self
             .db(|s| {
                 Ok((
@@ -168,7 +169,7 @@ impl Platform {
         }
         // Subscribers write files (the instances' hosts file): off the async workers.
         let (routes, table) = (self.routes.clone(), table.into_table());
-        tokio::task::spawn_blocking(move || routes.publish(table))
+        tokio::task::spawn_blocking(move || routes.publish(table, began))
             .await
             .map_err(|e| ControlError::internal(format!("publishing routes failed: {e}")))?;
         self.retire_unrouted(&routed, &revs);
