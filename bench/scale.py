@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import http.client
 import json
+import os
 import resource
 import socket
 import ssl
@@ -78,6 +79,20 @@ def rss_mb():
     return 0.0
 
 
+def cpu_seconds():
+    """The server's user + system CPU time so far, in seconds."""
+    fields = open(f"/proc/{A.pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu(seconds=5.0):
+    """The server's CPU use (percent of one core) while nothing is asked of it, after instances left."""
+    time.sleep(3)
+    c0 = cpu_seconds()
+    time.sleep(seconds)
+    return (cpu_seconds() - c0) / seconds * 100
+
+
 def publish_stats():
     """(count, sum seconds) of the server's route publications so far."""
     text = urllib.request.urlopen(A.metrics, timeout=10).read().decode()
@@ -143,10 +158,12 @@ def checkpoint(n, rows):
         "routed_us": routed,
         "unknown_us": unknown,
         "rss_mb": rss_mb(),
+        "idle_cpu": idle_cpu(),
     }
     rows.append(row)
     print(f"{n:>6} services: deploy p50 {row['deploy_ms']:7.1f} ms   publish {row['publish_ms']:7.2f} ms"
-          f"   request p50 {routed:6.0f} µs (unknown host {unknown:6.0f} µs)   RSS {row['rss_mb']:6.1f} MB",
+          f"   request p50 {routed:6.0f} µs (unknown host {unknown:6.0f} µs)   RSS {row['rss_mb']:6.1f} MB"
+          f"   idle CPU {row['idle_cpu']:5.1f}%",
           flush=True)
 
 
@@ -229,6 +246,8 @@ def main():
     print(f"route publication at {last['services']} services: {last['publish_ms']:.1f} ms (target < 50)")
     print(f"RSS at {last['services']} services: {last['rss_mb']:.0f} MB (target <= 200);"
           f" {(last['rss_mb'] - first['rss_mb']) * 1024 / (last['services'] - first['services']):.1f} KB per service")
+    print(f"idle CPU at {last['services']} services: {last['idle_cpu']:.1f}% of a core"
+          f" (at {first['services']}: {first['idle_cpu']:.1f}%)")
     if A.connections:
         asyncio.run(idle_connections(A.connections))
     if A.websockets and A.ws_host:

@@ -4,7 +4,8 @@
 # one more revision (POST to READY), the server's own route publication time (pier_route_publish_seconds),
 # the request p50 over one kept TLS connection to a routed host and to an unknown one (the routing lookup:
 # compare the first checkpoint with the last), and the server's RSS. Then CONNECTIONS idle keep-alive TLS
-# client connections and WEBSOCKETS open WebSockets, with the server's RSS per connection.
+# client connections and WEBSOCKETS open WebSockets, with the server's RSS per connection. At each
+# checkpoint too: the server's CPU while idle (every instance gone), the cost of services at zero.
 #
 #   bench/scale.sh                                   # SERVICES=10000
 #   SERVICES=1000 CHECKPOINTS=10,100,1000 bench/scale.sh

@@ -465,6 +465,8 @@ impl RevisionPool {
             // Counts as activity so the fresh instance stays through the idle grace.
             st.last_active = Some(Instant::now());
         }
+        // A scaler at rest watches again (it scales this instance down when idle).
+        self.wake.notify_one();
         let id = InstanceId::for_revision(&self.revision, &random_suffix(5));
         let span = tracing::info_span!("instance_start", revision = %self.revision, instance = %id);
         self.start_instance_as(id, Some(Box::new(started)))
@@ -697,6 +699,20 @@ impl RevisionPool {
         self.wake.notify_one();
     }
 
+    /// Whether the scaler has nothing to watch: no instance (starting, serving or draining), no request
+    /// in flight or waiting, only zero demand in its window, and no minimum to keep while it serves.
+    /// Whatever changes that (a request, an instance, serving again) wakes the scaler.
+    pub(crate) fn at_rest(&self) -> bool {
+        let st = self.lock();
+        !st.closed
+            && st.entries.is_empty()
+            && st.starting == 0
+            && st.in_flight == 0
+            && st.waiters.is_empty()
+            && st.samples.iter().all(|s| s.concurrency == 0.0)
+            && !(st.serving && self.template.min_instances > 0)
+    }
+
     /// One scaler step: sample (on ticks), decide, start or stop instances.
     fn step(self: &Arc<Self>, sample: bool) -> Option<()> {
         let now = Instant::now();
@@ -847,12 +863,21 @@ async fn scaler(pool: std::sync::Weak<RevisionPool>) {
     let mut next_tick = tokio::time::Instant::now() + tick;
     loop {
         let Some(p) = pool.upgrade() else { return };
+        // A revision at rest (no instance, no request, nothing to keep warm) has nothing to sample or
+        // decide until something wakes it: most services are at zero, and ten thousand pools ticking
+        // twice a second would cost the server CPU for nothing.
+        let at_rest = p.at_rest();
         let sample = tokio::select! {
-            _ = tokio::time::sleep_until(next_tick) => {
+            _ = tokio::time::sleep_until(next_tick), if !at_rest => {
                 next_tick += tick;
                 true
             }
-            _ = p.wake.notified() => false,
+            _ = p.wake.notified() => {
+                if at_rest {
+                    next_tick = tokio::time::Instant::now() + tick;
+                }
+                false
+            }
         };
         if p.step(sample).is_none() {
             return;

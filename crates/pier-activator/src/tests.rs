@@ -309,6 +309,32 @@ async fn idle_revisions_scale_to_zero_after_grace() {
 }
 
 #[tokio::test]
+async fn a_revision_at_rest_still_scales_a_deployed_instance_down_and_serves_requests() {
+    let rt = Arc::new(SocketRuntime::default());
+    let (_act, pool) = pool_with(rt.clone(), fast_config(), template(10, 0, 3), true);
+    assert!(pool.at_rest(), "nothing to watch at zero");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A deploy's first instance, started while the scaler waits without ticking: it must still go
+    // once idle past the grace.
+    pool.start_one().await.unwrap();
+    assert!(!pool.at_rest());
+    assert_eq!(rt.running.load(Ordering::SeqCst), 1);
+    eventually("the deploy's instance scaled to zero", || {
+        rt.running.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    eventually("at rest again", || pool.at_rest()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A request wakes it: a cold start, then the instance goes again.
+    drop(pool.acquire(soon(2000)).await.unwrap());
+    assert_eq!(rt.started.load(Ordering::SeqCst), 2);
+    eventually("scaled to zero after the request", || {
+        rt.running.load(Ordering::SeqCst) == 0
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn min_instances_apply_only_while_serving() {
     let rt = Arc::new(SocketRuntime::default());
     let (_act, pool) = pool_with(rt.clone(), fast_config(), template(10, 2, 3), true);
