@@ -6,17 +6,23 @@ use std::path::PathBuf;
 
 use pier_gateway::{RouteSubscriber, RouteTable};
 
-/// Rewrites one file, in place, on every published table.
+/// Rewrites one file, in place, whenever a published table's hosts differ from the last ones written
+/// (most publications, a new revision of an existing service say, change no host).
 #[derive(Debug)]
 pub struct InstanceHostsFile {
     path: PathBuf,
+    /// The text last written, if the write succeeded.
+    written: std::sync::Mutex<Option<String>>,
 }
 
 impl InstanceHostsFile {
     /// Keeps `path` the hosts file of every instance. Instances bind-mount this very inode, so it is
     /// rewritten in place, never replaced.
     pub fn new(path: PathBuf) -> Self {
-        Self { path }
+        Self {
+            path,
+            written: std::sync::Mutex::new(None),
+        }
     }
 }
 
@@ -37,8 +43,17 @@ fn render(mut hosts: Vec<&str>) -> String {
 impl RouteSubscriber for InstanceHostsFile {
     fn published(&self, table: &RouteTable) {
         let text = render(table.hosts().collect());
-        if let Err(e) = std::fs::write(&self.path, text) {
-            tracing::warn!(path = %self.path.display(), "cannot write the instances' hosts file: {e}");
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if written.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        match std::fs::write(&self.path, &text) {
+            Ok(()) => *written = Some(text),
+            Err(e) => {
+                // Tried again with the next table.
+                *written = None;
+                tracing::warn!(path = %self.path.display(), "cannot write the instances' hosts file: {e}");
+            }
         }
     }
 }
@@ -59,5 +74,36 @@ mod tests {
                 format!("{gw} b.pier.localhost")
             ]
         );
+    }
+
+    use pier_gateway::RouteSubscriber;
+
+    /// The file is written when the hosts change and left alone when not.
+    #[test]
+    fn written_only_when_the_hosts_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        let file = super::InstanceHostsFile::new(path.clone());
+        let mut table = pier_gateway::RouteTable::new();
+        file.published(&table);
+        let first = std::fs::read_to_string(&path).unwrap();
+        assert!(first.contains("metadata.google.internal"));
+        // Same hosts: not rewritten (a marker written by hand stays).
+        std::fs::write(&path, "marker").unwrap();
+        file.published(&table);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "marker");
+        // A new host: rewritten.
+        let route = pier_gateway::Route::new(
+            "default".parse().unwrap(),
+            "web".parse().unwrap(),
+            None,
+            std::sync::Arc::new(pier_gateway::Access::public()),
+            std::sync::Arc::new(pier_gateway::AllowAll),
+            pier_gateway::Backend::Unavailable("test".into()),
+        );
+        table.insert("web-abc.pier.localhost".into(), std::sync::Arc::new(route));
+        file.published(&table);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(" web-abc.pier.localhost\n"), "{text}");
     }
 }
