@@ -23,6 +23,7 @@ use pier_runtime::{InstanceSpec, Isolation, Runtime};
 use thiserror::Error;
 
 mod pool;
+pub mod warm;
 pub use pool::{Lease, RevisionPool, Slot};
 
 /// Settings shared by every pool.
@@ -46,6 +47,9 @@ pub struct ActivatorConfig {
     pub stop_grace: Duration,
     /// How long a new instance has to listen on PORT.
     pub startup_timeout: Duration,
+    /// How many revisions, the most recently used, keep a sandbox made ahead of their next cold start
+    /// ([`warm`]); 0 for none.
+    pub warm_sandboxes: usize,
 }
 
 impl Default for ActivatorConfig {
@@ -60,6 +64,7 @@ impl Default for ActivatorConfig {
             tick: Duration::from_millis(500),
             stop_grace: pier_runtime::STOP_GRACE,
             startup_timeout: pier_runtime::STARTUP_TIMEOUT,
+            warm_sandboxes: 0,
         }
     }
 }
@@ -148,6 +153,8 @@ pub struct Activator {
     closed: std::sync::atomic::AtomicBool,
     /// Where pools get their metric handles, once the server keeps metrics.
     metrics: OnceLock<Arc<pier_metrics::Metrics>>,
+    /// The budget of warm sandboxes all pools share.
+    warm: Arc<warm::WarmSandboxes>,
 }
 
 impl std::fmt::Debug for Activator {
@@ -162,6 +169,7 @@ impl Activator {
     /// An activator starting instances with `runtimes`.
     pub fn new(config: ActivatorConfig, runtimes: Arc<dyn RuntimeSelector>) -> Arc<Self> {
         Arc::new(Self {
+            warm: Arc::new(warm::WarmSandboxes::new(config.warm_sandboxes)),
             config,
             runtimes,
             hooks: None,
@@ -178,6 +186,7 @@ impl Activator {
         hooks: Arc<dyn InstanceHooks>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            warm: Arc::new(warm::WarmSandboxes::new(config.warm_sandboxes)),
             config,
             runtimes,
             hooks: Some(hooks),
@@ -250,6 +259,7 @@ impl Activator {
             self.hooks.clone(),
             self.config.clone(),
             metrics,
+            self.warm.clone(),
         );
         pools.insert(key, pool.clone());
         Ok(pool)

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
-use pier_autoscaler::{Observation, Policy, Sample, ScalerState, decide};
+use pier_autoscaler::{Sample, ScalerState};
 use pier_model::api::{InstanceExitView, InstanceState, InstanceView};
 use pier_model::{InstanceId, ProjectName, RevisionName, RevisionTemplate, ServiceName};
 use pier_runtime::probe::wait_ready;
@@ -18,7 +18,12 @@ const STOP_GRACE_FOR_LIVENESS: Duration = Duration::from_secs(10);
 use pier_runtime::{Endpoint, ExitReason, Instance, InstanceSpec, Isolation, Runtime};
 use tokio::sync::{Notify, oneshot};
 
-use crate::{AcquireError, ActivatorConfig, InstanceHooks, PoolStats, random_suffix, since_origin};
+use crate::{AcquireError, ActivatorConfig, InstanceHooks, PoolStats, random_suffix};
+
+mod scaler;
+mod spare;
+
+use spare::Spare;
 
 /// A running instance as the gateway sees it: where to connect, plus a place for the gateway to keep its
 /// per-instance connection pool.
@@ -97,6 +102,8 @@ struct PoolState {
     /// made (so the revision's CPU counter never goes down).
     cpu_seen: std::collections::HashMap<InstanceId, f64>,
     cpu_retired: f64,
+    /// The sandbox made ahead of the next cold start ([`crate::warm`]).
+    spare: Spare,
 }
 
 /// The pool of one revision.
@@ -118,6 +125,8 @@ pub struct RevisionPool {
     metrics: Option<Arc<pier_metrics::RevisionMetrics>>,
     /// Taken by a metrics scrape, so two scrapes do not interleave their CPU bookkeeping.
     scrape: Mutex<()>,
+    /// The server's budget of warm sandboxes.
+    warm: Arc<crate::warm::WarmSandboxes>,
 }
 
 impl std::fmt::Debug for RevisionPool {
@@ -180,6 +189,7 @@ impl RevisionPool {
         hooks: Option<Arc<dyn InstanceHooks>>,
         config: ActivatorConfig,
         metrics: Option<Arc<pier_metrics::RevisionMetrics>>,
+        warm: Arc<crate::warm::WarmSandboxes>,
     ) -> Arc<Self> {
         let pool = Arc::new(Self {
             project,
@@ -207,14 +217,16 @@ impl RevisionPool {
                 peak: 0,
                 cpu_seen: Default::default(),
                 cpu_retired: 0.0,
+                spare: Spare::Empty,
             }),
             wake: Notify::new(),
             drained: Notify::new(),
             stats: PoolStats::default(),
             metrics,
             scrape: Mutex::new(()),
+            warm,
         });
-        tokio::spawn(scaler(Arc::downgrade(&pool)));
+        tokio::spawn(scaler::scaler(Arc::downgrade(&pool)));
         pool
     }
 
@@ -397,6 +409,7 @@ impl RevisionPool {
                 starting: st.starting,
                 pending: st.waiters.len() as u32,
                 peak_concurrency: std::mem::replace(&mut st.peak, busiest),
+                warm_sandboxes: u32::from(matches!(st.spare, Spare::Ready(_))),
                 ..Default::default()
             };
             let mut instances = Vec::new();
@@ -467,28 +480,18 @@ impl RevisionPool {
         }
         // A scaler at rest watches again (it scales this instance down when idle).
         self.wake.notify_one();
-        let id = InstanceId::for_revision(&self.revision, &random_suffix(5));
-        let span = tracing::info_span!("instance_start", revision = %self.revision, instance = %id);
-        self.start_instance_as(id, Some(Box::new(started)))
-            .instrument(span)
-            .await
+        self.start_instance_as(Some(Box::new(started))).await
     }
 
-    /// Starts an instance (the caller has counted it in `starting`), in an `instance_start` span.
-    async fn start_instance(self: &Arc<Self>) -> Result<(), (String, Vec<String>)> {
-        let id = InstanceId::for_revision(&self.revision, &random_suffix(5));
-        let span = tracing::info_span!("instance_start", revision = %self.revision, instance = %id);
-        self.start_instance_as(id, None).instrument(span).await
+    /// Starts an instance (the caller has counted it in `starting`).
+    pub(super) async fn start_instance(self: &Arc<Self>) -> Result<(), (String, Vec<String>)> {
+        self.start_instance_as(None).await
     }
 
-    async fn start_instance_as(
-        self: &Arc<Self>,
-        id: InstanceId,
-        started: Option<Box<dyn FnOnce() + Send>>,
-    ) -> Result<(), (String, Vec<String>)> {
-        let begin = Instant::now();
+    /// What a new instance of this revision is started with.
+    fn spec(&self, id: InstanceId) -> InstanceSpec {
         let mut spec = InstanceSpec {
-            id: id.clone(),
+            id,
             project: self.project.clone(),
             service: self.service.clone(),
             revision: self.revision.clone(),
@@ -499,13 +502,51 @@ impl RevisionPool {
         if let Some(hooks) = &self.hooks {
             spec.extra_env = hooks.prepare(&spec);
         }
+        spec
+    }
+
+    /// Starts an instance in this revision's warm sandbox if it has one, else from nothing, in an
+    /// `instance_start` span (`warm` says which).
+    async fn start_instance_as(
+        self: &Arc<Self>,
+        started: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Result<(), (String, Vec<String>)> {
+        let spare = self.take_spare();
+        let id = match &spare {
+            Some(p) => p.id().clone(),
+            None => InstanceId::for_revision(&self.revision, &random_suffix(5)),
+        };
+        let span = tracing::info_span!("instance_start", revision = %self.revision, instance = %id, warm = spare.is_some());
+        self.start_in(id, spare, started).instrument(span).await
+    }
+
+    async fn start_in(
+        self: &Arc<Self>,
+        id: InstanceId,
+        spare: Option<Box<dyn pier_runtime::Prepared>>,
+        started: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Result<(), (String, Vec<String>)> {
+        let begin = Instant::now();
+        let spec = self.spec(id.clone());
         let ended = |pool: &Self| {
             if let Some(hooks) = &pool.hooks {
                 hooks.ended(&id);
             }
         };
         let logged = spec.clone();
-        let instance = match self.runtime.start(spec).await {
+        let warm = spare.is_some();
+        let result = match spare {
+            Some(p) => match p.start().await {
+                Ok(i) => Ok(i),
+                Err(e) => {
+                    // What it held ended while it waited (killed from outside): start from nothing.
+                    tracing::warn!(revision = %self.revision, "a warm sandbox could not start ({e}): starting an instance without it");
+                    self.runtime.start(spec).await
+                }
+            },
+            None => self.runtime.start(spec).await,
+        };
+        let instance = match result {
             Ok(i) => i,
             Err(e) => {
                 ended(self);
@@ -543,7 +584,12 @@ impl RevisionPool {
         if let Some(m) = &self.metrics {
             m.startup(pier_metrics::StartupPhase::Total, took);
             let mut before_runtime = Duration::ZERO;
-            let times = instance.startup_times();
+            // A warm sandbox's image root and bundle were made before this start, off its path.
+            let times = if warm {
+                pier_runtime::StartupTimes::default()
+            } else {
+                instance.startup_times()
+            };
             for (phase, t) in [
                 (pier_metrics::StartupPhase::ImageRoot, times.image_root),
                 (pier_metrics::StartupPhase::Bundle, times.bundle),
@@ -606,6 +652,8 @@ impl RevisionPool {
                 watched.stop(STOP_GRACE_FOR_LIVENESS).instrument(span).await;
             });
         }
+        // The next cold start of this revision finds a sandbox ready, budget permitting.
+        self.warm.used(self);
         // Watch for the instance ending by itself.
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -688,6 +736,8 @@ impl RevisionPool {
             let mut st = self.lock();
             st.entries.drain(..).map(|e| e.slot).collect()
         };
+        self.warm.forget(self);
+        self.discard_spare().await;
         let grace = self.config.stop_grace;
         let stops: Vec<_> = entries
             .into_iter()
@@ -697,191 +747,6 @@ impl RevisionPool {
             let _ = s.await;
         }
         self.wake.notify_one();
-    }
-
-    /// Whether the scaler has nothing to watch: no instance (starting, serving or draining), no request
-    /// in flight or waiting, only zero demand in its window, and no minimum to keep while it serves.
-    /// Whatever changes that (a request, an instance, serving again) wakes the scaler.
-    pub(crate) fn at_rest(&self) -> bool {
-        let st = self.lock();
-        !st.closed
-            && st.entries.is_empty()
-            && st.starting == 0
-            && st.in_flight == 0
-            && st.waiters.is_empty()
-            && st.samples.iter().all(|s| s.concurrency == 0.0)
-            && !(st.serving && self.template.min_instances > 0)
-    }
-
-    /// One scaler step: sample (on ticks), decide, start or stop instances.
-    fn step(self: &Arc<Self>, sample: bool) -> Option<()> {
-        let now = Instant::now();
-        let mut st = self.lock();
-        if st.closed {
-            return None;
-        }
-        let t = since_origin(now);
-        let demand = st.in_flight + st.waiters.len() as u32;
-        if sample {
-            st.samples.push_back(Sample {
-                at: t,
-                concurrency: f64::from(demand),
-            });
-            while st
-                .samples
-                .front()
-                .is_some_and(|s| s.at + self.config.stable_window < t)
-            {
-                st.samples.pop_front();
-            }
-        }
-        if demand > 0 {
-            st.last_active = Some(now);
-        }
-        // Instances taken out of rotation (unreachable) are stopped once idle.
-        let mut gone = Vec::new();
-        st.entries.retain(|e| {
-            let drop_it = e.state == InstanceState::Draining && e.in_flight == 0;
-            if drop_it {
-                gone.push(e.slot.clone());
-            }
-            !drop_it
-        });
-        let grace = self.config.stop_grace;
-        for v in gone {
-            stop_instance(v, grace);
-        }
-        let mut policy = Policy::new(
-            self.template.container_concurrency,
-            if st.serving {
-                self.template.min_instances
-            } else {
-                0
-            },
-            self.template.max_instances,
-        );
-        policy.stable_window = self.config.stable_window;
-        policy.panic_window = self.config.panic_window;
-        policy.scale_to_zero_grace = self.config.scale_to_zero_grace;
-        policy.target_utilization = self.config.target_utilization;
-        let active: Vec<usize> = st
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.state != InstanceState::Draining)
-            .map(|(i, _)| i)
-            .collect();
-        let current = st.starting + active.len() as u32;
-        let samples: Vec<Sample> = st.samples.iter().copied().collect();
-        let d = decide(
-            &policy,
-            &Observation {
-                now: t,
-                samples: &samples,
-                current,
-                in_flight: st.in_flight,
-                queued: st.waiters.len() as u32,
-                last_active: st.last_active.map(since_origin),
-            },
-            st.scaler,
-        );
-        st.scaler = d.state;
-
-        // Requests waiting too long while the revision is full get Cloud Run's "no available instance".
-        if current >= policy.max_instances && st.starting == 0 {
-            let pending = self.config.pending_timeout;
-            while st
-                .waiters
-                .front()
-                .is_some_and(|w| now.duration_since(w.since) >= pending)
-            {
-                if let Some(w) = st.waiters.pop_front() {
-                    let _ = w.tx.send(Err(AcquireError::NoCapacity {
-                        max: policy.max_instances,
-                    }));
-                }
-            }
-        }
-        st.waiters.retain(|w| !w.tx.is_closed());
-
-        if d.desired > current {
-            if st.next_start.is_some_and(|t| t > now) {
-                return Some(());
-            }
-            let n = d.desired - current;
-            st.starting += n;
-            if let Some(m) = &self.metrics
-                && !st.waiters.is_empty()
-            {
-                for _ in 0..n.min(st.waiters.len() as u32) {
-                    m.cold_start();
-                }
-            }
-            drop(st);
-            tracing::debug!(revision = %self.revision, from = current, to = d.desired, reason = ?d.reason, "scaling up");
-            for _ in 0..n {
-                let pool = self.clone();
-                tokio::spawn(async move {
-                    let _ = pool.start_instance().await;
-                });
-            }
-        } else if d.desired < current && sample {
-            // Scale down on ticks only: a flurry of wake-ups (one per queued request) must not compound
-            // the per-decision scale-down limit. Stop idle instances only, newest first; busy ones are
-            // reconsidered next tick.
-            let mut excess = current - d.desired;
-            let mut victims = Vec::new();
-            for i in active.into_iter().rev() {
-                if excess == 0 {
-                    break;
-                }
-                if st.entries[i].in_flight == 0 && st.entries[i].state == InstanceState::Ready {
-                    st.entries[i].state = InstanceState::Draining;
-                    victims.push(st.entries[i].slot.clone());
-                    excess -= 1;
-                }
-            }
-            st.entries
-                .retain(|e| !victims.iter().any(|v| Arc::ptr_eq(v, &e.slot)));
-            drop(st);
-            if !victims.is_empty() {
-                tracing::debug!(revision = %self.revision, from = current, to = d.desired, reason = ?d.reason, "scaling down");
-            }
-            for v in victims {
-                stop_instance(v, grace);
-            }
-        }
-        Some(())
-    }
-}
-
-/// The scaler task of one pool; ends when the pool is closed.
-async fn scaler(pool: std::sync::Weak<RevisionPool>) {
-    let Some(tick) = pool.upgrade().map(|p| p.config.tick) else {
-        return;
-    };
-    let mut next_tick = tokio::time::Instant::now() + tick;
-    loop {
-        let Some(p) = pool.upgrade() else { return };
-        // A revision at rest (no instance, no request, nothing to keep warm) has nothing to sample or
-        // decide until something wakes it: most services are at zero, and ten thousand pools ticking
-        // twice a second would cost the server CPU for nothing.
-        let at_rest = p.at_rest();
-        let sample = tokio::select! {
-            _ = tokio::time::sleep_until(next_tick), if !at_rest => {
-                next_tick += tick;
-                true
-            }
-            _ = p.wake.notified() => {
-                if at_rest {
-                    next_tick = tokio::time::Instant::now() + tick;
-                }
-                false
-            }
-        };
-        if p.step(sample).is_none() {
-            return;
-        }
     }
 }
 

@@ -14,6 +14,57 @@ struct SocketRuntime {
     running: Arc<AtomicU32>,
     fail: bool,
     start_delay: Duration,
+    /// Whether it makes sandboxes ahead of demand; what became of them.
+    warm: bool,
+    sandboxes: Arc<Sandboxes>,
+}
+
+#[derive(Default)]
+struct Sandboxes {
+    /// Instance ids of the sandboxes made, in order.
+    made: std::sync::Mutex<Vec<pier_model::InstanceId>>,
+    started: AtomicU32,
+    discarded: AtomicU32,
+}
+
+/// A sandbox of the test double: the listener opens when it starts.
+struct SocketSandbox {
+    spec: InstanceSpec,
+    running: Arc<AtomicU32>,
+    sandboxes: Arc<Sandboxes>,
+}
+
+#[async_trait]
+impl pier_runtime::Prepared for SocketSandbox {
+    fn id(&self) -> &pier_model::InstanceId {
+        &self.spec.id
+    }
+    async fn start(self: Box<Self>) -> Result<Arc<dyn Instance>, RuntimeError> {
+        self.sandboxes.started.fetch_add(1, Ordering::SeqCst);
+        Ok(listen(self.spec, &self.running).await)
+    }
+    async fn discard(self: Box<Self>) {
+        self.sandboxes.discarded.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn listen(spec: InstanceSpec, running: &Arc<AtomicU32>) -> Arc<dyn Instance> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = Endpoint::Tcp(l.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    running.fetch_add(1, Ordering::SeqCst);
+    Arc::new(SocketInstance {
+        id: spec.id,
+        endpoint,
+        exit_tx: watch::channel(None).0,
+        running: running.clone(),
+        task,
+    })
 }
 
 struct SocketInstance {
@@ -37,22 +88,21 @@ impl Runtime for SocketRuntime {
             });
         }
         tokio::time::sleep(self.start_delay).await;
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = Endpoint::Tcp(l.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((s, _)) = l.accept().await {
-                held.push(s);
-            }
-        });
-        self.running.fetch_add(1, Ordering::SeqCst);
-        Ok(Arc::new(SocketInstance {
-            id: spec.id,
-            endpoint,
-            exit_tx: watch::channel(None).0,
+        Ok(listen(spec, &self.running).await)
+    }
+    async fn prepare(
+        &self,
+        spec: InstanceSpec,
+    ) -> Option<Result<Box<dyn pier_runtime::Prepared>, RuntimeError>> {
+        if !self.warm {
+            return None;
+        }
+        self.sandboxes.made.lock().unwrap().push(spec.id.clone());
+        Some(Ok(Box::new(SocketSandbox {
+            spec,
             running: self.running.clone(),
-            task,
-        }))
+            sandboxes: self.sandboxes.clone(),
+        })))
     }
     async fn cleanup_leftovers(&self) -> Result<usize, RuntimeError> {
         Ok(0)
@@ -381,4 +431,95 @@ async fn deploy_probe_reports_failure_with_reason() {
     let (_act, pool) = pool_with(rt, fast_config(), template(1, 0, 1), false);
     let (msg, _) = pool.start_one().await.unwrap_err();
     assert!(msg.contains("not found"));
+}
+
+fn warm_runtime() -> Arc<SocketRuntime> {
+    Arc::new(SocketRuntime {
+        warm: true,
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn a_cold_start_takes_the_sandbox_made_after_the_last_start_and_a_closing_pool_discards_it() {
+    let rt = warm_runtime();
+    let config = ActivatorConfig {
+        warm_sandboxes: 4,
+        ..fast_config()
+    };
+    let (act, pool) = pool_with(rt.clone(), config, template(10, 0, 5), true);
+    pool.start_one().await.unwrap();
+    let sb = rt.sandboxes.clone();
+    eventually("a sandbox after the first start", || {
+        pool.live().warm_sandboxes == 1
+    })
+    .await;
+    let made = sb.made.lock().unwrap()[0].clone();
+    assert!(made.as_str().starts_with("svc-00001-abc-"), "{made}");
+    eventually("scale to zero", || pool.instance_count() == 0).await;
+
+    let lease = pool.acquire(soon(5000)).await.unwrap();
+    assert_eq!(lease.slot().id(), &made, "the cold start used the sandbox");
+    assert_eq!(sb.started.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        rt.started.load(Ordering::SeqCst),
+        1,
+        "only the deploy's start began from nothing"
+    );
+    drop(lease);
+    // The next start's sandbox is made once this one is ready.
+    eventually("another sandbox", || sb.made.lock().unwrap().len() == 2).await;
+    eventually("it is ready", || pool.live().warm_sandboxes == 1).await;
+
+    let key = PoolKey {
+        project: ProjectName::default(),
+        revision: "svc-00001-abc".parse().unwrap(),
+    };
+    act.remove_pool(&key).await;
+    assert_eq!(
+        sb.discarded.load(Ordering::SeqCst),
+        1,
+        "the closed pool discarded its sandbox"
+    );
+}
+
+#[tokio::test]
+async fn the_budget_keeps_sandboxes_for_the_most_recently_started_revisions_only() {
+    let rt = warm_runtime();
+    let config = ActivatorConfig {
+        warm_sandboxes: 1,
+        ..fast_config()
+    };
+    let act = Activator::new(config, Arc::new(rt.clone()));
+    let pool = |rev: &str| {
+        act.ensure_pool(
+            &ProjectName::default(),
+            &"svc".parse().unwrap(),
+            &rev.parse().unwrap(),
+            template(10, 0, 5),
+            pier_runtime::Isolation::default(),
+            true,
+        )
+        .unwrap()
+    };
+    let (a, b) = (pool("svc-00001-aaa"), pool("svc-00002-bbb"));
+    a.start_one().await.unwrap();
+    eventually("a's sandbox", || a.live().warm_sandboxes == 1).await;
+    b.start_one().await.unwrap();
+    eventually("b's sandbox", || b.live().warm_sandboxes == 1).await;
+    eventually("a lost its sandbox to b", || {
+        a.live().warm_sandboxes == 0 && rt.sandboxes.discarded.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Each sandbox was made for its own revision.
+    let made = rt.sandboxes.made.lock().unwrap().clone();
+    assert!(made[0].as_str().starts_with("svc-00001-aaa-"), "{made:?}");
+    assert!(made[1].as_str().starts_with("svc-00002-bbb-"), "{made:?}");
+
+    // Off: no sandbox at all.
+    let off = warm_runtime();
+    let (_act, p) = pool_with(off.clone(), fast_config(), template(10, 0, 5), true);
+    p.start_one().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(off.sandboxes.made.lock().unwrap().is_empty());
 }

@@ -34,6 +34,8 @@ pub struct LiveRevision {
     pub cpu_seconds: f64,
     /// Memory its running instances use now, in bytes (from their cgroups).
     pub memory_bytes: u64,
+    /// Sandboxes made ahead of demand for its next cold start (0 or 1; `pier server --warm-sandboxes`).
+    pub warm_sandboxes: u32,
 }
 
 /// Counters another part of Pier keeps (the edge cache's hits, misses, bypasses), by `result`.
@@ -101,7 +103,7 @@ struct ResultLabel {
 
 type Gauge = (&'static str, &'static str, fn(&LiveRevision) -> f64);
 
-const GAUGES: [Gauge; 3] = [
+const GAUGES: [Gauge; 4] = [
     (
         "pending_requests",
         "Requests waiting for an instance slot now",
@@ -116,6 +118,11 @@ const GAUGES: [Gauge; 3] = [
         "instance_memory_bytes",
         "Memory the revision's running instances use now (their cgroups)",
         |r| r.memory_bytes as f64,
+    ),
+    (
+        "warm_sandboxes",
+        "Sandboxes made ahead of demand for the revision's next cold start (pier server --warm-sandboxes)",
+        |r| f64::from(r.warm_sandboxes),
     ),
 ];
 

@@ -79,6 +79,7 @@ impl LiveSource for Fixed {
             peak_concurrency: 7,
             cpu_seconds: 1.5,
             memory_bytes: 4096,
+            warm_sandboxes: 1,
         }]
     }
 
@@ -108,6 +109,7 @@ fn scrape_time_sources_and_process_metrics_are_rendered() {
         format!("pier_max_request_concurrencies{{{l}}} 7"),
         format!("pier_instance_cpu_seconds_total{{{l}}} 1.5"),
         format!("pier_instance_memory_bytes{{{l}}} 4096"),
+        format!("pier_warm_sandboxes{{{l}}} 1"),
         "pier_edge_cache_lookups_total{result=\"hit\"} 5".to_owned(),
         "pier_connections_total{listener=\"https\"} 1".to_owned(),
         "pier_open_connections 1".to_owned(),

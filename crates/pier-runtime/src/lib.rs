@@ -216,8 +216,33 @@ pub trait Runtime: Send + Sync + 'static {
     /// Starts an instance and returns once it is running (not yet ready).
     async fn start(&self, spec: InstanceSpec) -> Result<Arc<dyn Instance>, RuntimeError>;
 
+    /// Makes, ahead of demand, everything an instance of `spec` needs but its app: the sandbox (network
+    /// namespace with Pier's endpoints, cgroups, bundle, a container created but not started), so that
+    /// [`Prepared::start`] only has to let the app run. `None` where this runtime has nothing worth
+    /// making early (the caller then uses [`Runtime::start`]). A prepared sandbox belongs to `spec`'s
+    /// revision and instance id alone, and holds no port the app listens on.
+    async fn prepare(&self, spec: InstanceSpec) -> Option<Result<Box<dyn Prepared>, RuntimeError>> {
+        let _ = spec;
+        None
+    }
+
     /// Removes instances a previous server process left running (after kill -9). Returns how many.
     async fn cleanup_leftovers(&self) -> Result<usize, RuntimeError>;
+}
+
+/// A sandbox made by [`Runtime::prepare`], waiting for its app to be started or for being discarded.
+/// Dropping it without either still takes its processes down (they wait on a descriptor it holds), but
+/// leaves files for [`Runtime::cleanup_leftovers`]: call [`Prepared::discard`].
+#[async_trait]
+pub trait Prepared: Send + 'static {
+    /// The instance it was made for.
+    fn id(&self) -> &InstanceId;
+
+    /// Starts the app in it; returns once the app runs (not yet ready), as [`Runtime::start`] does.
+    async fn start(self: Box<Self>) -> Result<Arc<dyn Instance>, RuntimeError>;
+
+    /// Removes it and everything it holds; returns when all is gone.
+    async fn discard(self: Box<Self>);
 }
 
 /// One running instance.

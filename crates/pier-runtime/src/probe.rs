@@ -254,6 +254,17 @@ fn varint(b: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
+/// Sleeps `d`. tokio's timer counts whole milliseconds, so the sub-millisecond pauses of a cold start's
+/// first polls sleep on a blocking thread instead (the kernel's timers are precise to tens of
+/// microseconds); longer ones use the timer.
+async fn precise_sleep(d: Duration) {
+    if d < Duration::from_millis(1) {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(d)).await;
+    } else {
+        tokio::time::sleep(d).await;
+    }
+}
+
 /// Waits until the instance passes its startup probe (`probe`, or a TCP connect on `port` within
 /// `default_timeout` when the revision sets none), the instance exits, or the probe's window passes.
 /// Returns how long it took.
@@ -322,8 +333,9 @@ pub async fn wait_ready(
         } else {
             Duration::from_millis(25)
         };
+        let pause = pause.min(window - elapsed);
         tokio::select! {
-            _ = tokio::time::sleep(pause.min(window - elapsed)) => {}
+            _ = precise_sleep(pause) => {}
             changed = exit.changed() => {
                 if changed.is_err() {
                     // The watcher is gone: treat as exited without a status.

@@ -23,27 +23,21 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use pier_model::api::LogStream;
-use pier_model::{InstanceId, RevisionTemplate};
+use pier_model::RevisionTemplate;
 use pier_sandbox::HostView;
-use pier_sandbox::launch::{Exit, Launch, LaunchError, Spawned, Spawner};
+use pier_sandbox::launch::{Launch, Spawner};
 use pier_sandbox::seccomp::Policies;
 use pier_sandbox::userns::UserNsCache;
-use tokio::io::unix::AsyncFd;
-use tokio::sync::watch;
 
-use crate::cgroup::{CgroupRoot, InstanceCgroup, Limits};
-use crate::logs::{InstanceLog, LogStore, pump};
-use crate::network::{InstanceNet, Network};
+use crate::cgroup::{CgroupRoot, Limits};
+use crate::logs::LogStore;
+use crate::network::Network;
 use crate::{
-    DEFAULT_CPU_MILLIS, DEFAULT_MEMORY, DEFAULT_PORT, Endpoint, ExitReason, Instance, InstanceSpec,
-    PIDS_LIMIT, Runtime, RuntimeError, instance_argv, instance_env,
+    DEFAULT_CPU_MILLIS, DEFAULT_MEMORY, DEFAULT_PORT, Instance, InstanceSpec, PIDS_LIMIT, Prepared,
+    Runtime, RuntimeError, instance_argv, instance_env,
 };
 
 /// Variables passed from the server's environment to every instance, when set.
@@ -76,6 +70,11 @@ pub struct ProcessConfig {
     pub network: Arc<Network>,
     /// Instance cgroups.
     pub cgroups: Option<CgroupRoot>,
+    /// The gate binary (`pier`, which runs [`pier_sandbox::launch::gate`] with its hidden argument),
+    /// opened with `O_PATH` (the server's own `/proc/self/exe`, so an upgrade on disk changes nothing):
+    /// with one, a prepared instance's process is made, sandbox and all, and waits in the gate for its
+    /// start; without, the process is forked at the start.
+    pub gate: Option<Arc<std::os::fd::OwnedFd>>,
 }
 
 /// Runs instances as sandboxed host processes.
@@ -157,42 +156,9 @@ fn cstring(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
     })
 }
 
-#[async_trait]
-impl Runtime for ProcessRuntime {
-    fn name(&self) -> &'static str {
-        "process"
-    }
-
-    fn check(&self, template: &RevisionTemplate) -> Result<(), RuntimeError> {
-        if template.image.is_some() {
-            return Err(RuntimeError::Unsupported(
-                "this revision runs a container image, which the process runtime cannot run".into(),
-            ));
-        }
-        if template.command.is_empty() {
-            return Err(RuntimeError::Unsupported(
-                "the process runtime needs a command: give --command".into(),
-            ));
-        }
-        if template.unsandboxed && !self.config.allow_unsandboxed {
-            return Err(RuntimeError::Unsupported(
-                "this server does not run unsandboxed instances: deploy without --unsandboxed, or start the server with --allow-unsandboxed".into(),
-            ));
-        }
-        if let (Some(name), Some(sb)) = (&template.seccomp_exception, &self.config.sandbox) {
-            sb.seccomp
-                .program(Some(name))
-                .map_err(|e| RuntimeError::Unsupported(e.to_string()))?;
-        }
-        if !template.unsandboxed && self.config.sandbox.is_none() {
-            return Err(RuntimeError::Unsupported(
-                "this server cannot sandbox host processes (it is not running as root): run `pier server` as root".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    async fn start(&self, spec: InstanceSpec) -> Result<Arc<dyn Instance>, RuntimeError> {
+impl ProcessRuntime {
+    /// Makes everything an instance of `spec` needs but its process (see [`prepared`]).
+    async fn make(&self, spec: InstanceSpec) -> Result<prepared::PreparedProcess, RuntimeError> {
         let template = spec.template.clone();
         self.check(&template)?;
         let port = template.port.unwrap_or(DEFAULT_PORT);
@@ -238,6 +204,14 @@ impl Runtime for ProcessRuntime {
             memory: template.memory_bytes().unwrap_or(DEFAULT_MEMORY),
             cpu_millis: template.cpu_millis().unwrap_or(DEFAULT_CPU_MILLIS),
             pids: PIDS_LIMIT,
+        };
+        // A descriptor of the gate binary for this child (before anything that needs undoing).
+        let gate_fd = match &self.config.gate {
+            Some(fd) => Some(
+                fd.try_clone()
+                    .map_err(RuntimeError::io("opening the instance gate"))?,
+            ),
+            None => None,
         };
         let mut cgroup = match &self.config.cgroups {
             Some(root) => Some(root.create(spec.id.as_str(), &limits).map_err(
@@ -291,22 +265,24 @@ impl Runtime for ProcessRuntime {
             view: None,
             user,
             seccomp: None,
+            gate: gate_fd,
         };
         let sandbox = if template.unsandboxed {
             None
         } else {
             self.config.sandbox.clone()
         };
-        let (wd, path, prog) = (workdir.clone(), exec_path.clone(), program.clone());
+        let (wd, path) = (workdir.clone(), exec_path.clone());
         let mentioned = mentioned_paths(&argv);
         let private = template.private_paths;
         let exception = template.seccomp_exception.clone();
         let cgroup_view = cgroup.as_ref().map(|c| c.view()).unwrap_or_default();
         let mut launch = launch;
+        let prog = program.clone();
         // Planning may fork (an id mapping) and spawning forks: on the spawner thread, off the async
         // workers, and from a thread that outlives the instance (see `Spawner`).
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job = move || -> Result<Spawned, RuntimeError> {
+        let job = move || -> Result<prepared::Made, RuntimeError> {
             if let (Some(sb), Some((uid, gid))) = (sandbox, user) {
                 launch.view = Some(
                     sb.view
@@ -329,14 +305,21 @@ impl Runtime for ProcessRuntime {
                         .clone(),
                 );
             }
-            pier_sandbox::launch::spawn(&launch).map_err(|e| match e {
-                LaunchError::NotFound(_) => RuntimeError::CommandNotFound { program: prog },
-                LaunchError::NotExecutable(_) => RuntimeError::NotExecutable {
-                    program: prog,
-                    reason: "permission denied (is it executable, and readable by others?)".into(),
-                },
-                other => RuntimeError::Unsupported(other.to_string()),
-            })
+            if launch.gate.is_none() {
+                return Ok(prepared::Made::Planned(launch));
+            }
+            // The process is made now, in its whole sandbox, and waits in the gate. A gate that
+            // cannot run leaves the fork to the start, which then reports what it finds.
+            match pier_sandbox::launch::spawn(&launch) {
+                Ok(spawned) => Ok(prepared::Made::Gated(spawned)),
+                Err(e) => {
+                    tracing::warn!(
+                        "the instance gate could not wait for {prog:?} ({e}): its process is forked at its start instead"
+                    );
+                    launch.gate = None;
+                    Ok(prepared::Made::Planned(launch))
+                }
+            }
         };
         let result = match Spawner::global().run(job, move |r| {
             let _ = tx.send(r);
@@ -347,8 +330,8 @@ impl Runtime for ProcessRuntime {
                 .and_then(|r| r),
             Err(e) => Err(RuntimeError::Unsupported(e.to_string())),
         };
-        let spawned = match result {
-            Ok(s) => s,
+        let made = match result {
+            Ok(m) => m,
             Err(e) => {
                 if let Some(cg) = &cgroup {
                     cg.destroy().await;
@@ -356,70 +339,67 @@ impl Runtime for ProcessRuntime {
                 return Err(e);
             }
         };
-        let pid = spawned.pid;
-        log.system(&format!(
-            "instance started: pid {pid}, PORT={port}, {}, memory {} MiB, cpu {}m, command {program:?}",
-            match user {
-                Some((uid, _)) => format!("user {uid}, sandboxed"),
-                None => "unsandboxed (the server's user)".into(),
-            },
-            limits.memory >> 20,
-            limits.cpu_millis,
-        ));
-        let unenforced = self.unenforced();
-        if !unenforced.is_empty() {
-            log.system(&format!(
-                "note: this host cannot enforce these limits: {} (see `pier doctor`)",
-                unenforced.join(", ")
+        Ok(prepared::PreparedProcess {
+            id: spec.id,
+            made,
+            program,
+            port,
+            user,
+            limits,
+            cgroup,
+            net,
+            log,
+            output: (out_r, err_r),
+            unenforced: self.unenforced(),
+        })
+    }
+}
+
+#[async_trait]
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn check(&self, template: &RevisionTemplate) -> Result<(), RuntimeError> {
+        if template.image.is_some() {
+            return Err(RuntimeError::Unsupported(
+                "this revision runs a container image, which the process runtime cannot run".into(),
             ));
         }
-        for (r, stream) in [(out_r, LogStream::Stdout), (err_r, LogStream::Stderr)] {
-            match tokio::net::unix::pipe::Receiver::from_owned_fd(r) {
-                Ok(rx) => {
-                    tokio::spawn(pump(rx, log.clone(), stream));
-                }
-                Err(e) => log.system(&format!("cannot read the instance's output: {e}")),
-            }
+        if template.command.is_empty() {
+            return Err(RuntimeError::Unsupported(
+                "the process runtime needs a command: give --command".into(),
+            ));
         }
-        let cgroup = cgroup.map(Arc::new);
-        let (exit_tx, exit_rx) = watch::channel(None);
-        let stopping = Arc::new(AtomicBool::new(false));
-        let oom = Arc::new(AtomicBool::new(false));
-        if let Some(cg) = cgroup.clone() {
-            let (mut exit, log, oom) = (exit_rx.clone(), log.clone(), oom.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = exit.wait_for(Option::is_some) => return,
-                        _ = tokio::time::sleep(OOM_POLL) => {}
-                    }
-                    if cg.oom_kills() > 0 {
-                        oom.store(true, Ordering::SeqCst);
-                        log.system("out of memory: the kernel killed a process over the instance's memory limit; stopping the instance (raise --memory)");
-                        cg.kill();
-                        return;
-                    }
-                }
-            });
+        if template.unsandboxed && !self.config.allow_unsandboxed {
+            return Err(RuntimeError::Unsupported(
+                "this server does not run unsandboxed instances: deploy without --unsandboxed, or start the server with --allow-unsandboxed".into(),
+            ));
         }
-        let ns = net.ns.clone();
-        {
-            let (log, stopping, cg, oom) =
-                (log.clone(), stopping.clone(), cgroup.clone(), oom.clone());
-            tokio::spawn(watch_exit(spawned, net, cg, log, stopping, oom, exit_tx));
+        if let (Some(name), Some(sb)) = (&template.seccomp_exception, &self.config.sandbox) {
+            sb.seccomp
+                .program(Some(name))
+                .map_err(|e| RuntimeError::Unsupported(e.to_string()))?;
         }
-        Ok(Arc::new(ProcessInstance {
-            id: spec.id,
-            endpoint: Endpoint::Netns(
-                ns,
-                std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
-            ),
-            pgid: pid,
-            cgroup,
-            exit: exit_rx,
-            log,
-            stopping,
-        }))
+        if !template.unsandboxed && self.config.sandbox.is_none() {
+            return Err(RuntimeError::Unsupported(
+                "this server cannot sandbox host processes (it is not running as root): run `pier server` as root".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn start(&self, spec: InstanceSpec) -> Result<Arc<dyn Instance>, RuntimeError> {
+        Box::new(self.make(spec).await?).start().await
+    }
+
+    async fn prepare(&self, spec: InstanceSpec) -> Option<Result<Box<dyn Prepared>, RuntimeError>> {
+        Some(
+            self.make(spec)
+                .await
+                .map(|p| Box::new(p) as Box<dyn Prepared>),
+        )
     }
 
     async fn cleanup_leftovers(&self) -> Result<usize, RuntimeError> {
@@ -440,107 +420,7 @@ impl Runtime for ProcessRuntime {
     }
 }
 
-/// Waits for the leader's end, then takes everything else of the instance down with it.
-async fn watch_exit(
-    spawned: Spawned,
-    net: InstanceNet,
-    cgroup: Option<Arc<InstanceCgroup>>,
-    log: InstanceLog,
-    stopping: Arc<AtomicBool>,
-    oom: Arc<AtomicBool>,
-    exit_tx: watch::Sender<Option<ExitReason>>,
-) {
-    #[allow(unsafe_code)]
-    // SAFETY: the AsyncFd owns the pidfd, which stays open and the same until it is dropped.
-    let registered =
-        unsafe { AsyncFd::register_with_interest(spawned.pidfd, tokio::io::Interest::READABLE) };
-    let exit = match registered.map_err(|e| e.into_parts().1) {
-        Ok(fd) => {
-            let _ = fd.readable().await;
-            pier_sandbox::launch::reap(fd.get_ref())
-        }
-        Err(e) => Err(e),
-    };
-    // Whatever else the leader started goes with it.
-    let _ = killpg(Pid::from_raw(spawned.pid), Signal::SIGKILL);
-    let oom = oom.load(Ordering::SeqCst) || cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
-    if let Some(cg) = &cgroup {
-        cg.destroy().await;
-    }
-    drop(net);
-    let reason = match exit {
-        _ if oom => ExitReason::OutOfMemory,
-        _ if stopping.load(Ordering::SeqCst) => ExitReason::Stopped,
-        Ok(Exit::Code(c)) => ExitReason::Exited(c),
-        Ok(Exit::Signal(s)) => ExitReason::Signaled(s),
-        Err(_) => ExitReason::Exited(-1),
-    };
-    log.system(&format!("instance {reason}"));
-    let _ = exit_tx.send(Some(reason));
-}
-
-struct ProcessInstance {
-    id: InstanceId,
-    endpoint: Endpoint,
-    pgid: i32,
-    cgroup: Option<Arc<InstanceCgroup>>,
-    exit: watch::Receiver<Option<ExitReason>>,
-    log: InstanceLog,
-    stopping: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl Instance for ProcessInstance {
-    fn id(&self) -> &InstanceId {
-        &self.id
-    }
-
-    fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
-    fn exit_watch(&self) -> watch::Receiver<Option<ExitReason>> {
-        self.exit.clone()
-    }
-
-    fn log_tail(&self, n: usize) -> Vec<String> {
-        self.log.tail(n)
-    }
-
-    fn note(&self, line: &str) {
-        self.log.system(line);
-    }
-
-    fn usage(&self) -> Option<crate::Usage> {
-        self.cgroup.as_ref()?.usage()
-    }
-
-    async fn stop(&self, grace: Duration) {
-        let group = Pid::from_raw(self.pgid);
-        let cgroup = self.cgroup.clone();
-        let kill_cgroup = cgroup.clone();
-        crate::stop_gracefully(
-            &self.exit,
-            &self.stopping,
-            grace,
-            &self.log,
-            || {
-                let _ = killpg(group, Signal::SIGTERM);
-                if let Some(cg) = &cgroup {
-                    // Processes that left the process group are still in the cgroup.
-                    cg.signal(Signal::SIGTERM);
-                }
-            },
-            || async move {
-                let _ = killpg(group, Signal::SIGKILL);
-                if let Some(cg) = &kill_cgroup {
-                    cg.kill();
-                }
-            },
-        )
-        .await;
-    }
-}
+pub mod prepared;
 
 #[cfg(test)]
 mod tests;

@@ -12,10 +12,14 @@
 //! 4. drops every capability from its bounding set and becomes its service's unprivileged user (which
 //!    clears the death signal, so it is set again);
 //! 5. marks every inherited descriptor close-on-exec, sets `no_new_privs` and loads the seccomp filter;
-//! 6. execs the program.
+//! 6. execs the program, or with a [`Launch::gate`] the gate ([`gate`]): a small process, already in
+//!    the whole sandbox, that waits for [`open_gate`] and then execs the program. Everything before the
+//!    program's own start (mount namespace and all) is then done ahead of demand.
 //!
 //! A failure at any step is reported to the server through a close-on-exec pipe (which step, and the
-//! OS error) and the child exits; the pipe closing with nothing in it means the exec succeeded.
+//! OS error) and the child exits; the pipe closing with nothing in it means the exec succeeded. A gate
+//! keeps the pipe: it reports itself waiting with a record of stage 0, and after the go its exec of the
+//! program as the child's exec would have been.
 
 use std::ffi::CString;
 use std::io;
@@ -23,6 +27,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::fsview::FsPlan;
 use crate::seccomp::Program;
+
+pub mod gate;
 
 /// The step of sandbox entry that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,10 +63,11 @@ pub enum Stage {
     RegainRoot,
     Seccomp,
     Exec,
+    Gate,
 }
 
 impl Stage {
-    const ALL: [Stage; 28] = [
+    const ALL: [Stage; 29] = [
         Stage::DeathSignal,
         Stage::Signals,
         Stage::Stdio,
@@ -89,6 +96,7 @@ impl Stage {
         Stage::RegainRoot,
         Stage::Seccomp,
         Stage::Exec,
+        Stage::Gate,
     ];
 
     fn from_u8(b: u8) -> Option<Stage> {
@@ -126,6 +134,7 @@ impl Stage {
             Stage::RegainRoot => "checking root cannot be regained",
             Stage::Seccomp => "loading the seccomp filter",
             Stage::Exec => "running the program",
+            Stage::Gate => "running the gate the process waits in (the server's own binary)",
         }
     }
 }
@@ -179,6 +188,9 @@ pub struct Launch {
     pub user: Option<(u32, u32)>,
     /// The seccomp filter (with `no_new_privs`).
     pub seccomp: Option<Program>,
+    /// The gate binary (`pier`, run with [`gate::ARG`]), opened with `O_PATH`: the child execs it
+    /// instead of the program, and the program starts at [`open_gate`].
+    pub gate: Option<OwnedFd>,
 }
 
 /// A started process.
@@ -188,6 +200,15 @@ pub struct Spawned {
     pub pid: i32,
     /// A pidfd: readable once it has exited; [`reap`] then collects its status.
     pub pidfd: OwnedFd,
+    /// With a [`Launch::gate`]: the gate, waiting for [`open_gate`].
+    pub gate: Option<GateHandle>,
+}
+
+/// A process waiting at its gate. Dropping it (closing `go`) makes the gate exit with status 0.
+#[derive(Debug)]
+pub struct GateHandle {
+    go: OwnedFd,
+    status: OwnedFd,
 }
 
 /// How a process ended.
@@ -244,6 +265,22 @@ pub fn spawn(l: &Launch) -> Result<Spawned, LaunchError> {
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = l.envp.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
+    // The gate's argument vector: `pier __gate PROGRAM ARGV...`.
+    let gate_words = [
+        c"pier".to_owned(),
+        CString::new(gate::ARG).unwrap_or_default(),
+    ];
+    let mut gate_argv: Vec<*const libc::c_char> = gate_words
+        .iter()
+        .chain(std::iter::once(&l.program))
+        .chain(l.argv.iter())
+        .map(|a| a.as_ptr())
+        .collect();
+    gate_argv.push(std::ptr::null());
+    let go = match &l.gate {
+        Some(_) => Some(pipe()?),
+        None => None,
+    };
     let cap_last = last_cap();
     #[allow(unsafe_code)]
     // SAFETY: getpid has no preconditions.
@@ -256,6 +293,12 @@ pub fn spawn(l: &Launch) -> Result<Spawned, LaunchError> {
         return Err(io::Error::last_os_error().into());
     }
     if pid == 0 {
+        let gate = match (&l.gate, &go) {
+            (Some(exe), Some((go_r, _))) => {
+                Some((exe.as_raw_fd(), go_r.as_raw_fd(), &gate_argv[..]))
+            }
+            _ => None,
+        };
         child(
             l,
             &argv,
@@ -264,20 +307,83 @@ pub fn spawn(l: &Launch) -> Result<Spawned, LaunchError> {
             devnull.as_raw_fd(),
             server,
             cap_last,
+            gate,
         );
     }
     drop(status_w);
+    let go = go.map(|(r, w)| {
+        drop(r);
+        w
+    });
     #[allow(unsafe_code)]
     // SAFETY: pidfd_open on our own child's pid (not yet reaped, so it cannot be reused).
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     let mut report = [0u8; 8];
+    let got = read_report(&status_r, &mut report);
+    // Without a gate, the pipe closing empty means the program runs; with one, a record of stage 0
+    // means the gate waits.
+    let ready = match &go {
+        None => got == 0,
+        Some(_) => got == report.len() && report[0] == 0,
+    };
+    if ready && pidfd >= 0 {
+        #[allow(unsafe_code)]
+        // SAFETY: pidfd_open returned a new descriptor we now own.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+        let gate = go.map(|go| GateHandle {
+            go,
+            status: status_r,
+        });
+        return Ok(Spawned { pid, pidfd, gate });
+    }
+    // The child failed (or the pidfd did not open): collect it.
+    #[allow(unsafe_code)]
+    // SAFETY: kill and waitpid on our own child.
+    unsafe {
+        if pidfd >= 0 {
+            libc::close(pidfd as RawFd);
+        }
+        libc::kill(pid, libc::SIGKILL);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+    if got < report.len() {
+        return Err(LaunchError::Io(io::Error::other(match &go {
+            Some(_) => "the gate the process was to wait in ended before it was ready",
+            None => "the new process ended before it reported",
+        })));
+    }
+    Err(failure(&report, &l.program))
+}
+
+/// The error a failure record from the child (or the gate) stands for.
+fn failure(report: &[u8; 8], program: &CString) -> LaunchError {
+    let stage = Stage::from_u8(report[0]).unwrap_or(Stage::Exec);
+    let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+    let program = program.to_string_lossy().into_owned();
+    match (stage, errno) {
+        (Stage::Exec, libc::ENOENT) | (Stage::Exec, libc::ENOTDIR) => {
+            LaunchError::NotFound(program)
+        }
+        (Stage::Exec, libc::EACCES) | (Stage::Exec, libc::EPERM) => {
+            LaunchError::NotExecutable(program)
+        }
+        _ => LaunchError::Sandbox {
+            stage,
+            source: io::Error::from_raw_os_error(errno),
+        },
+    }
+}
+
+/// Reads the child's status pipe until it closes or holds a whole record; returns how much it read.
+fn read_report(status: &OwnedFd, report: &mut [u8; 8]) -> usize {
     let mut got = 0;
     while got < report.len() {
         #[allow(unsafe_code)]
         // SAFETY: reads into our own buffer within its length.
         let n = unsafe {
             libc::read(
-                status_r.as_raw_fd(),
+                status.as_raw_fd(),
                 report[got..].as_mut_ptr().cast(),
                 report.len() - got,
             )
@@ -293,41 +399,28 @@ pub fn spawn(l: &Launch) -> Result<Spawned, LaunchError> {
         }
         got += n as usize;
     }
-    if got == 0 && pidfd >= 0 {
-        #[allow(unsafe_code)]
-        // SAFETY: pidfd_open returned a new descriptor we now own.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-        return Ok(Spawned { pid, pidfd });
-    }
-    // The child failed (or the pidfd did not open): collect it.
+    got
+}
+
+/// Lets a gated process exec its program (`program` names it in errors); returns once it runs, or why
+/// it could not, as [`spawn`] does for a process without a gate. Blocking: call it from a blocking
+/// thread.
+pub fn open_gate(gate: GateHandle, program: &CString) -> Result<(), LaunchError> {
     #[allow(unsafe_code)]
-    // SAFETY: kill and waitpid on our own child.
-    unsafe {
-        if pidfd >= 0 {
-            libc::close(pidfd as RawFd);
-        }
-        libc::kill(pid, libc::SIGKILL);
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
+    // SAFETY: writes one byte from a static buffer to a descriptor we own.
+    let n = unsafe { libc::write(gate.go.as_raw_fd(), gate::GO.as_ptr().cast(), 1) };
+    if n != 1 {
+        return Err(LaunchError::Io(io::Error::last_os_error()));
     }
-    if got < report.len() {
-        return Err(io::Error::last_os_error().into());
+    drop(gate.go);
+    let mut report = [0u8; 8];
+    match read_report(&gate.status, &mut report) {
+        0 => Ok(()),
+        8 => Err(failure(&report, program)),
+        _ => Err(LaunchError::Io(io::Error::other(
+            "the gate ended before its program started",
+        ))),
     }
-    let stage = Stage::from_u8(report[0]).unwrap_or(Stage::Exec);
-    let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
-    let program = l.program.to_string_lossy().into_owned();
-    Err(match (stage, errno) {
-        (Stage::Exec, libc::ENOENT) | (Stage::Exec, libc::ENOTDIR) => {
-            LaunchError::NotFound(program)
-        }
-        (Stage::Exec, libc::EACCES) | (Stage::Exec, libc::EPERM) => {
-            LaunchError::NotExecutable(program)
-        }
-        _ => LaunchError::Sandbox {
-            stage,
-            source: io::Error::from_raw_os_error(errno),
-        },
-    })
 }
 
 /// The thread every sandboxed process is forked from. A child's parent-death signal fires when the
@@ -395,7 +488,8 @@ fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// The child's side, between fork and exec (see the module docs).
+/// The child's side, between fork and exec (see the module docs). `gate` is the gate binary, the read
+/// end of its go pipe and its argument vector.
 #[allow(clippy::too_many_arguments)]
 fn child(
     l: &Launch,
@@ -405,6 +499,7 @@ fn child(
     devnull: RawFd,
     server: libc::pid_t,
     cap_last: libc::c_ulong,
+    gate: Option<(RawFd, RawFd, &[*const libc::c_char])>,
 ) -> ! {
     #[allow(unsafe_code)]
     // SAFETY: only async-signal-safe system calls, on memory made before the fork (the plan, the argument
@@ -522,7 +617,33 @@ fn child(
         {
             fail(status, Stage::Seccomp, e.raw_os_error().unwrap_or(0));
         }
-        // 6. Run it.
+        // 6. Run it, or the gate, which keeps the go pipe and the status pipe at fixed numbers
+        //    (copied above 10 first, so neither overwrites the other), not closed on exec.
+        if let Some((exe, go, gate_argv)) = gate {
+            // The gate binary's descriptor moves up too, in case it is 3 or 4.
+            let exe_high = libc::fcntl(exe, libc::F_DUPFD_CLOEXEC, 10);
+            let go_high = libc::fcntl(go, libc::F_DUPFD, 10);
+            let status_high = libc::fcntl(status, libc::F_DUPFD, 10);
+            if exe_high < 0
+                || go_high < 0
+                || status_high < 0
+                || libc::dup2(go_high, gate::GO_FD) < 0
+                || libc::dup2(status_high, gate::STATUS_FD) < 0
+            {
+                fail(status, Stage::Gate, errno());
+            }
+            libc::close(go_high);
+            libc::close(status_high);
+            libc::syscall(
+                libc::SYS_execveat,
+                exe_high,
+                c"".as_ptr(),
+                gate_argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+            fail(gate::STATUS_FD, Stage::Gate, errno());
+        }
         libc::execve(l.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
         fail(status, Stage::Exec, errno());
     }

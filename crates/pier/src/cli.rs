@@ -124,6 +124,13 @@ pub struct ServerArgs {
     #[arg(long, default_value = "240s", value_parser = parse_duration)]
     pub startup_timeout: Duration,
 
+    /// How many revisions, the most recently used, keep one sandbox made ahead of their next cold
+    /// start (network namespace, cgroups, and for containers the container itself, created and
+    /// waiting), so that a request to a revision at zero only waits for its app. Each costs memory while
+    /// it waits (see the README); 0 turns them off.
+    #[arg(long, default_value_t = 8)]
+    pub warm_sandboxes: usize,
+
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub max_request_body: u64,

@@ -13,6 +13,18 @@ mod doctor;
 mod server;
 
 fn main() -> ExitCode {
+    // The container shim the server runs per gen2 instance: before any parsing, as it must start fast.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == pier_container::shim::ARG) {
+        return pier_container::shim::main(&args[2..]);
+    }
+    // The gate a process instance's sandbox waits in until its program may run.
+    if args
+        .get(1)
+        .is_some_and(|a| a == pier_sandbox::launch::gate::ARG)
+    {
+        std::process::exit(pier_sandbox::launch::gate::main(&args[2..]));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => server::run(args, None),

@@ -346,7 +346,7 @@ fn containers_are_isolated_and_reach_the_metadata_server_and_other_services_thro
     assert!(answered.contains("\"pid\":1"), "{answered}");
 
     // No host process can reach an instance's port: it lives in its own network namespace.
-    let ids = oci::containers(&p.dir);
+    let ids = oci::running(&p.dir);
     assert_eq!(ids.len(), 2, "{ids:?}");
     for id in ids {
         let state = Command::new("runc")
@@ -637,7 +637,7 @@ fn bad_images_fail_the_deploy_with_the_reason_and_the_previous_revision_keeps_se
         // The previous revision still serves, and nothing of the failure keeps running.
         assert_eq!(latest_revision(&p, "svc"), serving);
         assert_eq!(json(&get(&p, &url))["greeting"], "good", "after {args:?}");
-        let left = oci::containers(&p.dir);
+        let left = oci::running(&p.dir);
         assert_eq!(left.len(), 1, "after {args:?}: {left:?}");
     }
     assert!(
@@ -775,21 +775,28 @@ fn kill9_leaves_nothing_behind_after_restart_and_prune_frees_unused_images() {
         ],
     );
     assert_eq!(json(&get(&p, &url))["greeting"], "one");
-    let before = oci::containers(data.path());
+    let before = oci::running(data.path());
     assert_eq!(before.len(), 1);
+    let all_before = oci::containers(data.path());
 
     p.kill9();
     assert_eq!(
-        oci::containers(data.path()),
+        oci::running(data.path()),
         before,
         "a container outlives a killed server until the next start"
     );
     let p = Pier::launch(data.path(), &args);
     let after = eventually(30, "the min instance to come back", || {
-        let c = oci::containers(data.path());
+        let c = oci::running(data.path());
         (c.len() == 1 && c != before).then_some(c)
     });
     assert_ne!(after, before, "the leftover container was deleted");
+    // So was the one made ahead of demand before the kill.
+    let now = oci::containers(data.path());
+    assert!(
+        all_before.iter().all(|c| !now.contains(c)),
+        "{all_before:?} left in {now:?}"
+    );
     let url = p.describe("keep")["url"].as_str().unwrap().to_owned();
     assert_eq!(json(&get(&p, &url))["greeting"], "one");
     assert_eq!(oci::mounts_under(&run).len(), 1, "one image root mounted");
@@ -931,16 +938,20 @@ fn writable_roots_are_in_memory_per_instance_and_left_clean_after_kill9() {
         "the image root was written: {touched:?}"
     );
     let bundles = run.join("bundles");
-    let before = oci::mounts_under(&bundles);
+    // The instance's bundle (a warm sandbox made for the next start has mounts of its own).
+    let instance = oci::running(data.path());
+    assert_eq!(instance.len(), 1, "{instance:?}");
+    let before = oci::mounts_under(&bundles.join(&instance[0]));
     assert_eq!(before.len(), 2, "an overlay and its tmpfs: {before:?}");
 
     // A killed server leaves the container and its mounts; the next start clears both, and the new
     // instance starts from the image again.
     p.kill9();
-    assert_eq!(oci::mounts_under(&bundles), before);
+    let left = oci::mounts_under(&bundles);
+    assert!(before.iter().all(|m| left.contains(m)), "{left:?}");
     let mut p = Pier::launch(data.path(), &args);
     eventually(30, "the min instance to come back", || {
-        let c = oci::containers(data.path());
+        let c = oci::running(data.path());
         (c.len() == 1).then_some(c)
     });
     let after = oci::mounts_under(&bundles);

@@ -4,10 +4,10 @@
 use std::fs;
 
 use super::*;
-use crate::Isolation;
 use crate::logs::LogQuery;
 use crate::network::{EgressMode, NamespaceServices, NetworkConfig};
 use crate::probe::{ProbeFailure, wait_ready};
+use crate::{ExitReason, Isolation};
 use pier_model::{ProjectName, RevisionTemplate};
 use pier_sandbox::seccomp::Policies;
 use pier_sandbox::{IdRange, PierFiles};
@@ -69,6 +69,7 @@ fn runtime(logs: Arc<LogStore>, installation: &str, hosts: Option<PathBuf>) -> P
         allow_unsandboxed: true,
         network,
         cgroups: CgroupRoot::detect(installation),
+        gate: None,
     })
 }
 

@@ -59,6 +59,7 @@ fn run(view: &HostView, workdir: &Path, script: &str) -> (Exit, String) {
                 .compile(Arch::native().unwrap())
                 .unwrap(),
         ),
+        gate: None,
     };
     let child = spawn(&launch).unwrap();
     drop(launch);
@@ -178,6 +179,7 @@ fn failures_name_the_step_and_missing_programs_are_not_found() {
         ),
         user: Some((UID, UID)),
         seccomp: None,
+        gate: None,
     };
     match spawn(&launch) {
         Err(LaunchError::NotFound(p)) => assert_eq!(p, "/no/such/program"),
@@ -231,6 +233,7 @@ fn children_outlive_the_thread_that_asked_for_them() {
             view: None,
             user: None,
             seccomp: None,
+            gate: None,
         }
     };
     let alive = |pid: i32| {

@@ -273,6 +273,7 @@ impl Server {
             allow_unsandboxed: args.allow_unsandboxed,
             network: network.clone(),
             cgroups: cgroups.clone(),
+            gate: instances::gate_binary(),
         }));
         data_dir::secure(&data_dir)?;
         let leftovers = process.cleanup_leftovers().await?;
@@ -332,6 +333,7 @@ impl Server {
                 scale_to_zero_grace: args.scale_to_zero_grace,
                 pending_timeout: args.pending_timeout,
                 startup_timeout: args.startup_timeout,
+                warm_sandboxes: args.warm_sandboxes,
                 ..ActivatorConfig::default()
             },
             Arc::new(containers::Runtimes {

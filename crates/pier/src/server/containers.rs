@@ -93,6 +93,9 @@ pub fn container_config(
         files,
         installation: installation.to_owned(),
         seccomp,
+        // The shim is this binary (what runs, even if the file was replaced since), run with its hidden
+        // first argument.
+        shim: "/proc/self/exe".into(),
     }
 }
 

@@ -128,3 +128,26 @@ pub fn seccomp_policies(args: &ServerArgs) -> Result<Arc<Policies>> {
     }
     Ok(Arc::new(policies))
 }
+
+/// The binary process instances wait in until their start: this one, opened once through
+/// `/proc/self/exe` with `O_PATH` (what runs, even if the file was replaced since), when instances' users
+/// may execute it; `None` (each start then forks anew) otherwise.
+pub fn gate_binary() -> Option<Arc<std::os::fd::OwnedFd>> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let exe = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open("/proc/self/exe")
+        .ok()?;
+    let mode = std::fs::metadata("/proc/self/exe")
+        .ok()?
+        .permissions()
+        .mode();
+    if mode & 0o001 == 0 {
+        tracing::warn!(
+            "this binary is not executable by other users: process instances are forked at each start instead of waiting ready (chmod o+x it for faster cold starts)"
+        );
+        return None;
+    }
+    Some(Arc::new(exe.into()))
+}

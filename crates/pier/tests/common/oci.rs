@@ -401,6 +401,25 @@ pub fn containers(dir: &Path) -> Vec<String> {
     }
 }
 
+/// Containers of the server with data dir `dir` that run an app (not those created ahead of demand
+/// and waiting, nor stopped ones).
+pub fn running(dir: &Path) -> Vec<String> {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(dir.join("containers/state"))
+        .args(["list", "--format", "json"])
+        .output();
+    let Ok(out) = out else { return Vec::new() };
+    let list: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] == "running")
+        .filter_map(|c| c["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Mount points under `dir`.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
     mounts_with_types_under(dir)
