@@ -9,8 +9,9 @@
 //!    process waits in `runc init` on the state's `exec.fifo`) and sends `R` on the control socket;
 //! 3. waits for one byte: `G` starts the app, as `runc start` would (open `exec.fifo` for reading and
 //!    read it: `runc init` writes to it and then execs the app; the fifo is then removed, which is how
-//!    runc tells "created" from "running"), and answers `S` once the app runs or `F` if the container
-//!    had ended meanwhile; end of file (Pier dropped the sandbox, or died) kills it;
+//!    runc tells "created" from "running"; init is checked every 100 ms meanwhile, as runc does), and
+//!    answers `S` once the app runs or `F` if the container ended first; end of file (Pier dropped the
+//!    sandbox, or died) kills it;
 //! 4. forwards SIGTERM, SIGINT and SIGHUP to the app, reaps everything reparented to it, and exits with
 //!    the app's status (128+N when signal N killed it), as `runc run` does.
 //!
@@ -119,37 +120,68 @@ fn run(runc: &Path, state: &Path, bundle: &Path, id: &str) -> std::io::Result<u8
             let _ = kill(init, sig);
         }
     });
-    // Opened without blocking: `runc init` waits in its open for writing, so it already counts as a
-    // writer, and one that died meanwhile gives end of file at once instead of a reader waiting forever.
     let fifo = state.join(id).join("exec.fifo");
-    let word = read_fifo(&fifo);
-    let started = matches!(&word, Ok(w) if !w.is_empty());
+    let outcome = wait_started(&fifo, init);
+    let started = matches!(outcome, Outcome::Started);
     let _ = control.write_all(&[if started { STARTED } else { FAILED }]);
     drop(control);
-    if started {
-        let _ = std::fs::remove_file(&fifo);
-    } else {
-        eprintln!("[pier] the container ended before its app could start");
-        let _ = kill(init, Signal::SIGKILL);
+    match outcome {
+        Outcome::Started => {
+            let _ = std::fs::remove_file(&fifo);
+        }
+        Outcome::Ended(code) => {
+            eprintln!("[pier] the container ended before its app could start");
+            return Ok(code);
+        }
+        Outcome::Failed => {
+            eprintln!("[pier] the container ended before its app could start");
+            let _ = kill(init, Signal::SIGKILL);
+        }
     }
     Ok(reap_until(init))
 }
 
-/// Reads runc's `exec.fifo` to its end (runc init writes a byte, then execs the app, which closes it).
-fn read_fifo(fifo: &Path) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(fifo)?;
-    nix::fcntl::fcntl(
-        &opened,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
-    )
-    .map_err(std::io::Error::from)?;
-    let mut word = Vec::new();
-    opened.read_to_end(&mut word)?;
-    Ok(word)
+/// What became of the go.
+enum Outcome {
+    /// The app runs.
+    Started,
+    /// `runc init` ended first, with this status.
+    Ended(u8),
+    /// `runc init` closed the fifo without a word.
+    Failed,
+}
+
+/// Lets the app run as `runc start` does: opens runc's `exec.fifo` for reading and reads it to its end
+/// (`runc init` opens it, perhaps only after `runc create` returned, writes a byte, then execs the app,
+/// which closes it). The open blocks until init opens its end, so it runs on a thread while this one
+/// checks every 100 ms that init is still alive (as runc does), and stops waiting if it ended.
+fn wait_started(fifo: &Path, init: Pid) -> Outcome {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.to_owned();
+    std::thread::spawn(move || {
+        let read = std::fs::File::open(&path).and_then(|mut f| {
+            let mut word = Vec::new();
+            f.read_to_end(&mut word).map(|_| word)
+        });
+        let _ = tx.send(read);
+    });
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(Ok(word)) if !word.is_empty() => return Outcome::Started,
+            Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Outcome::Failed,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                match waitpid(init, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => {}
+                    Ok(WaitStatus::Exited(_, code)) => return Outcome::Ended(code as u8),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => {
+                        return Outcome::Ended(128u8.saturating_add(sig as u8));
+                    }
+                    Ok(_) => {}
+                    Err(_) => return Outcome::Failed,
+                }
+            }
+        }
+    }
 }
 
 /// Reaps every child until `init` ends; returns its status as `runc run` reports it.

@@ -652,12 +652,17 @@ fn bad_images_fail_the_deploy_with_the_reason_and_the_previous_revision_keeps_se
         })
         .collect();
     assert!(half_made.is_empty(), "half-made layers: {half_made:?}");
+    // The only bundles are those of containers runc holds: the serving instance's, and the one made
+    // for its revision's next start.
+    let known = oci::containers(&p.dir);
+    let bundles: Vec<String> = std::fs::read_dir(p.run_dir().join("bundles"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(
-        std::fs::read_dir(p.run_dir().join("bundles"))
-            .unwrap()
-            .count()
-            <= 1,
-        "bundles of failed instances are left behind"
+        bundles.len() <= 2 && bundles.iter().all(|b| known.contains(b)),
+        "bundles of failed instances are left behind: {bundles:?} (containers {known:?})"
     );
 }
 
@@ -1173,13 +1178,21 @@ fn egress_reaches_beyond_the_host_but_never_the_host_or_other_instances() {
             .matches(&format!("master {bridge}"))
             .count()
     };
-    assert_eq!(on_bridge(), 2);
+    // Two instances and, for each revision, the sandbox made for its next start.
+    eventually(
+        20,
+        "two instances and two warm sandboxes on the bridge",
+        || (on_bridge() == 4).then_some(()),
+    );
     p.kill9();
     let mut p = Pier::launch(data.path(), &args);
     let a = p.describe("out-a")["url"].as_str().unwrap().to_owned();
     let fetched = get(&p, &format!("{a}/cgi-bin/fetch?{}/hello.txt", World::ADDR));
     assert_eq!(fetched, "hello from beyond\n");
-    assert_eq!(on_bridge(), 1, "the old instances' veth ends are gone");
+    // The old ends are gone: a's new instance and its next warm sandbox are all there is.
+    eventually(20, "the old instances' veth ends to be gone", || {
+        (on_bridge() == 2).then_some(())
+    });
 
     // A clean stop leaves no bridge, veth end or firewall table behind.
     assert!(p.terminate().success());
