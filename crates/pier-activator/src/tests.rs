@@ -14,8 +14,11 @@ struct SocketRuntime {
     running: Arc<AtomicU32>,
     fail: bool,
     start_delay: Duration,
-    /// Whether it makes sandboxes ahead of demand; what became of them.
+    /// Whether it makes sandboxes ahead of demand, how long that takes, whether it fails; what became
+    /// of them.
     warm: bool,
+    prepare_delay: Duration,
+    prepare_fails: bool,
     sandboxes: Arc<Sandboxes>,
 }
 
@@ -96,6 +99,12 @@ impl Runtime for SocketRuntime {
     ) -> Option<Result<Box<dyn pier_runtime::Prepared>, RuntimeError>> {
         if !self.warm {
             return None;
+        }
+        tokio::time::sleep(self.prepare_delay).await;
+        if self.prepare_fails {
+            return Some(Err(RuntimeError::Unsupported(
+                "no room for a sandbox".into(),
+            )));
         }
         self.sandboxes.made.lock().unwrap().push(spec.id.clone());
         Some(Ok(Box::new(SocketSandbox {
@@ -522,4 +531,53 @@ async fn the_budget_keeps_sandboxes_for_the_most_recently_started_revisions_only
     p.start_one().await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(off.sandboxes.made.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_pool_closing_while_its_sandbox_is_made_waits_for_it_to_be_discarded() {
+    let rt = Arc::new(SocketRuntime {
+        warm: true,
+        prepare_delay: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let config = ActivatorConfig {
+        warm_sandboxes: 4,
+        ..fast_config()
+    };
+    let (act, pool) = pool_with(rt.clone(), config, template(10, 0, 5), true);
+    pool.start_one().await.unwrap();
+    // The sandbox is being made (300 ms) when the pool closes: close returns once it is gone.
+    let key = PoolKey {
+        project: ProjectName::default(),
+        revision: "svc-00001-abc".parse().unwrap(),
+    };
+    act.remove_pool(&key).await;
+    assert_eq!(rt.sandboxes.made.lock().unwrap().len(), 1);
+    assert_eq!(rt.sandboxes.discarded.load(Ordering::SeqCst), 1);
+    assert_eq!(pool.live().warm_sandboxes, 0);
+}
+
+#[tokio::test]
+async fn a_sandbox_that_cannot_be_made_leaves_cold_starts_as_they_were() {
+    let rt = Arc::new(SocketRuntime {
+        warm: true,
+        prepare_fails: true,
+        ..Default::default()
+    });
+    let config = ActivatorConfig {
+        warm_sandboxes: 4,
+        ..fast_config()
+    };
+    let (_act, pool) = pool_with(rt.clone(), config, template(10, 0, 5), true);
+    pool.start_one().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(pool.live().warm_sandboxes, 0);
+    eventually("scale to zero", || pool.instance_count() == 0).await;
+    let lease = pool.acquire(soon(5000)).await.unwrap();
+    lease.slot().endpoint().connect().await.unwrap();
+    assert_eq!(
+        rt.started.load(Ordering::SeqCst),
+        2,
+        "both starts began from nothing"
+    );
 }

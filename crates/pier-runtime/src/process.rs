@@ -28,7 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pier_model::RevisionTemplate;
 use pier_sandbox::HostView;
-use pier_sandbox::launch::{Launch, Spawner};
+use pier_sandbox::launch::Launch;
 use pier_sandbox::seccomp::Policies;
 use pier_sandbox::userns::UserNsCache;
 
@@ -281,7 +281,6 @@ impl ProcessRuntime {
         let prog = program.clone();
         // Planning may fork (an id mapping) and spawning forks: on the spawner thread, off the async
         // workers, and from a thread that outlives the instance (see `Spawner`).
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let job = move || -> Result<prepared::Made, RuntimeError> {
             if let (Some(sb), Some((uid, gid))) = (sandbox, user) {
                 launch.view = Some(
@@ -321,16 +320,7 @@ impl ProcessRuntime {
                 }
             }
         };
-        let result = match Spawner::global().run(job, move |r| {
-            let _ = tx.send(r);
-        }) {
-            Ok(()) => rx
-                .await
-                .map_err(|_| RuntimeError::Unsupported("the spawner thread is gone".into()))
-                .and_then(|r| r),
-            Err(e) => Err(RuntimeError::Unsupported(e.to_string())),
-        };
-        let made = match result {
+        let made = match prepared::on_spawner(job).await {
             Ok(m) => m,
             Err(e) => {
                 if let Some(cg) = &cgroup {

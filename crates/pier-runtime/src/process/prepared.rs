@@ -46,10 +46,18 @@ pub(super) fn launch_error(e: LaunchError, program: String) -> RuntimeError {
     }
 }
 
-/// Forks `launch` on the spawner thread, which outlives the instance (see `Spawner`).
+/// Forks `launch` on the spawner thread.
 async fn fork(launch: Launch, program: String) -> Result<Spawned, RuntimeError> {
+    on_spawner(move || pier_sandbox::launch::spawn(&launch).map_err(|e| launch_error(e, program)))
+        .await
+}
+
+/// Runs `job` on the spawner thread, which outlives every instance (a child's parent-death signal
+/// follows the thread that forked it: see `Spawner`), and waits for its result.
+pub(super) async fn on_spawner<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
+) -> Result<T, RuntimeError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let job = move || pier_sandbox::launch::spawn(&launch).map_err(|e| launch_error(e, program));
     match Spawner::global().run(job, move |r| {
         let _ = tx.send(r);
     }) {
