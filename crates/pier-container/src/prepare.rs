@@ -52,15 +52,44 @@ pub struct PreparedContainer {
     log: InstanceLog,
     net: InstanceNet,
     port: u16,
-    bundle_dir: PathBuf,
-    writable: Option<WritableRoot>,
-    gvisor_cg: Option<Arc<InstanceCgroup>>,
+    files: Leftovers,
     memory: Option<MemoryController>,
     cgroup: String,
     times: pier_runtime::StartupTimes,
     /// The log line that says what starts (written when it does).
     starting: String,
     launch: Launch,
+}
+
+/// What an instance's sandbox leaves on the host until it is removed: its bundle, a writable root
+/// mounted inside it, and gen1's cgroups (gen2's are runc's, removed by `runc delete`).
+struct Leftovers {
+    bundle_dir: PathBuf,
+    writable: Option<WritableRoot>,
+    gvisor_cg: Option<Arc<InstanceCgroup>>,
+}
+
+impl Leftovers {
+    /// Removes them all (whatever ran in the sandbox has ended or never started).
+    async fn remove(&self) {
+        if let Some(w) = &self.writable {
+            w.unmount();
+        }
+        let _ = std::fs::remove_dir_all(&self.bundle_dir);
+        if let Some(cg) = &self.gvisor_cg {
+            cg.destroy().await;
+        }
+    }
+}
+
+/// Sends `child`'s stdout and stderr, line by line, to the instance's log.
+fn pump_output(child: &mut tokio::process::Child, log: &InstanceLog) {
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(pump(out, log.clone(), LogStream::Stdout));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(pump(err, log.clone(), LogStream::Stderr));
+    }
 }
 
 impl std::fmt::Debug for PreparedContainer {
@@ -271,9 +300,11 @@ impl ContainerRuntime {
             log,
             net,
             port,
-            bundle_dir,
-            writable,
-            gvisor_cg,
+            files: Leftovers {
+                bundle_dir,
+                writable,
+                gvisor_cg,
+            },
             memory: self.memory.clone(),
             cgroup,
             times: pier_runtime::StartupTimes {
@@ -313,12 +344,7 @@ impl ContainerRuntime {
                 self.config.shim.display()
             )
         })?;
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump(out, log.clone(), LogStream::Stdout));
-        }
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(err, log.clone(), LogStream::Stderr));
-        }
+        pump_output(&mut child, log);
         ours.set_nonblocking(true)
             .map_err(|e| format!("the container's control socket: {e}"))?;
         let mut control = tokio::net::UnixStream::from_std(ours)
@@ -380,10 +406,7 @@ impl Prepared for PreparedContainer {
                 if !started {
                     let _ = child.wait().await;
                     let _ = this.engine.delete(&this.container).await;
-                    if let Some(w) = &this.writable {
-                        w.unmount();
-                    }
-                    let _ = std::fs::remove_dir_all(&this.bundle_dir);
+                    this.files.remove().await;
                     return Err(RuntimeError::Unsupported(
                         "the container made for this start ended before its app could run".into(),
                     ));
@@ -392,7 +415,7 @@ impl Prepared for PreparedContainer {
                 (child, pid)
             }
             Launch::Run => {
-                let mut cmd = this.engine.run(&this.bundle_dir, &this.container);
+                let mut cmd = this.engine.run(&this.files.bundle_dir, &this.container);
                 cmd.stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .process_group(0)
@@ -400,25 +423,14 @@ impl Prepared for PreparedContainer {
                 let mut child = match cmd.spawn() {
                     Ok(c) => c,
                     Err(e) => {
-                        if let Some(w) = &this.writable {
-                            w.unmount();
-                        }
-                        let _ = std::fs::remove_dir_all(&this.bundle_dir);
-                        if let Some(cg) = &this.gvisor_cg {
-                            cg.destroy().await;
-                        }
+                        this.files.remove().await;
                         return Err(RuntimeError::NotExecutable {
                             program: this.engine.binary.display().to_string(),
                             reason: e.to_string(),
                         });
                     }
                 };
-                if let Some(out) = child.stdout.take() {
-                    tokio::spawn(pump(out, this.log.clone(), LogStream::Stdout));
-                }
-                if let Some(err) = child.stderr.take() {
-                    tokio::spawn(pump(err, this.log.clone(), LogStream::Stderr));
-                }
+                pump_output(&mut child, &this.log);
                 let pid = child.id().map(|p| p as i32).unwrap_or(0);
                 (Box::new(child), pid)
             }
@@ -434,7 +446,7 @@ impl Prepared for PreparedContainer {
         let (engine, id, log) = (this.engine, this.container, this.log);
         let (exit_tx, exit_rx) = watch::channel(None);
         let (usage_cg, usage_memory, usage_path) = (
-            this.gvisor_cg.clone(),
+            this.files.gvisor_cg.clone(),
             this.memory.clone(),
             this.cgroup.clone(),
         );
@@ -442,7 +454,7 @@ impl Prepared for PreparedContainer {
         let oom_killed = Arc::new(AtomicBool::new(false));
         let oom_kills = {
             let memory = this.memory.clone();
-            let (cgroup, gvisor_cg) = (this.cgroup.clone(), this.gvisor_cg.clone());
+            let (cgroup, gvisor_cg) = (this.cgroup.clone(), this.files.gvisor_cg.clone());
             move || match &gvisor_cg {
                 Some(cg) => cg.oom_kills(),
                 None => memory.as_ref().map(|m| m.oom_kills(&cgroup)).unwrap_or(0),
@@ -471,21 +483,14 @@ impl Prepared for PreparedContainer {
         {
             let (log, stopping, oom_killed) = (log.clone(), stopping.clone(), oom_killed.clone());
             let (engine, id) = (engine.clone(), id.clone());
-            let (writable, bundle_dir, gvisor_cg, net) =
-                (this.writable, this.bundle_dir, this.gvisor_cg, this.net);
+            let (files, net) = (this.files, this.net);
             tokio::spawn(async move {
                 let status = child.wait().await;
                 let oom = oom_killed.load(Ordering::SeqCst) || oom_kills() > 0;
                 if let Err(e) = engine.delete(&id).await {
                     tracing::warn!(instance = %id, "deleting the container failed: {e}");
                 }
-                if let Some(w) = &writable {
-                    w.unmount();
-                }
-                let _ = std::fs::remove_dir_all(&bundle_dir);
-                if let Some(cg) = &gvisor_cg {
-                    cg.destroy().await;
-                }
+                files.remove().await;
                 drop(net);
                 let reason = match status {
                     _ if oom => ExitReason::OutOfMemory,
@@ -527,13 +532,7 @@ impl Prepared for PreparedContainer {
                 tracing::warn!(instance = %this.id, "deleting a warm container failed: {e}");
             }
         }
-        if let Some(w) = &this.writable {
-            w.unmount();
-        }
-        let _ = std::fs::remove_dir_all(&this.bundle_dir);
-        if let Some(cg) = &this.gvisor_cg {
-            cg.destroy().await;
-        }
+        this.files.remove().await;
         drop(this.net);
         tracing::debug!(instance = %this.id, "discarded a sandbox that was never started");
     }

@@ -171,12 +171,11 @@ fn wait_started(fifo: &Path, init: Pid) -> Outcome {
             Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Outcome::Failed,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 match waitpid(init, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) => {}
-                    Ok(WaitStatus::Exited(_, code)) => return Outcome::Ended(code as u8),
-                    Ok(WaitStatus::Signaled(_, sig, _)) => {
-                        return Outcome::Ended(128u8.saturating_add(sig as u8));
+                    Ok(status) => {
+                        if let Some(code) = ended(status, init) {
+                            return Outcome::Ended(code);
+                        }
                     }
-                    Ok(_) => {}
                     Err(_) => return Outcome::Failed,
                 }
             }
@@ -184,15 +183,24 @@ fn wait_started(fifo: &Path, init: Pid) -> Outcome {
     }
 }
 
+/// `init`'s status as `runc run` reports it (128+N when signal N killed it), if `status` is its end.
+fn ended(status: WaitStatus, init: Pid) -> Option<u8> {
+    match status {
+        WaitStatus::Exited(pid, code) if pid == init => Some(code as u8),
+        WaitStatus::Signaled(pid, sig, _) if pid == init => Some(128u8.saturating_add(sig as u8)),
+        _ => None,
+    }
+}
+
 /// Reaps every child until `init` ends; returns its status as `runc run` reports it.
 fn reap_until(init: Pid) -> u8 {
     loop {
         match waitpid(None, None) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == init => return code as u8,
-            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == init => {
-                return 128u8.saturating_add(sig as u8);
+            Ok(status) => {
+                if let Some(code) = ended(status, init) {
+                    return code;
+                }
             }
-            Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => {}
             Err(_) => return 1,
         }

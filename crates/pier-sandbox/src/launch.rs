@@ -209,6 +209,8 @@ pub struct Spawned {
 pub struct GateHandle {
     go: OwnedFd,
     status: OwnedFd,
+    /// The program it is to exec, for errors.
+    program: CString,
 }
 
 /// How a process ended.
@@ -333,6 +335,7 @@ pub fn spawn(l: &Launch) -> Result<Spawned, LaunchError> {
         let gate = go.map(|go| GateHandle {
             go,
             status: status_r,
+            program: l.program.clone(),
         });
         return Ok(Spawned { pid, pidfd, gate });
     }
@@ -402,10 +405,9 @@ fn read_report(status: &OwnedFd, report: &mut [u8; 8]) -> usize {
     got
 }
 
-/// Lets a gated process exec its program (`program` names it in errors); returns once it runs, or why
-/// it could not, as [`spawn`] does for a process without a gate. Blocking: call it from a blocking
-/// thread.
-pub fn open_gate(gate: GateHandle, program: &CString) -> Result<(), LaunchError> {
+/// Lets a gated process exec its program; returns once it runs, or why it could not, as [`spawn`] does
+/// for a process without a gate. Blocking: call it from a blocking thread.
+pub fn open_gate(gate: GateHandle) -> Result<(), LaunchError> {
     #[allow(unsafe_code)]
     // SAFETY: writes one byte from a static buffer to a descriptor we own.
     let n = unsafe { libc::write(gate.go.as_raw_fd(), gate::GO.as_ptr().cast(), 1) };
@@ -416,7 +418,7 @@ pub fn open_gate(gate: GateHandle, program: &CString) -> Result<(), LaunchError>
     let mut report = [0u8; 8];
     match read_report(&gate.status, &mut report) {
         0 => Ok(()),
-        8 => Err(failure(&report, program)),
+        8 => Err(failure(&report, &gate.program)),
         _ => Err(LaunchError::Io(io::Error::other(
             "the gate ended before its program started",
         ))),

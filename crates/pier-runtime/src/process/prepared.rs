@@ -112,11 +112,10 @@ impl Prepared for PreparedProcess {
             Made::Planned(launch) => fork(launch, prog).await,
             // Opening a gate forks nothing: a blocking thread waits for the program's exec.
             Made::Gated(mut spawned) => tokio::task::spawn_blocking(move || {
-                let name = std::ffi::CString::new(prog.clone()).unwrap_or_default();
                 let Some(gate) = spawned.gate.take() else {
                     return Ok(spawned);
                 };
-                match pier_sandbox::launch::open_gate(gate, &name) {
+                match pier_sandbox::launch::open_gate(gate) {
                     Ok(()) => Ok(spawned),
                     Err(e) => {
                         // The gate exits after a failed exec: collect it.

@@ -29,7 +29,7 @@ pub const STATUS_FD: i32 = 4;
 pub const GO: &[u8; 1] = b"G";
 
 /// Runs the gate with the arguments after [`ARG`]: `PROGRAM ARGV...`. Returns only the exit status of
-/// a gate that did not exec.
+/// a gate that did not exec (one whose exec failed exits with 127 from here).
 pub fn main(args: &[OsString]) -> i32 {
     let Some((program, argv)) = args.split_first() else {
         return 2;
@@ -67,12 +67,7 @@ pub fn main(args: &[OsString]) -> i32 {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
         libc::execv(program.as_ptr(), ptrs.as_ptr());
-        let e = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(0)
-            .to_ne_bytes();
-        let rec = [Stage::Exec as u8, 0, 0, 0, e[0], e[1], e[2], e[3]];
-        libc::write(STATUS_FD, rec.as_ptr().cast(), rec.len());
     }
-    127
+    // The same record, and the same exit, as the child's own failed exec.
+    super::fail(STATUS_FD, Stage::Exec, super::errno())
 }

@@ -139,10 +139,8 @@ pub fn gate_binary() -> Option<Arc<std::os::fd::OwnedFd>> {
         .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
         .open("/proc/self/exe")
         .ok()?;
-    let mode = std::fs::metadata("/proc/self/exe")
-        .ok()?
-        .permissions()
-        .mode();
+    // fstat of the descriptor itself: the file that runs, looked up once.
+    let mode = exe.metadata().ok()?.permissions().mode();
     if mode & 0o001 == 0 {
         tracing::warn!(
             "this binary is not executable by other users: process instances are forked at each start instead of waiting ready (chmod o+x it for faster cold starts)"
